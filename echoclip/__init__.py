@@ -1,0 +1,65 @@
+"""echoclip: echocardiography video-report foundation models.
+
+The public API follows open_clip::
+
+    import echoclip
+    model, preprocess = echoclip.create_model_and_transforms("echoclip-tiny")
+    tokenizer = echoclip.get_tokenizer("echoclip-tiny")
+    video = echoclip.load_video("study.dcm")
+    v = model.encode_video(preprocess(video)[None], normalize=True)
+
+Names are resolved lazily so that ``import echoclip`` stays cheap (no torch import,
+no model building, no file reading).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "EchoclipError": "echoclip.errors",
+    "VideoReadError": "echoclip.errors",
+    "DataError": "echoclip.errors",
+    "ModelError": "echoclip.errors",
+    "ConfigError": "echoclip.errors",
+    "Video": "echoclip.data.video",
+    "load_video": "echoclip.data.video",
+    "save_video": "echoclip.data.video",
+    "register_reader": "echoclip.data.video",
+    "list_models": "echoclip.models.factory",
+    "add_model_config": "echoclip.models.factory",
+    "get_model_config": "echoclip.models.factory",
+    "create_model": "echoclip.models.factory",
+    "create_model_and_transforms": "echoclip.models.factory",
+    "load_model": "echoclip.models.factory",
+    "get_tokenizer": "echoclip.models.factory",
+    "load_open_clip_checkpoint": "echoclip.models.open_clip_compat",
+    "embed_videos": "echoclip.models.embed",
+    "embed_reports": "echoclip.models.embed",
+    "zero_shot": "echoclip.zeroshot.predict",
+    "load_prompt_set": "echoclip.zeroshot.prompts",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'echoclip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from echoclip.data.video import Video, load_video, register_reader, save_video
+    from echoclip.errors import ConfigError, DataError, EchoclipError, ModelError, VideoReadError

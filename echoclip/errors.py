@@ -1,0 +1,28 @@
+"""Exception types, one per domain, all under :class:`EchoclipError`.
+
+The CLI catches :class:`EchoclipError` at the top, prints its message as one line
+and exits 1. Each type also derives from the builtin a caller would expect
+(``ValueError`` for bad data), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class EchoclipError(Exception):
+    """Base class of every error echoclip raises on purpose."""
+
+
+class VideoReadError(EchoclipError, ValueError):
+    """A file could not be read as a video. The message names the file and the cause."""
+
+
+class DataError(EchoclipError, ValueError):
+    """A data set, manifest or table is malformed (missing columns, empty, wrong values)."""
+
+
+class ModelError(EchoclipError, ValueError):
+    """A model config, checkpoint or model directory is wrong or incomplete."""
+
+
+class ConfigError(EchoclipError, ValueError):
+    """A run configuration or prompt set is invalid."""
