@@ -15,7 +15,7 @@ no model building, no file reading).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "DataError": "echoclip.errors",
     "ModelError": "echoclip.errors",
     "ConfigError": "echoclip.errors",
+    "TrainingError": "echoclip.errors",
     "Video": "echoclip.data.video",
     "load_video": "echoclip.data.video",
     "save_video": "echoclip.data.video",
@@ -59,7 +60,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from echoclip.data.video import Video, load_video, register_reader, save_video
-    from echoclip.errors import ConfigError, DataError, EchoclipError, ModelError, VideoReadError

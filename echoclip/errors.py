@@ -26,3 +26,7 @@ class ModelError(EchoclipError, ValueError):
 
 class ConfigError(EchoclipError, ValueError):
     """A run configuration or prompt set is invalid."""
+
+
+class TrainingError(EchoclipError, RuntimeError):
+    """A training run cannot go on (e.g. the loss became NaN); the message says where it stopped."""

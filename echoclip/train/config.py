@@ -1,0 +1,107 @@
+"""Run configuration: a dataclass filled from a TOML recipe plus command-line overrides."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from echoclip.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the model and the data.
+
+    Budgets are in optimizer steps (``steps``) or epochs (``epochs``, used when
+    ``steps`` is 0): steps are what a shared, noisy machine can promise.
+    """
+
+    out: str = "runs/clip"
+    seed: int = 0
+    epochs: int = 1
+    steps: int = 0
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    checkpoint_every: int = 200
+    keep_last: int = 2
+    log_every: int = 10
+    val_every: int = 0
+    tensorboard: bool = True
+    progress: bool = True
+    # contrastive objective
+    loss: Literal["clip", "siglip"] = "clip"
+    sentence_dropout: float = 0.3
+    shuffle_sentences: bool = False
+    skip_empty_reports: bool = True
+    context_length: int = 77
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a positive finite number, got {self.lr!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"grad_accum must be at least 1, got {self.grad_accum}")
+        if self.steps < 0 or self.epochs < 0 or (self.steps == 0 and self.epochs == 0):
+            raise ConfigError("set a positive number of steps or epochs")
+        if not 0.0 <= self.sentence_dropout < 1.0:
+            raise ConfigError(f"sentence_dropout must be in [0, 1), got {self.sentence_dropout}")
+        if self.loss not in ("clip", "siglip"):
+            raise ConfigError(f"unknown loss {self.loss!r}; known: ['clip', 'siglip']")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"unknown precision {self.precision!r}; known: ['auto', 'bf16', 'fp32']")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def updated(self, **overrides: Any) -> TrainConfig:
+        """A copy with ``overrides`` applied; ``None`` values are ignored (unset CLI flags)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a TOML recipe: a ``[train]`` table of :class:`TrainConfig` fields, plus free tables
+    (``[model]``, ``[data]``) that the command interprets."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None

@@ -1,0 +1,198 @@
+"""The contrastive video-report objective: report augmentation, open_clip losses, validation."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_sentences(report: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(report.strip()) if s.strip()]
+
+
+def augment_report(report: str, rng: random.Random, dropout: float, shuffle: bool) -> str:
+    """Drop each sentence with probability ``dropout`` (never all of them), optionally shuffle.
+
+    Training on shortened reports keeps single-finding prompts ("A PACEMAKER LEAD IS
+    SEEN.") in distribution for zero-shot use.
+    """
+    sentences = split_sentences(report)
+    if len(sentences) <= 1:
+        return report.strip()
+    kept = [s for s in sentences if rng.random() >= dropout]
+    if not kept:
+        kept = [rng.choice(sentences)]
+    if shuffle:
+        rng.shuffle(kept)
+    return " ".join(kept)
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """Per-sample randomness that does not depend on workers, ranks or resumption."""
+    return random.Random(f"{seed}:{epoch}:{index}")
+
+
+class ContrastiveObjective:
+    """CLIP (InfoNCE) or SigLIP loss between video and report embeddings.
+
+    The losses are open_clip's; with several ranks the features are gathered with
+    gradients (``gather_with_grad=True``), so N ranks with batch B train exactly like
+    one rank with batch N*B.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Callable[..., torch.Tensor],
+        loss: str = "clip",
+        context_length: int = 77,
+        sentence_dropout: float = 0.3,
+        shuffle_sentences: bool = False,
+        seed: int = 0,
+        val_dataset: Any | None = None,
+        val_batch_size: int = 64,
+        zero_shot_prompts: str | dict | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.loss_name = loss
+        self.context_length = context_length
+        self.sentence_dropout = sentence_dropout
+        self.shuffle_sentences = shuffle_sentences
+        self.seed = seed
+        self.val_dataset = val_dataset
+        self.val_batch_size = val_batch_size
+        self.zero_shot_prompts = zero_shot_prompts
+        self._loss_fn: nn.Module | None = None
+
+    # -- data --------------------------------------------------------------------------
+
+    def collate(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor] | None:
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return None
+        reports = [
+            augment_report(
+                s["report"],
+                sample_rng(self.seed, epoch, int(s.get("index", i))),
+                self.sentence_dropout,
+                self.shuffle_sentences,
+            )
+            for i, s in enumerate(samples)
+        ]
+        return {
+            "video": torch.stack([s["video"] for s in samples]),
+            "text": self.tokenizer(reports, context_length=self.context_length),
+        }
+
+    # -- loss --------------------------------------------------------------------------
+
+    def _build_loss(self) -> nn.Module:
+        import torch.distributed as dist
+        from open_clip.loss import ClipLoss, SigLipLoss
+
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if self.loss_name == "siglip":
+            return SigLipLoss(rank=rank, world_size=world)
+        return ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
+        if self._loss_fn is None:
+            self._loss_fn = self._build_loss()
+        device = next(model.parameters()).device
+        out = model(batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True))
+        bias = out.get("logit_bias")
+        if self.loss_name == "siglip":
+            if bias is None:
+                raise ValueError("the siglip loss needs a model with a logit_bias (set init_logit_bias in its config)")
+            loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"], bias)
+        else:
+            loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"])
+        figures = {"loss": float(loss.detach()), "logit_scale": float(out["logit_scale"].detach())}
+        return loss, figures
+
+    # -- validation --------------------------------------------------------------------
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return {}
+        video_emb, text_emb, efs = self._embed_validation(model)
+        if len(video_emb) < 2:
+            return {}
+        from echoclip.retrieval import metrics as rm
+
+        sim = video_emb @ text_emb.T
+        ranks = rm.ranks_of_true_pairs(sim)
+        figures = {
+            "video_to_report.recall@1": rm.recall_at_k(ranks, 1),
+            "video_to_report.recall@5": rm.recall_at_k(ranks, 5),
+            "video_to_report.recall@10": rm.recall_at_k(ranks, 10),
+            "video_to_report.mean_rank": rm.mean_rank(ranks),
+            "n": float(len(ranks)),
+        }
+        figures.update(self._zero_shot_ef(model, video_emb, efs))
+        return figures
+
+    def _embed_validation(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        device = next(model.parameters()).device
+        videos: list[torch.Tensor] = []
+        reports: list[str] = []
+        efs: list[float] = []
+        v_out, t_out = [], []
+
+        def flush() -> None:
+            if not videos:
+                return
+            v = model.encode_video(torch.stack(videos).to(device), normalize=True)
+            t = model.encode_text(self.tokenizer(reports, context_length=self.context_length).to(device),
+                                  normalize=True)
+            v_out.append(v.float().cpu().numpy())
+            t_out.append(t.float().cpu().numpy())
+            videos.clear()
+            reports.clear()
+
+        for i in range(len(self.val_dataset)):
+            sample = self.val_dataset[i]
+            if sample is None:
+                continue
+            videos.append(sample["video"])
+            reports.append(sample["report"])
+            efs.append(float(sample.get("ef", float("nan"))))
+            if len(videos) == self.val_batch_size:
+                flush()
+        flush()
+        if not v_out:
+            return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)
+        return np.concatenate(v_out), np.concatenate(t_out), np.asarray(efs)
+
+    def _zero_shot_ef(self, model: nn.Module, video_emb: np.ndarray, efs: np.ndarray) -> dict[str, float]:
+        if self.zero_shot_prompts is None or not np.isfinite(efs).any():
+            return {}
+        try:
+            from echoclip.zeroshot.predict import zero_shot
+        except ImportError:
+            return {}
+        preds = zero_shot(model, self.tokenizer, video_emb, prompts=self.zero_shot_prompts)
+        column = _prediction_column(preds)
+        ok = np.isfinite(efs)
+        return {"zeroshot.ef.mae": float(np.mean(np.abs(preds[column].to_numpy()[ok] - efs[ok])))}
+
+    # -- saving ------------------------------------------------------------------------
+
+    def save_model(self, model: nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory, tokenizer=self.tokenizer)
+
+
+def _prediction_column(preds: Any) -> str:
+    for name in ("ef", "ejection_fraction", "prediction"):
+        if name in preds.columns:
+            return name
+    return str(preds.columns[0])
+
