@@ -7,8 +7,9 @@ the exact inference transform travels with the weights (as open_clip's
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -55,7 +56,123 @@ class PreprocessConfig:
         return cls(**d)
 
 
-def sample_clip(video: Video, num_frames: int, fps: float | None = None, start: int | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class ClipSampler:
+    """Which source frames make a clip.
+
+    Attributes:
+        num_frames: frames per clip.
+        fps: frame rate the clip is resampled to (``None``: the source rate).
+        stride: take every ``stride``-th frame at that rate (a longer time span).
+        start: ``"center"`` (inference), ``"random"`` (training) or ``"first"``.
+        cycle: spread ``num_frames`` over exactly one cardiac cycle instead (needs
+            the heart rate, or frames to estimate the period from).
+
+    A clip longer than the video wraps around: an echo cine is a loop.
+    """
+
+    num_frames: int = 16
+    fps: float | None = None
+    stride: int = 1
+    start: Literal["center", "random", "first"] = "center"
+    cycle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or self.stride < 1:
+            raise ValueError(f"num_frames and stride must be >= 1, got {self.num_frames}, {self.stride}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive or None, got {self.fps}")
+        if self.start not in ("center", "random", "first"):
+            raise ValueError(f"start must be 'center', 'random' or 'first', got {self.start!r}")
+
+    def step(self, source_fps: float, cycle_frames: float | None = None) -> float:
+        """Source frames between two clip frames."""
+        if self.cycle:
+            if cycle_frames is None or not cycle_frames > 0:
+                raise ValueError("cycle sampling needs the length of a cardiac cycle")
+            return cycle_frames / self.num_frames
+        return (1.0 if self.fps is None else source_fps / self.fps) * self.stride
+
+    def output_fps(self, source_fps: float, cycle_frames: float | None = None) -> float:
+        """Frame rate of the clip (for a cycle clip: what makes one beat last its real time)."""
+        return source_fps / self.step(source_fps, cycle_frames)
+
+    def indices(
+        self,
+        num_frames: int,
+        source_fps: float,
+        rng: np.random.Generator | None = None,
+        cycle_frames: float | None = None,
+    ) -> np.ndarray:
+        """Indices into a video of ``num_frames`` frames at ``source_fps``.
+
+        ``rng`` draws the random start (required for ``start="random"``);
+        ``cycle_frames`` is the length of one cardiac cycle in source frames.
+        """
+        if num_frames <= 0:
+            raise ValueError("a video with no frames has no clips")
+        step = self.step(source_fps, cycle_frames)
+        span = step * (self.num_frames - 1) + 1
+        room = int(math.floor(num_frames - span))
+        if room <= 0 or self.start == "first":
+            first = 0
+        elif self.start == "random":
+            if rng is None:
+                raise ValueError("a random clip start needs rng")
+            first = int(rng.integers(0, room + 1))
+        else:
+            first = room // 2
+        idx = first + np.floor(np.arange(self.num_frames) * step + 1e-6).astype(np.int64)
+        return idx % num_frames
+
+
+def cycle_frames_from_heart_rate(heart_rate: float, source_fps: float) -> float:
+    """Source frames in one cardiac cycle at ``heart_rate`` beats per minute."""
+    if not (math.isfinite(heart_rate) and heart_rate > 0):
+        raise ValueError(f"heart rate must be a positive number, got {heart_rate!r}")
+    return source_fps * 60.0 / heart_rate
+
+
+def estimate_cycle_frames(frames: np.ndarray, min_frames: int = 4) -> float | None:
+    """The cardiac period of a cine in frames, from the self-similarity of its frames.
+
+    Frames one beat apart look alike: the mean correlation between frames ``lag``
+    apart peaks at the period. Returns None when no clear peak exists (fewer than
+    two beats, a still loop).
+    """
+    from scipy.signal import find_peaks
+
+    x = np.asarray(frames)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    t = x.shape[0]
+    if t < 2 * min_frames + 1:
+        return None
+    step = max(1, min(x.shape[1], x.shape[2]) // 32)
+    flat = x[:, ::step, ::step].reshape(t, -1).astype(np.float64)
+    flat -= flat.mean(axis=0)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    flat /= np.maximum(norms, 1e-9)
+    sim = flat @ flat.T
+    max_lag = t - min_frames
+    curve = np.array([np.diagonal(sim, lag).mean() for lag in range(max_lag)])
+    peaks, props = find_peaks(curve, prominence=0.1)
+    peaks = peaks[peaks >= min_frames]
+    if peaks.size == 0:
+        return None
+    lag = int(peaks[0])
+    # Refine to a fraction of a frame with a parabola through the peak and its neighbours.
+    if 0 < lag < len(curve) - 1:
+        a, b, c = curve[lag - 1], curve[lag], curve[lag + 1]
+        denom = a - 2 * b + c
+        if denom < 0:
+            return lag + 0.5 * (a - c) / denom
+    return float(lag)
+
+
+def sample_clip(
+    video: Video, num_frames: int, fps: float | None = None, start: int | None = None
+) -> np.ndarray:
     """``num_frames`` frames of ``video`` at ``fps`` (looping a short cine), centred by default."""
     step = 1.0 if fps is None else video.fps / fps
     span = int(np.ceil(num_frames * step))
@@ -80,16 +197,37 @@ def resize_center_crop(frames: Any, size: int) -> Any:
     return frames[:, :, top : top + size, left : left + size]
 
 
+def resize_clip_uint8(frames: np.ndarray, size: int) -> np.ndarray:
+    """``uint8 [T,H,W,3]`` resized (short side) and centre-cropped to ``size``, still ``uint8``.
+
+    What preprocessed shards store: the clip at the training resolution, 4x smaller
+    than floats and exact to reload.
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    x = resize_center_crop(x, size)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+
+
 class VideoTransform:
     """Deterministic inference transform: sample, resize, crop, normalise.
 
     ``VideoTransform(cfg)(video)`` returns ``float32 [3, num_frames, size, size]``.
+    Datasets read only the frames of :attr:`sampler` and pass the clip as an array
+    (taken as is when it has ``num_frames`` frames).
     """
 
     def __init__(self, config: PreprocessConfig) -> None:
         self.config = config
 
-    def __call__(self, video: Video | np.ndarray) -> Any:
+    @property
+    def sampler(self) -> ClipSampler:
+        """Which frames a dataset should read for this transform: a centred clip."""
+        return ClipSampler(num_frames=self.config.num_frames, fps=self.config.fps, start="center")
+
+    def __call__(self, video: Video | np.ndarray, rng: np.random.Generator | None = None) -> Any:
+        """The model input of ``video``; ``rng`` drives augmentation in subclasses that augment."""
         import torch
 
         cfg = self.config
@@ -101,9 +239,14 @@ class VideoTransform:
             frames = frames[idx]
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
         x = resize_center_crop(x, cfg.image_size)
+        x = self.augment(x, rng)
         mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)
         return ((x - mean) / std).contiguous()
 
+    def augment(self, x: Any, rng: np.random.Generator | None) -> Any:
+        """Hook between resizing and normalisation (``x`` float ``[3,T,H,W]`` in [0, 1]); none here."""
+        return x
+
     def __repr__(self) -> str:
-        return f"VideoTransform({self.config})"
+        return f"{type(self).__name__}({self.config})"

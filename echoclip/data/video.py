@@ -82,6 +82,9 @@ class Video:
 # reader registry
 
 Reader = Callable[..., Video]
+# ``(num_frames, fps) -> frame indices``: lets a reader ask its caller which frames to
+# decode once the header is known.
+IndexSelector = Callable[[int, float], Sequence[int]]
 Sniffer = Callable[[bytes], bool]
 
 
@@ -120,10 +123,7 @@ def list_readers() -> list[str]:
 def _ensure_builtin_readers() -> None:
     # The DICOM reader registers itself when its module is imported; importing it
     # here (not at package import) keeps `import echoclip` free of pydicom.
-    try:
-        import echoclip.data.dicom  # noqa: F401
-    except ImportError:  # pragma: no cover - only while the DICOM reader is absent
-        pass
+    import echoclip.data.dicom  # noqa: F401
 
 
 def load_video(path: str | os.PathLike[str], reader: str | None = None, **kwargs: Any) -> Video:
@@ -203,20 +203,25 @@ def _looks_like_container(head: bytes) -> bool:
 @register_reader("container", sniff=_looks_like_container, priority=-100)
 def read_container(
     path: str | os.PathLike[str],
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | IndexSelector | None = None,
     n: int | None = None,
     target_fps: float | None = None,
     start: int = 0,
+    fps: float | None = None,
 ) -> Video:
     """Read an AVI/MP4/... with PyAV, decoding only the frames a clip needs.
 
     With ``indices`` (or ``n``/``target_fps``/``start``, see :func:`frame_indices`)
     the reader seeks near the first wanted frame and decodes forward to the last one;
-    with none of them it reads every frame.
+    with none of them it reads every frame. ``indices`` may also be a function
+    ``(num_frames, fps) -> indices``, called once the header is read, so a caller can
+    choose a clip (a random start, a whole cardiac cycle) without opening the file twice.
+    ``fps`` is the frame rate to assume when the stream declares none (as for DICOM).
     """
     import av
 
     path = Path(path)
+    _check_riff_size(path)
     try:
         container = av.open(str(path))
     except FileNotFoundError:
@@ -228,19 +233,26 @@ def read_container(
             raise VideoReadError(f"{path}: the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.base_rate or stream.guessed_rate or 0)
+        declared = float(stream.average_rate or stream.base_rate or stream.guessed_rate or 0)
+        fps = declared if declared > 0 else float(fps or 0)
         if not fps > 0:
-            raise VideoReadError(f"{path}: the video stream has no frame rate")
+            raise VideoReadError(f"{path}: the video stream has no frame rate; pass fps= to read it")
         total = _count_frames(container, stream, fps)
-        if indices is None and (n is not None or target_fps is not None or start):
+        if callable(indices):
+            if total is None:
+                total = _decode_count(path)
+            indices = indices(total, fps)
+        elif indices is None and (n is not None or target_fps is not None or start):
             if total is None:
                 total = _decode_count(path)
             indices = frame_indices(total, fps, n=n, target_fps=target_fps, start=start)
         if indices is None:
-            frames = _decode_all(container, stream, path)
+            frames = _decode_all(container, stream, path, _header_frames(stream))
             out_fps = fps
         else:
             wanted = np.asarray(indices, dtype=np.int64)
+            if wanted.size == 0 or wanted.min() < 0:
+                raise ValueError(f"{path}: a clip needs at least one frame index, all >= 0")
             frames = _decode_indices(container, stream, wanted, fps, path)
             out_fps = fps if target_fps is None else float(target_fps)
     meta = {
@@ -252,6 +264,30 @@ def read_container(
         "width": int(frames.shape[2]),
     }
     return Video(frames, out_fps, meta)
+
+
+def _check_riff_size(path: Path) -> None:
+    """An AVI (RIFF) file shorter than its header says was cut off while being copied or written.
+
+    FFmpeg reads such a file without complaint up to the cut, so a clip from it would
+    silently be shorter than the study; the RIFF header lets us say so before decoding.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+                return
+            declared = int.from_bytes(head[4:8], "little") + 8
+            actual = os.fstat(f.fileno()).st_size
+    except OSError:
+        return  # the container reader reports unreadable files with their cause
+    if actual < declared:
+        raise VideoReadError(f"{path}: AVI file is truncated ({actual} of {declared} bytes)")
+
+
+def _header_frames(stream: Any) -> int | None:
+    frames = int(stream.frames or 0)
+    return frames if 0 < frames < 2**31 else None
 
 
 def _ffmpeg_reason(e: Exception) -> str:
@@ -282,7 +318,7 @@ def _to_rgb(frame: Any) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def _decode_all(container: Any, stream: Any, path: Path) -> np.ndarray:
+def _decode_all(container: Any, stream: Any, path: Path, expected: int | None = None) -> np.ndarray:
     import av
 
     out: list[np.ndarray] = []
@@ -298,6 +334,9 @@ def _decode_all(container: Any, stream: Any, path: Path) -> np.ndarray:
         ) from None
     if not out:
         raise VideoReadError(f"{path}: the video stream has no decodable frames")
+    # One frame of slack: some muxers count a final empty packet as a frame.
+    if expected is not None and len(out) < expected - 1:
+        raise VideoReadError(f"{path}: video is truncated: {len(out)} of {expected} frames could be decoded")
     return np.stack(out)
 
 

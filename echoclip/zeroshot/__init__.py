@@ -1,1 +1,33 @@
-"""zeroshot."""
+"""Zero-shot prediction by prompts: prompt sets, scoring methods, calibration, ``zero_shot``.
+
+``prompts`` reads and validates prompt sets, ``scoring`` turns embeddings into
+predictions, ``calibration`` maps binary scores to probabilities and ``predict``
+ties them to a model. Names are resolved lazily (importing this package does no work).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "zero_shot": "echoclip.zeroshot.predict",
+    "encode_prompts": "echoclip.zeroshot.predict",
+    "score_embeddings": "echoclip.zeroshot.predict",
+    "load_prompt_set": "echoclip.zeroshot.prompts",
+    "save_prompt_set": "echoclip.zeroshot.prompts",
+    "list_prompt_sets": "echoclip.zeroshot.prompts",
+    "PromptSet": "echoclip.zeroshot.prompts",
+    "fit_calibration": "echoclip.zeroshot.calibration",
+    "calibrate_prompt_set": "echoclip.zeroshot.calibration",
+    "register_scorer": "echoclip.zeroshot.scoring",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'echoclip.zeroshot' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

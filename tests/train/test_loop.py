@@ -122,3 +122,18 @@ def test_bad_data(tmp_path):
         Trainer(ToyClip(), _objective(), ToyClips(6), _config(tmp_path)).fit()
     with pytest.raises(DataError, match="no readable"):
         Trainer(ToyClip(), _objective(), ToyClips(16, bad=set(range(16))), _config(tmp_path)).fit()
+
+
+def test_study_pairs_draw_one_video_per_study_and_skip_empty_reports():
+    from echoclip.train.pairs import StudyPairs
+
+    base = ToyClips(6)
+    pairs = StudyPairs(base, ["s1", "s1", "s1", "s2", "s3", "s3"], ["R", "R", "R", "R2", "", ""], seed=0)
+    assert len(pairs) == 2  # s3 has an empty report
+    drawn = set()
+    for epoch in range(12):
+        pairs.set_epoch(epoch)
+        item = pairs[0]
+        drawn.add(round(float(item["video"].sum()), 4))
+        assert item["index"] == 0
+    assert len(drawn) == 3  # every video of study s1 is used over the epochs

@@ -1,0 +1,90 @@
+"""``echoclip evaluate``: every zero-shot task and report retrieval, as metrics, plots and a summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retrieval, with plots"
+EXAMPLE = "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (from `echoclip train`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="labelled manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder",
+    )
+    p.add_argument("--out", required=True, help="report folder: metrics.json, predictions.csv, PNG plots, summary.md")
+    p.add_argument("--split", default="test", help="split to evaluate; 'all' for every row (default: test)")
+    p.add_argument(
+        "--calibration-split",
+        default="val",
+        help="split whose studies calibrate the binary scores; 'none' to choose thresholds on the evaluated "
+        "data instead (default: val, when the data has it)",
+    )
+    p.add_argument(
+        "--prompts",
+        help="comma-separated prompt sets (names or JSON files); each must find its labels in the data. "
+        "Default: every shipped set, skipping targets the data has no labels for",
+    )
+    p.add_argument("--method", help="scoring method for the targets of its kind (see `echoclip zeroshot --help`)")
+    p.add_argument(
+        "--metrics-csv",
+        help="training metrics for the loss-curve plot (default: metrics.csv beside or above the model)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from echoclip.evaluate import evaluate
+    from echoclip.models.factory import get_tokenizer, load_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, device=device)
+    tokenizer = get_tokenizer(args.model)
+    calibration_split = None if args.calibration_split.lower() == "none" else args.calibration_split
+    prompt_sets = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else None
+    metrics = evaluate(
+        model,
+        tokenizer,
+        args.data,
+        args.out,
+        prompt_sets=prompt_sets,
+        method=args.method,
+        split=None if args.split.lower() == "all" else args.split,
+        calibration_split=calibration_split,
+        metrics_csv=args.metrics_csv or _training_metrics(Path(args.model)),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=device,
+    )
+    print(f"evaluate: {_headline(metrics)} -> {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def _training_metrics(model_dir: Path) -> Path | None:
+    """The ``metrics.csv`` a training run wrote next to (or one level above) its final model."""
+    for folder in (model_dir, model_dir.parent):
+        if (folder / "metrics.csv").is_file():
+            return folder / "metrics.csv"
+    return None
+
+
+def _headline(metrics: dict) -> str:
+    """One line: EF MAE, mean device AUC, retrieval R@1, as available."""
+    parts = [f"{metrics['data']['studies']} studies"]
+    zs = metrics["zero_shot"]
+    if zs.get("ejection_fraction", {}).get("mae") is not None:
+        parts.append(f"EF MAE {zs['ejection_fraction']['mae']:.1f}%")
+    aucs = [e["auc"] for e in zs.values() if e.get("prompt_set") == "devices" and e.get("auc") is not None]
+    if aucs:
+        parts.append(f"device AUC {sum(aucs) / len(aucs):.2f} (mean of {len(aucs)})")
+    if "retrieval" in metrics:
+        parts.append(f"video→report R@1 {metrics['retrieval']['video_to_report']['recall@1']:.2f}")
+    return ", ".join(parts)

@@ -1,0 +1,143 @@
+"""``echoclip search``: the reports that describe a video, the videos that match a text,
+or the other studies of a video's patient, from an index built by ``echoclip index``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "search an index with a video file or a text query"
+EXAMPLE = 'echoclip search --index runs/index --model runs/clip/final --text "SEVERE MITRAL REGURGITATION." --k 5'
+
+REPORT_WIDTH = 90  # characters of report text in the printed table (--json keeps it whole)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="an index folder, or one holding videos/ and reports/ indexes")
+    p.add_argument("--model", required=True, help="the model directory that made the indexed embeddings")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--video", help="a video file (DICOM, AVI, MP4) to search with")
+    query.add_argument("--text", help="a report sentence to search with")
+    p.add_argument("--k", type=int, default=5, help="results to show")
+    p.add_argument("--same-patient", action="store_true",
+                   help="with --video: rank the videos of other studies (patient identification)")
+    p.add_argument("--target", choices=["auto", "reports", "videos"], default="auto",
+                   help="which index to search (default: reports for a video, videos for a text)")
+    p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def index_folder(path: Path, target: str) -> Path:
+    """``path`` itself when it is an index, else its ``target`` sub-folder."""
+    from echoclip.retrieval import RetrievalError
+
+    if (path / "info.json").is_file():
+        return path
+    if (path / target / "info.json").is_file():
+        return path / target
+    raise RetrievalError(f"{path}: no index here or in {path / target} (build one with `echoclip index`)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import echoclip
+    from echoclip.cli.embed import model_identity
+    from echoclip.errors import ConfigError
+    from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.retrieval import Index
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines say which SIMD build loaded
+    start = time.perf_counter()
+    if args.same_patient and not args.video:
+        raise ConfigError("--same-patient needs --video")
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, not {args.k}")
+    target = args.target
+    if target == "auto":
+        target = "videos" if (args.text is not None or args.same_patient) else "reports"
+
+    identity = model_identity(args.model)
+    folder = index_folder(Path(args.index), target)
+    index = Index.load(folder, expected_model_hash=identity["hash"])
+    model = echoclip.load_model(args.model)
+    if args.text is not None:
+        query = embed_reports(model, echoclip.get_tokenizer(args.model), [args.text],
+                              device=args.device, progress=False)
+    else:
+        query = embed_videos(model, [echoclip.load_video(args.video)], batch_size=1,
+                             device=args.device, progress=False)
+
+    own = _own_rows(index, args.video) if args.video else None
+    if args.same_patient:
+        results = _other_studies(index, query, args.k, own)
+    else:
+        results = index.search(query, min(args.k, len(index)))
+    results = results.drop(columns=["query"])
+    if own is not None and "patient_id" in results.columns:
+        results.insert(3, "same_patient", results["patient_id"].isin(own["patient_id"]))
+
+    if args.json:
+        payload = {"query": {"text": args.text} if args.text is not None else {"video": args.video},
+                   "index": str(folder), "target": target, "results": _records(results)}
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    print(_table(results) if len(results) else "(no results)")
+    what = "text" if args.text is not None else "video"
+    print(f"search: top {len(results)} of {len(index):,} {target} for the {what} query "
+          f"({index.info.get('factory')}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _own_rows(index: Any, video: str) -> Any:
+    """The index rows of the query file itself, when it was indexed (else None)."""
+    meta = index.metadata
+    if meta is None or "video_path" not in meta.columns:
+        return None
+    rows = meta[meta["video_path"] == str(Path(video).resolve())]
+    return rows if len(rows) else None
+
+
+def _other_studies(index: Any, query: Any, k: int, own: Any) -> Any:
+    """Top ``k`` videos outside the query's own study (or outside the query file itself
+    when its study is unknown), fetching deeper until ``k`` remain or the index is exhausted."""
+    if own is None or "study_id" not in own.columns:
+        excluded = set() if own is None else set(own.index)
+        keep = lambda hits: ~hits["row"].isin(excluded)  # noqa: E731
+    else:
+        studies = set(own["study_id"])
+        keep = lambda hits: ~hits["study_id"].isin(studies)  # noqa: E731
+    depth = min(len(index), 4 * k + 16)
+    while True:
+        hits = index.search(query, depth)
+        kept = hits[keep(hits)]
+        if len(kept) >= k or depth == len(index):
+            kept = kept.head(k).copy()
+            kept["rank"] = range(1, len(kept) + 1)
+            return kept.reset_index(drop=True)
+        depth = min(len(index), depth * 4)
+
+
+def _table(results: Any) -> str:
+    shown = [c for c in ("rank", "score", "same_patient", "study_id", "patient_id", "view", "video_path", "report")
+             if c in results.columns]
+    table = results[shown or list(results.columns)].copy()
+    if "video_path" in table.columns:
+        table["video_path"] = table["video_path"].map(lambda p: Path(str(p)).name)
+    if "report" in table.columns:
+        table["report"] = table["report"].map(_shorten)
+    table["score"] = table["score"].map(lambda s: f"{s:.4f}")
+    return table.to_string(index=False)
+
+
+def _shorten(text: Any) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= REPORT_WIDTH else text[: REPORT_WIDTH - 1] + "…"
+
+
+def _records(results: Any) -> list[dict[str, Any]]:
+    return json.loads(results.to_json(orient="records"))

@@ -1,0 +1,118 @@
+"""``echoclip zeroshot``: predict EF, devices, findings or views from videos with prompts only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+HELP = "predict targets (EF, devices, findings, views) from videos with text prompts, no labelled training"
+EXAMPLE = (
+    "echoclip zeroshot --model runs/clip/final --data runs/sim --split test "
+    "--prompts ejection_fraction,devices --method echoclip_rank --out runs/preds.parquet"
+)
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (from `echoclip train`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="manifest (parquet/CSV), a folder holding manifest.parquet, an EchoNet-Dynamic folder, "
+        "or video files (DICOM, AVI, MP4)",
+    )
+    p.add_argument(
+        "--prompts",
+        default="ejection_fraction",
+        help="comma-separated prompt sets: shipped names (ejection_fraction, devices, findings, views) "
+        "or JSON files (default: ejection_fraction)",
+    )
+    p.add_argument(
+        "--method",
+        help="scoring method for the targets of its kind: echoclip_rank, expectation, argmax (regression); "
+        "similarity, contrast, calibrated (binary); argmax (categorical). Default: echoclip_rank / similarity / argmax",
+    )
+    p.add_argument("--split", default="test", help="split of a manifest or folder; 'all' for every row (default: test)")
+    p.add_argument("--out", required=True, help="predictions file, .parquet or .csv: one row per study")
+    p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+
+
+def open_data(paths: list[str], split: str | None, transform: Any) -> tuple[Any, list[str] | None]:
+    """A dataset for ``--data``, or the videos of the files given (with their paths as study ids)."""
+    from echoclip.data.video import load_video
+    from echoclip.evaluate import open_dataset
+
+    if len(paths) == 1 and (Path(paths[0]).is_dir() or Path(paths[0]).suffix.lower() in TABLE_SUFFIXES):
+        return open_dataset(paths[0], split, transform), None
+    return [transform(load_video(p)) for p in paths], list(paths)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.errors import ConfigError
+    from echoclip.models.factory import get_tokenizer, load_model
+    from echoclip.zeroshot.predict import embed_clips, zero_shot
+    from echoclip.zeroshot.prompts import load_prompt_set
+
+    out = Path(args.out)
+    if out.suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError(f"{out}: the predictions file must end in .parquet or .csv")
+    prompt_sets = [load_prompt_set(p.strip()) for p in args.prompts.split(",") if p.strip()]
+    if not prompt_sets:
+        raise ConfigError("--prompts names no prompt set")
+    set_methods = [_method_for(ps, args.method) for ps in prompt_sets]
+    if args.method and not any(set_methods):
+        names = ", ".join(ps.name for ps in prompt_sets)
+        raise ConfigError(f"--method {args.method} scores none of the targets of {names}")
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.model, device=device)
+    tokenizer = get_tokenizer(args.model)
+    split = None if args.split.lower() == "all" else args.split
+    data, study_ids = open_data(args.data, split, VideoTransform(model.preprocess_config))
+    video_emb, found_ids = embed_clips(model, data, batch_size=args.batch_size, num_workers=args.workers)
+    study_ids = study_ids or found_ids
+    table = None
+    methods: dict[str, str] = {}
+    for prompt_set, method in zip(prompt_sets, set_methods, strict=True):
+        df = zero_shot(model, tokenizer, video_emb, prompts=prompt_set, method=method, study_ids=study_ids)
+        methods.update(df.attrs["methods"])
+        table = df if table is None else table.merge(df.drop(columns="n_clips"), on="study_id", how="outer")
+    assert table is not None
+    table.attrs = {"prompt_sets": [ps.name for ps in prompt_sets], "methods": methods}
+    _write_table(table, out)
+    skipped = len(getattr(data, "skipped", ()) or ())
+    print(
+        f"zero-shot: {len(table)} studies x {len(methods)} targets -> {out}"
+        + (f" ({skipped} unreadable videos skipped)" if skipped else "")
+    )
+    return 0
+
+
+def _method_for(prompt_set: Any, method: str | None) -> str | None:
+    """``--method`` for a set that has targets of its kind; the defaults for the other sets."""
+    if method is None:
+        return None
+    from echoclip.zeroshot.scoring import require_method
+
+    kinds = require_method(method)
+    have = {t.kind for t in prompt_set.targets.values()}
+    return method if have & set(kinds) else None
+
+
+def _write_table(table: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix.lower() == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False)
+    os.replace(tmp, path)

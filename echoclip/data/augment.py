@@ -1,0 +1,115 @@
+"""Light video augmentation for training, seeded per sample.
+
+Every random choice of a sample - where its clip starts, its crop, its brightness -
+comes from :func:`sample_rng` ``(seed, epoch, index)``, never from a global or
+per-worker generator, so a run gives the same batches with 0, 2 or 16 DataLoader
+workers and after a resume. Datasets call ``set_epoch`` and pass the generator to
+the transform.
+
+The augmentations are deliberately mild and global (one set of parameters per clip,
+the same for every frame): echo motion and anatomy must survive them. No flips: a
+mirrored apical view is a different view.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
+
+__all__ = ["AugmentConfig", "TrainTransform", "augment_clip", "sample_rng"]
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator of sample ``index`` in ``epoch``: independent of workers and ranks."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transforms (a range of ``(1, 1)`` or ``0`` turns one off).
+
+    Attributes:
+        scale: area fraction kept by the random resized crop.
+        ratio: aspect ratio range of that crop.
+        brightness: additive shift, uniform in ``[-brightness, brightness]`` (pixels in [0, 1]).
+        contrast: multiplicative factor around the clip mean, uniform in ``1 ± contrast``.
+        gamma: gamma exponent, log-uniform in this range.
+    """
+
+    scale: tuple[float, float] = (0.8, 1.0)
+    ratio: tuple[float, float] = (0.9, 1.1)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: tuple[float, float] = (0.8, 1.25)
+
+
+def augment_clip(x: Any, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> Any:
+    """Random resized crop, brightness, contrast and gamma on a clip ``float [3,T,H,W]`` in [0, 1].
+
+    Returns a clip of the same shape, still in [0, 1].
+    """
+    import torch
+    import torch.nn.functional as F
+
+    c, t, h, w = x.shape
+    area = h * w * rng.uniform(*config.scale)
+    ratio = math.exp(rng.uniform(math.log(config.ratio[0]), math.log(config.ratio[1])))
+    ch = int(round(min(h, math.sqrt(area / ratio))))
+    cw = int(round(min(w, math.sqrt(area * ratio))))
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
+    if (ch, cw) != (h, w):
+        crop = x[:, :, top : top + ch, left : left + cw].permute(1, 0, 2, 3)  # [T,C,h,w]
+        x = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).permute(1, 0, 2, 3)
+    gamma = math.exp(rng.uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))
+    contrast = 1.0 + rng.uniform(-config.contrast, config.contrast)
+    brightness = rng.uniform(-config.brightness, config.brightness)
+    x = x.clamp(0, 1).pow(gamma)
+    x = (x - x.mean()) * contrast + x.mean() + brightness
+    return torch.clamp(x, 0.0, 1.0).contiguous()
+
+
+class TrainTransform(VideoTransform):
+    """The training transform: a random clip start and :func:`augment_clip`, seeded per sample.
+
+    ``TrainTransform(preprocess, seed=0)`` plugs into :class:`~echoclip.data.datasets.Manifest`
+    (and the other datasets) in place of :class:`VideoTransform`; the dataset derives
+    each sample's generator from ``(seed, epoch, index)``.
+    """
+
+    def __init__(
+        self,
+        config: PreprocessConfig,
+        seed: int = 0,
+        augment: AugmentConfig | None = AugmentConfig(),
+        start: str = "random",
+        stride: int = 1,
+        cycle: bool = False,
+    ) -> None:
+        super().__init__(config)
+        self.seed = seed
+        self.augment_config = augment
+        self._sampler = ClipSampler(
+            num_frames=config.num_frames,
+            fps=config.fps,
+            stride=stride,
+            start=start,
+            cycle=cycle,  # type: ignore[arg-type]
+        )
+
+    @property
+    def sampler(self) -> ClipSampler:
+        return self._sampler
+
+    def augment(self, x: Any, rng: np.random.Generator | None) -> Any:
+        if self.augment_config is None or rng is None:
+            return x
+        return augment_clip(x, rng, self.augment_config)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform({self.config}, seed={self.seed}, augment={self.augment_config}, sampler={self._sampler})"

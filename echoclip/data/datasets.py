@@ -1,0 +1,518 @@
+"""Datasets of echo clips: a generic manifest and the EchoNet-Dynamic layout.
+
+Both are map-style ``torch`` datasets whose items are dicts::
+
+    {"video": float [3,T,H,W], "report": str, "study_id": str, "patient_id": str,
+     "ef": float (nan if unknown), "labels": {name: float}, "index": int}
+
+Only the frames of the clip are decoded (the transform's :class:`ClipSampler` says
+which). A file that cannot be read does not stop a run: its item is ``None``,
+:func:`collate_skip` drops it, and ``dataset.skipped`` records the file and the
+reason - also for files read in DataLoader worker processes - so the run can end
+with :func:`write_skip_report` (a logged table and ``skipped.csv``).
+
+Randomness (clip start, augmentation) comes from ``(seed, epoch, index)``; call
+``set_epoch`` at the start of each epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from echoclip.data.augment import sample_rng
+from echoclip.data.transforms import (
+    ClipSampler,
+    PreprocessConfig,
+    VideoTransform,
+    cycle_frames_from_heart_rate,
+    estimate_cycle_frames,
+)
+from echoclip.data.video import load_video
+from echoclip.errors import DataError, VideoReadError
+
+__all__ = [
+    "Manifest",
+    "EchoNetDynamic",
+    "collate_skip",
+    "SkipRecord",
+    "SkipLog",
+    "write_skip_report",
+    "MANIFEST_REQUIRED_COLUMNS",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_REQUIRED_COLUMNS: tuple[str, ...] = ("video_path", "report", "patient_id", "study_id")
+_NUMERIC_LABELS: tuple[str, ...] = ("ef", "edv", "esv", "heart_rate")
+_LABEL_PREFIXES: tuple[str, ...] = ("device_", "finding_")
+
+# ---------------------------------------------------------------------------------------
+# skipped files
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    """A file a dataset could not read, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class SkipLog(Sequence[SkipRecord]):
+    """The files a dataset skipped, one record per file, in every process that read some.
+
+    DataLoader workers are separate processes: a record made there is appended to a
+    small spool folder that the owning process reads back, so ``len(dataset.skipped)``
+    counts every skipped file however many workers there were.
+    """
+
+    def __init__(self) -> None:
+        self._owner = os.getpid()
+        self._local: dict[str, SkipRecord] = {}
+        self._seen_here: set[str] = set()
+        self._spool = Path(tempfile.gettempdir()) / f"echoclip-skipped-{uuid.uuid4().hex}"
+        weakref.finalize(self, _remove_spool, self._spool, self._owner)
+
+    def add(self, path: str | os.PathLike[str], reason: str) -> bool:
+        """Record a skipped file; True the first time this process records it."""
+        record = SkipRecord(str(path), reason)
+        if record.path in self._seen_here:
+            return False
+        self._seen_here.add(record.path)
+        if os.getpid() == self._owner:
+            self._local[record.path] = record
+            return True
+        self._spool.mkdir(parents=True, exist_ok=True)
+        with open(self._spool / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps([record.path, record.reason]) + "\n")
+        return True
+
+    def _records(self) -> list[SkipRecord]:
+        records = dict(self._local)
+        if self._spool.is_dir():
+            for part in sorted(self._spool.glob("*.jsonl")):
+                for line in part.read_text(encoding="utf-8").splitlines():
+                    try:
+                        path, reason = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a killed worker
+                    records.setdefault(path, SkipRecord(path, reason))
+        return sorted(records.values(), key=lambda r: r.path)
+
+    def __len__(self) -> int:
+        return len(self._records())
+
+    def __getitem__(self, i: int) -> SkipRecord:  # type: ignore[override]
+        return self._records()[i]
+
+    def __iter__(self) -> Iterator[SkipRecord]:
+        return iter(self._records())
+
+    def __repr__(self) -> str:
+        return f"SkipLog({len(self)} files)"
+
+    def report(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Log the table of skipped files and write ``out_dir/skipped.csv``."""
+        return write_skip_report(self, Path(out_dir) / "skipped.csv")
+
+
+def _remove_spool(spool: Path, owner: int) -> None:
+    if os.getpid() != owner or not spool.is_dir():
+        return
+    for part in spool.glob("*"):
+        part.unlink(missing_ok=True)
+    spool.rmdir()
+
+
+def write_skip_report(skipped: Iterable[SkipRecord | tuple[str, str]], path: str | os.PathLike[str]) -> Path:
+    """Write the skipped files as CSV (``file,reason``) atomically and log them as a table.
+
+    The file is written even when nothing was skipped, so a run's outputs always say so.
+    """
+    records = [r if isinstance(r, SkipRecord) else SkipRecord(str(r[0]), str(r[1])) for r in skipped]
+    records = list({r.path: r for r in records}.values())
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", "reason"])
+    writer.writerows([r.path, r.reason] for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    if records:
+        log.warning(
+            "skipped %d unreadable files (listed in %s):\n%s", len(records), path, format_skip_table(records)
+        )
+    else:
+        log.info("no files skipped")
+    return path
+
+
+def format_skip_table(records: Sequence[SkipRecord]) -> str:
+    """A plain-text table of skipped files and reasons."""
+    width = min(max([len("file")] + [len(r.path) for r in records]), 80)
+    lines = [f"{'file':<{width}}  reason", f"{'-' * width}  {'-' * 6}"]
+    lines += [f"{r.path:<{width}}  {r.reason}" for r in records]
+    return "\n".join(lines)
+
+
+def collate_skip(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """``default_collate`` of the samples that loaded; ``None`` if none did.
+
+    Use as ``DataLoader(dataset, collate_fn=collate_skip)``; the dataset's ``skipped``
+    says which files were dropped and why.
+    """
+    from torch.utils.data import default_collate
+
+    good = [b for b in batch if b is not None]
+    return default_collate(good) if good else None
+
+
+# ---------------------------------------------------------------------------------------
+# datasets
+
+
+class ClipDataset(Dataset):
+    """What :class:`Manifest` and :class:`EchoNetDynamic` share: a table of videos -> clips.
+
+    Subclasses set ``self.table`` (one row per video, with ``video_path``) and
+    implement :meth:`_item`.
+    """
+
+    table: Any  # pandas.DataFrame
+
+    def __init__(
+        self,
+        root: Path,
+        transform: Callable[..., Any] | None,
+        clip: ClipSampler | None,
+        seed: int | None,
+        read_options: dict[str, Any] | None,
+    ) -> None:
+        self.root = root
+        self.transform = transform if transform is not None else VideoTransform(PreprocessConfig())
+        self.sampler = clip or getattr(self.transform, "sampler", None) or ClipSampler()
+        self.seed = int(seed if seed is not None else getattr(self.transform, "seed", 0))
+        self.read_options = dict(read_options or {})
+        self.epoch = 0
+        self.skipped = SkipLog()
+        has_rate = "heart_rate" in self.table.columns
+        self._heart_rates = _float_columns(self.table, ["heart_rate"])[:, 0] if has_rate else None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the randomness of ``epoch`` (clip starts, augmentation)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def video_path(self, index: int) -> Path:
+        path = Path(str(self.table["video_path"].iat[index]))
+        return path if path.is_absolute() else self.root / path
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} videos")
+        rng = sample_rng(self.seed, self.epoch, index)
+        path = self.video_path(index)
+        try:
+            heart_rate = None if self._heart_rates is None else float(self._heart_rates[index])
+            frames = self.read_clip(path, rng, heart_rate)
+        except VideoReadError as e:
+            reason = str(e).removeprefix(f"{path}: ")
+            if self.skipped.add(path, reason):
+                log.warning("skipping %s: %s", path, reason)
+            return None
+        if isinstance(self.transform, VideoTransform):
+            video = self.transform(frames, rng)
+        else:
+            video = self.transform(frames)
+        return self._item(index, video)
+
+    def read_clip(self, path: Path, rng: np.random.Generator, heart_rate: float | None = None) -> np.ndarray:
+        """The clip's frames ``uint8 [T,H,W,3]``, decoding only those (except to find a cycle)."""
+        sampler = self.sampler
+        rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
+        if not sampler.cycle or rate_known:
+
+            def select(total: int, fps: float) -> np.ndarray:
+                cycle = cycle_frames_from_heart_rate(heart_rate, fps) if sampler.cycle else None
+                return sampler.indices(total, fps, rng, cycle)
+
+            return load_video(path, indices=select, **self.read_options).frames
+        # No heart rate: read the cine, measure its period, and fall back to a plain
+        # clip when the loop shows no clear beat.
+        video = load_video(path, **self.read_options)
+        period = estimate_cycle_frames(video.frames)
+        if period is None:
+            log.info("%s: no cardiac cycle found; sampling a plain clip", path)
+            idx = replace(sampler, cycle=False).indices(video.num_frames, video.fps, rng)
+        else:
+            idx = sampler.indices(video.num_frames, video.fps, rng, period)
+        return video.frames[idx]
+
+    def _item(self, index: int, video: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} videos, root={self.root}, skipped={len(self.skipped)})"
+
+
+class Manifest(ClipDataset):
+    """Videos listed in a parquet or CSV manifest, with their reports and labels.
+
+    Required columns: ``video_path`` (absolute, or relative to the manifest's folder
+    or ``root``), ``report``, ``patient_id``, ``study_id``. Optional: ``view``,
+    ``split``, ``ef``, ``edv``, ``esv``, ``heart_rate`` (used by cycle sampling), and
+    label columns ``device_*`` / ``finding_*``.
+
+    Example::
+
+        ds = Manifest("runs/sim/manifest.parquet", split="train", transform=VideoTransform(cfg))
+        loader = DataLoader(ds, batch_size=8, collate_fn=collate_skip, num_workers=2)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        split: str | Sequence[str] | None = None,
+        transform: Callable[..., Any] | None = None,
+        *,
+        clip: ClipSampler | None = None,
+        seed: int | None = None,
+        root: str | os.PathLike[str] | None = None,
+        label_columns: Sequence[str] | None = None,
+        read_options: dict[str, Any] | None = None,
+    ) -> None:
+        path = Path(path)
+        table = read_table(path)
+        missing = [c for c in MANIFEST_REQUIRED_COLUMNS if c not in table.columns]
+        if missing:
+            raise DataError(
+                f"{path}: manifest lacks required columns {missing}; it has {sorted(map(str, table.columns))}"
+            )
+        table = _select_split(table, split, path)
+        for col in ("video_path", "patient_id", "study_id"):
+            table[col] = table[col].astype(str)
+        table["report"] = table["report"].fillna("").astype(str)
+        if label_columns is None:
+            label_columns = [c for c in _NUMERIC_LABELS if c in table.columns] + sorted(
+                c for c in table.columns if str(c).startswith(_LABEL_PREFIXES)
+            )
+        absent = [c for c in label_columns if c not in table.columns]
+        if absent:
+            raise DataError(f"{path}: label columns {absent} are not in the manifest")
+        self.path = path
+        self.label_columns = list(label_columns)
+        self.table = table.reset_index(drop=True)
+        self._labels = _float_columns(self.table, self.label_columns)
+        self._ef = _float_columns(self.table, ["ef"])[:, 0] if "ef" in table.columns else None
+        super().__init__(Path(root) if root is not None else path.parent, transform, clip, seed, read_options)
+
+    def _item(self, index: int, video: Any) -> dict[str, Any]:
+        row = self.table.iloc[index]
+        return {
+            "video": video,
+            "report": row["report"],
+            "study_id": row["study_id"],
+            "patient_id": row["patient_id"],
+            "ef": float(self._ef[index]) if self._ef is not None else float("nan"),
+            "labels": {c: float(self._labels[index, j]) for j, c in enumerate(self.label_columns)},
+            "index": index,
+        }
+
+
+class EchoNetDynamic(ClipDataset):
+    """The EchoNet-Dynamic layout: ``FileList.csv``, ``VolumeTracings.csv``, ``Videos/*.avi``.
+
+    Items carry EF, ESV and EDV from ``FileList.csv`` (as ``ef`` and ``labels``) and an
+    empty report. With ``tracings=True`` they also carry the LV masks traced at end
+    diastole and end systole (``lv_mask_ed``, ``lv_mask_es``: bool ``[H,W]`` in source
+    pixels) and their frame numbers (``ed_frame``, ``es_frame``; -1 and empty masks
+    for a video without tracings). Of the two traced frames, the larger LV is ED.
+
+    Args:
+        root: the folder holding ``FileList.csv``.
+        split: ``"train"``, ``"val"``, ``"test"`` (the ``Split`` column) or ``"all"``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str | Sequence[str] | None = "train",
+        transform: Callable[..., Any] | None = None,
+        *,
+        clip: ClipSampler | None = None,
+        seed: int | None = None,
+        tracings: bool = False,
+        read_options: dict[str, Any] | None = None,
+    ) -> None:
+        import pandas as pd
+
+        root = Path(root)
+        filelist = root / "FileList.csv"
+        if not filelist.is_file():
+            raise DataError(f"{root}: not an EchoNet-Dynamic folder (no FileList.csv)")
+        table = pd.read_csv(filelist, dtype={"FileName": str})
+        missing = [c for c in ("FileName", "EF", "ESV", "EDV", "Split") if c not in table.columns]
+        if missing:
+            raise DataError(f"{filelist}: lacks columns {missing}; it has {sorted(table.columns)}")
+        table = table.rename(columns={"Split": "split"})
+        if split is not None and not (isinstance(split, str) and split.lower() == "all"):
+            table = _select_split(table, split, filelist)
+        names = table["FileName"].astype(str)
+        stems = names.str.replace(r"\.avi$", "", regex=True, case=False)
+        self.table = pd.DataFrame(
+            {
+                "video_path": "Videos/" + stems + ".avi",
+                "report": "",
+                "study_id": stems,
+                "patient_id": stems,
+                "ef": pd.to_numeric(table["EF"], errors="coerce"),
+                "esv": pd.to_numeric(table["ESV"], errors="coerce"),
+                "edv": pd.to_numeric(table["EDV"], errors="coerce"),
+                "split": table["split"].astype(str).str.lower(),
+                "height": pd.to_numeric(table.get("FrameHeight", 112), errors="coerce"),
+                "width": pd.to_numeric(table.get("FrameWidth", 112), errors="coerce"),
+            }
+        ).reset_index(drop=True)
+        self.tracings = _read_tracings(root / "VolumeTracings.csv") if tracings else None
+        super().__init__(root, transform, clip, seed, read_options)
+
+    def _item(self, index: int, video: Any) -> dict[str, Any]:
+        row = self.table.iloc[index]
+        labels = {k: float(row[k]) for k in ("ef", "esv", "edv")}
+        item = {
+            "video": video,
+            "report": "",
+            "study_id": row["study_id"],
+            "patient_id": row["patient_id"],
+            "ef": labels["ef"],
+            "labels": labels,
+            "index": index,
+        }
+        if self.tracings is not None:
+            item.update(self.lv_masks(index))
+        return item
+
+    def lv_masks(self, index: int) -> dict[str, Any]:
+        """``ed_frame``, ``es_frame``, ``lv_mask_ed``, ``lv_mask_es`` of video ``index``."""
+        import torch
+
+        row = self.table.iloc[index]
+        h = int(row["height"]) if np.isfinite(row["height"]) else 112
+        w = int(row["width"]) if np.isfinite(row["width"]) else 112
+        traces = (self.tracings or {}).get(row["study_id"], {})
+        masks = {frame: _trace_mask(lines, h, w) for frame, lines in traces.items()}
+        if len(masks) < 2:
+            empty = torch.zeros(h, w, dtype=torch.bool)
+            return {"ed_frame": -1, "es_frame": -1, "lv_mask_ed": empty, "lv_mask_es": empty.clone()}
+        ordered = sorted(masks, key=lambda f: masks[f].sum())
+        es, ed = ordered[0], ordered[-1]
+        return {
+            "ed_frame": int(ed),
+            "es_frame": int(es),
+            "lv_mask_ed": torch.from_numpy(masks[ed]),
+            "lv_mask_es": torch.from_numpy(masks[es]),
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# tables
+
+
+def read_table(path: Path) -> Any:
+    """A parquet or CSV manifest as a DataFrame (ids read as text)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    text_columns = {c: str for c in ("video_path", "patient_id", "study_id", "report", "view", "split")}
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".tsv", ".txt"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=text_columns)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the manifest ({e})") from None
+    raise DataError(f"{path}: a manifest must be .parquet or .csv, not {suffix or 'no extension'}")
+
+
+def _select_split(table: Any, split: str | Sequence[str] | None, path: Path) -> Any:
+    if split is None:
+        return table
+    if "split" not in table.columns:
+        raise DataError(f"{path}: split {split!r} requested but the table has no split column")
+    wanted = {split.lower()} if isinstance(split, str) else {s.lower() for s in split}
+    values = table["split"].astype(str).str.lower()
+    known = set(values.unique())
+    unknown = wanted - known
+    if unknown == wanted:
+        raise DataError(f"{path}: no rows in split {sorted(wanted)}; splits present: {sorted(known)}")
+    return table[values.isin(wanted)].copy()
+
+
+def _float_columns(table: Any, columns: Sequence[str]) -> np.ndarray:
+    import pandas as pd
+
+    out = np.full((len(table), len(columns)), np.nan, dtype=np.float64)
+    for j, c in enumerate(columns):
+        col = table[c]
+        if col.dtype == bool:
+            out[:, j] = col.to_numpy(dtype=np.float64)
+        else:
+            out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    return out
+
+
+def _read_tracings(path: Path) -> dict[str, dict[int, np.ndarray]]:
+    """VolumeTracings.csv as {video stem: {frame: [K,4] X1,Y1,X2,Y2 rows}}."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: tracings requested but the file does not exist")
+    table = pd.read_csv(path, dtype={"FileName": str})
+    missing = [c for c in ("FileName", "X1", "Y1", "X2", "Y2", "Frame") if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: lacks columns {missing}")
+    table["stem"] = table["FileName"].str.replace(r"\.avi$", "", regex=True, case=False)
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for (stem, frame), rows in table.groupby(["stem", "Frame"], sort=False):
+        out.setdefault(str(stem), {})[int(frame)] = rows[["X1", "Y1", "X2", "Y2"]].to_numpy(dtype=np.float64)
+    return out
+
+
+def _trace_mask(lines: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The LV mask of one traced frame, as the EchoNet-Dynamic code builds it.
+
+    The first row is the long axis; the others are chords across the LV whose two
+    ends walk down either wall. The polygon goes down one wall and back up the other.
+    """
+    from matplotlib.path import Path as PolygonPath
+
+    chords = lines[1:] if len(lines) > 2 else lines
+    xs = np.concatenate([chords[:, 0], chords[::-1, 2]])
+    ys = np.concatenate([chords[:, 1], chords[::-1, 3]])
+    polygon = PolygonPath(np.stack([xs, ys], axis=1))
+    rr, cc = np.mgrid[0:height, 0:width]
+    inside = polygon.contains_points(np.stack([cc.ravel(), rr.ravel()], axis=1))
+    return inside.reshape(height, width)

@@ -1,0 +1,572 @@
+"""DICOM echo cines: decoding to RGB, timing, ultrasound-region crop and sector mask.
+
+Colour is where published echo pipelines go wrong, so the conversion is explicit:
+pixels are decoded *raw* (``pydicom.pixels`` decoders with ``raw=True``) and the
+photometric interpretation the decoder reports for what it returned decides the one
+conversion applied - YBR_FULL/YBR_FULL_422 through ``convert_color_space``, PALETTE
+COLOR through ``apply_color_lut``, MONOCHROME1 inverted, MONOCHROME2 as is. (pydicom's
+``ds.pixel_array`` already converts YBR to RGB while the header still says YBR;
+converting again gives the well-known green tint.)
+
+Only the frames a clip needs are decoded, plus a few evenly spaced frames that locate
+the sector: the pixels that change over time. Everything outside it - ECG trace,
+burnt-in text, calipers - is set to black, and the frame is cropped to the
+ultrasound region of the header (SequenceOfUltrasoundRegions) or, without one, to
+the sector. The returned metadata is de-identified (see :mod:`echoclip.data.deid`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoclip.data.deid import dicom_meta, identifying_values, redact
+from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
+from echoclip.errors import VideoReadError
+
+__all__ = ["read_dicom", "write_dicom", "find_sector", "dicom_frame_rate"]
+
+log = logging.getLogger(__name__)
+
+# Frames sampled evenly over a cine to find the sector; fixed per video, so every
+# clip of one video gets the same crop and mask.
+SECTOR_PROBE_FRAMES = 8
+_US_MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+def _is_dicom(head: bytes) -> bool:
+    return head[128:132] == b"DICM"
+
+
+@register_reader("dicom", sniff=_is_dicom, priority=10)
+def read_dicom(
+    path: str | os.PathLike[str],
+    indices: Sequence[int] | IndexSelector | None = None,
+    n: int | None = None,
+    target_fps: float | None = None,
+    start: int = 0,
+    *,
+    fps: float | None = None,
+    crop: bool = True,
+    mask: bool = True,
+    salt: str | None = None,
+) -> Video:
+    """Read a single- or multi-frame DICOM as an RGB :class:`Video`.
+
+    Args:
+        indices, n, target_fps, start: which frames to decode, as in
+            :func:`echoclip.data.video.read_container` (default: all).
+        fps: frame rate to use when the header has no timing (FrameTime,
+            FrameTimeVector, CineRate, RecommendedDisplayFrameRate). A single frame
+            without timing gets 1 fps.
+        crop: crop to the ultrasound region (or the detected sector).
+        mask: set pixels outside the sector to black.
+        salt: salt of the study/series UID hashes in ``meta`` (see :mod:`echoclip.data.deid`).
+
+    Raises:
+        VideoReadError: not DICOM, no pixel data, truncated, no decoder for the
+            transfer syntax, no frame timing. Messages never carry patient data.
+    """
+    path = Path(path)
+    ds = _read_dataset(path)
+    phi = identifying_values(ds)
+    try:
+        return _read_pixels(ds, path, indices, n, target_fps, start, fps, crop, mask, salt)
+    except VideoReadError as e:
+        raise VideoReadError(redact(str(e), values=phi)) from None
+    except (ValueError, TypeError) as e:
+        # Caller errors (bad indices) keep their type; the text is still redacted.
+        raise type(e)(redact(str(e), values=phi)) from None
+
+
+def _read_dataset(path: Path) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with warnings.catch_warnings():
+        # pydicom warns about odd element values by quoting them: those may be patient data.
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(path, defer_size="64 KB")
+        except FileNotFoundError:
+            raise VideoReadError(f"{path}: file not found") from None
+        except IsADirectoryError:
+            raise VideoReadError(f"{path}: is a directory, not a video file") from None
+        except InvalidDicomError:
+            raise VideoReadError(f"{path}: not a valid DICOM file") from None
+        except EOFError:
+            raise VideoReadError(f"{path}: DICOM file is truncated (the header ends early)") from None
+        except Exception as e:  # the parser raises many types; their text may quote header values
+            raise VideoReadError(f"{path}: cannot parse the DICOM header ({type(e).__name__})") from None
+
+
+def _read_pixels(
+    ds: Any,
+    path: Path,
+    indices: Sequence[int] | IndexSelector | None,
+    n: int | None,
+    target_fps: float | None,
+    start: int,
+    fps: float | None,
+    crop: bool,
+    mask: bool,
+    salt: str | None,
+) -> Video:
+    if len(ds) == 0:
+        raise VideoReadError(f"{path}: DICOM file holds no data set after its header (truncated or corrupt)")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = _uid_name(ds.get("SOPClassUID", None)) or "unknown"
+        raise VideoReadError(f"{path}: no pixel data (SOP class {sop})")
+    if "PixelData" not in ds:
+        raise VideoReadError(f"{path}: float pixel data is not an image this reader handles")
+    try:
+        num_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise VideoReadError(f"{path}: the image pixel module is incomplete (Rows, Columns)") from None
+    source_fps, fps_source = dicom_frame_rate(ds, num_frames, fps, path)
+
+    out_fps = source_fps
+    if callable(indices):
+        wanted = np.asarray(indices(num_frames, source_fps), dtype=np.int64)
+    elif indices is None and (n is not None or target_fps is not None or start):
+        wanted = frame_indices(num_frames, source_fps, n=n, target_fps=target_fps, start=start)
+        out_fps = source_fps if target_fps is None else float(target_fps)
+    elif indices is None:
+        wanted = np.arange(num_frames)
+    else:
+        wanted = np.asarray(indices, dtype=np.int64)
+    if wanted.size == 0 or wanted.min() < 0 or wanted.max() >= num_frames:
+        raise ValueError(f"{path}: frame indices must lie in [0, {num_frames}), got {wanted.tolist()[:8]}")
+
+    meta = dicom_meta(ds, salt)
+    region = _image_region(meta.get("ultrasound_regions", []), rows, cols)
+    probe = np.unique(
+        np.linspace(0, num_frames - 1, min(num_frames, SECTOR_PROBE_FRAMES)).round().astype(int)
+    )
+    use_sector = num_frames > 1 and (mask or (crop and region is None))
+    needed = np.unique(np.concatenate([wanted, probe])) if use_sector else np.unique(wanted)
+    decoded = dict(zip(needed.tolist(), _decode_rgb(ds, path, needed), strict=True))
+
+    sector = None
+    if use_sector:
+        within = _region_mask(region, rows, cols)
+        sector = find_sector(np.stack([decoded[int(i)] for i in probe]), within=within)
+    keep = sector if sector is not None else _region_mask(region, rows, cols)
+    frames = np.stack([decoded[int(i)] for i in wanted])
+    if mask and keep is not None:
+        frames[:, ~keep] = 0
+    box = (0, 0, rows, cols)
+    if crop:
+        if region is not None:
+            box = (region["y0"], region["x0"], region["y1"] + 1, region["x1"] + 1)
+        elif sector is not None:
+            ys, xs = np.nonzero(sector)
+            box = (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
+        frames = np.ascontiguousarray(frames[:, box[0] : box[2], box[1] : box[3]])
+
+    meta.update(
+        height=int(frames.shape[1]),
+        width=int(frames.shape[2]),
+        source_height=rows,
+        source_width=cols,
+        source_frames=num_frames,
+        source_fps=source_fps,
+        fps_source=fps_source,
+        crop_box=box,
+        sector_masked=bool(mask and keep is not None),
+    )
+    return Video(frames, out_fps, meta)
+
+
+def dicom_frame_rate(
+    ds: Any, num_frames: int, fps: float | None = None, path: Path | str = ""
+) -> tuple[float, str]:
+    """Frames per second of a DICOM cine and the element it came from.
+
+    Order: FrameTime (ms), the mean of FrameTimeVector, CineRate,
+    RecommendedDisplayFrameRate, then the caller's ``fps`` for a file without timing.
+    A single frame without timing is a still: 1 fps.
+    """
+    frame_time = _positive_float(ds.get("FrameTime", None))
+    if frame_time:
+        return 1000.0 / frame_time, "FrameTime"
+    vector = ds.get("FrameTimeVector", None)
+    if vector is not None and not isinstance(vector, (str, bytes)) and len(vector) > 1:
+        steps = [_positive_float(v) for v in list(vector)[1:]]  # the first entry is 0 by definition
+        if steps and all(steps):
+            return 1000.0 / float(np.mean(steps)), "FrameTimeVector"
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        rate = _positive_float(ds.get(keyword, None))
+        if rate:
+            return rate, keyword
+    if fps is not None:
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        return float(fps), "argument"
+    if num_frames == 1:
+        return 1.0, "still"
+    raise VideoReadError(
+        f"{path}: no frame timing in the header (FrameTime, FrameTimeVector, CineRate or "
+        "RecommendedDisplayFrameRate); pass fps= to read it"
+    )
+
+
+def _positive_float(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) and x > 0 else None
+
+
+def _uid_name(uid: Any) -> str:
+    return str(getattr(uid, "name", "") or uid or "")
+
+
+# ---------------------------------------------------------------------------------------
+# pixels -> RGB
+
+
+def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
+    """Decode frames ``indices`` and convert each to ``uint8 [H,W,3]`` RGB exactly once."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
+
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is None:
+        raise VideoReadError(f"{path}: no transfer syntax in the file meta information")
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        raise VideoReadError(f"{path}: pixel data in {_uid_name(tsyntax)} cannot be decoded") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise VideoReadError(f"{path}: no decoder installed for {_uid_name(tsyntax)} ({missing})")
+    # Pillow's libjpeg-turbo decodes baseline JPEG about twice as fast as the other plugins.
+    fast_jpeg = tsyntax in (JPEGBaseline8Bit, JPEGExtended12Bit) and "pillow" in decoder.available_plugins
+    plugin = "pillow" if fast_jpeg else ""
+    out: list[np.ndarray] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            frames = decoder.iter_array(
+                ds, indices=[int(i) for i in indices], raw=True, decoding_plugin=plugin
+            )
+            for arr, info in frames:
+                out.append(_to_rgb8(arr, str(info["photometric_interpretation"]), ds, path))
+        except VideoReadError:
+            raise
+        except Exception as e:  # decoders raise many types for broken data
+            reason = f"{type(e).__name__}: {e}".strip()
+            raise VideoReadError(f"{path}: cannot decode pixel data ({_short(reason)})") from None
+    if len(out) != len(indices):
+        raise VideoReadError(f"{path}: pixel data holds {len(out)} of {len(indices)} requested frames")
+    return out
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _to_rgb8(arr: np.ndarray, photometric: str, ds: Any, path: Path) -> np.ndarray:
+    """One decoded frame in ``photometric`` (as the decoder reports it) -> ``uint8 [H,W,3]`` RGB."""
+    from pydicom.pixels import apply_color_lut, convert_color_space
+
+    if photometric in ("YBR_FULL", "YBR_FULL_422"):
+        # The decoder already undid the 4:2:2 subsampling; what remains is full-range YCbCr.
+        return convert_color_space(_to_uint8(arr, ds), "YBR_FULL", "RGB")
+    if photometric in ("RGB", "YBR_RCT", "YBR_ICT"):
+        # JPEG 2000 decoders apply the inverse RCT/ICT themselves and return RGB.
+        return _to_uint8(arr, ds)
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        if bits > 8:
+            rgb = rgb >> (bits - 8)
+        return rgb.astype(np.uint8)
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        grey = _grey_to_uint8(arr, ds)
+        if photometric == "MONOCHROME1":
+            grey = 255 - grey  # MONOCHROME1: the lowest value is white
+        return np.repeat(grey[..., None], 3, axis=-1)
+    raise VideoReadError(f"{path}: photometric interpretation {photometric!r} is not supported")
+
+
+def _to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    bits = int(ds.get("BitsStored", arr.dtype.itemsize * 8) or 8)
+    return (arr.astype(np.int64) >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8)
+
+
+def _grey_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    from pydicom.pixels import apply_voi_lut
+
+    values = arr.astype(np.float64)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        values = apply_voi_lut(arr, ds).astype(np.float64)
+    bits = int(ds.get("BitsStored", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    low = -(2 ** (bits - 1)) if signed else 0
+    high = low + 2**bits - 1
+    return np.round((values - low) / (high - low) * 255).clip(0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# region and sector
+
+
+def _image_region(regions: list[dict[str, Any]], rows: int, cols: int) -> dict[str, int] | None:
+    """The largest 2-D image region that lies inside the frame, or None.
+
+    Some files (resized exports, for one) keep the region of the original frame size;
+    a region outside the frame is ignored rather than trusted.
+    """
+    # Max X1/Y1 are inclusive; some scanners write the frame size itself, one too many.
+    clamped = [
+        {**r, "x1": min(int(r["x1"]), cols - 1), "y1": min(int(r["y1"]), rows - 1)}
+        for r in regions
+        if r["x1"] <= cols and r["y1"] <= rows
+    ]
+    fits = [
+        r
+        for r in clamped
+        if int(r.get("spatial_format", 1)) in (1, 0) and 0 <= r["x0"] < r["x1"] and 0 <= r["y0"] < r["y1"]
+    ]
+    if regions and not fits:
+        log.info("ultrasound region lies outside the %dx%d frame; using the detected sector", cols, rows)
+    if not fits:
+        return None
+    best = max(fits, key=lambda r: (r["x1"] - r["x0"]) * (r["y1"] - r["y0"]))
+    return {k: int(best[k]) for k in ("x0", "y0", "x1", "y1")}
+
+
+def _region_mask(region: dict[str, int] | None, rows: int, cols: int) -> np.ndarray | None:
+    if region is None:
+        return None
+    keep = np.zeros((rows, cols), dtype=bool)
+    keep[region["y0"] : region["y1"] + 1, region["x0"] : region["x1"] + 1] = True
+    return keep
+
+
+def find_sector(
+    frames: np.ndarray,
+    within: np.ndarray | None = None,
+    threshold: float = 6.0,
+    min_fraction: float = 0.05,
+) -> np.ndarray | None:
+    """The ultrasound sector: the largest region of pixels that change over time.
+
+    Burnt-in text and labels are static; an ECG trace moves but lies apart from the
+    sector, so the largest connected component of changing pixels is the image, and
+    its convex hull (a fan is convex) fills the dark, still parts inside it such as
+    the blood pool. Returns a bool mask ``[H, W]``, or None when too few pixels
+    change (a still frame, a frozen loop).
+
+    Args:
+        frames: ``[K, H, W]`` or ``[K, H, W, 3]``, at least two frames.
+        within: optional bool mask ``[H, W]`` the sector must lie in (the header's region).
+        threshold: grey-level range over time above which a pixel counts as changing.
+        min_fraction: smallest sector, as a fraction of the searched area.
+    """
+    from scipy import ndimage
+
+    frames = np.asarray(frames)
+    if frames.ndim not in (3, 4) or frames.shape[0] < 2:
+        return None
+    change = frames.max(axis=0).astype(np.int16) - frames.min(axis=0)
+    if change.ndim == 3:
+        change = change.max(axis=-1)  # the largest change of any channel
+    changing = change > threshold
+    if within is not None:
+        changing &= within
+    changing = ndimage.binary_opening(changing, structure=np.ones((2, 2), dtype=bool))
+    pad = 3
+    closed = ndimage.binary_closing(
+        np.pad(changing, pad), structure=np.ones((2 * pad - 1, 2 * pad - 1), dtype=bool)
+    )[pad:-pad, pad:-pad]
+    labels, count = ndimage.label(closed)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    sector = labels == (int(np.argmax(sizes)) + 1)
+    area = within.sum() if within is not None else sector.size
+    if sector.sum() < min_fraction * area:
+        return None
+    sector = _convex_hull_mask(sector)
+    if within is not None:
+        sector &= within
+    return sector
+
+
+def _convex_hull_mask(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull of a bool mask: a fan (sector plus arc) is convex."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.argwhere(mask)
+    try:
+        hull = ConvexHull(points)
+    except (QhullError, ValueError):  # a degenerate (line-like) component
+        return mask
+    (r0, c0), (r1, c1) = points.min(axis=0), points.max(axis=0) + 1
+    rows, cols = np.mgrid[r0:r1, c0:c1].astype(np.float64)
+    inside = np.ones(rows.shape, dtype=bool)
+    for a, b, c in hull.equations:  # inside: a*row + b*col + c <= 0 for every facet
+        inside &= rows * a + cols * b + c <= 1e-9
+    out = mask.copy()
+    out[r0:r1, c0:c1] |= inside
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+
+
+def write_dicom(
+    video: Video | np.ndarray,
+    path: str | os.PathLike[str],
+    fps: float | None = None,
+    *,
+    photometric: str = "RGB",
+    compression: str | None = None,
+    regions: Sequence[dict[str, int | float]] | None = None,
+    tags: dict[str, Any] | None = None,
+    quality: int = 90,
+) -> Path:
+    """Write frames ``uint8 [T,H,W,3]`` as an ultrasound multi-frame DICOM, atomically.
+
+    Exports a simulated study in the form a hospital hands over, so the DICOM path of
+    the pipeline can be exercised without patient data.
+
+    Args:
+        fps: written as FrameTime and CineRate; ``None`` writes no timing.
+        photometric: ``"RGB"``, ``"YBR_FULL"`` or ``"MONOCHROME2"`` (the mean of the
+            channels); JPEG always writes ``"YBR_FULL_422"``, as scanners do.
+        compression: ``None`` (explicit VR little endian), ``"rle"`` (RLE lossless) or
+            ``"jpeg"`` (JPEG baseline, 4:2:2, through Pillow).
+        regions: SequenceOfUltrasoundRegions entries with ``x0, y0, x1, y1`` (inclusive)
+            and optionally ``delta_x, delta_y`` (cm per pixel).
+        tags: extra header elements by keyword (e.g. ``{"Manufacturer": "ACME"}``).
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        RLELossless,
+        generate_uid,
+    )
+
+    if isinstance(video, Video):
+        frames, fps = video.frames, (fps if fps is not None else video.fps)
+    else:
+        frames = np.asarray(video)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {tuple(frames.shape)}")
+    if compression not in (None, "rle", "jpeg"):
+        raise ValueError(f"compression must be None, 'rle' or 'jpeg', got {compression!r}")
+    if photometric not in ("RGB", "YBR_FULL", "MONOCHROME2"):
+        raise ValueError(f"photometric must be 'RGB', 'YBR_FULL' or 'MONOCHROME2', got {photometric!r}")
+    path = Path(path)
+    t, h, w, _ = frames.shape
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = _US_MULTIFRAME_SOP_CLASS
+    ds.SOPClassUID = _US_MULTIFRAME_SOP_CLASS
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.Manufacturer = "echoclip"
+    if fps is not None:
+        ds.FrameTime = f"{1000.0 / fps:.4f}"
+        ds.CineRate = int(round(fps))
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+    if regions:
+        ds.SequenceOfUltrasoundRegions = [_region_item(r) for r in regions]
+
+    if compression == "jpeg":
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        _set_image_module(ds, t, h, w, samples=3, photometric="YBR_FULL_422")
+        from pydicom.encaps import encapsulate
+
+        ds.PixelData = encapsulate([_jpeg_bytes(f, quality) for f in frames])
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        if photometric == "MONOCHROME2":
+            data = np.round(frames.astype(np.float32).mean(axis=-1)).astype(np.uint8)
+        elif photometric == "YBR_FULL":
+            data = convert_color_space(frames, "RGB", "YBR_FULL")
+        else:
+            data = frames
+        ds.set_pixel_data(data if t > 1 else data[0], photometric, 8, generate_instance_uid=False)
+        ds.NumberOfFrames = t
+        if compression == "rle":
+            ds.compress(RLELossless, generate_instance_uid=False)
+    for keyword, value in (tags or {}).items():
+        setattr(ds, keyword, value)
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _set_image_module(ds: Any, t: int, h: int, w: int, samples: int, photometric: str) -> None:
+    ds.NumberOfFrames = t
+    ds.Rows, ds.Columns = h, w
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+
+
+def _jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    # subsampling=1 is 4:2:2, what YBR_FULL_422 declares.
+    Image.fromarray(frame, "RGB").save(buf, format="JPEG", quality=quality, subsampling=1)
+    return buf.getvalue()
+
+
+def _region_item(region: dict[str, int | float]) -> Any:
+    import pydicom
+
+    item = pydicom.Dataset()
+    item.RegionSpatialFormat = 1  # 2-D tissue image
+    item.RegionDataType = 1
+    item.RegionFlags = 0
+    item.RegionLocationMinX0 = int(region["x0"])
+    item.RegionLocationMinY0 = int(region["y0"])
+    item.RegionLocationMaxX1 = int(region["x1"])
+    item.RegionLocationMaxY1 = int(region["y1"])
+    item.PhysicalUnitsXDirection = 3  # cm
+    item.PhysicalUnitsYDirection = 3
+    item.PhysicalDeltaX = float(region.get("delta_x", 0.03))
+    item.PhysicalDeltaY = float(region.get("delta_y", 0.03))
+    return item

@@ -1,0 +1,66 @@
+"""A seeded simulator of echo studies with ground truth and reports.
+
+>>> from echoclip.data.synthetic import simulate_reports
+>>> corpus = simulate_reports(1000, seed=0)      # reports only, fast
+"""
+
+from echoclip.data.synthetic.anatomy import (
+    DEVICES,
+    FINDINGS,
+    VIEWS,
+    CardiacState,
+    Patient,
+    cardiac_state,
+    ef_from_masks,
+    lv_volume_from_mask,
+    make_patient,
+)
+from echoclip.data.synthetic.cohort import StudyPlan, plan_cohort, simulate_reports
+from echoclip.data.synthetic.dataset import patient_split, simulate_dataset
+from echoclip.data.synthetic.render import (
+    DEVICE_REGIONS,
+    DEVICE_VIEWS,
+    device_region,
+    sector_for,
+    visible_devices,
+)
+from echoclip.data.synthetic.reports import (
+    DEVICE_PATTERNS,
+    ef_consistent,
+    extract_ef,
+    mentioned_devices,
+    report_sentences,
+    write_report,
+)
+from echoclip.data.synthetic.study import Study, StudyTruth, simulate_study
+
+__all__ = [
+    "DEVICES",
+    "FINDINGS",
+    "VIEWS",
+    "DEVICE_PATTERNS",
+    "DEVICE_REGIONS",
+    "DEVICE_VIEWS",
+    "Study",
+    "StudyTruth",
+    "device_region",
+    "sector_for",
+    "simulate_study",
+    "simulate_dataset",
+    "patient_split",
+    "visible_devices",
+    "CardiacState",
+    "Patient",
+    "StudyPlan",
+    "cardiac_state",
+    "ef_consistent",
+    "ef_from_masks",
+    "extract_ef",
+    "lv_volume_from_mask",
+    "make_patient",
+    "mentioned_devices",
+    "plan_cohort",
+    "report_sentences",
+    "simulate_reports",
+    "write_report",
+]

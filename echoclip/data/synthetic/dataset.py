@@ -1,0 +1,167 @@
+"""Writing a simulated cohort to disk as an EchoNet-Dynamic folder plus a report manifest.
+
+Layout (the EchoNet-Dynamic release's, so every real-data path runs on it)::
+
+    out/
+      FileList.csv         FileName (no extension), EF, ESV, EDV, FrameHeight, FrameWidth,
+                           FPS, NumberOfFrames, Split (TRAIN / VAL / TEST, by patient)
+      VolumeTracings.csv   FileName (with .avi), X1, Y1, X2, Y2, Frame: per traced frame
+                           (ED and ES) the long axis, then 20 chords across the LV
+      Videos/<FileName>.avi
+      manifest.parquet     one row per video: video_path (relative), report, ids, view,
+                           ef, edv, esv, heart_rate, fps, split, device_* and finding_* flags
+      simulation.json      the arguments that made it
+
+The folder is written under ``<out>.tmp`` and renamed at the end: a reader never sees
+half a data set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS, VIEWS, Patient, rng_for
+from echoclip.data.synthetic.cohort import plan_cohort, report_rng, study_state
+from echoclip.data.synthetic.reports import write_report
+from echoclip.data.synthetic.study import render_study
+from echoclip.errors import DataError
+
+__all__ = ["simulate_dataset", "patient_split"]
+
+TAG_SPLIT = 7
+ECHONET_SPLIT = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
+
+
+def patient_split(patient_seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a patient: all of a patient's studies share it."""
+    u = float(rng_for(patient_seed, TAG_SPLIT).random())
+    if u < fractions[0]:
+        return "train"
+    return "val" if u < fractions[0] + fractions[1] else "test"
+
+
+def simulate_dataset(
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    size: int = 112,
+    frames: int = 64,
+    fps: float = 50.0,
+    views: Sequence[str] = ("A4C",),
+    codec: str = "mjpeg",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Simulate ``n`` studies (one video per view each) and write them to ``out_dir``.
+
+    Returns the folder. The reports are those of :func:`simulate_reports` for the same
+    ``n`` and ``seed``. An existing ``out_dir`` is replaced only with ``overwrite=True``.
+
+    Raises:
+        DataError: ``n`` < 1, an unknown view, or ``out_dir`` exists.
+        OSError: ``out_dir`` cannot be written.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from echoclip.data.video import save_video
+
+    views = tuple(views)
+    bad = [v for v in views if v not in VIEWS]
+    if bad or not views:
+        raise DataError(f"unknown or no views {bad or list(views)}; known: {', '.join(VIEWS)}")
+    plans = plan_cohort(n, seed)
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: already exists (choose another folder or overwrite it)")
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by an interrupted run
+    (tmp / "Videos").mkdir(parents=True)
+
+    files: list[dict[str, object]] = []
+    tracings: list[dict[str, object]] = []
+    manifest: list[dict[str, object]] = []
+    patients: dict[int, Patient] = {}
+    try:
+        for plan in tqdm(plans, desc="simulate", unit="study", disable=not progress):
+            state = study_state(plan, patients)
+            report = write_report(state, report_rng(plan.study_seed))
+            split = patient_split(plan.patient_seed)
+            for view in views:
+                study = render_study(state, report, plan.study_seed, view, size, frames, fps)
+                name = f"{state.study_id}_{view}"
+                save_video(study.video, tmp / "Videos" / f"{name}.avi", codec=codec)
+                truth = study.truth
+                files.append(
+                    {
+                        "FileName": name,
+                        "EF": round(truth.ef, 2),
+                        "ESV": round(truth.esv, 2),
+                        "EDV": round(truth.edv, 2),
+                        "FrameHeight": size,
+                        "FrameWidth": size,
+                        "FPS": fps,
+                        "NumberOfFrames": frames,
+                        "Split": ECHONET_SPLIT[split],
+                    }
+                )
+                tracings += [
+                    {"FileName": f"{name}.avi", "X1": x1, "Y1": y1, "X2": x2, "Y2": y2, "Frame": frame}
+                    for x1, y1, x2, y2, frame in truth.tracings
+                ]
+                row: dict[str, object] = {
+                    "video_path": f"Videos/{name}.avi",
+                    "report": report,
+                    "patient_id": state.patient_id,
+                    "study_id": state.study_id,
+                    "view": view,
+                    "ef": truth.ef,
+                    "edv": truth.edv,
+                    "esv": truth.esv,
+                    "heart_rate": truth.heart_rate,
+                    "fps": float(fps),
+                    "split": split,
+                    "visit": state.visit,
+                    "ed_frame": truth.ed_frame,
+                    "es_frame": truth.es_frame,
+                }
+                row.update({f"device_{d}": d in state.devices for d in DEVICES})
+                row.update({f"visible_{d}": d in truth.visible_devices for d in DEVICES})
+                row.update({f"finding_{f}": f in state.findings for f in FINDINGS})
+                manifest.append(row)
+        pd.DataFrame(files).to_csv(tmp / "FileList.csv", index=False)
+        columns = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
+        pd.DataFrame(tracings, columns=columns).to_csv(tmp / "VolumeTracings.csv", index=False)
+        pd.DataFrame(manifest).to_parquet(tmp / "manifest.parquet", index=False)
+        info = {
+            "n": n,
+            "seed": seed,
+            "size": size,
+            "frames": frames,
+            "fps": fps,
+            "views": list(views),
+            "codec": codec,
+        }
+        (tmp / "simulation.json").write_text(json.dumps(info, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; an old ``out`` is moved aside first and removed after."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)

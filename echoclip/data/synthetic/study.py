@@ -1,0 +1,154 @@
+"""One simulated echo study: a video, the report written for it, and its ground truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from echoclip.data.synthetic.anatomy import (
+    TAG_RENDER,
+    VIEWS,
+    CardiacState,
+    Patient,
+    cardiac_state,
+    make_patient,
+    rng_for,
+)
+from echoclip.data.synthetic.cohort import report_rng
+from echoclip.data.synthetic.render import render_view, visible_devices
+from echoclip.data.synthetic.reports import write_report
+from echoclip.data.video import Video
+from echoclip.errors import DataError
+
+__all__ = ["Study", "StudyTruth", "simulate_study"]
+
+
+@dataclass(frozen=True)
+class StudyTruth:
+    """What is true of a simulated study (and of its one video)."""
+
+    ef: float
+    edv: float
+    esv: float
+    heart_rate: float
+    fps: float
+    view: str
+    devices: tuple[str, ...]
+    findings: tuple[str, ...]
+    patient_id: str
+    study_id: str
+    ed_frame: int
+    es_frame: int
+    lv_mask_ed: np.ndarray  # bool [H,W]
+    lv_mask_es: np.ndarray
+    visible_devices: tuple[str, ...]  # the devices this view shows
+    lv_volumes: np.ndarray = field(repr=False)  # LV volume (mL) at each frame
+    regions: dict[str, np.ndarray] = field(repr=False)  # chamber and valve masks at end-diastole
+    tracings: list[tuple[float, float, float, float, int]] = field(repr=False)  # VolumeTracings rows
+    sector_mask: np.ndarray = field(repr=False)
+    cm_per_px: float = 0.0
+    depth_cm: float = 0.0
+    state: CardiacState | None = field(default=None, repr=False)
+
+    @property
+    def reduced_lv_function(self) -> bool:
+        return self.ef < 50.0
+
+
+@dataclass(frozen=True)
+class Study:
+    video: Video
+    report: str
+    truth: StudyTruth
+
+
+def simulate_study(
+    seed: int,
+    *,
+    size: int = 112,
+    frames: int = 64,
+    fps: float = 50.0,
+    view: str | None = None,
+    patient: Patient | int | None = None,
+    visit: int = 0,
+    devices: tuple[str, ...] | None = None,
+) -> Study:
+    """Simulate one echo study: a ``frames``-long clip at ``fps``, ``size``×``size`` pixels.
+
+    The same arguments give byte-identical frames and the same report. ``patient`` (a
+    :class:`Patient` or its seed) keeps the anatomy across studies; by default each seed
+    is a new patient. ``view`` defaults to ``"A4C"``. ``devices`` overrides the devices
+    present (to see what a device changes, all else equal).
+
+    Example::
+
+        >>> study = simulate_study(7, view="PLAX")
+        >>> study.video.frames.shape, round(study.truth.ef)   # doctest: +SKIP
+        ((64, 112, 112, 3), 58)
+    """
+    view = view or "A4C"
+    if view not in VIEWS:
+        raise DataError(f"unknown view {view!r}; known: {', '.join(VIEWS)}")
+    if size < 32 or frames < 2 or not fps > 0:
+        raise DataError(f"a study needs size >= 32, frames >= 2 and fps > 0, got {size}, {frames}, {fps}")
+    if patient is None:
+        patient = make_patient(seed)
+    elif not isinstance(patient, Patient):
+        patient = make_patient(int(patient))
+    state = cardiac_state(patient, visit, seed)
+    if devices is not None:
+        state = _with_devices(state, devices)
+    report = write_report(state, report_rng(seed))
+    return render_study(state, report, seed, view, size, frames, fps)
+
+
+def render_study(
+    state: CardiacState, report: str, seed: int, view: str, size: int, frames: int, fps: float
+) -> Study:
+    """Render the video of a study in one view (each view its own acquisition)."""
+    rendered = render_view(state, view, size, frames, fps, rng_for(seed, TAG_RENDER, VIEWS.index(view)))
+    meta = {
+        "source": "synthetic",
+        "view": view,
+        "height": size,
+        "width": size,
+        "depth_cm": rendered.depth_cm,
+        "sector": rendered.sector.as_meta(),
+    }
+    truth = StudyTruth(
+        ef=state.ef,
+        edv=state.edv,
+        esv=state.esv,
+        heart_rate=state.heart_rate,
+        fps=float(fps),
+        view=view,
+        devices=state.devices,
+        findings=state.findings,
+        patient_id=state.patient_id,
+        study_id=state.study_id,
+        ed_frame=rendered.timing.ed_frame,
+        es_frame=rendered.timing.es_frame,
+        lv_mask_ed=rendered.lv_mask_ed,
+        lv_mask_es=rendered.lv_mask_es,
+        visible_devices=visible_devices(state, view),
+        lv_volumes=rendered.lv_volumes,
+        regions=rendered.regions,
+        tracings=rendered.tracings,
+        sector_mask=rendered.sector.mask(),
+        cm_per_px=rendered.cm_per_px,
+        depth_cm=rendered.depth_cm,
+        state=state,
+    )
+    return Study(Video(rendered.frames, float(fps), meta), report, truth)
+
+
+def _with_devices(state: CardiacState, devices: tuple[str, ...]) -> CardiacState:
+    from dataclasses import replace
+
+    from echoclip.data.synthetic.anatomy import DEVICES
+
+    unknown = set(devices) - set(DEVICES)
+    if unknown:
+        raise DataError(f"unknown devices {sorted(unknown)}; known: {', '.join(DEVICES)}")
+    return replace(state, devices=tuple(d for d in DEVICES if d in devices))

@@ -1,0 +1,587 @@
+"""``evaluate``: every zero-shot task and report retrieval on a labelled data set, in one report.
+
+::
+
+    metrics = echoclip.evaluate.evaluate(model, tokenizer, "sim/manifest.parquet", "runs/eval")
+
+writes into ``out_dir``:
+
+- ``metrics.json``: per target its metrics (regression: MAE, RMSE, R², Pearson;
+  binary: AUC, accuracy, F1, sensitivity, specificity at a threshold, Brier;
+  categorical: accuracy, balanced accuracy, macro F1) and retrieval in both
+  directions (recall@1/5/10, mean and median rank, MRR).
+- ``predictions.csv``: one row per study, predictions next to truths.
+- plots: ``regression_<target>.png`` (predicted vs true + Bland–Altman), ``roc_<set>.png``
+  (one ROC curve per device or finding), ``retrieval_ranks.png``, and
+  ``loss_curves.png`` when a training ``metrics.csv`` is given.
+- ``summary.md``: the headline figures and the plots, for a person.
+
+Binary thresholds: when a calibration split is available (``val`` of a manifest by
+default), a Platt calibration is fitted on it and the threshold is 0.5 on the
+calibrated probability; otherwise the threshold maximising Youden's J is chosen on
+the evaluated data itself, which is optimistic and marked so in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echoclip.errors import ConfigError, DataError
+from echoclip.zeroshot.prompts import BinaryTarget, LabelSpec, PromptSet, load_prompt_set
+
+__all__ = ["DEFAULT_PROMPT_SETS", "evaluate", "retrieval_metrics", "label_values", "open_dataset"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT_SETS = ("ejection_fraction", "devices", "findings", "views")
+RECALL_KS = (1, 5, 10)
+
+
+@dataclass
+class _Part:
+    """Embedded videos of one split, with one row of truths per study."""
+
+    emb: np.ndarray  # [videos, D]
+    study_ids: list[Any]  # per video
+    studies: pd.DataFrame  # index study_id: report, labels
+    skipped: int = 0
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    dataset_or_manifest: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    prompt_sets: Sequence[str | Mapping[str, Any] | PromptSet] | None = None,
+    method: str | Mapping[str, str] | None = None,
+    split: str | None = "test",
+    calibration_data: Any = None,
+    calibration_split: str | None = "val",
+    calibration_method: str = "platt",
+    metrics_csv: str | os.PathLike[str] | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: Any = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
+
+    Args:
+        dataset_or_manifest: a manifest (parquet/CSV), an EchoNet-Dynamic folder, or a
+            dataset yielding ``{"video", "study_id", "report", "ef", "labels"}`` dicts.
+        prompt_sets: the sets to evaluate. Default: the shipped sets, each target
+            evaluated when the data has its label and skipped (and listed) otherwise.
+            Sets named here must find every label: a missing one is a :class:`DataError`.
+        method: as for :func:`echoclip.zero_shot`; a method applies to the sets that have
+            targets of its kind.
+        split: the split of a manifest or folder to evaluate (``None``: all rows).
+        calibration_data, calibration_split: labelled studies for calibrating binary
+            scores; by default the ``calibration_split`` of the same manifest, if it has one.
+        metrics_csv: a training run's metrics, for the loss-curve plot.
+
+    Returns:
+        The dictionary written to ``metrics.json``.
+    """
+    from echoclip.zeroshot.predict import encode_prompts, model_logit_scale
+    from echoclip.zeroshot.scoring import require_method
+
+    if isinstance(method, str):
+        require_method(method)
+    explicit = prompt_sets is not None
+    sets = [load_prompt_set(p) for p in (prompt_sets if explicit else DEFAULT_PROMPT_SETS)]
+    if isinstance(method, Mapping):
+        targets = {name for ps in sets for name in ps.targets}
+        unknown = sorted(set(method) - targets)
+        if unknown:
+            raise ConfigError(f"methods given for {unknown}, which no evaluated prompt set has")
+    metrics_csv = _find_metrics_csv(metrics_csv)
+    dataset = _dataset(model, dataset_or_manifest, split, required=True)
+    table = getattr(dataset, "table", None)
+    if explicit and isinstance(table, pd.DataFrame):  # fail before embedding a single video
+        _check_labels(sets, table.columns)
+    calibration_dataset = None
+    if calibration_data is not None or (_is_manifest_like(dataset_or_manifest) and calibration_split):
+        source = calibration_data if calibration_data is not None else dataset_or_manifest
+        calibration_dataset = _dataset(model, source, calibration_split, required=calibration_data is not None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    part = _embed_part(model, dataset, batch_size, num_workers, device)
+    if explicit:
+        _check_labels(sets, part.studies.columns)
+    calibration_part = None
+    if calibration_dataset is not None:
+        calibration_part = _embed_part(model, calibration_dataset, batch_size, num_workers, device)
+
+    logit_scale = model_logit_scale(model)
+    metrics: dict[str, Any] = {
+        "data": {
+            "source": _describe(dataset_or_manifest),
+            "split": split if _is_manifest_like(dataset_or_manifest) else None,
+            "videos": len(part.emb),
+            "studies": len(part.studies),
+            "skipped_videos": part.skipped,
+            "calibration_studies": 0 if calibration_part is None else len(calibration_part.studies),
+        },
+        "model": {"logit_scale": logit_scale},
+        "zero_shot": {},
+        "skipped_targets": {},
+        "plots": {},
+    }
+    predictions = pd.DataFrame(index=pd.Index(part.studies.index, name="study_id"))
+    for prompt_set in sets:
+        usable, skipped = _usable_targets(prompt_set, part.studies)
+        metrics["skipped_targets"].update(skipped)
+        if usable:
+            prompt_set = PromptSet(prompt_set.name, usable, prompt_set.description, prompt_set.source)
+            text_emb = encode_prompts(model, tokenizer, prompt_set.texts(), device=device)
+            context = _SetContext(prompt_set, _methods_for(prompt_set, method), text_emb, logit_scale, out_dir)
+            _evaluate_set(context, part, calibration_part, calibration_method, metrics, predictions)
+
+    _evaluate_retrieval(model, tokenizer, part, device, out_dir, metrics)
+    if metrics_csv is not None:
+        from echoclip.plots import plot_loss_curves
+
+        metrics["plots"]["loss_curves"] = plot_loss_curves(metrics_csv, out_dir / "loss_curves.png").name
+
+    _write_text(out_dir / "predictions.csv", predictions.reset_index().to_csv(index=False))
+    metrics = _jsonable(metrics)
+    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    _write_text(out_dir / "summary.md", _summary(metrics))
+    return metrics
+
+
+@dataclass
+class _SetContext:
+    """What scoring one prompt set needs besides the data."""
+
+    prompt_set: PromptSet
+    methods: dict[str, str]
+    text_emb: Mapping[str, np.ndarray]
+    logit_scale: float
+    out_dir: Path
+
+    def predict(self, part: _Part) -> pd.DataFrame:
+        from echoclip.zeroshot.predict import score_embeddings
+
+        return score_embeddings(
+            part.emb,
+            part.study_ids,
+            self.prompt_set,
+            self.text_emb,
+            methods=self.methods,
+            logit_scale=self.logit_scale,
+        ).set_index("study_id")
+
+
+def _evaluate_set(
+    ctx: _SetContext,
+    part: _Part,
+    calibration_part: _Part | None,
+    calibration_method: str,
+    metrics: dict[str, Any],
+    predictions: pd.DataFrame,
+) -> None:
+    """Score one prompt set's targets, add their metrics, plots and prediction columns."""
+    from echoclip.metrics import categorical_metrics
+    from echoclip.plots import plot_roc_curves
+
+    preds = ctx.predict(part)
+    binary = [n for n, t in ctx.prompt_set.targets.items() if isinstance(t, BinaryTarget)]
+    calibration_preds = ctx.predict(calibration_part) if calibration_part is not None and binary else None
+    roc_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, target in ctx.prompt_set.targets.items():
+        method = ctx.methods[name]
+        truth = label_values(part.studies, target.label).reindex(preds.index)
+        predictions[f"{name}_true"] = truth
+        predictions[name] = preds[name]
+        entry: dict[str, Any] = {
+            "kind": target.kind,
+            "method": method,
+            "label": target.label.column,
+            "prompt_set": ctx.prompt_set.name,
+        }
+        if target.kind == "regression":
+            entry.update(_regression_entry(target, truth, preds[name], ctx.out_dir, metrics["plots"]))
+        elif target.kind == "binary":
+            calibration = None
+            if calibration_preds is not None and method != "calibrated":
+                cal_truth = label_values(calibration_part.studies, target.label).reindex(calibration_preds.index)
+                calibration = (cal_truth, calibration_preds[name])
+            entry.update(_binary_entry(truth, preds[name], method, calibration, calibration_method))
+            roc_curves[name] = (truth.to_numpy(float), preds[name].to_numpy(float))
+        else:
+            entry.update(categorical_metrics(truth.to_numpy(object), preds[name].to_numpy(object)))
+            for column in preds.columns:
+                if column.startswith(f"{name}_p_"):
+                    predictions[column] = preds[column]
+        metrics["zero_shot"][name] = entry
+    if roc_curves:
+        set_name = ctx.prompt_set.name
+        path = plot_roc_curves(roc_curves, ctx.out_dir / f"roc_{set_name}.png", title=f"zero-shot {set_name}: ROC curves")
+        metrics["plots"][f"roc_{set_name}"] = path.name
+
+
+def _evaluate_retrieval(
+    model: Any, tokenizer: Any, part: _Part, device: Any, out_dir: Path, metrics: dict[str, Any]
+) -> None:
+    """Study (mean clip) embeddings against their own reports' embeddings, both ways."""
+    from echoclip.plots import plot_rank_histogram
+    from echoclip.zeroshot.predict import encode_prompts
+
+    reports = part.studies.get("report")
+    known = None if reports is None else (reports.notna() & (reports.astype(str).str.strip() != "")).to_numpy()
+    if known is None or known.sum() < 2:
+        metrics["skipped_targets"]["retrieval"] = "the data set has fewer than two report texts"
+        return
+    study_emb = _study_embeddings(part).to_numpy()[known]
+    texts = reports[known].astype(str).tolist()
+    report_emb = encode_prompts(model, tokenizer, texts, device=device, cache=False)
+    sim = study_emb @ np.stack([report_emb[t] for t in texts]).T
+    metrics["retrieval"], ranks = retrieval_metrics(sim)
+    path = plot_rank_histogram(ranks, out_dir / "retrieval_ranks.png", n_candidates=len(texts))
+    metrics["plots"]["retrieval_ranks"] = path.name
+
+
+def label_values(studies: pd.DataFrame, label: LabelSpec) -> pd.Series:
+    """The truth of a target per study: the column, or ``column < below`` (NaN kept) for derived labels."""
+    values = studies[label.column]
+    if label.below is None:
+        if values.dtype == bool:
+            return values.astype(float)
+        return values
+    numbers = pd.to_numeric(values, errors="coerce")
+    return (numbers < label.below).astype(float).where(numbers.notna())
+
+
+def retrieval_metrics(similarity: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Video→report and report→video metrics of a square similarity matrix (true pairs on the diagonal).
+
+    Returns the metrics (recall@k, mean and median rank, MRR per direction, and
+    EchoCLIP's mean cross-modal retrieval rank) and the video→report ranks (1 = first).
+    """
+    from echoclip.retrieval import metrics as rm
+
+    sim = np.asarray(similarity, dtype=np.float32)
+    out: dict[str, Any] = {}
+    for direction, matrix in (("video_to_report", sim), ("report_to_video", sim.T)):
+        ranks = rm.ranks_of_true_pairs(matrix)
+        entry: dict[str, float] = {f"recall@{k}": rm.recall_at_k(ranks, k) for k in RECALL_KS}
+        entry.update(
+            mean_rank=rm.mean_rank(ranks),
+            median_rank=rm.median_rank(ranks),
+            mrr=rm.mrr(ranks),
+            n=len(ranks),
+        )
+        out[direction] = entry
+    out["mcmrr"] = rm.mcmrr(sim)
+    return out, rm.ranks_of_true_pairs(sim)
+
+
+def _is_manifest_like(data: Any) -> bool:
+    return isinstance(data, (str, os.PathLike))
+
+
+def _describe(data: Any) -> str:
+    return os.fspath(data) if _is_manifest_like(data) else type(data).__name__
+
+
+def _dataset(model: Any, data: Any, split: str | None, *, required: bool) -> Any:
+    """``data`` itself, or the dataset of one split of a manifest or folder.
+
+    With ``required=False`` a split the data does not have gives ``None``.
+    """
+    if _is_manifest_like(data):
+        from echoclip.data.transforms import VideoTransform
+
+        try:
+            data = open_dataset(data, split, VideoTransform(model.preprocess_config))
+        except DataError:
+            if required:
+                raise
+            return None
+    if len(data) == 0:
+        if required:
+            raise DataError(f"{_describe(data)}: no videos to evaluate")
+        return None
+    return data
+
+
+def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, device: Any) -> _Part:
+    """Embed the videos of ``dataset`` and gather one row of truths per study."""
+    from echoclip.zeroshot.predict import embed_dataset
+
+    emb, meta = embed_dataset(model, dataset, batch_size=batch_size, num_workers=num_workers, device=device)
+    study_ids = [m.get("study_id", m.get("index", i)) for i, m in enumerate(meta)]
+    studies = _studies_from_items(meta, study_ids, getattr(dataset, "table", None))
+    skipped = getattr(dataset, "skipped", None)
+    return _Part(emb=emb, study_ids=study_ids, studies=studies, skipped=len(skipped) if skipped else 0)
+
+
+def open_dataset(path: str | os.PathLike[str], split: str | None, transform: Any) -> Any:
+    """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
+    EchoNet-Dynamic folder (``split=None``: every row)."""
+    from echoclip.data.datasets import EchoNetDynamic, Manifest
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
+            return EchoNetDynamic(path, split=split or "all", transform=transform)
+        found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
+        if not found:
+            raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
+        path = found[0]
+    elif not path.is_file():
+        raise DataError(f"{path}: no such manifest or folder")
+    return Manifest(path, split=split, transform=transform)
+
+
+def _studies_from_items(meta: list[dict[str, Any]], study_ids: list[Any], table: Any = None) -> pd.DataFrame:
+    """One row per study: report, ef, view, every entry of ``labels``, and the dataset's table columns.
+
+    A dataset with a ``table`` (one row per video, as the manifest datasets have) adds
+    the columns its items leave out, such as ``view``.
+    """
+    rows: dict[Any, dict[str, Any]] = {}
+    for sid, item in zip(study_ids, meta, strict=True):
+        if sid in rows:
+            continue
+        row: dict[str, Any] = {}
+        for key in ("report", "ef", "view", "patient_id", "split"):
+            if key in item and item[key] is not None:
+                row[key] = _scalar(item[key])
+        for key, value in (item.get("labels") or {}).items():
+            row[key] = _scalar(value)
+        if isinstance(table, pd.DataFrame) and "index" in item:
+            for key, value in table.iloc[int(item["index"])].items():
+                row.setdefault(str(key), value)
+        rows[sid] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("study_id")
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
+
+
+def _check_labels(sets: Sequence[PromptSet], columns: Any) -> None:
+    """Every target of the requested sets names a label column the data has; else one DataError."""
+    columns = {str(c) for c in columns}
+    for prompt_set in sets:
+        for name, target in prompt_set.targets.items():
+            if target.label is None:
+                raise DataError(
+                    f"prompt set {prompt_set.name!r}, target {name!r} has no 'label': evaluation needs the "
+                    "data-set column holding its truth"
+                )
+            if target.label.column not in columns:
+                raise DataError(
+                    f"prompt set {prompt_set.name!r}, target {name!r} needs the label column "
+                    f"{target.label.column!r}, which the data set lacks (it has: {sorted(columns)})"
+                )
+
+
+def _usable_targets(prompt_set: PromptSet, studies: pd.DataFrame) -> tuple[dict[str, Any], dict[str, str]]:
+    usable, skipped = {}, {}
+    for name, target in prompt_set.targets.items():
+        if target.label is None:
+            skipped[name] = "the target has no label column"
+        elif target.label.column not in studies.columns:
+            skipped[name] = f"the data set has no column {target.label.column!r}"
+        elif label_values(studies, target.label).notna().sum() == 0:
+            skipped[name] = f"column {target.label.column!r} has no values in this split"
+        else:
+            usable[name] = target
+    return usable, skipped
+
+
+def _methods_for(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:
+    from echoclip.zeroshot.predict import resolve_methods
+    from echoclip.zeroshot.scoring import kinds_of_method
+
+    if isinstance(method, str):
+        kinds = set(kinds_of_method(method))
+        if not any(t.kind in kinds for t in prompt_set.targets.values()):
+            method = None
+    elif isinstance(method, Mapping):
+        method = {k: v for k, v in method.items() if k in prompt_set.targets}
+    return resolve_methods(prompt_set, method)
+
+
+def _regression_entry(target: Any, truth: pd.Series, pred: pd.Series, out_dir: Path, plots: dict) -> dict:
+    from echoclip.metrics import regression_metrics
+    from echoclip.plots import plot_regression
+
+    t, p = truth.to_numpy(float), pred.to_numpy(float)
+    entry: dict[str, Any] = {"unit": target.unit, **regression_metrics(t, p)}
+    label = "LV ejection fraction" if target.name == "ejection_fraction" else target.name.replace("_", " ")
+    path = plot_regression(t, p, out_dir / f"regression_{target.name}.png", name=label, unit=target.unit)
+    plots[f"regression_{target.name}"] = path.name
+    return entry
+
+
+def _binary_entry(
+    truth: pd.Series,
+    score: pd.Series,
+    method: str,
+    calibration: tuple[pd.Series, pd.Series] | None,
+    calibration_method: str,
+) -> dict[str, Any]:
+    from echoclip.metrics import binary_metrics, brier_score, minmax_scale, youden_threshold
+    from echoclip.zeroshot.calibration import fit_calibration
+
+    t, s = truth.to_numpy(float), score.to_numpy(float)
+    if calibration is not None and method != "calibrated":
+        cal_truth, cal_score = calibration[0].to_numpy(float), calibration[1].to_numpy(float)
+        positives = np.nansum(cal_truth)
+        if 0 < positives < np.isfinite(cal_truth).sum():
+            fitted = fit_calibration(cal_score, cal_truth, calibration_method)
+            prob = fitted(s)
+            entry = binary_metrics(t, prob, threshold=0.5)
+            entry["auc"] = binary_metrics(t, s)["auc"]  # calibration can tie scores; rank on the raw ones
+            entry.update(
+                threshold_source=f"0.5 on probabilities calibrated ({calibration_method}) on the calibration studies",
+                calibration_studies=fitted.n,
+                calibration_positive=fitted.n_positive,
+                brier_minmax=brier_score(t, minmax_scale(s)),
+            )
+            return entry
+    if method == "calibrated":
+        entry = binary_metrics(t, s, threshold=0.5)
+        entry["threshold_source"] = "0.5 on probabilities from the prompt set's own calibration"
+        entry["brier_minmax"] = None
+        return entry
+    threshold = youden_threshold(t, s)
+    entry = binary_metrics(t, s, threshold=threshold if math.isfinite(threshold) else 0.5)
+    entry.pop("brier", None)  # raw similarities are not probabilities
+    entry["threshold_source"] = "Youden's J on the evaluated data (optimistic: no calibration split)"
+    entry["brier_minmax"] = brier_score(t, minmax_scale(s))
+    return entry
+
+
+def _study_embeddings(part: _Part) -> pd.DataFrame:
+    """Mean clip embedding per study, re-normalised, in the order of ``part.studies``."""
+    df = pd.DataFrame(part.emb, index=pd.Index(part.study_ids, name="study_id"))
+    mean = df.groupby(level=0, sort=False).mean()
+    norms = np.linalg.norm(mean.to_numpy(), axis=1, keepdims=True)
+    return pd.DataFrame(mean.to_numpy() / np.maximum(norms, 1e-12), index=mean.index).reindex(part.studies.index)
+
+
+def _find_metrics_csv(path: str | os.PathLike[str] | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: training metrics file not found")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON: NaN and infinities become null, numpy scalars become Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _summary(metrics: Mapping[str, Any]) -> str:
+    """A short Markdown report: data, tables of metrics per kind, retrieval, plots, what was skipped."""
+    data = metrics["data"]
+    lines = [
+        "# echoclip evaluation",
+        "",
+        f"Data: `{data['source']}`" + (f", split `{data['split']}`" if data["split"] else "")
+        + f": {data['studies']} studies, {data['videos']} videos"
+        + (f", {data['skipped_videos']} unreadable videos skipped" if data["skipped_videos"] else "")
+        + ".",
+        "",
+    ]
+    entries = metrics["zero_shot"]
+    regression = {k: v for k, v in entries.items() if v["kind"] == "regression"}
+    binary = {k: v for k, v in entries.items() if v["kind"] == "binary"}
+    categorical = {k: v for k, v in entries.items() if v["kind"] == "categorical"}
+    if regression:
+        lines += ["## Zero-shot regression", "", "| target | method | n | MAE | RMSE | R² | Pearson r |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for name, e in regression.items():
+            unit = e.get("unit", "")
+            lines.append(
+                f"| {name} | {e['method']} | {e['n']} | {_fmt(e.get('mae'), 2)} {unit} | {_fmt(e.get('rmse'), 2)} {unit} "
+                f"| {_fmt(e.get('r2'))} | {_fmt(e.get('pearson_r'))} |"
+            )
+        lines.append("")
+    if binary:
+        lines += [
+            "## Zero-shot binary targets",
+            "",
+            "| target | method | n (positive) | AUC | sensitivity | specificity | F1 | Brier |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, e in binary.items():
+            lines.append(
+                f"| {name} | {e['method']} | {e['n']} ({e['n_positive']}) | {_fmt(e.get('auc'))} "
+                f"| {_fmt(e.get('sensitivity'))} | {_fmt(e.get('specificity'))} | {_fmt(e.get('f1'))} "
+                f"| {_fmt(e.get('brier'))} |"
+            )
+        sources = sorted({e["threshold_source"] for e in binary.values()})
+        lines += ["", "Thresholds: " + "; ".join(sources) + ".", ""]
+    if categorical:
+        lines += ["## Zero-shot categorical targets", "", "| target | n | accuracy | balanced accuracy | macro F1 |"]
+        lines.append("|---|---|---|---|---|")
+        for name, e in categorical.items():
+            lines.append(
+                f"| {name} | {e['n']} | {_fmt(e.get('accuracy'))} | {_fmt(e.get('balanced_accuracy'))} "
+                f"| {_fmt(e.get('macro_f1'))} |"
+            )
+        lines.append("")
+    if "retrieval" in metrics:
+        lines += ["## Report retrieval", "", "| direction | n | R@1 | R@5 | R@10 | median rank | MRR |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for direction, e in metrics["retrieval"].items():
+            if not isinstance(e, Mapping):
+                continue
+            lines.append(
+                f"| {direction.replace('_', ' ')} | {e['n']} | {_fmt(e['recall@1'])} | {_fmt(e['recall@5'])} "
+                f"| {_fmt(e['recall@10'])} | {_fmt(e['median_rank'], 1)} | {_fmt(e['mrr'])} |"
+            )
+        lines += ["", f"Mean cross-modal retrieval rank (both directions): {_fmt(metrics['retrieval']['mcmrr'], 1)}.", ""]
+    if metrics["plots"]:
+        lines += ["## Plots", ""]
+        lines += [f"![{name}]({file})" for name, file in metrics["plots"].items()]
+        lines.append("")
+    if metrics["skipped_targets"]:
+        lines += ["## Not evaluated", ""]
+        lines += [f"- {name}: {why}" for name, why in metrics["skipped_targets"].items()]
+        lines.append("")
+    return "\n".join(lines)

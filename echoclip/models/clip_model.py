@@ -1,0 +1,129 @@
+"""``EchoCLIP``: a video tower and a report tower in one embedding space, as open_clip's ``CLIP``.
+
+``encode_video`` / ``encode_text`` mirror open_clip's ``encode_image`` / ``encode_text``
+(``normalize=True`` for unit vectors); ``forward`` returns what ``open_clip.loss.ClipLoss``
+and ``SigLipLoss`` take, with ``logit_scale`` already exponentiated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echoclip.data.transforms import PreprocessConfig
+from echoclip.errors import ModelError
+from echoclip.models.config import ModelConfig
+from echoclip.models.text_towers import build_text_tower
+from echoclip.models.video_towers import build_video_tower
+
+
+def default_preprocess(config: ModelConfig) -> PreprocessConfig:
+    """The inference transform a config implies: the tower's clip shape plus its ``preprocess`` fields."""
+    return PreprocessConfig.from_dict(
+        {"image_size": config.video.image_size, "num_frames": config.video.num_frames, **config.preprocess}
+    )
+
+
+class EchoCLIP(nn.Module):
+    """Video-report CLIP model built from a :class:`ModelConfig`.
+
+    Attributes:
+        config: the :class:`ModelConfig` (saved as ``config.json``).
+        preprocess_config: the :class:`PreprocessConfig` of its inputs (``preprocess.json``).
+        video_tower, text_tower: the towers; each has ``forward_features``.
+        logit_scale: log of the logit scale (a parameter; frozen when the config fixes it).
+        logit_bias: the SigLIP bias, or ``None``.
+    """
+
+    def __init__(self, config: ModelConfig, preprocess_config: PreprocessConfig | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocess_config = preprocess_config or default_preprocess(config)
+        self.video_tower = build_video_tower(config.video, config.embed_dim)
+        self.text_tower = build_text_tower(config.text, config.embed_dim)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(float(config.logit_scale_init)), requires_grad=config.learn_logit_scale
+        )
+        self.logit_bias = (
+            nn.Parameter(torch.tensor(float(config.logit_bias_init)))
+            if config.logit_bias_init is not None
+            else None
+        )
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """The shape of one input clip, ``(3, T, H, W)``."""
+        v = self.config.video
+        return (3, v.num_frames, v.image_size, v.image_size)
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    def encode_video(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """``float [B, 3, T, H, W] -> [B, D]`` (unit norm with ``normalize=True``)."""
+        if video.ndim != 5 or tuple(video.shape[1:]) != self.video_shape:
+            expected = ", ".join(str(n) for n in self.video_shape)
+            raise ModelError(
+                f"{self.config.name}: expected a video tensor of shape [B, {expected}] "
+                f"(batch, channels, frames, height, width), got {list(video.shape)}; "
+                "preprocess videos with the transform of create_model_and_transforms"
+            )
+        x = self.video_tower(video)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """``Long [B, L] -> [B, D]``, ``L <= context_length`` (unit norm with ``normalize=True``)."""
+        cfg = self.config.text
+        if text.ndim != 2 or text.dtype not in (torch.int64, torch.int32):
+            raise ModelError(
+                f"expected token ids of shape [B, L] (integers), got {text.dtype} {list(text.shape)}"
+            )
+        if text.shape[1] > cfg.context_length:
+            raise ModelError(
+                f"{text.shape[1]} tokens per text exceed the context length {cfg.context_length}"
+            )
+        if text.numel() and not text.is_meta and (int(text.max()) >= cfg.vocab_size or int(text.min()) < 0):
+            raise ModelError(
+                f"token id {int(text.max())} is outside the text vocabulary of size {cfg.vocab_size}; "
+                "use the model's tokenizer (get_tokenizer) or create the model with tokenizer="
+            )
+        x = self.text_tower(text)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalised features and the (exponentiated) logit scale, as open_clip's ``CLIP.forward``."""
+        out = {
+            "video_features": self.encode_video(video, normalize=True),
+            "text_features": self.encode_text(text, normalize=True),
+            "logit_scale": self.logit_scale.exp(),
+        }
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass of both towers (less memory, more compute)."""
+        for tower in (self.video_tower, self.text_tower):
+            setter: Any = getattr(tower, "set_grad_checkpointing", None)
+            if setter is not None:
+                setter(enable)
+
+    def set_token_values(self, values: Mapping[int, float]) -> None:
+        """Give the value-aware embeddings the tokenizer's number tokens (``value_token_values()``)."""
+        embedding = getattr(self.text_tower, "values", None)
+        if embedding is None:
+            raise ModelError(f"{self.config.name}: the text tower has no value-aware embeddings")
+        embedding.set_values(values)
+
+    def save_pretrained(self, path: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+        """Write a model directory (config, weights, preprocess, tokenizer) atomically; returns its path."""
+        from echoclip.models.model_dir import save_model_dir
+
+        return save_model_dir(self, path, tokenizer=tokenizer)

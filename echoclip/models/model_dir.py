@@ -1,0 +1,178 @@
+"""The model directory, echoclip's unit of exchange::
+
+    config.json         the ModelConfig
+    model.safetensors   the weights (never a pickle)
+    preprocess.json     the PreprocessConfig of the inputs
+    tokenizer.json      the tokenizer, when one was given (loadable by transformers'
+                        PreTrainedTokenizerFast); models using open_clip's CLIP
+                        tokenizer need none
+
+A directory is written next to its destination and renamed into place, so a reader
+never sees half a model; an existing directory is replaced only once the new one is
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from echoclip.data.transforms import PreprocessConfig
+from echoclip.errors import ModelError
+from echoclip.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from echoclip.models.clip_model import EchoCLIP
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PREPROCESS_FILE = "preprocess.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def portable_config(model: EchoCLIP) -> ModelConfig:
+    """The config to save: an ``hf`` text tower loaded from a folder is recorded by its
+    architecture, so the directory does not depend on that folder any more."""
+    cfg = model.config
+    if cfg.text.kind == "hf" and cfg.text.hf_path is not None:
+        arch = model.text_tower.model.config.to_dict()
+        cfg = replace(cfg, text=replace(cfg.text, hf_path=None, hf_config=arch))
+    return cfg
+
+
+def save_model_dir(model: EchoCLIP, path: str | os.PathLike[str], tokenizer: Any = None) -> Path:
+    """Write ``model`` (and ``tokenizer``) as a model directory at ``path``, atomically."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelError(f"{path}: exists and is not a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        _write_json(tmp / CONFIG_FILE, portable_config(model).to_dict())
+        _write_json(tmp / PREPROCESS_FILE, model.preprocess_config.to_dict())
+        _save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
+        if tokenizer is not None:
+            _save_tokenizer(tokenizer, tmp, model.config)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    """The :class:`ModelConfig` of a model directory."""
+    return ModelConfig.from_dict(_read_json(Path(path) / CONFIG_FILE))
+
+
+def load_model_dir(path: str | os.PathLike[str]) -> EchoCLIP:
+    """Build the model a directory describes and load its weights (in eval mode)."""
+    from echoclip.models.clip_model import EchoCLIP
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such model directory")
+    for name in (CONFIG_FILE, WEIGHTS_FILE, PREPROCESS_FILE):
+        if not (path / name).is_file():
+            raise ModelError(f"{path}: model directory has no {name}")
+    try:
+        config = read_config(path)
+        preprocess = PreprocessConfig.from_dict(_read_json(path / PREPROCESS_FILE))
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{path}: {e}") from None
+    model = EchoCLIP(config, preprocess)
+    load_weights_checked(model, load_safetensors(path / WEIGHTS_FILE), source=str(path / WEIGHTS_FILE))
+    return model.eval()
+
+
+def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise ModelError(f"{file}: cannot read weights ({e})") from None
+
+
+def load_weights_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state_dict)``, failing with every missing, unexpected and mis-shaped key named."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {list(state_dict[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {_preview(keys)}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (checkpoint vs model)", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        raise ModelError(f"{source}: weights do not match the model {name!r}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _preview(keys: list[str], n: int = 8) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _save_weights(state_dict: Mapping[str, torch.Tensor], file: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def _save_tokenizer(tokenizer: Any, folder: Path, config: ModelConfig) -> None:
+    save = getattr(tokenizer, "save", None)
+    if callable(save):
+        save(folder)
+        if not (folder / TOKENIZER_FILE).is_file():
+            raise ModelError(f"{type(tokenizer).__name__}.save did not write {TOKENIZER_FILE}")
+    elif config.tokenizer != "clip":
+        # open_clip's tokenizer is fixed and named by the config; anything else must be saved
+        raise ModelError(f"cannot save a tokenizer of type {type(tokenizer).__name__} (it has no save(dir))")
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(file: Path, data: Any) -> None:
+    with open(file, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{file.parent}: model directory has no {file.name}") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{file}: not valid JSON ({e})") from None

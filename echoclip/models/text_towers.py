@@ -1,0 +1,184 @@
+"""Report towers: token ids ``[B, L]`` in, one embedding ``[B, D]`` out.
+
+``clip`` is open_clip's causal text transformer (the published EchoCLIP's) with its
+parameter names kept, so open_clip checkpoints map key for key; only pooling and the
+optional value-aware embeddings are ours. ``hf`` is any transformers encoder, built
+from a config dict or loaded from a local folder (never from the network).
+
+Every tower has ``forward(ids) -> [B, D]``, ``forward_features(ids) -> [B, L, W]`` and
+``output_dim``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from echoclip.errors import ModelError
+from echoclip.models.checkpointing import set_hf_checkpointing
+from echoclip.models.config import TextTowerConfig
+from echoclip.models.value_embedding import ValueEmbedding
+
+
+def eos_positions(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
+    """Index of the first ``eos_id`` in each row, or of the last non-pad token where there is none."""
+    is_eos = ids == eos_id
+    first_eos = is_eos.int().argmax(dim=1)
+    not_pad = (ids != pad_id).int()
+    last_not_pad = ids.shape[1] - 1 - not_pad.flip(1).argmax(dim=1)
+    return torch.where(is_eos.any(dim=1), first_eos, last_not_pad)
+
+
+class ClipTextTower(nn.Module):
+    """open_clip's ``TextTransformer`` (as ``self.clip``), pooled at the end token.
+
+    open_clip pools at ``argmax(ids)`` because CLIP's end token has the largest id;
+    other tokenizers (ours) put it elsewhere, so ``pool="eos"`` looks it up.
+    """
+
+    def __init__(self, cfg: TextTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        from open_clip.model import CLIPTextCfg, _build_text_tower
+
+        if cfg.pool == "eos" and cfg.eos_token_id is None:
+            raise ModelError("text: pool 'eos' needs eos_token_id (create the model with its tokenizer)")
+        self.config = cfg
+        self.clip = _build_text_tower(
+            embed_dim,
+            CLIPTextCfg(
+                context_length=cfg.context_length,
+                vocab_size=cfg.vocab_size,
+                width=cfg.width,
+                heads=cfg.heads,
+                layers=cfg.layers,
+                mlp_ratio=cfg.mlp_ratio,
+                proj_bias=cfg.proj_bias,
+                pad_id=cfg.pad_token_id,
+            ),
+            quick_gelu=cfg.quick_gelu,
+        )
+        self.values = (
+            ValueEmbedding(cfg.vocab_size, cfg.width, cfg.value_frequencies, cfg.value_scale)
+            if cfg.value_embeddings
+            else None
+        )
+        self.output_dim = embed_dim
+        if cfg.grad_checkpointing:
+            self.set_grad_checkpointing(True)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.clip.set_grad_checkpointing(enable)
+
+    def forward_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token features after the final norm, ``[B, L, width]``."""
+        clip = self.clip
+        length = ids.shape[1]
+        dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(ids)
+        if self.values is not None:
+            x = x + self.values(ids)
+        x = x.to(dtype) + clip.positional_embedding[:length].to(dtype)
+        mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]
+        x = clip.transformer(x, attn_mask=mask)
+        return clip.ln_final(x)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(ids)
+        if self.config.pool == "argmax":
+            idx = ids.argmax(dim=1)
+        else:
+            idx = eos_positions(ids, self.config.eos_token_id, self.config.pad_token_id)
+        pooled = x[torch.arange(x.shape[0], device=x.device), idx]
+        proj = self.clip.text_projection
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+
+
+def hf_config_from_dict(d: dict[str, Any]) -> Any:
+    """A transformers config from a plain dict with ``model_type`` (as ``config.to_dict()`` writes it)."""
+    from transformers import AutoConfig
+
+    d = dict(d)
+    model_type = d.pop("model_type", None)
+    if model_type is None:
+        raise ModelError("text.hf_config needs a 'model_type' (e.g. 'bert')")
+    try:
+        return AutoConfig.for_model(model_type, **d)
+    except ValueError as e:
+        raise ModelError(f"text.hf_config: {e}") from None
+
+
+class HFTextTower(nn.Module):
+    """A transformers encoder (``self.model``), pooled at the first token or averaged over tokens."""
+
+    def __init__(self, cfg: TextTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.config = cfg
+        if cfg.hf_path is not None:
+            try:
+                self.model = AutoModel.from_pretrained(
+                    cfg.hf_path, local_files_only=True, attn_implementation="sdpa"
+                )
+            except OSError as e:
+                raise ModelError(f"{cfg.hf_path}: cannot load a transformers model ({e})") from None
+            if self.model.config.vocab_size != cfg.vocab_size:
+                self.model.resize_token_embeddings(cfg.vocab_size)
+        else:
+            hf_cfg = hf_config_from_dict(
+                {**cfg.hf_config, "vocab_size": cfg.vocab_size, "pad_token_id": cfg.pad_token_id}
+            )
+            self.model = AutoModel.from_config(hf_cfg, attn_implementation="sdpa")
+        max_pos = getattr(self.model.config, "max_position_embeddings", None)
+        if max_pos is not None and max_pos < cfg.context_length:
+            raise ModelError(
+                f"text: context_length {cfg.context_length} exceeds the encoder's {max_pos} positions"
+            )
+        width = self.model.config.hidden_size
+        self.values = (
+            ValueEmbedding(cfg.vocab_size, width, cfg.value_frequencies, cfg.value_scale)
+            if cfg.value_embeddings
+            else None
+        )
+        self.proj = nn.Linear(width, embed_dim, bias=cfg.proj_bias)
+        self.output_dim = embed_dim
+        if cfg.grad_checkpointing:
+            self.set_grad_checkpointing(True)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        set_hf_checkpointing(self.model, enable)
+
+    def forward_features(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.model.get_input_embeddings()(ids)
+        if self.values is not None:
+            x = x + self.values(ids)
+        mask = (ids != self.config.pad_token_id).long()
+        return self.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(ids)
+        if self.config.pool == "cls":
+            pooled = x[:, 0]
+        else:
+            keep = (ids != self.config.pad_token_id).unsqueeze(-1).to(x.dtype)
+            pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return self.proj(pooled)
+
+
+TEXT_TOWERS: dict[str, Callable[[TextTowerConfig, int], nn.Module]] = {
+    "clip": ClipTextTower,
+    "hf": HFTextTower,
+}
+
+
+def build_text_tower(cfg: TextTowerConfig, embed_dim: int) -> nn.Module:
+    try:
+        tower = TEXT_TOWERS[cfg.kind]
+    except KeyError:
+        raise ModelError(f"unknown text tower {cfg.kind!r}; known: {sorted(TEXT_TOWERS)}") from None
+    return tower(cfg, embed_dim)

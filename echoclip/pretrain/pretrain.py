@@ -1,0 +1,133 @@
+"""Self-supervised pretraining of a video tower: the library behind ``echoclip pretrain``.
+
+The tower of a model config is trained without labels or reports - masked modelling
+for a ``videomae`` tower, contrastive learning for the others (see
+:func:`echoclip.pretrain.objectives.build_objective`) - in the same training loop as
+CLIP training. The run folder holds ``metrics.csv``, TensorBoard logs, checkpoints,
+reconstruction images (``images/``) and ``final/``: an encoder checkpoint
+(``encoder.safetensors`` + ``encoder.json``) for ``echoclip train --init``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from echoclip.errors import DataError
+from echoclip.pretrain.objectives import PretrainConfig, build_objective
+from echoclip.train.config import TrainConfig
+from echoclip.train.loop import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def model_config(model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Any:
+    """The :class:`ModelConfig` of a config name, a JSON file or a model directory."""
+    from echoclip.models.config import load_config_file
+    from echoclip.models.factory import get_model_config
+    from echoclip.models.model_dir import read_config
+
+    path = Path(model)
+    if path.is_dir():
+        cfg = read_config(path)
+    elif str(model).endswith(".json"):
+        cfg = load_config_file(path)
+    else:
+        cfg = get_model_config(str(model))
+    return cfg.replace(**dict(overrides)) if overrides else cfg
+
+
+def build_tower(model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    """A freshly initialised video tower of a model config, and that config."""
+    from echoclip.models.video_towers import build_video_tower
+
+    cfg = model_config(model, overrides)
+    return build_video_tower(cfg.video, cfg.embed_dim), cfg
+
+
+def open_clips(
+    data: str | os.PathLike[str], split: str | None, transform: Any, seed: int | None = None
+) -> Any:
+    """A clip dataset of a manifest (or a folder holding one) or of an EchoNet-Dynamic folder."""
+    from echoclip.data.datasets import EchoNetDynamic, Manifest
+    from echoclip.train.clip import resolve_manifest
+
+    path = Path(data)
+    if path.is_dir() and (path / "FileList.csv").is_file() and not any(
+        (path / name).is_file() for name in ("manifest.parquet", "manifest.csv")
+    ):
+        return EchoNetDynamic(path, split=split or "all", transform=transform, seed=seed)
+    return Manifest(resolve_manifest(path), split=split, transform=transform, seed=seed)
+
+
+def pretrain(
+    data: str | os.PathLike[str],
+    config: TrainConfig,
+    model: str | os.PathLike[str] = "echoclip-tiny",
+    mask: str | None = None,
+    ratio: float | None = None,
+    periodic_weight: float | None = None,
+    options: PretrainConfig | None = None,
+    resume: bool = False,
+    train_split: str | None = "train",
+    val_split: str | None = "val",
+    model_overrides: Mapping[str, Any] | None = None,
+    augment: bool = True,
+) -> TrainResult:
+    """Pretrain the video tower of ``model`` on the clips of ``data``; returns the run's result.
+
+    ``mask``, ``ratio`` and ``periodic_weight`` override the fields of ``options``
+    (a :class:`PretrainConfig`). The encoder checkpoint is ``result.final_dir``.
+
+    Example::
+
+        cfg = TrainConfig(out="runs/ssl", steps=300, batch_size=16, lr=1e-3, precision="bf16")
+        result = pretrain("runs/sim", cfg, model="echoclip-vit-tiny", mask="tube", ratio=0.9)
+        clip_model = echoclip.create_model("echoclip-vit-tiny")
+        load_pretrained_encoder(clip_model, result.final_dir)
+    """
+    from echoclip.data.augment import TrainTransform
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.models.clip_model import default_preprocess
+
+    changes = {k: v for k, v in dict(mask=mask, ratio=ratio, periodic_weight=periodic_weight).items() if v is not None}
+    options = replace(options or PretrainConfig(), **changes)
+    tower, cfg = build_tower(model, model_overrides)
+    preprocess = default_preprocess(cfg)
+    transform = TrainTransform(preprocess, seed=config.seed) if augment else VideoTransform(preprocess)
+    train_set = open_clips(data, train_split, transform, seed=config.seed)
+    if len(train_set) == 0:
+        raise DataError(f"{data}: no videos in split {train_split!r}")
+    val_set = None
+    if val_split:
+        try:
+            val_set = open_clips(data, val_split, VideoTransform(preprocess), seed=config.seed)
+        except DataError:
+            log.info("no %r split in %s: pretraining without a held-out loss", val_split, data)
+    out = Path(config.out)
+    net, objective = build_objective(
+        tower,
+        options,
+        seed=config.seed,
+        val_dataset=val_set,
+        image_dir=out / "images",
+        preprocess=preprocess,
+    )
+    objective.info = {"model": cfg.name, "preprocess": preprocess.to_dict()}
+    result = Trainer(net, objective, train_set, config, resume=resume).fit()
+    _write_skipped(out, train_set, val_set)
+    return result
+
+
+def _write_skipped(out: Path, *datasets: Any) -> None:
+    from echoclip.data.datasets import write_skip_report
+
+    skipped = [s for d in datasets if d is not None for s in getattr(d, "skipped", [])]
+    if skipped:
+        write_skip_report(skipped, out / "skipped.csv")

@@ -1,0 +1,135 @@
+"""Contrastive video-report training from a manifest: the library behind ``echoclip train``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from echoclip.errors import DataError
+from echoclip.train.config import TrainConfig
+from echoclip.train.contrastive import ContrastiveObjective
+from echoclip.train.loop import Trainer, TrainResult
+from echoclip.train.pairs import StudyPairs
+
+log = logging.getLogger(__name__)
+
+
+def resolve_manifest(data: str | Path) -> Path:
+    """A manifest file, or a folder holding ``manifest.parquet`` (what ``echoclip simulate`` writes)."""
+    path = Path(data)
+    if path.is_dir():
+        for name in ("manifest.parquet", "manifest.csv"):
+            if (path / name).is_file():
+                return path / name
+        raise DataError(f"{path}: no manifest.parquet or manifest.csv in this folder")
+    if not path.exists():
+        raise DataError(f"{path}: data not found")
+    return path
+
+
+def build_clip_model(
+    model: str | Path,
+    tokenizer: Any | None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for training: a config name (fresh weights) or a model directory."""
+    from echoclip.models.factory import create_model, get_tokenizer, load_model
+
+    path = Path(model)
+    if path.is_dir():
+        net = load_model(path)
+        tok = tokenizer if tokenizer is not None else get_tokenizer(path)
+        return net, tok
+    tok = tokenizer if tokenizer is not None else get_tokenizer(str(model))
+    return create_model(str(model), tokenizer=tok, **dict(overrides or {})), tok
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from echoclip.tokenizer import EchoTokenizer
+
+    return EchoTokenizer.load(path)
+
+
+def train_clip(
+    data: str | Path,
+    config: TrainConfig,
+    model: str | Path = "echoclip-tiny",
+    tokenizer: Any | None = None,
+    init: str | Path | None = None,
+    resume: bool = False,
+    train_split: str = "train",
+    val_split: str | None = "val",
+    model_overrides: Mapping[str, Any] | None = None,
+    augment: bool = True,
+    zero_shot_prompts: str | dict | None = "ejection_fraction",
+) -> TrainResult:
+    """Train a video-report CLIP model on the studies of a manifest.
+
+    Example::
+
+        cfg = TrainConfig(out="runs/clip", steps=800, batch_size=32, lr=2e-3)
+        result = train_clip("runs/sim", cfg, model="echoclip-tiny", tokenizer=EchoTokenizer.load("runs/tok"))
+
+    ``init`` is a pretraining checkpoint (``echoclip pretrain``) loaded into the video
+    tower; ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
+    """
+    from echoclip.data.datasets import Manifest
+    from echoclip.data.transforms import VideoTransform
+
+    if isinstance(tokenizer, str | Path):
+        tokenizer = load_tokenizer(tokenizer)
+    net, tok = build_clip_model(model, tokenizer, model_overrides)
+    if init is not None:
+        from echoclip.pretrain.init import load_pretrained_encoder
+
+        report = load_pretrained_encoder(net, init)
+        log.info("initialised the video tower from %s: %s", init, report.summary())
+    manifest = resolve_manifest(data)
+    preprocess = net.preprocess_config
+    train_set = Manifest(
+        manifest,
+        split=train_split,
+        transform=_train_transform(preprocess, config.seed) if augment else VideoTransform(preprocess),
+    )
+    if len(train_set) == 0:
+        raise DataError(f"{manifest}: no studies in split {train_split!r}")
+    pairs = StudyPairs.from_table_dataset(train_set, seed=config.seed,
+                                          skip_empty_reports=config.skip_empty_reports)
+    val_set = None
+    if val_split:
+        try:
+            val_set = Manifest(manifest, split=val_split, transform=VideoTransform(preprocess))
+        except DataError:
+            val_set = None
+        if val_set is not None and len(val_set) == 0:
+            val_set = None
+    objective = ContrastiveObjective(
+        tok,
+        loss=config.loss,
+        context_length=config.context_length,
+        sentence_dropout=config.sentence_dropout,
+        shuffle_sentences=config.shuffle_sentences,
+        seed=config.seed,
+        val_dataset=val_set,
+        zero_shot_prompts=zero_shot_prompts,
+    )
+    result = Trainer(net, objective, pairs, config, resume=resume).fit()
+    _write_skipped(Path(config.out), train_set, val_set)
+    return result
+
+
+def _train_transform(preprocess: Any, seed: int) -> Any:
+    """The training transform: random clip start and light augmentation, seeded per sample."""
+    from echoclip.data.augment import TrainTransform
+
+    return TrainTransform(preprocess, seed=seed)
+
+
+def _write_skipped(out: Path, *datasets: Any) -> None:
+    from echoclip.data.datasets import write_skip_report
+
+    skipped = [s for d in datasets if d is not None for s in getattr(d, "skipped", [])]
+    if skipped:
+        write_skip_report(skipped, out / "skipped.csv")

@@ -1,0 +1,435 @@
+"""``zero_shot``: ask a model questions in words, one row of answers per study.
+
+::
+
+    import echoclip
+    model = echoclip.load_model("runs/clip/final")
+    tokenizer = echoclip.get_tokenizer("runs/clip/final")
+    df = echoclip.zero_shot(model, tokenizer, videos, prompts="ejection_fraction")
+    df = echoclip.zero_shot(model, tokenizer, dataset, prompts="devices", method="contrast")
+
+The videos may be given as decoded :class:`~echoclip.data.video.Video` objects,
+preprocessed clips, a dataset yielding ``{"video", "study_id", ...}`` dicts, or
+embeddings computed before (``[N, D]``, with ``study_ids=``). Several clips of one
+study are scored together, as EchoCLIP scored the frames of a video together.
+Prompt embeddings are cached per model (and dropped when its weights change), so
+asking again costs only the video side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echoclip.errors import ConfigError, DataError, ModelError
+from echoclip.zeroshot.calibration import Calibration
+from echoclip.zeroshot.prompts import (
+    BinaryTarget,
+    CategoricalTarget,
+    PromptSet,
+    RegressionTarget,
+    Target,
+    load_prompt_set,
+)
+from echoclip.zeroshot.scoring import DEFAULT_LOGIT_SCALE, DEFAULT_METHODS, get_scorer, require_method
+
+__all__ = [
+    "zero_shot",
+    "encode_prompts",
+    "embed_clips",
+    "embed_dataset",
+    "score_embeddings",
+    "resolve_methods",
+    "model_logit_scale",
+]
+
+log = logging.getLogger(__name__)
+
+_STUDIES_PER_CHUNK = 4096
+
+# model -> (weights fingerprint, tokenizer -> {(context_length, texts): embeddings})
+_TEXT_CACHE: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def zero_shot(
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    prompts: str | os.PathLike[str] | Mapping[str, Any] | PromptSet = "ejection_fraction",
+    method: str | Mapping[str, str] | None = None,
+    *,
+    study_ids: Sequence[Any] | None = None,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    transform: Any = None,
+    device: Any = None,
+) -> pd.DataFrame:
+    """Predict every target of a prompt set for every study, with no labelled training.
+
+    Args:
+        model: an EchoCLIP-like model (``encode_video``, ``encode_text``, ``logit_scale``).
+        tokenizer: callable ``texts -> LongTensor [B, L]`` matching the model.
+        data: ``Video`` objects, clips ``float [3,T,H,W]`` (or a batch ``[B,3,T,H,W]``), a
+            dataset of dicts with ``"video"`` and ``"study_id"``, or embeddings ``[N, D]``.
+        prompts: a shipped prompt set name, a JSON file, a dict or a :class:`PromptSet`.
+        method: one method for the targets of its kind (others use the defaults:
+            ``echoclip_rank``, ``similarity``, ``argmax``), or ``{target: method}``.
+        study_ids: the study of each video or embedding row; rows of one study are
+            scored together. Default: the dataset's ``study_id``, else one study per row.
+        transform: turns a ``Video`` into model input; default: the model's preprocess config.
+
+    Returns:
+        One row per study, in order of first appearance: ``study_id``, ``n_clips``, then
+        per target its prediction (regression: the value; binary: the score, a
+        probability with ``calibrated``; categorical: the class and ``<target>_p_<class>``).
+    """
+    prompt_set = load_prompt_set(prompts)
+    methods = resolve_methods(prompt_set, method)
+    video_emb, found_ids = embed_clips(
+        model, data, batch_size=batch_size, num_workers=num_workers, transform=transform, device=device
+    )
+    if study_ids is None:
+        study_ids = found_ids
+    elif len(study_ids) != len(video_emb):
+        raise DataError(f"got {len(study_ids)} study ids for {len(video_emb)} videos")
+    text_emb = encode_prompts(model, tokenizer, _unique(prompt_set.texts()), device=device)
+    return score_embeddings(
+        video_emb, study_ids, prompt_set, text_emb, methods=methods, logit_scale=model_logit_scale(model)
+    )
+
+
+def resolve_methods(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The scoring method of each target; a :class:`ConfigError` for unknown or unusable ones."""
+    chosen = {name: DEFAULT_METHODS[t.kind] for name, t in prompt_set.targets.items()}
+    if method is None:
+        return chosen
+    if isinstance(method, str):
+        kinds = require_method(method)
+        applies = [name for name, t in prompt_set.targets.items() if t.kind in kinds]
+        if not applies:
+            have = sorted({t.kind for t in prompt_set.targets.values()})
+            raise ConfigError(
+                f"method {method!r} scores {'/'.join(kinds)} targets, but prompt set "
+                f"{prompt_set.name!r} has only {'/'.join(have)} targets"
+            )
+        chosen.update(dict.fromkeys(applies, method))
+        return chosen
+    for name, m in method.items():
+        target = prompt_set.targets.get(name)
+        if target is None:
+            raise ConfigError(f"method given for {name!r}, which prompt set {prompt_set.name!r} lacks")
+        get_scorer(target.kind, m)
+        chosen[name] = m
+    return chosen
+
+
+def model_logit_scale(model: Any) -> float:
+    """The model's softmax temperature as a multiplier.
+
+    ``model.logit_scale`` is stored in log space, as open_clip stores it (its
+    ``forward`` returns the exponent); CLIP clamps the multiplier at 100.
+    """
+    value = getattr(model, "logit_scale", None)
+    if value is None:
+        return DEFAULT_LOGIT_SCALE
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return float(min(np.exp(float(value)), DEFAULT_LOGIT_SCALE))
+
+
+def score_embeddings(
+    video_emb: Any,
+    study_ids: Sequence[Any],
+    prompt_set: str | os.PathLike[str] | Mapping[str, Any] | PromptSet,
+    text_emb: Mapping[str, np.ndarray],
+    *,
+    methods: str | Mapping[str, str] | None = None,
+    logit_scale: float = DEFAULT_LOGIT_SCALE,
+) -> pd.DataFrame:
+    """Score precomputed, normalised embeddings: the model-free half of :func:`zero_shot`.
+
+    ``text_emb`` maps every prompt text of the set to its embedding ``[D]``.
+    """
+    prompt_set = load_prompt_set(prompt_set)
+    if not isinstance(methods, dict) or set(methods) != set(prompt_set.targets):
+        methods = resolve_methods(prompt_set, methods)
+    video_emb = np.asarray(video_emb, dtype=np.float32)
+    if video_emb.ndim != 2 or len(video_emb) == 0:
+        raise DataError(f"no videos to score (embeddings of shape {video_emb.shape})")
+    if len(study_ids) != len(video_emb):
+        raise DataError(f"got {len(study_ids)} study ids for {len(video_emb)} videos")
+    groups = _group_rows(study_ids)
+    columns: dict[str, Any] = {
+        "study_id": [sid for sid, _ in groups],
+        "n_clips": np.array([len(rows) for _, rows in groups], dtype=np.int64),
+    }
+    for name, target in prompt_set.targets.items():
+        columns.update(_score_target(target, methods[name], video_emb, groups, text_emb, logit_scale))
+    df = pd.DataFrame(columns)
+    df.attrs.update(prompt_set=prompt_set.name, methods=dict(methods))
+    return df
+
+
+def _score_target(
+    target: Target,
+    method: str,
+    video_emb: np.ndarray,
+    groups: list[tuple[Any, np.ndarray]],
+    text_emb: Mapping[str, np.ndarray],
+    logit_scale: float,
+) -> dict[str, np.ndarray]:
+    def emb(texts: Sequence[str]) -> np.ndarray:
+        return np.stack([text_emb[t] for t in texts])
+
+    fn = get_scorer(target.kind, method)
+    if isinstance(target, RegressionTarget):
+        prompt_emb = np.stack([emb(row) for row in target.prompts()])  # [V, P, D]
+        values = target.values()
+        pred = _per_study(lambda v: fn(v, prompt_emb, values, logit_scale=logit_scale), video_emb, groups)
+        return {target.name: pred}
+    if isinstance(target, BinaryTarget):
+        positive = emb(target.positive)
+        negative = emb(target.negative) if target.negative else None
+        calibration = None
+        if target.calibration is not None:
+            calibration = Calibration.from_dict(target.calibration)
+        return {
+            target.name: _per_study(
+                lambda v: fn(v, positive, negative, calibration=calibration), video_emb, groups
+            )
+        }
+    assert isinstance(target, CategoricalTarget)
+    classes = list(target.classes)
+    class_emb = [emb(target.classes[c]) for c in classes]
+    probs = _per_study(lambda v: fn(v, class_emb, logit_scale=logit_scale), video_emb, groups)
+    out: dict[str, Any] = {target.name: np.asarray(classes, dtype=object)[np.argmax(probs, axis=1)]}
+    for i, c in enumerate(classes):
+        out[f"{target.name}_p_{c}"] = probs[:, i]
+    return out
+
+
+def _per_study(score: Any, video_emb: np.ndarray, groups: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+    """Apply a scorer to studies with equal clip counts together (``[n, K, D]``), a chunk at a time.
+
+    Chunks bound the memory of the ``[n, K, candidates]`` similarities of large data sets.
+    """
+    by_count: dict[int, list[int]] = {}
+    for i, (_, rows) in enumerate(groups):
+        by_count.setdefault(len(rows), []).append(i)
+    results: list[Any] = [None] * len(groups)
+    for study_indices in by_count.values():
+        for start in range(0, len(study_indices), _STUDIES_PER_CHUNK):
+            chunk = study_indices[start : start + _STUDIES_PER_CHUNK]
+            clips = np.stack([video_emb[groups[i][1]] for i in chunk])  # [n, K, D]
+            scores = np.asarray(score(clips))
+            for j, i in enumerate(chunk):
+                results[i] = scores[j]
+    return np.stack(results)
+
+
+def _group_rows(study_ids: Sequence[Any]) -> list[tuple[Any, np.ndarray]]:
+    """``(study_id, row indices)`` in order of first appearance."""
+    rows: dict[Any, list[int]] = {}
+    for i, sid in enumerate(study_ids):
+        rows.setdefault(sid, []).append(i)
+    return [(sid, np.asarray(idx)) for sid, idx in rows.items()]
+
+
+def _unique(texts: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def _device(model: Any, device: Any) -> Any:
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _weights_fingerprint(model: Any) -> int:
+    """Changes when any parameter is replaced or updated in place (optimiser steps, loading)."""
+    return hash(tuple((p.data_ptr(), p._version) for p in model.parameters()))
+
+
+def encode_prompts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+    cache: bool = True,
+) -> dict[str, np.ndarray]:
+    """Normalised text embeddings of ``texts``, ``{text: float32 [D]}``.
+
+    Prompt sets are asked again and again, so their embeddings are kept per model
+    and tokenizer until the model's weights change; pass ``cache=False`` for texts
+    asked once (reports).
+    """
+    import torch
+
+    texts = _unique(texts)
+    context_length = getattr(model, "context_length", None)
+    key = (context_length, tuple(texts))
+    store = None
+    if cache:
+        store = _cache_for(model, tokenizer)
+    if store is not None and key in store:
+        return store[key]
+    dev = _device(model, device)
+    chunks = []
+    with _evaluating(model), torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            ids = tokenizer(batch) if context_length is None else tokenizer(batch, context_length=context_length)
+            ids = torch.as_tensor(ids, dtype=torch.long).to(dev)
+            chunks.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
+    emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    result = {t: emb[i] for i, t in enumerate(texts)}
+    if store is not None:
+        store[key] = result
+    return result
+
+
+def _cache_for(model: Any, tokenizer: Any) -> dict[Any, Any] | None:
+    """The text-embedding store of this model (current weights) and tokenizer; ``None`` if uncachable."""
+    fingerprint = _weights_fingerprint(model)
+    try:
+        saved = _TEXT_CACHE.get(model)
+        if saved is None or saved[0] != fingerprint:
+            saved = (fingerprint, weakref.WeakKeyDictionary())
+            _TEXT_CACHE[model] = saved
+        return saved[1].setdefault(tokenizer, {})
+    except TypeError:  # a model or tokenizer that cannot be weakly referenced is not cached
+        return None
+
+
+class _evaluating:
+    """Put a model in eval mode for a block and restore its mode after."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = bool(getattr(self.model, "training", False))
+        self.model.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was_training)
+
+
+def embed_clips(
+    model: Any,
+    data: Any,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    transform: Any = None,
+    device: Any = None,
+) -> tuple[np.ndarray, list[Any]]:
+    """Normalised video embeddings ``float32 [N, D]`` and a study id per row.
+
+    Rows of ``[N, D]`` input are taken as embeddings already (normalised again).
+    Dataset items that failed to load (``None``) are skipped; the dataset reports them.
+    """
+    import torch
+
+    from echoclip.data.video import Video
+
+    if isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim == 2:
+        emb = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, 1e-12), list(range(len(emb)))
+    if isinstance(data, Video) or (isinstance(data, torch.Tensor) and data.ndim == 4):
+        data = [data]
+    if isinstance(data, torch.Tensor) and data.ndim == 5:
+        data = list(data)
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise DataError("no videos given")
+        prepare = transform
+        if prepare is None and not all(isinstance(item, torch.Tensor) for item in data):
+            prepare = _model_transform(model)
+        clips = [item if isinstance(item, torch.Tensor) else prepare(item) for item in data]
+        batches = (
+            (torch.stack(clips[i : i + batch_size]), list(range(i, min(i + batch_size, len(clips)))))
+            for i in range(0, len(clips), batch_size)
+        )
+        return _encode_batches(model, batches, device)
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        emb, meta = embed_dataset(model, data, batch_size=batch_size, num_workers=num_workers, device=device)
+        return emb, [m.get("study_id", m.get("index", i)) for i, m in enumerate(meta)]
+    raise DataError(f"cannot take videos from a {type(data).__name__}; give Videos, clips, a dataset or embeddings")
+
+
+def embed_dataset(
+    model: Any, dataset: Any, *, batch_size: int = 16, num_workers: int = 0, device: Any = None
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Embeddings ``[N, D]`` of a dataset's videos and each item's other fields (ids, report, labels).
+
+    Items that failed to load (``None``) are skipped; the count is logged, and the
+    dataset's own record (``dataset.skipped``) says which files and why.
+    """
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_items, shuffle=False
+    )
+    meta: list[dict[str, Any]] = []
+
+    def batches() -> Any:
+        for batch in loader:
+            if batch is not None:
+                meta.extend(batch["meta"])
+                yield batch["video"], batch["meta"]
+
+    emb, _ = _encode_batches(model, batches(), device)
+    skipped = getattr(dataset, "skipped", None)
+    if skipped:
+        log.warning("%d videos could not be read and were skipped", len(skipped))
+    return emb, meta
+
+
+def _model_transform(model: Any) -> Any:
+    from echoclip.data.transforms import VideoTransform
+
+    config = getattr(model, "preprocess_config", None)
+    if config is None:
+        raise ModelError("the model has no preprocess_config; pass transform= to turn videos into clips")
+    return VideoTransform(config)
+
+
+def _collate_items(batch: list[Any]) -> dict[str, Any] | None:
+    """Stack the clips of the items that loaded; keep each item's other fields as they are."""
+    import torch
+
+    items = [b for b in batch if b is not None]
+    if not items:
+        return None
+    return {
+        "video": torch.stack([torch.as_tensor(b["video"]) for b in items]),
+        "meta": [{k: v for k, v in b.items() if k != "video"} for b in items],
+    }
+
+
+def _encode_batches(model: Any, batches: Any, device: Any) -> tuple[np.ndarray, list[Any]]:
+    import torch
+
+    dev = _device(model, device)
+    chunks, ids = [], []
+    with _evaluating(model), torch.inference_mode():
+        for clips, batch_ids in batches:
+            chunks.append(model.encode_video(clips.to(dev, torch.float32), normalize=True).float().cpu().numpy())
+            ids.extend(batch_ids)
+    if not chunks:
+        raise DataError("no video could be read; nothing to score")
+    return np.concatenate(chunks), ids

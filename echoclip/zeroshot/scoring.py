@@ -1,0 +1,249 @@
+"""Scoring methods: from video and prompt embeddings to predictions.
+
+Every method works on L2-normalised embeddings directly, so that it can be checked
+against answers worked out by hand:
+
+- ``video_emb``: ``[N, D]`` (one clip per study) or ``[N, K, D]`` (``K`` clips or
+  frames per study, as EchoCLIP scores every frame).
+- regression prompts: ``[C, D]`` with ``values [C]`` (one value per prompt, the
+  layout of the published EchoCLIP code) or ``[V, P, D]`` with ``values [V]``
+  (``P`` templates written with each of ``V`` candidate values).
+- binary prompts: positive ``[P, D]`` and optional negative ``[Q, D]``.
+- categorical prompts: a sequence of ``[P_c, D]``, one per class.
+
+Methods are registered by kind and name (``SCORERS``); each kind has one signature:
+
+- regression: ``fn(video_emb, prompt_emb, values, *, logit_scale=None) -> [N]``
+- binary: ``fn(video_emb, positive_emb, negative_emb=None, *, calibration=None) -> [N]``
+- categorical: ``fn(video_emb, class_emb, *, logit_scale=None) -> [N, C]`` probabilities
+
+Users add their own with ``@register_scorer("regression", "my_method")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from echoclip.errors import ConfigError
+
+if TYPE_CHECKING:
+    from echoclip.zeroshot.calibration import Calibration
+
+__all__ = [
+    "DEFAULT_LOGIT_SCALE",
+    "SCORERS",
+    "DEFAULT_METHODS",
+    "register_scorer",
+    "get_scorer",
+    "kinds_of_method",
+    "require_method",
+    "echoclip_rank",
+    "expectation",
+    "argmax",
+    "similarity",
+    "contrast",
+    "calibrated",
+    "class_probabilities",
+]
+
+# CLIP clamps its learned temperature at 100; used when a model gives none.
+DEFAULT_LOGIT_SCALE = 100.0
+
+SCORERS: dict[str, dict[str, Callable[..., np.ndarray]]] = {"regression": {}, "binary": {}, "categorical": {}}
+
+# What zero_shot uses when no method is named: EchoCLIP's published choices.
+DEFAULT_METHODS = {"regression": "echoclip_rank", "binary": "similarity", "categorical": "argmax"}
+
+
+def register_scorer(kind: str, name: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Register a scoring function for targets of ``kind`` under ``name``."""
+    if kind not in SCORERS:
+        raise ConfigError(f"unknown target kind {kind!r}; known: {sorted(SCORERS)}")
+
+    def decorator(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        SCORERS[kind][name] = fn
+        return fn
+
+    return decorator
+
+
+def get_scorer(kind: str, name: str) -> Callable[..., np.ndarray]:
+    """The scoring function ``name`` for targets of ``kind``; a :class:`ConfigError` if there is none."""
+    try:
+        return SCORERS[kind][name]
+    except KeyError:
+        known = {k: sorted(v) for k, v in SCORERS.items()}
+        raise ConfigError(f"unknown method {name!r} for {kind} targets; known methods: {known}") from None
+
+
+def kinds_of_method(name: str) -> list[str]:
+    """The target kinds that have a method called ``name`` (``argmax`` serves two)."""
+    return [kind for kind, methods in SCORERS.items() if name in methods]
+
+
+def require_method(name: str) -> list[str]:
+    """:func:`kinds_of_method`, or a :class:`ConfigError` listing every method when there is none."""
+    kinds = kinds_of_method(name)
+    if not kinds:
+        known = "; ".join(f"{kind}: {', '.join(sorted(methods))}" for kind, methods in SCORERS.items())
+        raise ConfigError(f"unknown method {name!r}; known methods: {known}")
+    return kinds
+
+
+def _clips(video_emb: Any) -> np.ndarray:
+    """``[N, K, D]`` float array from ``[N, D]`` or ``[N, K, D]``."""
+    v = np.asarray(video_emb)
+    v = v.astype(np.result_type(v.dtype, np.float32), copy=False)
+    if v.ndim == 2:
+        v = v[:, None, :]
+    if v.ndim != 3:
+        raise ValueError(f"video embeddings must be [N, D] or [N, K, D], got shape {v.shape}")
+    return v
+
+
+def _candidates(prompt_emb: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flat candidates ``[C, D]`` and the value of each ``[C]``."""
+    p = np.asarray(prompt_emb)
+    p = p.astype(np.result_type(p.dtype, np.float32), copy=False)
+    vals = np.asarray(values, dtype=np.float64).reshape(-1)
+    if p.ndim == 3:
+        if p.shape[0] != len(vals):
+            raise ValueError(f"prompt embeddings [V, P, D] = {p.shape} need {p.shape[0]} values, got {len(vals)}")
+        return p.reshape(-1, p.shape[-1]), np.repeat(vals, p.shape[1])
+    if p.ndim != 2 or p.shape[0] != len(vals):
+        raise ValueError(f"prompt embeddings {p.shape} need one value per row (got {len(vals)} values)")
+    return p, vals
+
+
+def _value_similarity(video_emb: Any, prompt_emb: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean similarity per distinct candidate value over clips and templates: ``[N, V]``, values ``[V]``."""
+    v = _clips(video_emb)
+    p, vals = _candidates(prompt_emb, values)
+    sims = np.einsum("nkd,cd->nc", v, p) / v.shape[1]  # mean over clips
+    unique, inverse = np.unique(vals, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(unique))
+    per_value = np.zeros((sims.shape[0], len(unique)), dtype=np.float64)
+    np.add.at(per_value.T, inverse, sims.T)
+    return per_value / counts, unique
+
+
+@register_scorer("regression", "echoclip_rank")
+def echoclip_rank(
+    video_emb: Any,
+    prompt_emb: Any,
+    values: Any,
+    *,
+    logit_scale: float | None = None,
+    top_fraction: float = 0.2,
+) -> np.ndarray:
+    """EchoCLIP's regression (Christensen et al. 2024): robust to a poorly ordered value axis.
+
+    Per clip, every candidate prompt (template x value) is sorted by similarity,
+    best first, and replaced by its value. The values at each rank position are
+    averaged over the clips of a study, and the prediction is the median of the
+    first ``top_fraction`` of rank positions. As in the published code the median
+    of an even count is the lower middle value (``torch.median``), and ties keep the
+    order the candidates were given in. ``logit_scale`` is accepted for a uniform
+    signature and unused: ranks do not depend on the temperature.
+
+    Returns ``float64 [N]``.
+    """
+    v = _clips(video_emb)
+    p, vals = _candidates(prompt_emb, values)
+    sims = np.einsum("nkd,cd->nkc", v, p)
+    order = np.argsort(-sims, axis=-1, kind="stable")
+    ranked_values = vals[order].mean(axis=1)  # [N, C]: mean value at each rank position
+    top = max(1, int(ranked_values.shape[1] * top_fraction))
+    head = np.sort(ranked_values[:, :top], axis=1)
+    return head[:, (top - 1) // 2]
+
+
+@register_scorer("regression", "expectation")
+def expectation(video_emb: Any, prompt_emb: Any, values: Any, *, logit_scale: float | None = None) -> np.ndarray:
+    """Expected value under the softmax over candidate values of ``logit_scale`` x similarity.
+
+    Similarities are averaged over templates and clips per value first, so the
+    distribution is over values, as the model's contrastive logits are over texts.
+    """
+    sims, unique = _value_similarity(video_emb, prompt_emb, values)
+    scale = DEFAULT_LOGIT_SCALE if logit_scale is None else float(logit_scale)
+    logits = scale * sims
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights @ unique
+
+
+@register_scorer("regression", "argmax")
+def argmax(video_emb: Any, prompt_emb: Any, values: Any, *, logit_scale: float | None = None) -> np.ndarray:
+    """The candidate value whose prompts are most similar on average (``logit_scale`` unused)."""
+    sims, unique = _value_similarity(video_emb, prompt_emb, values)
+    return unique[np.argmax(sims, axis=1)]
+
+
+def _mean_similarity(video_emb: Any, prompts_emb: Any) -> np.ndarray:
+    v = _clips(video_emb)
+    p = np.asarray(prompts_emb)
+    if p.ndim != 2 or len(p) == 0:
+        raise ValueError(f"prompt embeddings must be a non-empty [P, D] array, got shape {p.shape}")
+    return np.einsum("nkd,pd->nkp", v, p.astype(v.dtype, copy=False)).mean(axis=(1, 2)).astype(np.float64)
+
+
+@register_scorer("binary", "similarity")
+def similarity(
+    video_emb: Any, positive_emb: Any, negative_emb: Any = None, *, calibration: Calibration | None = None
+) -> np.ndarray:
+    """EchoCLIP's binary score: mean cosine similarity to the positive prompts (over clips too).
+
+    Negative prompts and ``calibration`` are unused. Returns ``float64 [N]``.
+    """
+    return _mean_similarity(video_emb, positive_emb)
+
+
+@register_scorer("binary", "contrast")
+def contrast(
+    video_emb: Any, positive_emb: Any, negative_emb: Any = None, *, calibration: Calibration | None = None
+) -> np.ndarray:
+    """Mean similarity to the positive prompts minus mean similarity to the negative ones.
+
+    Subtracting what the model says about the absence removes the offset every
+    video has towards any text of the same topic. ``calibration`` is unused.
+    """
+    if negative_emb is None or len(negative_emb) == 0:
+        raise ConfigError("method 'contrast' needs negative prompts; this target has none (use 'similarity')")
+    return _mean_similarity(video_emb, positive_emb) - _mean_similarity(video_emb, negative_emb)
+
+
+@register_scorer("binary", "calibrated")
+def calibrated(
+    video_emb: Any, positive_emb: Any, negative_emb: Any = None, *, calibration: Calibration | None = None
+) -> np.ndarray:
+    """A probability: the raw score the calibration was fitted on, mapped through it."""
+    if calibration is None:
+        raise ConfigError(
+            "method 'calibrated' needs a calibration for this target; fit one with "
+            "echoclip.zeroshot.calibration.calibrate_prompt_set on a few labelled studies"
+        )
+    raw = get_scorer("binary", calibration.score)(video_emb, positive_emb, negative_emb)
+    return calibration(raw)
+
+
+@register_scorer("categorical", "argmax")
+def class_probabilities(
+    video_emb: Any, class_emb: Sequence[Any], *, logit_scale: float | None = None
+) -> np.ndarray:
+    """Softmax over classes of ``logit_scale`` x mean similarity to each class's prompts: ``[N, C]``.
+
+    The predicted class is the argmax of these probabilities.
+    """
+    if len(class_emb) < 2:
+        raise ValueError("categorical scoring needs at least two classes")
+    sims = np.stack([_mean_similarity(video_emb, emb) for emb in class_emb], axis=1)
+    scale = DEFAULT_LOGIT_SCALE if logit_scale is None else float(logit_scale)
+    logits = scale * sims
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)

@@ -1,0 +1,72 @@
+"""``echoclip simulate`` and ``echoclip demo`` through the console entry point."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from echoclip.cli.main import main
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_simulate_writes_a_data_set_and_one_summary_line(tmp_path, capsys) -> None:
+    out = tmp_path / "sim"
+    code = main(
+        [
+            "-q",
+            "simulate",
+            "--out",
+            str(out),
+            "--n",
+            "3",
+            "--seed",
+            "2",
+            "--size",
+            "64",
+            "--frames",
+            "16",
+            "--fps",
+            "25",
+        ]
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    assert len(stdout) == 1 and stdout[0].startswith("wrote 3 studies (3 videos, ") and str(out) in stdout[0]
+    files = pd.read_csv(out / "FileList.csv")
+    assert len(files) == 3 and set(files["NumberOfFrames"]) == {16} and set(files["FrameHeight"]) == {64}
+    assert len(list((out / "Videos").glob("*.avi"))) == 3
+
+
+def test_simulate_with_zero_studies_fails_with_one_line(tmp_path, capsys) -> None:
+    code = main(["simulate", "--out", str(tmp_path / "sim"), "--n", "0"])
+    assert code == 1
+    assert "at least 1" in _one_line_error(capsys)
+    assert not (tmp_path / "sim").exists()
+
+
+def test_simulate_into_an_unwritable_folder_fails_with_one_line(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    code = main(["simulate", "--out", str(blocker / "sim"), "--n", "1"])
+    assert code == 1
+    assert "file.txt" in _one_line_error(capsys)
+
+
+def test_simulate_refuses_to_replace_a_folder_without_overwrite(tmp_path, capsys) -> None:
+    (tmp_path / "sim").mkdir()
+    assert main(["simulate", "--out", str(tmp_path / "sim"), "--n", "1"]) == 1
+    assert "already exists" in _one_line_error(capsys)
+
+
+def test_demo_simulates_and_describes_its_data(tmp_path, capsys) -> None:
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--n", "2", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "manifest.parquet" in text and "device_pacemaker" in text and "an example report" in text
+    assert (tmp_path / "demo" / "data" / "manifest.parquet").exists()
+    # a second run replaces its own data
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--n", "2", "--seed", "1"]) == 0

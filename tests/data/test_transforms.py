@@ -1,0 +1,121 @@
+"""Clip sampling, cycle estimation, the inference transform and seeded augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from echoclip.data.augment import AugmentConfig, TrainTransform, augment_clip, sample_rng
+from echoclip.data.transforms import (
+    ClipSampler,
+    PreprocessConfig,
+    VideoTransform,
+    cycle_frames_from_heart_rate,
+    estimate_cycle_frames,
+    resize_clip_uint8,
+)
+from echoclip.data.video import Video
+
+
+def test_centred_clip_resampled_to_target_fps() -> None:
+    sampler = ClipSampler(num_frames=4, fps=25)
+    # 100 frames at 50 fps: every 2nd frame, span 7 frames, centred.
+    np.testing.assert_array_equal(sampler.indices(100, 50.0), [46, 48, 50, 52])
+    assert sampler.output_fps(50.0) == 25
+
+
+def test_stride_and_first_start() -> None:
+    sampler = ClipSampler(num_frames=3, stride=4, start="first")
+    np.testing.assert_array_equal(sampler.indices(50, 30.0), [0, 4, 8])
+
+
+def test_random_start_is_seeded_and_stays_inside() -> None:
+    sampler = ClipSampler(num_frames=8, start="random")
+    starts = {int(sampler.indices(40, 30.0, sample_rng(0, 0, i))[0]) for i in range(200)}
+    assert min(starts) >= 0 and max(starts) <= 32 and len(starts) > 20
+    a = sampler.indices(40, 30.0, sample_rng(1, 2, 3))
+    np.testing.assert_array_equal(a, sampler.indices(40, 30.0, sample_rng(1, 2, 3)))
+    with pytest.raises(ValueError):
+        sampler.indices(40, 30.0)  # a random start needs a generator
+
+
+def test_short_video_loops() -> None:
+    np.testing.assert_array_equal(ClipSampler(num_frames=6).indices(4, 30.0), [0, 1, 2, 3, 0, 1])
+
+
+def test_cycle_spans_exactly_one_beat() -> None:
+    sampler = ClipSampler(num_frames=8, cycle=True, start="first")
+    period = cycle_frames_from_heart_rate(75, 50.0)  # 0.8 s at 50 fps = 40 frames
+    assert period == pytest.approx(40)
+    np.testing.assert_array_equal(sampler.indices(200, 50.0, cycle_frames=period), np.arange(0, 40, 5))
+    assert sampler.output_fps(50.0, period) == pytest.approx(10)
+    with pytest.raises(ValueError):
+        sampler.indices(200, 50.0)  # no cycle length
+
+
+def _beating(t: int, period: float, size: int = 32) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    frames = np.zeros((t, size, size, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    for i in range(t):
+        radius = 6 + 4 * np.sin(2 * np.pi * i / period)
+        disc = np.hypot(yy - size / 2, xx - size / 2) < radius
+        frames[i][disc] = 200
+        frames[i] += rng.integers(0, 20, (size, size, 1), dtype=np.uint8)
+    return frames
+
+
+@pytest.mark.parametrize("period", [17.0, 23.5])
+def test_estimate_cycle_frames_finds_the_period(period: float) -> None:
+    assert estimate_cycle_frames(_beating(96, period)) == pytest.approx(period, abs=0.6)
+
+
+def test_estimate_cycle_frames_none_without_a_beat() -> None:
+    still = np.repeat(_beating(1, 10.0), 40, axis=0)
+    assert estimate_cycle_frames(still) is None
+    assert estimate_cycle_frames(_beating(6, 10.0)) is None
+
+
+def test_video_transform_shape_and_normalisation() -> None:
+    cfg = PreprocessConfig(image_size=16, num_frames=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    frames = np.full((10, 24, 32, 3), 255, dtype=np.uint8)
+    x = VideoTransform(cfg)(Video(frames, fps=30))
+    assert x.shape == (3, 4, 16, 16) and x.dtype == torch.float32
+    assert torch.allclose(x, torch.ones_like(x))
+    assert VideoTransform(cfg).sampler == ClipSampler(num_frames=4, fps=None, start="center")
+
+
+def test_resize_clip_uint8_keeps_values_and_size() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 60, 3), dtype=np.uint8)
+    out = resize_clip_uint8(frames, 20)
+    assert out.shape == (3, 20, 20, 3) and out.dtype == np.uint8
+    flat = np.full((2, 40, 60, 3), 77, dtype=np.uint8)
+    assert (resize_clip_uint8(flat, 20) == 77).all()
+
+
+def test_augmentation_is_a_function_of_the_sample_seed() -> None:
+    x = torch.rand(3, 4, 32, 32)
+    a = augment_clip(x, sample_rng(0, 0, 5))
+    b = augment_clip(x, sample_rng(0, 0, 5))
+    c = augment_clip(x, sample_rng(0, 1, 5))  # next epoch
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_augmentation_is_mild_and_can_be_turned_off() -> None:
+    x = torch.rand(3, 4, 32, 32)
+    off = AugmentConfig(scale=(1, 1), ratio=(1, 1), brightness=0, contrast=0, gamma=(1, 1))
+    assert torch.allclose(augment_clip(x, sample_rng(0, 0, 0), off), x, atol=1e-6)
+    diffs = [(augment_clip(x, sample_rng(0, 0, i)) - x).abs().mean().item() for i in range(10)]
+    assert 0 < np.mean(diffs) < 0.3
+
+
+def test_train_transform_samples_randomly_and_augments() -> None:
+    cfg = PreprocessConfig(image_size=16, num_frames=4)
+    train = TrainTransform(cfg, seed=3)
+    assert train.sampler.start == "random" and train.seed == 3
+    frames = np.random.default_rng(0).integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
+    plain = VideoTransform(cfg)(frames)
+    assert torch.equal(train(frames), plain)  # no generator, no augmentation
+    assert not torch.equal(train(frames, sample_rng(3, 0, 0)), plain)

@@ -1,0 +1,185 @@
+"""Prompt sets: the shipped ones are complete and fit the tokenizers; bad ones fail with one clear error."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from echoclip.errors import ConfigError
+from echoclip.zeroshot.prompts import (
+    BinaryTarget,
+    CategoricalTarget,
+    RegressionTarget,
+    expand_template,
+    format_value,
+    list_prompt_sets,
+    load_prompt_set,
+    save_prompt_set,
+)
+
+DEVICES = ["pacemaker", "tavr", "surgical_valve", "mitraclip", "impella"]
+FINDINGS = ["lv_dilation", "rv_dilation", "la_enlargement", "pericardial_effusion", "lv_hypertrophy", "reduced_lv_function"]
+CONTEXT_LENGTH = 77
+
+
+def all_shipped_texts() -> list[str]:
+    return [text for name in list_prompt_sets() for text in load_prompt_set(name).texts()]
+
+
+def test_the_four_shipped_sets_load() -> None:
+    assert set(list_prompt_sets()) >= {"ejection_fraction", "devices", "findings", "views"}
+    ef = load_prompt_set("ejection_fraction").targets["ejection_fraction"]
+    assert isinstance(ef, RegressionTarget) and ef.unit == "%" and ef.label.column == "ef"
+    assert ef.start == 0 and ef.stop == 100 and ef.step == 1
+    np.testing.assert_array_equal(ef.values(), np.arange(5, 86))  # the values reports state
+    assert "LV EJECTION FRACTION IS 40%." in ef.texts()
+
+
+def test_device_and_finding_sets_use_the_data_set_names() -> None:
+    devices = load_prompt_set("devices").targets
+    assert list(devices) == DEVICES
+    for name, target in devices.items():
+        assert isinstance(target, BinaryTarget) and target.label.column == f"device_{name}"
+        assert target.positive and target.negative
+    findings = load_prompt_set("findings").targets
+    assert list(findings) == FINDINGS
+    for name in FINDINGS[:-1]:
+        assert findings[name].label.column == f"finding_{name}"
+    assert findings["reduced_lv_function"].label.column == "ef" and findings["reduced_lv_function"].label.below == 50
+    views = load_prompt_set("views").targets["view"]
+    assert isinstance(views, CategoricalTarget) and list(views.classes) == ["A4C", "A2C", "PLAX", "PSAX"]
+
+
+def test_shipped_prompts_read_like_reports() -> None:
+    for text in all_shipped_texts():
+        assert text == text.upper(), text
+        assert text.endswith("."), text
+        assert "<#>" not in text
+
+
+def test_shipped_prompts_fit_the_clip_tokenizer() -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer()
+    texts = all_shipped_texts()
+    for text in texts:
+        assert len(tokenizer.encode(text)) + 2 <= CONTEXT_LENGTH, text  # + start and end tokens
+    ids = tokenizer(texts, context_length=CONTEXT_LENGTH)
+    assert (ids[:, -1] == 0).all()  # nothing truncated: the last position is padding
+
+
+def _echo_tokenizer_class():
+    try:
+        from echoclip.tokenizer import EchoTokenizer
+    except ImportError as e:
+        pytest.skip(f"the echo tokenizer cannot be imported yet ({e})")
+    return EchoTokenizer
+
+
+def test_shipped_prompts_fit_the_untrained_echo_tokenizer() -> None:
+    """The untrained tokenizer is byte-level: the most tokens any text can take."""
+    tokenizer = _echo_tokenizer_class()()
+    for text in all_shipped_texts():
+        ids = tokenizer.encode(text)
+        assert len(ids) + 2 <= CONTEXT_LENGTH, text  # + <bos> and <eos>
+        assert tokenizer.decode(ids) == tokenizer.clean(text)
+
+
+def test_shipped_prompts_fit_an_echo_tokenizer_trained_on_simulated_reports() -> None:
+    echo_tokenizer = _echo_tokenizer_class()
+    try:
+        from echoclip.data.synthetic import simulate_reports
+    except ImportError as e:
+        pytest.skip(f"the simulator's reports are not available yet ({e})")
+    tokenizer = echo_tokenizer.train(simulate_reports(200, seed=0))
+    texts = all_shipped_texts()
+    ids = tokenizer(texts, context_length=CONTEXT_LENGTH)
+    for text, row in zip(texts, ids.tolist(), strict=True):
+        assert row[-1] == tokenizer.pad_token_id, f"{text!r} fills the whole context"
+        assert len(tokenizer.encode(text)) + 2 <= CONTEXT_LENGTH
+
+
+def test_expand_template_and_value_format() -> None:
+    assert expand_template("LVEF <#>%.", [35, 42.5]) == ["LVEF 35%.", "LVEF 42.5%."]
+    assert format_value(40.0) == "40" and format_value(0.1 * 3) == "0.3"
+    with pytest.raises(ConfigError, match="no <#> placeholder"):
+        expand_template("LVEF IS NORMAL.", [1])
+
+
+def test_regression_grid_with_fractional_step_and_report_range() -> None:
+    ps = load_prompt_set(
+        {
+            "name": "x",
+            "targets": {
+                "ef": {"type": "regression", "templates": ["EF <#>%."], "range": [0, 1], "step": 0.1},
+                "ef2": {"type": "regression", "templates": ["EF <#>%."], "range": [0, 100], "step": 5, "report_range": [12, 31]},
+            },
+        }
+    )
+    assert list(ps.targets["ef"].values()) == pytest.approx([i / 10 for i in range(11)])
+    assert ps.targets["ef"].prompts()[3] == ["EF 0.3%."]
+    assert list(ps.targets["ef2"].values()) == [15, 20, 25, 30]
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    for name in list_prompt_sets():
+        ps = load_prompt_set(name)
+        path = save_prompt_set(ps, tmp_path / f"{name}.json")
+        again = load_prompt_set(path)
+        assert again.to_dict() == ps.to_dict()
+        assert again.texts() == ps.texts()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_dict_is_a_prompt_set_too() -> None:
+    ps = load_prompt_set({"targets": {"a": {"type": "binary", "positive": ["A PACEMAKER LEAD IS SEEN."]}}})
+    assert ps.targets["a"].positive == ("A PACEMAKER LEAD IS SEEN.",) and ps.targets["a"].negative == ()
+
+
+def _regression(**changes):
+    target = {"type": "regression", "templates": ["LVEF <#>%."], "range": [0, 100], "step": 1, **changes}
+    return {"name": "bad", "targets": {"ef": target}}
+
+
+@pytest.mark.parametrize(
+    ("prompt_set", "message"),
+    [
+        (_regression(templates=["LVEF IS NORMAL."]), "target 'ef': template 'LVEF IS NORMAL.' has no <#> placeholder"),
+        (_regression(templates=[]), "'templates' is an empty prompt list"),
+        (_regression(step=0), "'step' must be positive"),
+        (_regression(range=[50, 10]), "'range' .* has high < low"),
+        (_regression(report_range=[200, 300]), "no candidate value"),
+        (_regression(unit_typo="%"), r"unknown keys \['unit_typo'\]"),
+        ({"targets": {"p": {"type": "binary", "positive": []}}}, "'positive' is an empty prompt list"),
+        ({"targets": {"p": {"type": "binary", "positive": "ONE STRING."}}}, "must be a list of prompts"),
+        ({"targets": {"p": {"type": "binary", "positive": ["A."], "negative": []}}}, "'negative' is an empty"),
+        ({"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."]}}}}, "at least two class labels"),
+        ({"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."], "A2C": []}}}}, "class 'A2C'"),
+        ({"targets": {"v": {"type": "ordinal"}}}, "'type' must be one of"),
+        ({"targets": {}}, "'targets' must be a non-empty object"),
+        ({"targets": {"p": {"type": "binary", "positive": ["A."], "label": 3}}}, "'label' must be a column name"),
+        ({"targets": {"p": {"type": "binary", "positive": ["A."], "calibration": {"method": "magic"}}}}, "calibration"),
+    ],
+)
+def test_bad_prompt_sets_fail_with_one_readable_error(prompt_set, message) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_prompt_set(prompt_set)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files_and_names(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown prompt set 'ejection'; shipped sets: .*devices"):
+        load_prompt_set("ejection")
+    with pytest.raises(ConfigError, match="prompt set file not found"):
+        load_prompt_set(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"targets": {')
+    with pytest.raises(ConfigError, match=re.escape(str(broken)) + ": not valid JSON"):
+        load_prompt_set(broken)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_regression(templates=["LVEF."])))
+    with pytest.raises(ConfigError, match=re.escape(str(bad))):
+        load_prompt_set(bad)
