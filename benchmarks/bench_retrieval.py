@@ -12,17 +12,23 @@ build seconds, retained memory (anonymous RSS after building minus before), quer
   build grows as N log N and takes many minutes at 1M on two cores, so by default it is
   built on the first ``--hnsw-n`` vectors (an i.i.d. subset) and the build time is
   extrapolated to N; its queries/s and recall are those of the subset;
-- ``ivf_pq``: ``IVF{n},PQ{m}x4fs`` (fast-scan PQ, no re-ranking; nprobe tuned);
+- ``ivf_pq``: ``IVF{n},PQ{m}x4fs`` (fast-scan 4-bit PQ, no re-ranking; nprobe tuned;
+  8-bit ``PQ64`` is left out: its training takes minutes per 10k vectors on two cores);
 - ``auto``: ``build_index(factory="auto")`` (at 1M: fast-scan IVF-PQ + exact re-ranking).
 
 The target: ``auto`` answers at least 20x the queries/s of ``torch_exact`` at recall@10
 >= 0.95. Then, if memory and disk allow, N = 10M with ``auto`` (IVF-PQ with an 8-bit
 re-ranking copy) against exact search streamed from disk.
 
-Data: 1,024 cluster centres on the sphere, each with its own random 32-d subspace;
-a vector is ``0.7 * centre + subspace part (norm ~1) + isotropic noise (norm ~0.3)``,
-normalised. The JSON reports the mean similarity of a query to its 1st and 10th
-neighbour, so the difficulty can be judged.
+Data: 64 families of 16 clusters; the cluster centres of a family lie close together
+on the sphere and the family shares a random 32-d subspace, so clusters overlap and
+near neighbours cross cluster borders (an index must probe several lists). A vector is
+``0.7 * centre + subspace part (norm ~1) + isotropic noise (norm ~0.3)``, normalised.
+The JSON reports the mean similarity of a query to its 1st and 10th neighbour and to a
+random vector, so the difficulty can be judged.
+
+Each method runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``: on a machine shared
+with other jobs, OpenMP threads that spin while waiting made faiss's PQ training 5x slower.
 
     python benchmarks/bench_retrieval.py [--small] [--save benchmarks/results/retrieval.jsonl]
 """
@@ -48,6 +54,7 @@ import numpy as np
 QUERY_BATCH = 100
 CHUNK = 100_000
 CLUSTERS, LATENT = 1024, 32
+FAMILY, FAMILY_SPREAD = 16, 0.6  # clusters come in families of 16 whose centres are close
 CENTRE_WEIGHT, LATENT_NORM, NOISE_NORM = 0.7, 1.0, 0.3
 
 
@@ -57,9 +64,12 @@ def clustered_unit_vectors(n: int, dim: int, seed: int) -> Any:
     """Yield float32 chunks of the synthetic distribution described above (fixed centres
     and subspaces; ``seed`` picks the samples)."""
     shape_rng = np.random.default_rng(12345)
-    centres = shape_rng.standard_normal((CLUSTERS, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    bases = shape_rng.standard_normal((CLUSTERS, LATENT, dim), dtype=np.float32) / np.sqrt(dim)
+    families = _unit_rows(shape_rng.standard_normal((CLUSTERS // FAMILY, dim), dtype=np.float32))
+    spread = _unit_rows(shape_rng.standard_normal((CLUSTERS, dim), dtype=np.float32))
+    centres = _unit_rows(np.repeat(families, FAMILY, axis=0) + FAMILY_SPREAD * spread)
+    # a family shares one subspace, so its clusters overlap and neighbours cross cluster borders
+    bases = np.repeat(shape_rng.standard_normal((CLUSTERS // FAMILY, LATENT, dim), dtype=np.float32), FAMILY, axis=0)
+    bases /= np.sqrt(dim)
     rng = np.random.default_rng(seed)
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
@@ -72,8 +82,11 @@ def clustered_unit_vectors(n: int, dim: int, seed: int) -> Any:
             a, b = bounds[c], bounds[c + 1]
             if b > a:
                 x[a:b] += z[a:b] @ bases[c]
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield x[rng.permutation(m)]
+        yield _unit_rows(x)[rng.permutation(m)]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def write_store(path: Path, n: int, dim: int, seed: int) -> float:
@@ -118,7 +131,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
-
     from echoclip.retrieval import EmbeddingStore
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -147,7 +159,6 @@ def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import faiss
-
     from echoclip.retrieval import EmbeddingStore
 
     store = EmbeddingStore(work / "store")
@@ -166,7 +177,6 @@ def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def _library_method(work: Path, factory: str, n_sub: int | None, sample_queries: int) -> dict[str, Any]:
     import faiss
-
     from echoclip.retrieval import EmbeddingStore, build_index
 
     store = EmbeddingStore(work / "store")
@@ -214,7 +224,6 @@ def method_large_auto(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """10M: exact search streamed from disk (faiss, batch by batch) gives the truth and the
     baseline speed; then ``auto``."""
     import faiss
-
     from echoclip.retrieval import EmbeddingStore, build_index
 
     store = EmbeddingStore(work / "large")
@@ -252,7 +261,8 @@ def run_child(method: str, work: Path, args: argparse.Namespace) -> dict[str, An
            "--dim", str(args.dim), "--hnsw-n", str(args.hnsw_n)]
     log(f"{method} ...")
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     log(f"{method}: {result} ({time.perf_counter() - start:.0f} s)")
     return result
@@ -283,7 +293,7 @@ def machine() -> str:
 
     gpus = faiss.get_num_gpus()
     return (f"{cpu}, {os.cpu_count()} cores, {mem_available_gib():.0f} GiB available, "
-            f"{'%d GPU' % gpus if gpus else 'no GPU'}, faiss {faiss.__version__}")
+            f"{f'{gpus} GPU' if gpus else 'no GPU'}, faiss {faiss.__version__}")
 
 
 def large_run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -323,6 +333,7 @@ def main() -> None:
     if args.small:
         args.n, args.hnsw_n, args.large_n, args.queries = 60_000, 20_000, 0, 500
 
+    load_start = round(os.getloadavg()[0], 2)
     own_workdir = args.workdir is None
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-retrieval-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -342,6 +353,7 @@ def main() -> None:
         "benchmark": "retrieval",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "n": args.n, "dim": args.dim, "queries": args.queries, "query_batch": QUERY_BATCH,
         "data": {"on_disk": "float16 EmbeddingStore", "generate_s": round(gen_s, 1),
                  **exact.pop("data_stats")},

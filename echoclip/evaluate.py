@@ -39,7 +39,7 @@ import pandas as pd
 from echoclip.errors import ConfigError, DataError
 from echoclip.zeroshot.prompts import BinaryTarget, LabelSpec, PromptSet, load_prompt_set
 
-__all__ = ["DEFAULT_PROMPT_SETS", "evaluate", "retrieval_metrics", "label_values", "open_dataset"]
+__all__ = ["DEFAULT_PROMPT_SETS", "evaluate", "retrieval_metrics", "label_values"]
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,7 @@ def _dataset(model: Any, data: Any, split: str | None, *, required: bool) -> Any
     With ``required=False`` a split the data does not have gives ``None``.
     """
     if _is_manifest_like(data):
+        from echoclip.data.datasets import open_dataset
         from echoclip.data.transforms import VideoTransform
 
         try:
@@ -326,24 +327,6 @@ def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, dev
     studies = _studies_from_items(meta, study_ids, getattr(dataset, "table", None))
     skipped = getattr(dataset, "skipped", None)
     return _Part(emb=emb, study_ids=study_ids, studies=studies, skipped=len(skipped) if skipped else 0)
-
-
-def open_dataset(path: str | os.PathLike[str], split: str | None, transform: Any) -> Any:
-    """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
-    EchoNet-Dynamic folder (``split=None``: every row)."""
-    from echoclip.data.datasets import EchoNetDynamic, Manifest
-
-    path = Path(path)
-    if path.is_dir():
-        if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
-            return EchoNetDynamic(path, split=split or "all", transform=transform)
-        found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
-        if not found:
-            raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
-        path = found[0]
-    elif not path.is_file():
-        raise DataError(f"{path}: no such manifest or folder")
-    return Manifest(path, split=split, transform=transform)
 
 
 def _studies_from_items(meta: list[dict[str, Any]], study_ids: list[Any], table: Any = None) -> pd.DataFrame:

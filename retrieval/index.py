@@ -82,8 +82,8 @@ def choose_factory(n: int, dim: int, *, gpu: bool = False) -> str:
 
 
 def _ivf_lists(n: int) -> int:
-    """About sqrt(n) lists, a power of two: few enough to train on two cores, many enough
-    that a query scans a small share of the data."""
+    """About sqrt(n) lists, a power of two: few enough that k-means training stays quick on
+    a small CPU, many enough that a query scans a small share of the data."""
     return int(min(65_536, max(64, 2 ** round(math.log2(math.sqrt(max(n, 1)))))))
 
 
@@ -182,7 +182,7 @@ class Index:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``index.faiss``, ``metadata.parquet`` and ``info.json`` into a temporary folder
-        and rename it into place, so ``path`` is always either the old index or the new one."""
+        and rename it into place: ``path`` holds the old index or the new one, never half of one."""
         faiss = _faiss()
         path = Path(path)
         if path.exists() and not (path / "info.json").is_file() and (not path.is_dir() or any(path.iterdir())):
@@ -245,8 +245,7 @@ class Index:
         try:
             index = faiss.read_index(str(index_file))
         except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-            raise RetrievalError(f"{index_file}: faiss cannot read it ({reason})") from None
+            raise RetrievalError(f"{index_file}: faiss cannot read it ({_last_line(e)})") from None
         if index.ntotal != info.get("size") or index.d != info.get("dim"):
             raise RetrievalError(
                 f"{index_file}: holds {index.ntotal} vectors of dimension {index.d}, info.json says "
@@ -290,7 +289,7 @@ class Index:
                 try:
                     gpu = faiss.index_cpu_to_all_gpus(self.index)
                 except RuntimeError as e:  # fast-scan, HNSW and refine indexes stay on the CPU
-                    log.info("searching on the CPU: %s", str(e).strip().splitlines()[-1])
+                    log.info("searching on the CPU: %s", _last_line(e))
                 else:
                     if gpu.ntotal == self.index.ntotal:
                         self._gpu_index = gpu
@@ -312,8 +311,15 @@ def build_index(
     """Build an index over an array [N, D] or an :class:`EmbeddingStore` (read in batches;
     its metadata and model come along unless given).
 
-    ``factory`` is ``"auto"`` (see :func:`choose_factory`) or any faiss factory string;
-    ``metric`` is ``"ip"`` (inner product: cosine for L2-normalised embeddings) or ``"l2"``.
+    Args:
+        factory: ``"auto"`` (see :func:`choose_factory`) or any faiss factory string.
+        metric: ``"ip"`` (inner product: cosine for L2-normalised embeddings) or ``"l2"``.
+        metadata: one row per embedding, returned with each hit.
+        model: ``{"name", "hash"}`` of the model that made the embeddings, kept in ``info``
+            so that :meth:`Index.load` can refuse another model.
+        target_recall: recall@10 the search depth is tuned to reach (approximate indexes).
+        sample_queries: indexed vectors used as queries to tune and measure recall.
+        progress: show a progress bar while adding (default: for 200k vectors or more).
 
     Example::
 

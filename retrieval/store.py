@@ -141,10 +141,12 @@ class EmbeddingStore:
 
     def embeddings(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Load rows (all when ``rows`` is None) into memory as float32, in the order given."""
-        if rows is None:
-            if not self._arrays:
-                return np.empty((0, self.dim), np.float32)
-            return np.concatenate([np.asarray(a, dtype=np.float32) for a in self._arrays])
+        if rows is None:  # filled shard by shard: no second full-size copy at any time
+            out = np.empty((len(self), self.dim), np.float32)
+            offsets = self._offsets()
+            for start, array in zip(offsets[:-1], self._arrays, strict=True):
+                out[start:start + len(array)] = array
+            return out
         rows = np.asarray(rows, dtype=np.int64)
         n = len(self)
         if rows.size and (rows.min() < 0 or rows.max() >= n):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 
 import numpy as np
@@ -15,14 +16,14 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_BASE, "inductor")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)
     np.random.seed(0)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    torch.manual_seed(0)
+    torch = sys.modules.get("torch")  # seed torch when a test uses it; don't import it for those that don't
+    if torch is not None:
+        torch.manual_seed(0)
+        torch.set_num_threads(1)

@@ -1,8 +1,8 @@
 """echoclip.tokenizer: a compact, lossless and fast tokenizer for echocardiography reports.
 
 ``EchoTokenizer`` learns frequent report phrases as single tokens, keeps numbers and
-severity words as value tokens and falls back to byte-level BPE, so that no text is
-lost; ``EchoClipRTokenizer`` reproduces the id layout of the published EchoCLIP-R
+severity words as value tokens, and spells everything else with subwords or, for a
+character it does not know, its UTF-8 bytes, so that no text is lost; ``EchoClipRTokenizer`` reproduces the id layout of the published EchoCLIP-R
 template tokenizer from its phrase file. This package imports nothing else from
 echoclip.
 """

@@ -26,24 +26,26 @@ from collections.abc import Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-PAD = "<pad>"
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 ASCII = tuple(chr(i) for i in range(32, 127))
 # stage 1 cuts a stretch into words with their leading space, numbers and punctuation runs
 _WORDS = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"
-# a merged token must not read like a byte token, or decoding would turn it into a byte
-_BYTE_LIKE = re.compile(r"<0x[0-9A-F]{2}>")
-_SENTENCE_END = frozenset(".;")
+# a merged token must not read like a byte or special token, or decoding would turn it into one
+_RESERVED = re.compile(r"<0x[0-9A-F]{2}>|<pad>|<bos>|<eos>")
 # private-use code points stand for stage-1 tokens during stage 2
 _PUA = (0xF0000, 0x10FFFE)
 
 
-def bpe_model(vocab: dict[str, int], merges: Sequence[tuple[str, str]], cache_capacity: int = 10_000) -> models.BPE:
+def bpe_model(
+    vocab: dict[str, int], merges: Sequence[tuple[str, str]], cache_capacity: int = 10_000
+) -> models.BPE:
     return models.BPE(
         vocab=vocab,
         merges=list(merges),
         byte_fallback=True,
-        ignore_merges=True,
+        # not True: a stretch that is exactly "<0x41>" or "<pad>" would become that token
+        ignore_merges=False,
         cache_capacity=cache_capacity,
     )
 
@@ -56,7 +58,9 @@ def base_vocab(alphabet: Sequence[str] = ()) -> dict[str, int]:
     return vocab
 
 
-def tokenizer(vocab: dict[str, int], merges: Sequence[tuple[str, str]], cache_capacity: int = 10_000) -> Tokenizer:
+def tokenizer(
+    vocab: dict[str, int], merges: Sequence[tuple[str, str]], cache_capacity: int = 10_000
+) -> Tokenizer:
     """A tokenizer that encodes a whole stretch with the model (no pre-tokenizer) and decodes losslessly."""
     tok = Tokenizer(bpe_model(vocab, merges, cache_capacity))
     tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
@@ -109,18 +113,7 @@ def learn_phrases(
     symbol = {i: chr(_PUA[0] + i) for i in id_to_token}
     if len(symbol) > _PUA[1] - _PUA[0]:
         raise ValueError("the subword vocabulary is too large for phrase learning")
-    # A phrase does not cross the end of a sentence: sentences follow each other in any
-    # order, so a token spanning two would rarely match, and would block better ones.
-    ends = {i for t, i in vocab.items() if t[-1:] in _SENTENCE_END}
-    sequences = []
-    for encoding in subwords.encode_batch_fast(list(stretches)):
-        sentence = []
-        for i in encoding.ids:
-            sentence.append(symbol[i])
-            if i in ends and len(sentence) > 1:
-                sequences.append("".join(sentence))
-                sentence = []
-        sequences.append("".join(sentence))
+    sequences = ["".join(symbol[i] for i in e.ids) for e in subwords.encode_batch_fast(list(stretches))]
     trainer = trainers.BpeTrainer(
         vocab_size=len(symbol) + vocab_size,
         min_frequency=min_frequency,
@@ -142,7 +135,7 @@ def learn_phrases(
         pair = (text(a), text(b))
         merged = pair[0] + pair[1]
         # a merge is usable only if its parts are tokens (a dropped merge drops those built on it)
-        if pair in seen or pair[0] not in known or pair[1] not in known or _BYTE_LIKE.search(merged):
+        if pair in seen or pair[0] not in known or pair[1] not in known or _RESERVED.search(merged):
             continue
         seen.add(pair)
         merges.append(pair)

@@ -10,8 +10,13 @@ A report is cleaned in Python (:mod:`.cleaning`), then tokenized by a ``tokenize
    (:mod:`.bpe`) whose merges were learned in two stages on the same kind of
    stretches: subwords within words, then phrases across words, so that a frequent
    sentence is one token; a character the model does not know is written as its
-   bytes, so that no text is ever lost: ``decode(encode(x)) == clean(x)`` for every
-   string ``x``.
+   UTF-8 bytes (byte fallback), so that no text is ever lost:
+   ``decode(encode(x)) == clean(x)`` for every string ``x``.
+
+Speed: cleaning is a few compiled patterns per report, and the Rust pipeline has no
+pre-tokenizer; its cost is about a microsecond per token and per value, which is why
+phrases (fewer tokens) also make encoding faster. ``__call__`` pads and truncates in
+NumPy, cheaper than the Rust post-processor.
 
 Id layout: ``<pad>`` is 0 (open_clip pads with 0), the 256 byte tokens 1-256, then
 characters, subword and phrase tokens, the value tokens and placeholders, and
@@ -46,11 +51,11 @@ from .values import DECIMALS, FRACTIONS, INTEGERS, expand_template, number_token
 if TYPE_CHECKING:
     import torch
 
-PAD, BOS, EOS = bpe.PAD, "<bos>", "<eos>"
+PAD, BOS, EOS = bpe.PAD, bpe.BOS, bpe.EOS
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 FORMAT = "echoclip-tokenizer-1"
-CACHE_CAPACITY = 100_000  # stretches remembered by the model (about 20 MB when full)
+CACHE_CAPACITY = 100_000  # stretches remembered by the model (tens of MB when full)
 
 
 def _add_vocabulary(tok: Tokenizer, cleaning: CleaningConfig) -> None:
@@ -103,7 +108,9 @@ class EchoTokenizer:
             _finish(backend)
         missing = [t for t in (PAD, BOS, EOS) if backend.token_to_id(t) is None]
         if missing:
-            raise TokenizerError(f"the tokenizer has no {', '.join(missing)} token: not an echoclip tokenizer")
+            raise TokenizerError(
+                f"the tokenizer has no {', '.join(missing)} token: not an echoclip tokenizer"
+            )
         self.cleaning = cleaning
         self._clean = Cleaner(cleaning)
         self._backend = _prepared(backend)
@@ -111,7 +118,7 @@ class EchoTokenizer:
         self.bos_token_id: int = backend.token_to_id(BOS)
         self.eos_token_id: int = backend.token_to_id(EOS)
         self._special_ids = frozenset((self.pad_token_id, self.bos_token_id, self.eos_token_id))
-        self._batch_tokenizers: dict[int, tuple[Tokenizer, int]] = {}
+        self._longest: int | None = None
 
     # ------------------------------------------------------------------ training
 
@@ -119,12 +126,12 @@ class EchoTokenizer:
     def train(
         cls,
         corpus: Iterable[str],
-        phrase_vocab_size: int = 2048,
+        phrase_vocab_size: int = 8192,
         subword_vocab_size: int = 2048,
-        min_frequency: int = 5,
+        min_frequency: int = 3,
         cleaning: CleaningConfig | None = None,
     ) -> EchoTokenizer:
-        """Learn phrases and the byte-level BPE fallback from a corpus of reports.
+        """Learn the subword and phrase merges of the model from a corpus of reports.
 
         ``subword_vocab_size``: about this many subword tokens (merges within words);
         ``phrase_vocab_size``: at most this many phrase tokens (merges of subwords across
@@ -263,14 +270,25 @@ class EchoTokenizer:
         import numpy as np
         import torch
 
-        backend, max_chars = self._batch_tokenizer(context_length)
+        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
+            raise ValueError(
+                f"context_length must be an integer >= 2 (room for <bos> and <eos>), got {context_length!r}"
+            )
         cleaned = self._clean_all(_check_texts(texts))
-        # A token never spans more than the longest token's characters, so text beyond
-        # the first `max_chars` characters cannot reach the kept tokens; cutting it
-        # (at a space) keeps a 1 MB report as fast as a normal one.
-        cleaned = [t if len(t) <= max_chars else _cut(t, max_chars) for t in cleaned]
-        encodings = backend.encode_batch_fast(cleaned)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(cleaned), context_length)
+        # A token never spans more characters than the longest token, so text beyond
+        # `limit` characters cannot reach the kept tokens; cutting it (at a space) keeps
+        # a 1 MB report as fast as a normal one.
+        limit = (context_length + 2) * self._longest_token_chars()
+        cleaned = [t if len(t) <= limit else _cut(t, limit) for t in cleaned]
+        encodings = self._backend.encode_batch_fast(cleaned, add_special_tokens=False)
+        # <bos>, the tokens cut to fit, <eos>, then padding: the end token is always kept
+        ids = np.full((len(cleaned), context_length), self.pad_token_id, dtype=np.int64)
+        ids[:, 0] = self.bos_token_id
+        keep = context_length - 2
+        for row, encoding in enumerate(encodings):
+            tokens = encoding.ids[:keep]
+            ids[row, 1 : len(tokens) + 1] = tokens
+            ids[row, len(tokens) + 1] = self.eos_token_id
         input_ids = torch.from_numpy(ids)
         return {"input_ids": input_ids, "attention_mask": (input_ids != self.pad_token_id).long()}
 
@@ -292,6 +310,10 @@ class EchoTokenizer:
     def __repr__(self) -> str:
         return f"EchoTokenizer(vocab_size={self.vocab_size}, uppercase={self.cleaning.uppercase})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # for data-loader workers: rebuilt from its JSON, with the large word cache
+        return (_from_json, (self._backend.to_str(), self.cleaning.to_dict()))
+
     # ------------------------------------------------------------------ internals
 
     def _ids_of(self, tokens: dict[str, float]) -> dict[int, float]:
@@ -309,22 +331,15 @@ class EchoTokenizer:
             bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
             raise TypeError(f"texts[{bad}] must be str, not {type(texts[bad]).__name__}") from None
 
-    def _batch_tokenizer(self, context_length: int) -> tuple[Tokenizer, int]:
-        """A copy of the backend that truncates and pads to ``context_length``, and the cut length."""
-        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
-            raise ValueError(f"context_length must be an integer >= 2 (room for <bos> and <eos>), got {context_length!r}")
-        cached = self._batch_tokenizers.get(context_length)
-        if cached is None:
-            tok = _prepared(Tokenizer.from_str(self._backend.to_str()))
-            tok.enable_truncation(max_length=context_length)
-            tok.enable_padding(length=context_length, pad_id=self.pad_token_id, pad_token=PAD)
-            cached = (tok, (context_length + 2) * self._longest_token_chars())
-            self._batch_tokenizers[context_length] = cached
-        return cached
-
     def _longest_token_chars(self) -> int:
         # a byte token spans part of one character, every other token its own text
-        return max(len(token) for token in self._backend.get_vocab(with_added_tokens=True))
+        if self._longest is None:
+            self._longest = max(len(token) for token in self._backend.get_vocab(with_added_tokens=True))
+        return self._longest
+
+
+def _from_json(backend: str, cleaning: dict[str, Any]) -> EchoTokenizer:
+    return EchoTokenizer(Tokenizer.from_str(backend), CleaningConfig.from_dict(cleaning))
 
 
 def _prepared(tok: Tokenizer) -> Tokenizer:

@@ -66,7 +66,9 @@ _WORDS = [
     (re.compile(r"PULMONARY ARTERY"), "PA"),
 ]
 _SPACE_BEFORE_UNIT = re.compile(r"(?<=\d)\s+(?=%|(?:MMHG|MM|CM)\b)")
-_SENTENCE_PERIOD = re.compile(r"\.(?!\d)\s*|(?<!\d)\.\s*")  # a period not followed by a digit, or not after one
+_SENTENCE_PERIOD = re.compile(
+    r"\.(?!\d)\s*|(?<!\d)\.\s*"
+)  # a period not followed by a digit, or not after one
 _SPACE_BEFORE_PERIOD = re.compile(r"\s+\.")
 _PERIODS = re.compile(r"\.(?:\s*\.)+")
 _WHITESPACE = re.compile(r"\s+")
@@ -99,7 +101,9 @@ def read_phrase_file(path: str | os.PathLike[str]) -> list[str]:
     except FileNotFoundError:
         raise TokenizerError(f"{path}: no such phrase file") from None
     except UnicodeDecodeError as e:
-        raise TokenizerError(f"{path}: a phrase file must be UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise TokenizerError(
+            f"{path}: a phrase file must be UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
     phrases = [line.rstrip("\r") for line in text.split("\n")]
     if not any(phrases):
         raise TokenizerError(f"{path}: the phrase file has no phrases")
@@ -116,7 +120,9 @@ class EchoClipRTokenizer:
 
     pad_token_id = 0
 
-    def __init__(self, phrase_file: str | os.PathLike[str] | None = None, phrases: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, phrase_file: str | os.PathLike[str] | None = None, phrases: Sequence[str] | None = None
+    ) -> None:
         if (phrase_file is None) == (phrases is None):
             raise ValueError("give either a phrase_file or a list of phrases")
         if phrases is None:
@@ -131,7 +137,8 @@ class EchoClipRTokenizer:
         self.eos_token_id = self.bos_token_id + 1
         self.vocab_size = self.eos_token_id + 1
         self._placeholders = {
-            i: token.count(PLACEHOLDER) for token, i in self._phrases.get_vocab(with_added_tokens=True).items()
+            i: token.count(PLACEHOLDER)
+            for token, i in self._phrases.get_vocab(with_added_tokens=True).items()
         }
         self.chars_seen = 0
         self.chars_dropped = 0
@@ -234,8 +241,8 @@ def learn_phrase_file(
 ) -> Path:
     """Write a phrase file of the most frequent sentences of ``reports`` (values as ``<#>``).
 
-    Sentences are the pieces of the cleaned report that end with ``". "``; this is how
-    such a phrase file is made, and it lets the template design be measured on a corpus.
+    Sentences are the pieces of the cleaned report that end with ``". "``. This lets the
+    template design be measured on any corpus; it is not the published phrase file.
     """
     counts: Counter[str] = Counter()
     for report in reports:

@@ -11,10 +11,9 @@ value-aware embeddings (:meth:`EchoTokenizer.value_token_values`). The set:
   (``MILD/MODERATE``, ``MILD-MODERATE``, ``MILD TO MODERATE``, ...) and adverbs
   (``MILDLY``, ...), with an ordinal value 1-3.
 
-A number is a value token only as a whole: ``1000``, ``05`` or ``A4C`` are not split
-into values; they are spelled by the byte-level fallback. Because the byte alphabet
-contains the digits, the digits of such a number share their ids with the values
-0-9.
+A number is a value token only as a whole: ``1000``, ``05`` or ``A4C`` are not cut
+into values; they are spelled by the subword model. Its characters include the
+digits, so a digit spelled alone there has the id of the value 0-9 it reads as.
 """
 
 from __future__ import annotations

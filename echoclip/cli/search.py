@@ -4,8 +4,8 @@ or the other studies of a video's patient, from an index built by ``echoclip ind
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 import sys
 import time
 from pathlib import Path

@@ -45,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_data(paths: list[str], split: str | None, transform: Any) -> tuple[Any, list[str] | None]:
     """A dataset for ``--data``, or the videos of the files given (with their paths as study ids)."""
+    from echoclip.data.datasets import open_dataset
     from echoclip.data.video import load_video
-    from echoclip.evaluate import open_dataset
 
     if len(paths) == 1 and (Path(paths[0]).is_dir() or Path(paths[0]).suffix.lower() in TABLE_SUFFIXES):
         return open_dataset(paths[0], split, transform), None

@@ -212,6 +212,7 @@ class ClipDataset(Dataset):
         self.sampler = clip or getattr(self.transform, "sampler", None) or ClipSampler()
         self.seed = int(seed if seed is not None else getattr(self.transform, "seed", 0))
         self.read_options = dict(read_options or {})
+        self._preloaded: dict[str, Any] = {}
         self.epoch = 0
         self.skipped = SkipLog()
         has_rate = "heart_rate" in self.table.columns
@@ -247,9 +248,35 @@ class ClipDataset(Dataset):
             video = self.transform(frames)
         return self._item(index, video)
 
+    def preload(self, progress: bool = True) -> None:
+        """Decode every video once and keep it in memory; clips are then cut from memory.
+
+        For small data sets trained for many epochs in one process (the demo), this
+        replaces thousands of decodes by one per video. Unreadable videos are recorded
+        in :attr:`skipped` now and skipped later as usual. Workers of a DataLoader get
+        a copy of the cache, so preload before creating it.
+        """
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(len(self)), desc="decode", unit="video", disable=not progress):
+            path = self.video_path(i)
+            if str(path) in self._preloaded:
+                continue
+            try:
+                self._preloaded[str(path)] = load_video(path, **self.read_options)
+            except VideoReadError as e:
+                reason = str(e).removeprefix(f"{path}: ")
+                if self.skipped.add(path, reason):
+                    log.warning("skipping %s: %s", path, reason)
+
     def read_clip(self, path: Path, rng: np.random.Generator, heart_rate: float | None = None) -> np.ndarray:
         """The clip's frames ``uint8 [T,H,W,3]``, decoding only those (except to find a cycle)."""
         sampler = self.sampler
+        cached = self._preloaded.get(str(path))
+        if cached is not None and not sampler.cycle:
+            return cached.frames[sampler.indices(cached.num_frames, cached.fps, rng)]
+        if self._preloaded and cached is None and any(r.path == str(path) for r in self.skipped):
+            raise VideoReadError(f"{path}: {next(r.reason for r in self.skipped if r.path == str(path))}")
         rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
         if not sampler.cycle or rate_known:
 
@@ -516,3 +543,19 @@ def _trace_mask(lines: np.ndarray, height: int, width: int) -> np.ndarray:
     rr, cc = np.mgrid[0:height, 0:width]
     inside = polygon.contains_points(np.stack([cc.ravel(), rr.ravel()], axis=1))
     return inside.reshape(height, width)
+
+
+def open_dataset(path: str | os.PathLike[str], split: str | Sequence[str] | None, transform: Any = None) -> Any:
+    """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
+    EchoNet-Dynamic folder (``split=None``: every row). What every command's ``--data`` means."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
+            return EchoNetDynamic(path, split=split or "all", transform=transform)
+        found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
+        if not found:
+            raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
+        path = found[0]
+    elif not path.is_file():
+        raise DataError(f"{path}: no such manifest or folder")
+    return Manifest(path, split=split, transform=transform)

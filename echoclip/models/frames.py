@@ -27,14 +27,20 @@ from echoclip.models.config import VideoTowerConfig
 
 
 class ConvNet(nn.Module):
-    """A plain CNN: blocks of 3x3 conv, batch norm, ReLU and 2x2 max-pool, then global average pooling."""
+    """A plain CNN: blocks of 3x3 conv, batch norm, ReLU and 2x2 max-pool, then global average pooling.
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), in_channels: int = 3) -> None:
+    ``stem_stride=2`` makes the first convolution strided, which quarters the cost of
+    every block: on a CPU that is the difference between minutes and a quarter hour.
+    """
+
+    def __init__(
+        self, widths: Sequence[int] = (16, 32, 64, 128), in_channels: int = 3, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for width in widths:
+        for i, width in enumerate(widths):
             layers += [
-                nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                nn.Conv2d(in_channels, width, 3, stride=stem_stride if i == 0 else 1, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(2),
@@ -44,7 +50,8 @@ class ConvNet(nn.Module):
         self.num_features = int(widths[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).mean(dim=(2, 3))
+        # oneDNN's convolutions run faster on channels-last input on the CPU
+        return self.blocks(x.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
 
 
 def build_frame_backbone(cfg: VideoTowerConfig, embed_dim: int) -> tuple[nn.Module, int]:

@@ -14,6 +14,7 @@ complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -176,3 +177,28 @@ def _read_json(file: Path) -> Any:
         raise ModelError(f"{file.parent}: model directory has no {file.name}") from None
     except json.JSONDecodeError as e:
         raise ModelError(f"{file}: not valid JSON ({e})") from None
+
+
+# the files of a model directory that decide its embeddings
+IDENTITY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "preprocess.json")
+
+
+def model_identity(model_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``{"name", "hash"}`` of a model directory: the config's name and a SHA-256 over the
+    files that decide its embeddings (config, weights, tokenizer, preprocessing). Indexes
+    record it so that they refuse queries embedded by another model."""
+    folder = Path(model_dir)
+    digest = hashlib.sha256()
+    for name in IDENTITY_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        digest.update(name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"{folder}: cannot read config.json ({e})") from None
+    return {"name": str(config.get("name") or folder.name), "hash": digest.hexdigest()}

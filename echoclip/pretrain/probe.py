@@ -165,18 +165,24 @@ def attentive_probe(
     y = torch.tensor((y_train - mean) / std, dtype=torch.float32)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    n = len(y)
-    for _ in range(steps):
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
-        loss = F.mse_loss(probe(train_tokens[idx].float()), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with torch.enable_grad():  # also when the caller runs under no_grad
+        _fit(probe, opt, sched, train_tokens, y, steps, batch_size, g)
     probe.eval()
     with torch.no_grad():
         pred = torch.cat([probe(test_tokens[i : i + 256].float()) for i in range(0, len(test_tokens), 256)])
     return pred.numpy() * std + mean
+
+
+def _fit(probe: nn.Module, opt: Any, sched: Any, tokens: torch.Tensor, y: torch.Tensor, steps: int,
+         batch_size: int, g: torch.Generator) -> None:
+    n = len(y)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
+        loss = F.mse_loss(probe(tokens[idx].float()), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
 
 
 def _scores(name: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -64,6 +64,7 @@ def train_clip(
     model_overrides: Mapping[str, Any] | None = None,
     augment: bool = True,
     zero_shot_prompts: str | dict | None = "ejection_fraction",
+    preload: bool = False,
 ) -> TrainResult:
     """Train a video-report CLIP model on the studies of a manifest.
 
@@ -74,8 +75,9 @@ def train_clip(
 
     ``init`` is a pretraining checkpoint (``echoclip pretrain``) loaded into the video
     tower; ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
+    ``preload=True`` decodes every video once into memory (small data sets, many epochs).
     """
-    from echoclip.data.datasets import Manifest
+    from echoclip.data.datasets import open_dataset
     from echoclip.data.transforms import VideoTransform
 
     if isinstance(tokenizer, str | Path):
@@ -86,21 +88,22 @@ def train_clip(
 
         report = load_pretrained_encoder(net, init)
         log.info("initialised the video tower from %s: %s", init, report.summary())
-    manifest = resolve_manifest(data)
     preprocess = net.preprocess_config
-    train_set = Manifest(
-        manifest,
+    train_set = open_dataset(
+        data,
         split=train_split,
         transform=_train_transform(preprocess, config.seed) if augment else VideoTransform(preprocess),
     )
     if len(train_set) == 0:
-        raise DataError(f"{manifest}: no studies in split {train_split!r}")
+        raise DataError(f"{data}: no studies in split {train_split!r}")
+    if preload:
+        train_set.preload(progress=config.progress)
     pairs = StudyPairs.from_table_dataset(train_set, seed=config.seed,
                                           skip_empty_reports=config.skip_empty_reports)
     val_set = None
     if val_split:
         try:
-            val_set = Manifest(manifest, split=val_split, transform=VideoTransform(preprocess))
+            val_set = open_dataset(data, split=val_split, transform=VideoTransform(preprocess))
         except DataError:
             val_set = None
         if val_set is not None and len(val_set) == 0:

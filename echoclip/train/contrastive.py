@@ -111,7 +111,7 @@ class ContrastiveObjective:
         bias = out.get("logit_bias")
         if self.loss_name == "siglip":
             if bias is None:
-                raise ValueError("the siglip loss needs a model with a logit_bias (set init_logit_bias in its config)")
+                raise ValueError("the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)")
             loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"], bias)
         else:
             loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"])

@@ -155,6 +155,21 @@ def test_runs_are_reproducible_with_any_number_of_workers(mixed: Path) -> None:
     assert any(not torch.equal(serial[i], other_epoch[i]) for i in serial)
 
 
+def test_preloaded_dataset_gives_the_same_clips_and_skips(mixed: Path) -> None:
+    plain = Manifest(mixed, transform=TrainTransform(CFG, seed=7))
+    cached = Manifest(mixed, transform=TrainTransform(CFG, seed=7))
+    cached.preload(progress=False)
+    assert {Path(r.path).name for r in cached.skipped} == BAD  # found while preloading
+    for epoch in (0, 3):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.equal(a["video"], b["video"])
+
+
 def _numbered_dicom(path: Path, t: int, fps: float) -> Path:
     """Frame ``i`` has every pixel equal to ``i``: a clip shows which frames were read."""
     frames = np.broadcast_to(np.arange(t, dtype=np.uint8)[:, None, None, None], (t, 8, 8, 3)).copy()

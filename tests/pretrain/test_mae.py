@@ -7,7 +7,13 @@ from PIL import Image
 
 from echoclip.models.config import VideoTowerConfig
 from echoclip.models.videomae import VideoMAETower
-from echoclip.pretrain.mae import MaskedVideoModel, MaskedVideoObjective, normalize_patches, patchify, unpatchify
+from echoclip.pretrain.mae import (
+    MaskedVideoModel,
+    MaskedVideoObjective,
+    normalize_patches,
+    patchify,
+    unpatchify,
+)
 from echoclip.pretrain.objectives import PretrainConfig
 
 from .clips import BeatingClips
@@ -98,7 +104,7 @@ def test_reconstruction_image(tmp_path):
     batch = objective.collate([BeatingClips(1, frames=8)[0]], epoch=0)
     path = objective.write_image(model, batch, tmp_path / "recon.png")
     image = Image.open(path)
-    assert image.size == (4 * 32, 3 * 32)  # 4 time steps shown... one per frame up to 8
+    assert image.size == (8 * 32, 3 * 32)  # one column per frame (up to 8), three rows
     rows = objective.reconstruction(model, batch)
     hidden = batch["mask"][0].view(4, 4, 4)[0]  # the same spatial mask in every tubelet
     r, c = map(int, hidden.nonzero()[0])

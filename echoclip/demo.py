@@ -1,0 +1,418 @@
+"""The whole loop on simulated echoes, in minutes on a CPU: the library behind ``echoclip demo``.
+
+simulate -> tokenizer -> pretrain -> CLIP train (from the pretrained tower) -> CLIP
+train from scratch (the ablation, same budget) -> evaluate both on held-out studies
+(zero-shot EF, devices, findings, retrieval) -> frozen-feature probes -> embed and
+index the test set. Each stage records itself in ``stages.json`` when it is done, so
+a second run (or a run after a kill) skips finished stages and resumes training from
+its last checkpoint. Everything lands under one folder; ``metrics.json`` holds the
+flat figures the README reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("pacemaker", "tavr", "surgical_valve", "mitraclip", "impella")
+FINDINGS = (
+    "lv_dilation", "rv_dilation", "la_enlargement", "pericardial_effusion", "lv_hypertrophy",
+    "reduced_lv_function",
+)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How much data and compute a demo run uses."""
+
+    train_studies: int = 480
+    test_studies: int = 200
+    image_size: int = 112
+    frames: int = 64
+    fps: float = 50.0
+    model: str = "echoclip-tiny"
+    pretrain_steps: int = 150
+    clip_steps: int = 600
+    batch_size: int = 32
+    lr: float = 2e-3
+    pretrain_lr: float = 1e-3
+    probe_steps: int = 200
+    precision: str = "fp32"
+
+
+SIZES: dict[str, DemoSize] = {
+    "small": DemoSize(),
+    "medium": DemoSize(train_studies=1200, test_studies=300, pretrain_steps=400, clip_steps=1500),
+}
+
+
+@dataclass
+class DemoRun:
+    """The folder layout of one demo run."""
+
+    out: Path
+    size: DemoSize
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "manifest.parquet"
+
+
+Stage = Callable[[DemoRun], dict[str, Any]]
+
+
+def run_demo(
+    out: str | os.PathLike[str] = "runs/demo",
+    size: str | DemoSize = "small",
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or finish) the demo in ``out`` and return the flat metrics written to ``metrics.json``."""
+    from echoclip.errors import ConfigError
+
+    if isinstance(size, str):
+        try:
+            size = SIZES[size]
+        except KeyError:
+            raise ConfigError(f"unknown demo size {size!r}; known: {sorted(SIZES)}") from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = DemoRun(out, size, seed)
+    state = _read_state(out) if not force else {}
+    if state.get("settings") not in (None, _settings(run)):
+        if not force:
+            raise ConfigError(
+                f"{out} holds a demo run with other settings; use another --out or --force to redo it"
+            )
+    if force:
+        for stage_dir in ("data", "tokenizer", "ssl", "clip", "clip_scratch", "eval", "eval_scratch",
+                          "embeddings", "index", "probe"):
+            shutil.rmtree(out / stage_dir, ignore_errors=True)
+        state = {}
+    state["settings"] = _settings(run)
+    state.setdefault("stages", {})
+    results: dict[str, Any] = state.setdefault("results", {})
+    t0 = time.perf_counter()
+    for name, stage in STAGES:
+        if name in state["stages"]:
+            log.info("demo: %s already done (%.0f s); reusing it", name, state["stages"][name])
+            continue
+        log.info("demo: %s ...", name)
+        t = time.perf_counter()
+        results[name] = _jsonable(stage(run))
+        state["stages"][name] = round(time.perf_counter() - t, 1)
+        _write_json(out / "stages.json", state)
+    metrics = collect_metrics(run, state, time.perf_counter() - t0)
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+# -- stages --------------------------------------------------------------------------
+
+
+def stage_simulate(run: DemoRun) -> dict[str, Any]:
+    """Train/val studies from one seed, test studies from seeds training never saw."""
+    import pandas as pd
+
+    from echoclip.data.synthetic import simulate_dataset
+
+    s = run.size
+    parts = {"trainval": (s.train_studies, run.seed), "test": (s.test_studies, 1_000_003 + run.seed)}
+    for name, (n, seed) in parts.items():
+        if not (run.data / name / "manifest.parquet").is_file():
+            simulate_dataset(run.data / name, n=n, seed=seed, size=s.image_size, frames=s.frames, fps=s.fps,
+                             overwrite=True)
+    tables = []
+    for name in parts:
+        t = pd.read_parquet(run.data / name / "manifest.parquet")
+        t["video_path"] = name + "/" + t["video_path"].astype(str)
+        if name == "trainval":
+            t["split"] = t["split"].replace({"test": "val"})  # held-out patients of this seed validate
+        else:
+            t["split"] = "test"
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+    tmp = run.manifest.with_name("manifest.parquet.tmp")
+    table.to_parquet(tmp)
+    os.replace(tmp, run.manifest)
+    counts = table["split"].value_counts().to_dict()
+    return {"studies": int(table["study_id"].nunique()), **{f"videos_{k}": int(v) for k, v in counts.items()}}
+
+
+def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
+    import pandas as pd
+
+    from echoclip.tokenizer import EchoTokenizer
+
+    table = pd.read_parquet(run.manifest)
+    reports = table.loc[table["split"] == "train", "report"].drop_duplicates().tolist()
+    tok = EchoTokenizer.train(reports)
+    tok.save(run.out / "tokenizer")
+    lengths = [len(tok.encode(r)) for r in reports[:500]]
+    return {"vocab_size": tok.vocab_size, "mean_tokens_per_report": sum(lengths) / len(lengths)}
+
+
+def stage_pretrain(run: DemoRun) -> dict[str, Any]:
+    from echoclip.pretrain.pretrain import pretrain
+
+    result = pretrain(
+        run.manifest,
+        _train_config(run, run.out / "ssl", run.size.pretrain_steps, run.size.pretrain_lr),
+        model=run.size.model,
+        split=["train", "val"],
+        resume=True,
+    )
+    return {"final_loss": _last_loss(result.history), "steps": result.step}
+
+
+def stage_clip(run: DemoRun) -> dict[str, Any]:
+    return _train(run, "clip", init=run.out / "ssl" / "final")
+
+
+def stage_clip_scratch(run: DemoRun) -> dict[str, Any]:
+    return _train(run, "clip_scratch", init=None)
+
+
+def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
+    from echoclip.train.clip import train_clip
+
+    result = train_clip(
+        run.manifest,
+        _train_config(run, run.out / name, run.size.clip_steps, run.size.lr),
+        model=run.size.model,
+        tokenizer=run.out / "tokenizer",
+        init=init,
+        resume=True,
+        preload=True,
+    )
+    return {"final_loss": _last_loss(result.history), "steps": result.step,
+            **{f"val.{k}": v for k, v in result.validation.items()}}
+
+
+def stage_evaluate(run: DemoRun) -> dict[str, Any]:
+    return _evaluate(run, "clip", "eval")
+
+
+def stage_evaluate_scratch(run: DemoRun) -> dict[str, Any]:
+    return _evaluate(run, "clip_scratch", "eval_scratch")
+
+
+def _evaluate(run: DemoRun, model_dir: str, out: str) -> dict[str, Any]:
+    from echoclip.evaluate import evaluate
+    from echoclip.models.factory import get_tokenizer, load_model
+
+    path = run.out / model_dir / "final"
+    model = load_model(path)
+    return evaluate(model, get_tokenizer(path), run.manifest, run.out / out, split="test",
+                    calibration_split="val", metrics_csv=run.out / model_dir / "metrics.csv")
+
+
+def stage_probe(run: DemoRun) -> dict[str, Any]:
+    from echoclip.data.datasets import open_dataset
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.models.factory import load_model
+    from echoclip.pretrain.probe import probe_against_random
+
+    preprocess = load_model(run.out / "clip" / "final").preprocess_config
+    train = open_dataset(run.manifest, ["train", "val"], VideoTransform(preprocess))
+    test = open_dataset(run.manifest, "test", VideoTransform(preprocess))
+    figures = probe_against_random(run.out / "ssl" / "final", train, target="ef", test_dataset=test,
+                                   attentive_steps=run.size.probe_steps, seed=run.seed)
+    _write_json(run.out / "probe" / "probe.json", figures)
+    return figures
+
+
+def stage_index(run: DemoRun) -> dict[str, Any]:
+    """Embed the test studies' videos and reports and build the search indexes."""
+    import numpy as np
+    import pandas as pd
+
+    from echoclip.data.datasets import open_dataset
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.models.factory import get_tokenizer, load_model
+    from echoclip.models.model_dir import model_identity
+    from echoclip.retrieval import EmbeddingStore, build_index
+
+    model_dir = run.out / "clip" / "final"
+    model = load_model(model_dir)
+    tokenizer = get_tokenizer(model_dir)
+    test = open_dataset(run.manifest, "test", VideoTransform(model.preprocess_config))
+    table = test.table.reset_index(drop=True)
+    videos = embed_videos(model, test)
+    reports = table.drop_duplicates("study_id").reset_index(drop=True)
+    report_emb = embed_reports(model, tokenizer, reports["report"].tolist())
+    meta_cols = ["study_id", "patient_id", "view", "video_path", "report"]
+    ok = np.isfinite(videos).all(axis=1)
+    identity = model_identity(model_dir)
+    figures: dict[str, Any] = {}
+    for kind, emb, meta in (
+        ("videos", videos[ok], table.loc[ok, meta_cols]),
+        ("reports", report_emb, reports[meta_cols[:2] + ["report"]]),
+    ):
+        store_dir = run.out / "embeddings" / kind
+        shutil.rmtree(store_dir, ignore_errors=True)
+        store = EmbeddingStore.create(store_dir, dim=emb.shape[1], model=identity)
+        store.append(emb.astype("float32"), pd.DataFrame(meta).reset_index(drop=True))
+        index = build_index(store, factory="auto")
+        index.save(run.out / "index" / kind)
+        figures[f"{kind}.size"] = index.size
+    return figures
+
+
+STAGES: list[tuple[str, Stage]] = [
+    ("simulate", stage_simulate),
+    ("tokenizer", stage_tokenizer),
+    ("pretrain", stage_pretrain),
+    ("clip", stage_clip),
+    ("clip_scratch", stage_clip_scratch),
+    ("evaluate", stage_evaluate),
+    ("evaluate_scratch", stage_evaluate_scratch),
+    ("probe", stage_probe),
+    ("index", stage_index),
+]
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The flat, stable metric names of ``metrics.json``."""
+    import pandas as pd
+
+    results = state["results"]
+    m: dict[str, Any] = {}
+    ev, ev0 = results.get("evaluate", {}), results.get("evaluate_scratch", {})
+    zs = ev.get("zero_shot", {})
+    ef = zs.get("ejection_fraction", {})
+    table = pd.read_parquet(run.manifest)
+    train_mean = float(table.loc[table["split"] == "train", "ef"].mean())
+    test_ef = table.loc[table["split"] == "test"].drop_duplicates("study_id")["ef"].to_numpy(float)
+    m["zeroshot.ef.mae"] = ef.get("mae")
+    m["zeroshot.ef.mae_mean_baseline"] = float(abs(test_ef - train_mean).mean())
+    m["zeroshot.ef.r2"] = ef.get("r2")
+    m["zeroshot.ef.pearson"] = ef.get("pearson_r")
+    for d in DEVICES:
+        m[f"zeroshot.device.{d}.auc"] = zs.get(d, {}).get("auc")
+    for f in FINDINGS:
+        m[f"zeroshot.finding.{f}.auc"] = zs.get(f, {}).get("auc")
+    r = ev.get("retrieval", {})
+    v2r = r.get("video_to_report", {})
+    for k in (1, 5, 10):
+        m[f"retrieval.video_to_report.recall@{k}"] = v2r.get(f"recall@{k}")
+    m["retrieval.video_to_report.mean_rank"] = v2r.get("mean_rank")
+    n_test = ev.get("data", {}).get("studies") or len(test_ef)
+    m["retrieval.video_to_report.chance_recall@10"] = min(1.0, 10 / max(1, n_test))
+    m["retrieval.report_to_video.recall@10"] = r.get("report_to_video", {}).get("recall@10")
+    m["ablation.scratch.zeroshot.ef.mae"] = ev0.get("zero_shot", {}).get("ejection_fraction", {}).get("mae")
+    m["ablation.scratch.retrieval.video_to_report.recall@10"] = (
+        ev0.get("retrieval", {}).get("video_to_report", {}).get("recall@10"))
+    for d in DEVICES:
+        m[f"ablation.scratch.zeroshot.device.{d}.auc"] = ev0.get("zero_shot", {}).get(d, {}).get("auc")
+    probe = results.get("probe", {})
+    for which in ("pretrained", "random"):
+        for kind in ("ridge", "attentive"):
+            m[f"probe.ef.{kind}.r2.{which}"] = probe.get(which, {}).get(f"{kind}.r2")
+    m["probe.ef.r2.pretrained"] = probe.get("pretrained", {}).get("attentive.r2")
+    m["probe.ef.r2.random"] = probe.get("random", {}).get("attentive.r2")
+    for stage, secs in state["stages"].items():
+        m[f"time.{stage}_s"] = secs
+    m["time.total_s"] = round(sum(state["stages"].values()), 1)
+    for k, v in asdict(run.size).items():
+        m[f"config.{k}"] = v
+    m["config.seed"] = run.seed
+    return _jsonable(m)
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The final table ``echoclip demo`` prints."""
+    def f(key: str, digits: int = 3) -> str:
+        v = metrics.get(key)
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
+
+    rows = [
+        ("zero-shot EF MAE (%)", f("zeroshot.ef.mae"), f("ablation.scratch.zeroshot.ef.mae"),
+         f"mean predictor {f('zeroshot.ef.mae_mean_baseline')}"),
+        ("zero-shot EF Pearson r", f("zeroshot.ef.pearson"), "", ""),
+        *[(f"device AUC: {d}", f(f"zeroshot.device.{d}.auc"), f(f"ablation.scratch.zeroshot.device.{d}.auc"), "")
+          for d in DEVICES],
+        *[(f"finding AUC: {x}", f(f"zeroshot.finding.{x}.auc"), "", "") for x in FINDINGS],
+        ("video->report recall@10", f("retrieval.video_to_report.recall@10"),
+         f("ablation.scratch.retrieval.video_to_report.recall@10"),
+         f"chance {f('retrieval.video_to_report.chance_recall@10')}"),
+        ("report->video recall@10", f("retrieval.report_to_video.recall@10"), "", ""),
+        ("EF probe R² (attentive)", f("probe.ef.r2.pretrained"), f("probe.ef.r2.random"), "random init"),
+        ("total time (s)", f("time.total_s", 4), "", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':{width}}  {'SSL+CLIP':>10}  {'scratch':>10}  baseline"]
+    lines += [f"{a:{width}}  {b:>10}  {c:>10}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
+    from echoclip.train.config import TrainConfig
+
+    return TrainConfig(
+        out=str(out), seed=run.seed, steps=steps, batch_size=run.size.batch_size, lr=lr,
+        warmup_steps=min(50, steps // 10), precision=run.size.precision,  # type: ignore[arg-type]
+        checkpoint_every=max(1, steps // 4), log_every=max(1, min(10, steps // 10)), keep_last=1,
+        sentence_dropout=0.3,
+    )
+
+
+def _settings(run: DemoRun) -> dict[str, Any]:
+    return {**asdict(run.size), "seed": run.seed}
+
+
+def _last_loss(history: list[dict[str, Any]]) -> float | None:
+    for row in reversed(history):
+        if row.get("loss") not in (None, ""):
+            return float(row["loss"])
+    return None
+
+
+def _read_state(out: Path) -> dict[str, Any]:
+    path = out / "stages.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
