@@ -27,8 +27,10 @@ near neighbours cross cluster borders (an index must probe several lists). A vec
 The JSON reports the mean similarity of a query to its 1st and 10th neighbour and to a
 random vector, so the difficulty can be judged.
 
-Each method runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE``: on a machine shared
-with other jobs, OpenMP threads that spin while waiting made faiss's PQ training 5x slower.
+Each method runs in a fresh process with ``OMP_WAIT_POLICY=PASSIVE`` (on a machine shared
+with other jobs, OpenMP threads that spin while waiting made faiss's PQ training 5x slower)
+and glibc's default malloc settings, so memory freed while building is returned and the
+RSS figure is what the method keeps.
 
     python benchmarks/bench_retrieval.py [--small] [--save benchmarks/results/retrieval.jsonl]
 """
@@ -262,6 +264,8 @@ def run_child(method: str, work: Path, args: argparse.Namespace) -> dict[str, An
     log(f"{method} ...")
     start = time.perf_counter()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    for name in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"):  # keep freed memory out of the RSS figure
+        env.pop(name, None)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
     log(f"{method}: {result} ({time.perf_counter() - start:.0f} s)")

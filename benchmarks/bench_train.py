@@ -89,10 +89,10 @@ def _mfu(model, video, text, clips_per_s: float, batch_size: int) -> dict:
 
 
 def _in_subprocess(model_name: str, steps: int, batch_size: int, precision: str) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
     code = (
-        "import json,sys; sys.path.insert(0, %r); from bench_train import _train_speed; "
-        "print(json.dumps(_train_speed(%r, %d, %d, %r)))"
-        % (os.path.dirname(os.path.abspath(__file__)), model_name, steps, batch_size, precision)
+        f"import json,sys; sys.path.insert(0, {here!r}); from bench_train import _train_speed; "
+        f"print(json.dumps(_train_speed({model_name!r}, {steps}, {batch_size}, {precision!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -113,7 +113,7 @@ def _loader_speed(workers: int, data_dir: str, batches: int, batch_size: int) ->
                                          collate_fn=collate_skip, drop_last=True)
     t0, n = time.perf_counter(), 0
     while n < batches:
-        for batch in loader:
+        for _ in loader:
             n += 1
             if n >= batches:
                 break

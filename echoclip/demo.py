@@ -96,11 +96,10 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     run = DemoRun(out, size, seed)
     state = _read_state(out) if not force else {}
-    if state.get("settings") not in (None, _settings(run)):
-        if not force:
-            raise ConfigError(
-                f"{out} holds a demo run with other settings; use another --out or --force to redo it"
-            )
+    if state.get("settings") not in (None, _settings(run)) and not force:
+        raise ConfigError(
+            f"{out} holds a demo run with other settings; use another --out or --force to redo it"
+        )
     if force:
         for stage_dir in ("data", "tokenizer", "ssl", "clip", "clip_scratch", "eval", "eval_scratch",
                           "embeddings", "index", "probe"):
@@ -176,7 +175,8 @@ def stage_pretrain(run: DemoRun) -> dict[str, Any]:
         run.manifest,
         _train_config(run, run.out / "ssl", run.size.pretrain_steps, run.size.pretrain_lr),
         model=run.size.model,
-        split=["train", "val"],
+        train_split="train",
+        val_split=None,
         resume=True,
     )
     return {"final_loss": _last_loss(result.history), "steps": result.step}

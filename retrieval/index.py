@@ -2,15 +2,19 @@
 
 ``build_index`` picks an index by size when ``factory="auto"``:
 
-==================  ==========================================  ==============================
-vectors             index                                       why
-==================  ==========================================  ==============================
-< 100k              ``Flat``                                    exact, and fast enough
-100k – 500k         ``HNSW32``                                  graph search, fast queries
->= 500k             ``IVF{n},PQ{m}x4fs,<refine>``               fast-scan PQ finds candidates,
-                                                                a re-rank on stored vectors
-                                                                restores the order
-==================  ==========================================  ==============================
+==========  =================================  ===========================================
+vectors     index                              why
+==========  =================================  ===========================================
+< 100k      ``Flat``                           exact, and fast enough
+>= 100k     ``IVF{n},PQ{m}x4fs,<refine>``      fast-scan PQ finds candidates, a re-rank on
+                                               stored vectors (float32, float16 or 8-bit by
+                                               size) restores the exact order
+==========  =================================  ===========================================
+
+``HNSW32`` is available by name but not chosen: on the benchmark data (512-d, two CPU
+cores) it took 180 s to build 250k vectors and answered 319 queries/s at recall@10 0.95,
+where fast-scan IVF-PQ with re-ranking builds about 100k vectors per 10 s and answers
+thousands of queries/s at the same recall.
 
 After building, it measures recall@10 against exact search on a sample of the indexed
 vectors used as queries (their own row left out of both answers), tunes the search
@@ -50,7 +54,6 @@ VERSION = 1
 RESULT_COLUMNS = ("query", "rank", "score", "row")
 METRICS = ("ip", "l2")
 FLAT_MAX = 100_000
-HNSW_MAX = 500_000
 REFINE_FLAT_MAX_BYTES = 4 << 30  # float32 copy for re-ranking; above this, a float16 copy,
 REFINE_FP16_MAX_BYTES = 8 << 30  # and above that, 8-bit codes
 ADD_BATCH = 65_536
@@ -69,8 +72,6 @@ def choose_factory(n: int, dim: int, *, gpu: bool = False) -> str:
         return "Flat" if n < 5_000_000 else f"IVF{nlist},PQ{m}"
     if n < FLAT_MAX:
         return "Flat"
-    if n < HNSW_MAX:
-        return "HNSW32"
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"  # graph assignment at scale
     if n * dim * 4 <= REFINE_FLAT_MAX_BYTES:
         refine = "RFlat"

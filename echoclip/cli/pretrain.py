@@ -9,7 +9,7 @@ from typing import Any
 HELP = "pretrain a video tower without labels (masked modelling, periodic and invariance losses)"
 EXAMPLE = (
     "echoclip pretrain --data runs/sim --model echoclip-tiny --out runs/ssl --steps 300 "
-    "--batch-size 16 --precision bf16   (then: echoclip train --init runs/ssl/final ...)"
+    "--batch-size 32 --periodic-weight 0.5   (then: echoclip train --init runs/ssl/final ...)"
 )
 
 
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="bf16 is about 2x faster on recent CPUs")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="bf16 speeds up a ViT on CPUs with bf16 matrix units; it slows convolutions on others")
     p.add_argument("--workers", type=int, dest="num_workers", help="data loading processes")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--keep-last", type=int)

@@ -153,7 +153,7 @@ class MaskedVideoObjective(PretrainObjective):
         return batch
 
     def compute(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        out, recon, target = self._reconstruct(model, batch)
+        out, recon = self._reconstruct(model, batch)
         figures = {"recon": float(recon.detach())}
         loss = recon
         if self.config.periodic_weight > 0 and "period" in batch:
@@ -164,7 +164,7 @@ class MaskedVideoObjective(PretrainObjective):
         figures["loss"] = float(loss.detach())
         return loss, figures
 
-    def _reconstruct(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    def _reconstruct(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
         device = next(model.parameters()).device
         video = batch["video"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
@@ -173,8 +173,7 @@ class MaskedVideoObjective(PretrainObjective):
         if self.config.norm_pix_loss:
             patches = normalize_patches(patches)
         target = patches.flatten(2)[mask].reshape(video.shape[0], -1, patches.shape[2] * patches.shape[3])
-        recon = F.mse_loss(out["pred"].float(), target)
-        return out, recon, target
+        return out, F.mse_loss(out["pred"].float(), target)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
         loss, figures = self.compute(model, batch)

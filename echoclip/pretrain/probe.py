@@ -55,11 +55,12 @@ def extract_features(
     dataset: Any,
     target: str = "ef",
     batch_size: int = 16,
-    precision: str = "bf16",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Tokens ``float16 [N, L, C]``, pooled features ``[N, 2C]``, targets and patient ids of a data set.
 
-    Samples that failed to load or have no finite target are left out.
+    Samples that failed to load or have no finite target are left out. ``precision="bf16"``
+    speeds up ViT towers on CPUs with bf16 matrix units but slows convolutions elsewhere.
     """
     encoder.eval()
     device = next(encoder.parameters()).device
@@ -201,7 +202,7 @@ def probe(
     attentive: bool = True,
     attentive_steps: int = 300,
     batch_size: int = 16,
-    precision: str = "bf16",
+    precision: str = "fp32",
     seed: int = 0,
 ) -> dict[str, float]:
     """Ridge and attentive probes of ``target`` on frozen encoder features; R² and MAE on held-out data.

@@ -77,11 +77,14 @@ def train_clip(
     tower; ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
     ``preload=True`` decodes every video once into memory (small data sets, many epochs).
     """
+    import torch
+
     from echoclip.data.datasets import open_dataset
     from echoclip.data.transforms import VideoTransform
 
     if isinstance(tokenizer, str | Path):
         tokenizer = load_tokenizer(tokenizer)
+    torch.manual_seed(config.seed)  # the same seed gives the same initial weights, hence the same run
     net, tok = build_clip_model(model, tokenizer, model_overrides)
     if init is not None:
         from echoclip.pretrain.init import load_pretrained_encoder

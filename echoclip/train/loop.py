@@ -237,6 +237,7 @@ class Trainer:
         scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
 
         step, epoch, position = 0, 0, 0
+        window: list[float] = []  # losses since the last logged row
         resume_from = latest_checkpoint(out) if self.resume else None
         if resume_from is not None:
             state, rng = load_train_state(resume_from, info.rank)
@@ -244,6 +245,7 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
+            window = [float(v) for v in state.get("loss_window", [])]
             if rng is not None:
                 set_rng_state(rng)
             if info.is_main:
@@ -264,7 +266,6 @@ class Trainer:
         t_start = time.perf_counter()
         last_good: Path | None = resume_from
         validation: dict[str, float] = {}
-        window: list[float] = []
         clips_seen, t_window = 0, time.perf_counter()
 
         while step < total_steps:
@@ -336,7 +337,7 @@ class Trainer:
                     at_epoch_end = (position + 1) * cfg.batch_size > per_rank
                     last_good = self._checkpoint(
                         info, out, step, model, optimizer, scheduler,
-                        epoch + 1 if at_epoch_end else epoch, 0 if at_epoch_end else position,
+                        epoch + 1 if at_epoch_end else epoch, 0 if at_epoch_end else position, window,
                     )
                 if step >= total_steps:
                     break
@@ -433,6 +434,7 @@ class Trainer:
         scheduler: Any,
         epoch: int,
         position: int,
+        window: list[float],
     ) -> Path:
         states = [rng_state()]
         if info.distributed:
@@ -447,6 +449,7 @@ class Trainer:
                 "step": step,
                 "epoch": epoch,
                 "position": position,
+                "loss_window": list(window),
                 "world_size": info.world_size,
                 "config": _plain(self.config.to_dict()),
             }

@@ -94,10 +94,11 @@ def test_add_appends_vectors_and_rows(unit_vectors, row_metadata):
         index.add(x[:2])
 
 
-def test_auto_picks_flat_then_hnsw_then_fast_scan_ivf_pq():
+def test_auto_picks_flat_then_fast_scan_ivf_pq_with_a_re_rank_that_fits():
     assert choose_factory(50_000, 512) == "Flat"
-    assert choose_factory(200_000, 512) == "HNSW32"
+    assert choose_factory(200_000, 512) == "IVF512,PQ64x4fs,RFlat"
     assert choose_factory(1_000_000, 512) == "IVF1024,PQ64x4fs,RFlat"
+    assert choose_factory(3_000_000, 512) == "IVF2048,PQ64x4fs,Refine(SQfp16)"
     assert choose_factory(10_000_000, 512) == "IVF4096_HNSW32,PQ64x4fs,Refine(SQ8)"
     assert choose_factory(10_000_000, 512, gpu=True) == "IVF4096,PQ64"
     faiss.index_factory(100, choose_factory(1_000_000, 100))  # a valid factory for an odd dimension

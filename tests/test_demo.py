@@ -1,0 +1,71 @@
+"""The demo pipeline at toy size: every stage's outputs exist and load; a crash resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from echoclip import demo
+from echoclip.demo import DemoSize, run_demo
+
+TOY = DemoSize(
+    train_studies=20, test_studies=8, image_size=64, frames=32, fps=25.0, pretrain_steps=2,
+    clip_steps=3, batch_size=4, probe_steps=3,
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    metrics = run_demo(out, size=TOY, seed=0, progress=False)
+    return out, metrics
+
+
+def test_every_stage_writes_loadable_outputs(finished):
+    import echoclip
+    from echoclip.retrieval import Index
+
+    out, metrics = finished
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    for key in ("zeroshot.ef.mae", "zeroshot.ef.mae_mean_baseline", "zeroshot.ef.pearson",
+                "retrieval.video_to_report.recall@10", "retrieval.video_to_report.chance_recall@10",
+                "ablation.scratch.zeroshot.ef.mae", "time.total_s", "config.clip_steps"):
+        assert key in metrics, key
+    assert metrics["zeroshot.ef.mae"] is not None and metrics["zeroshot.ef.mae_mean_baseline"] > 0
+    assert all(f"zeroshot.device.{d}.auc" in metrics for d in demo.DEVICES)
+    model = echoclip.load_model(out / "clip" / "final")
+    assert echoclip.get_tokenizer(out / "clip" / "final").vocab_size <= model.config.text.vocab_size
+    for name in ("metrics.json", "summary.md", "regression_ejection_fraction.png", "retrieval_ranks.png"):
+        assert (out / "eval" / name).is_file(), name
+    assert (out / "eval_scratch" / "metrics.json").is_file()
+    assert (out / "ssl" / "final").is_dir()
+    reports = Index.load(out / "index" / "reports")
+    assert reports.size == metrics.get("config.test_studies", TOY.test_studies) or reports.size > 0
+    assert Index.load(out / "index" / "videos").size > 0
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert list(stages) == [name for name, _ in demo.STAGES]
+
+
+def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls: list[str] = []
+    original = dict(demo.STAGES)
+
+    def wrapped(name):
+        def stage(run):
+            calls.append(name)
+            if name == "clip" and calls.count("clip") == 1:
+                raise KeyboardInterrupt  # killed during CLIP training
+            return original[name](run)
+        return stage
+
+    monkeypatch.setattr(demo, "STAGES", [(n, wrapped(n)) for n, _ in demo.STAGES])
+    small = DemoSize(**{**TOY.__dict__, "clip_steps": 2, "pretrain_steps": 1, "probe_steps": 1})
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, size=small, progress=False)
+    assert calls == ["simulate", "tokenizer", "pretrain", "clip"]
+    run_demo(out, size=small, progress=False)
+    assert calls.count("simulate") == 1 and calls.count("pretrain") == 1 and calls.count("clip") == 2
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(out, size=TOY, progress=False)

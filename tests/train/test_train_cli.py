@@ -1,0 +1,96 @@
+"""``echoclip train`` end to end: a real tiny model on simulated studies, SIGKILL and resume, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from echoclip.cli.main import main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_MAX_": "0"}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory) -> Path:
+    from echoclip.data.synthetic import simulate_dataset
+
+    out = tmp_path_factory.mktemp("sim") / "data"
+    simulate_dataset(out, n=24, seed=1, size=64, frames=32, fps=25.0, progress=False)
+    table = pd.read_parquet(out / "manifest.parquet")
+    table["split"] = ["val" if i % 6 == 0 else "train" for i in range(len(table))]
+    table.to_parquet(out / "manifest.parquet")
+    return out
+
+
+def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "echoclip.cli.main", "-q", "train", "--data", str(sim),
+            "--model", "echoclip-tiny", "--out", str(out), "--steps", "12", "--batch-size", "4",
+            "--lr", "1e-3", "--checkpoint-every", "3", "--keep-last", "5", "--seed", "5", *extra]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(sim, reference), env=ENV, check=True, timeout=600, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(sim, killed), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "step_00000006").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists()
+
+    done = subprocess.run(_train_cmd(sim, killed, "--resume"), env=ENV, timeout=600,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "train done" in done.stdout
+    a = load_file(reference / "final" / "model.safetensors")
+    b = load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # bit-identical (NaN marks the non-value tokens of the value map)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
+    assert (reference / "metrics.csv").read_text() == (killed / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "0"], "learning rate"),
+        (["--lr", "nan"], "learning rate"),
+        (["--batch-size", "500"], "larger than the training data set"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
+    code = main(["train", "--data", str(sim), "--out", str(tmp_path / "run"), "--steps", "2", *args])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_or_missing_data(sim, tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--steps", "2"]) == 1
+    assert "nothing" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    (broken / "Videos").mkdir(parents=True)
+    table = pd.read_parquet(sim / "manifest.parquet")
+    for p in table["video_path"]:
+        (broken / p).write_bytes(b"not a video")
+    table.to_parquet(broken / "manifest.parquet")
+    code = main(["train", "--data", str(broken), "--out", str(tmp_path / "r2"), "--steps", "2",
+                 "--batch-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no readable training samples" in err
