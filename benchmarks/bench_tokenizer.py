@@ -86,11 +86,11 @@ def main() -> None:
 
     import open_clip
     import torch
-    from echoclip.tokenizer import EchoClipRTokenizer, EchoTokenizer
-    from echoclip.tokenizer.echoclip_r import learn_phrase_file
     from open_clip.tokenizer import SimpleTokenizer
 
     from echoclip.data.synthetic import simulate_reports
+    from echoclip.tokenizer import EchoClipRTokenizer, EchoTokenizer
+    from echoclip.tokenizer.echoclip_r import learn_phrase_file
 
     torch.set_num_threads(1)
     corpus = simulate_reports(args.train, seed=args.train_seed)

@@ -35,24 +35,24 @@ FINDINGS = (
 class DemoSize:
     """How much data and compute a demo run uses."""
 
-    train_studies: int = 480
-    test_studies: int = 200
+    train_studies: int = 400
+    test_studies: int = 150
     image_size: int = 112
     frames: int = 64
     fps: float = 50.0
     model: str = "echoclip-tiny"
-    pretrain_steps: int = 150
-    clip_steps: int = 600
+    pretrain_steps: int = 30
+    clip_steps: int = 150
     batch_size: int = 32
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
-    probe_steps: int = 200
+    probe_steps: int = 100
     precision: str = "fp32"
 
 
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
-    "medium": DemoSize(train_studies=1200, test_studies=300, pretrain_steps=400, clip_steps=1500),
+    "medium": DemoSize(train_studies=1000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300),
 }
 
 
@@ -178,6 +178,7 @@ def stage_pretrain(run: DemoRun) -> dict[str, Any]:
         train_split="train",
         val_split=None,
         resume=True,
+        preload=True,
     )
     return {"final_loss": _last_loss(result.history), "steps": result.step}
 
@@ -234,7 +235,8 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
     train = open_dataset(run.manifest, ["train", "val"], VideoTransform(preprocess))
     test = open_dataset(run.manifest, "test", VideoTransform(preprocess))
     figures = probe_against_random(run.out / "ssl" / "final", train, target="ef", test_dataset=test,
-                                   attentive_steps=run.size.probe_steps, seed=run.seed)
+                                   attentive_steps=run.size.probe_steps, seed=run.seed,
+                                   precision=run.size.precision)
     _write_json(run.out / "probe" / "probe.json", figures)
     return figures
 

@@ -9,8 +9,6 @@ refuse a different model later.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -20,7 +18,6 @@ from typing import Any
 HELP = "embed the videos and reports of a data set with a trained model"
 EXAMPLE = "echoclip embed --model runs/clip/final --data runs/sim --split test --out runs/emb"
 
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 RESULT_COLUMNS = ("query", "rank", "score", "row")  # names a search result uses itself
 
 
@@ -35,44 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds embeddings")
-
-
-def model_identity(model_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """``{"name", "hash"}`` of a model directory: the config's name and a SHA-256 over the
-    files that decide its embeddings (config, weights, tokenizer)."""
-    from echoclip.errors import ModelError
-
-    folder = Path(model_dir)
-    digest = hashlib.sha256()
-    for name in MODEL_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        digest.update(name.encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{folder}: cannot read config.json ({e})") from None
-    return {"name": str(config.get("name") or folder.name), "hash": digest.hexdigest()}
-
-
-def open_dataset(data: str | os.PathLike[str], split: str | None, transform: Any) -> Any:
-    """A :class:`Manifest` or :class:`EchoNetDynamic` dataset for ``--data``."""
-    from echoclip.data.datasets import EchoNetDynamic, Manifest
-    from echoclip.errors import DataError
-
-    path = Path(data)
-    if path.is_dir():
-        if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
-            return EchoNetDynamic(path, split=split or "all", transform=transform)
-        found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
-        if not found:
-            raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
-        path = found[0]
-    return Manifest(path, split=split, transform=transform)
 
 
 def video_metadata(dataset: Any) -> Any:
@@ -93,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     import echoclip
-    from echoclip.data.datasets import write_skip_report
+    from echoclip.data.datasets import open_dataset, write_skip_report
     from echoclip.data.transforms import VideoTransform
     from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import EmbeddingStore, RetrievalError
 
     start = time.perf_counter()

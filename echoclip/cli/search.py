@@ -45,9 +45,9 @@ def index_folder(path: Path, target: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     import echoclip
-    from echoclip.cli.embed import model_identity
     from echoclip.errors import ConfigError
     from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import Index
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines say which SIMD build loaded
@@ -94,12 +94,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _own_rows(index: Any, video: str) -> Any:
-    """The index rows of the query file itself, when it was indexed (else None)."""
+    """The index rows of the query file itself, when it was indexed (else None): the same
+    resolved path, or else the same file name when only one indexed video has it (indexes
+    may keep paths relative to their manifest)."""
     meta = index.metadata
     if meta is None or "video_path" not in meta.columns:
         return None
-    rows = meta[meta["video_path"] == str(Path(video).resolve())]
-    return rows if len(rows) else None
+    paths = meta["video_path"].astype(str)
+    rows = meta[paths == str(Path(video).resolve())]
+    if not len(rows):
+        rows = meta[paths.map(lambda p: Path(p).name) == Path(video).name]
+        if len(rows) != 1:
+            return None
+    return rows
 
 
 def _other_studies(index: Any, query: Any, k: int, own: Any) -> Any:

@@ -79,6 +79,7 @@ def pretrain(
     val_split: str | None = "val",
     model_overrides: Mapping[str, Any] | None = None,
     augment: bool = True,
+    preload: bool = False,
 ) -> TrainResult:
     """Pretrain the video tower of ``model`` on the clips of ``data``; returns the run's result.
 
@@ -104,6 +105,8 @@ def pretrain(
     train_set = open_clips(data, train_split, transform, seed=config.seed)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
+    if preload:  # decode each video once (small data sets, many epochs)
+        train_set.preload(progress=config.progress)
     val_set = None
     if val_split:
         try:

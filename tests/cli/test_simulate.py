@@ -61,12 +61,3 @@ def test_simulate_refuses_to_replace_a_folder_without_overwrite(tmp_path, capsys
     (tmp_path / "sim").mkdir()
     assert main(["simulate", "--out", str(tmp_path / "sim"), "--n", "1"]) == 1
     assert "already exists" in _one_line_error(capsys)
-
-
-def test_demo_simulates_and_describes_its_data(tmp_path, capsys) -> None:
-    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--n", "2", "--seed", "1"]) == 0
-    text = capsys.readouterr().out
-    assert "manifest.parquet" in text and "device_pacemaker" in text and "an example report" in text
-    assert (tmp_path / "demo" / "data" / "manifest.parquet").exists()
-    # a second run replaces its own data
-    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--n", "2", "--seed", "1"]) == 0

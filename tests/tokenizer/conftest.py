@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from echoclip.tokenizer import EchoTokenizer
 
 from echoclip.data.synthetic import simulate_reports
+from echoclip.tokenizer import EchoTokenizer
 
 TRAIN_SEED = 0
 HELD_OUT_SEED = 20_240_501

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from echoclip.tokenizer import Cleaner, CleaningConfig, clean
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from echoclip.tokenizer import Cleaner, CleaningConfig, clean
 
 
 @pytest.mark.parametrize(

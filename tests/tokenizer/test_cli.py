@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from echoclip.tokenizer import EchoTokenizer
 
 from echoclip.cli import tokenizer as command
 from echoclip.errors import DataError
+from echoclip.tokenizer import EchoTokenizer
 
 
 def _run(argv: list[str]) -> int:

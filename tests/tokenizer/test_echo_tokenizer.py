@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from echoclip.tokenizer import CleaningConfig, EchoTokenizer, TokenizerError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
+
+from echoclip.tokenizer import CleaningConfig, EchoTokenizer, TokenizerError
 
 
 def test_round_trip_on_held_out_reports(trained: EchoTokenizer, held_out: list[str]) -> None:

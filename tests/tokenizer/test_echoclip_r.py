@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from echoclip.tokenizer import EchoClipRTokenizer, TokenizerError
 from echoclip.tokenizer.echoclip_r import VALUE_VOCAB, learn_phrase_file
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from echoclip.tokenizer import EchoTokenizer, expand_template
 from echoclip.tokenizer.values import format_value
 
