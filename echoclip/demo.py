@@ -284,11 +284,11 @@ STAGES: list[tuple[str, Stage]] = [
     ("tokenizer", stage_tokenizer),
     ("pretrain", stage_pretrain),
     ("clip", stage_clip),
-    ("clip_scratch", stage_clip_scratch),
     ("evaluate", stage_evaluate),
+    ("index", stage_index),
+    ("clip_scratch", stage_clip_scratch),
     ("evaluate_scratch", stage_evaluate_scratch),
     ("probe", stage_probe),
-    ("index", stage_index),
 ]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import sys
 import tempfile
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 _BASE = tempfile.mkdtemp(prefix="echoclip-tests-")
+atexit.register(shutil.rmtree, _BASE, ignore_errors=True)
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_BASE, "mpl"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_BASE, "inductor"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

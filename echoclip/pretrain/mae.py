@@ -27,36 +27,45 @@ from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
 
 
 def patchify(x: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.Tensor:
-    """``[B, C, T, H, W] -> [B, N, ts*p*p, C]`` in the token order and patch layout of VideoMAE."""
+    """``[B, C, T, H, W] -> [B, N, C, ts*p*p]``: tubelets in VideoMAE's token order (time-major),
+    pixels of each channel in the order of its patch-embedding kernel."""
     b, c, t, h, w = x.shape
     p, ts = patch_size, tubelet_size
     x = x.reshape(b, c, t // ts, ts, h // p, p, w // p, p)
-    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # b, t', h', w', ts, p, p, c
-    return x.reshape(b, (t // ts) * (h // p) * (w // p), ts * p * p, c)
+    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # b, t', h', w', c, ts, p, p
+    return x.reshape(b, (t // ts) * (h // p) * (w // p), c, ts * p * p)
 
 
 def unpatchify(patches: torch.Tensor, shape: tuple[int, ...], patch_size: int, tubelet_size: int) -> torch.Tensor:
-    """The inverse of :func:`patchify`: ``[B, N, ts*p*p, C] -> [B, C, T, H, W]``."""
+    """The inverse of :func:`patchify`: ``[B, N, C, ts*p*p] -> [B, C, T, H, W]``."""
     b, c, t, h, w = shape
     p, ts = patch_size, tubelet_size
-    x = patches.reshape(b, t // ts, h // p, w // p, ts, p, p, c)
-    x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
+    x = patches.reshape(b, t // ts, h // p, w // p, c, ts, p, p)
+    x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)
     return x.reshape(b, c, t, h, w)
 
 
-def normalize_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Each patch and channel to zero mean and unit std over its pixels (VideoMAE's ``norm_pix_loss``)."""
-    mean = patches.mean(dim=-2, keepdim=True)
-    std = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-    return (patches - mean) / (std + eps)
+def patch_targets(patches: torch.Tensor, bool_masked_pos: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+    """What the decoder predicts for the hidden patches: ``[B, N_masked, ts*p*p*C]``.
+
+    With ``norm_pix`` each patch and channel is normalised by its own mean and
+    (unbiased) std, as VideoMAE's ``norm_pix_loss``; pixels are laid out as the
+    transformers decoder's output, ``(ts, p, p, C)``.
+    """
+    hidden = patches[bool_masked_pos]  # [M, C, P]
+    if norm_pix:
+        var, mean = torch.var_mean(hidden, dim=-1, keepdim=True)
+        hidden = (hidden - mean) / (var.sqrt() + 1e-6)
+    return hidden.transpose(1, 2).reshape(patches.shape[0], -1, hidden.shape[1] * hidden.shape[2])
 
 
 class MaskedVideoModel(nn.Module):
     """A ``videomae`` tower plus VideoMAE's pretraining decoder and a frame projection head.
 
     ``forward(x, bool_masked_pos)`` returns ``{"pred": [B, N_masked, ts*p*p*3],
-    "frames": [B, t, projection_dim]}``: predicted pixels of the hidden patches and
-    projected features of each time step (for the periodic term).
+    "frames": [B, t, projection_dim], "patches": [B, N, 3, ts*p*p]}``: predicted pixels
+    of the hidden patches, projected features of each time step (for the periodic
+    term) and the input's pixels as patches (for the targets).
     """
 
     def __init__(self, tower: nn.Module, config: PretrainConfig) -> None:
@@ -102,8 +111,32 @@ class MaskedVideoModel(nn.Module):
         self.patch_size, self.tubelet_size = tcfg.patch_size, tcfg.tubelet_size
         self.grid = token_grid(tcfg.num_frames, tcfg.image_size, tcfg.patch_size, tcfg.tubelet_size)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the tower's activations in the backward pass (the Trainer's ``grad_checkpointing``)."""
+        setter = getattr(self.tower, "set_grad_checkpointing", None)
+        if setter is not None:
+            setter(enable)
+
+    def encode_visible(self, patches: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens of the visible patches, ``[B, N_visible, width]``.
+
+        The same tokens as ``tower.forward_features(x, bool_masked_pos)``, but only the
+        visible patches are embedded: the tubelet embedding is a convolution whose
+        stride is its kernel, i.e. a linear map of each patch.
+        """
+        encoder: Any = self.tower.model  # type: ignore[union-attr]
+        projection = encoder.embeddings.patch_embeddings.projection
+        b = patches.shape[0]
+        visible = patches[~bool_masked_pos].reshape(b, -1, patches.shape[2] * patches.shape[3])
+        hidden = F.linear(visible, projection.weight.flatten(1), projection.bias)
+        positions = encoder.embeddings.position_embeddings.to(hidden.device, hidden.dtype)
+        hidden = hidden + positions.expand(b, -1, -1)[~bool_masked_pos].reshape(b, -1, hidden.shape[-1])
+        hidden = encoder.encoder(hidden).last_hidden_state
+        return encoder.layernorm(hidden) if encoder.layernorm is not None else hidden
+
     def forward(self, x: torch.Tensor, bool_masked_pos: torch.Tensor) -> dict[str, torch.Tensor]:
-        tokens = self.tower.forward_features(x, bool_masked_pos)  # type: ignore[operator]
+        patches = patchify(x, self.patch_size, self.tubelet_size)
+        tokens = self.encode_visible(patches, bool_masked_pos)
         b = tokens.shape[0]
         hidden = self.encoder_to_decoder(tokens)
         dim = hidden.shape[-1]
@@ -113,7 +146,7 @@ class MaskedVideoModel(nn.Module):
         full = torch.cat([hidden + pos_visible, self.mask_token.to(hidden.dtype) + pos_masked], dim=1)
         pred = self.decoder(full, pos_masked.shape[1]).logits
         steps = videomae_tokens_by_time(tokens, bool_masked_pos, self.grid[0])
-        return {"pred": pred, "frames": self.frame_head(steps)}
+        return {"pred": pred, "frames": self.frame_head(steps), "patches": patches.detach()}
 
 
 class MaskedVideoObjective(PretrainObjective):
@@ -169,10 +202,7 @@ class MaskedVideoObjective(PretrainObjective):
         video = batch["video"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
         out = model(video, mask)
-        patches = patchify(video.float(), self.patch_size, self.tubelet_size)
-        if self.config.norm_pix_loss:
-            patches = normalize_patches(patches)
-        target = patches.flatten(2)[mask].reshape(video.shape[0], -1, patches.shape[2] * patches.shape[3])
+        target = patch_targets(out["patches"].float(), mask, self.config.norm_pix_loss)
         return out, F.mse_loss(out["pred"].float(), target)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
@@ -194,18 +224,16 @@ class MaskedVideoObjective(PretrainObjective):
         pred = model(video.to(device), mask.to(device))["pred"].float().cpu()
         model.train(was_training)
         x = video.float()
-        patches = patchify(x, self.patch_size, self.tubelet_size)  # [1, N, P, C]
-        p, c = patches.shape[2], patches.shape[3]
-        predicted = pred.reshape(1, -1, p, c)
+        patches = patchify(x, self.patch_size, self.tubelet_size)  # [1, N, C, P]
+        c, p = patches.shape[2], patches.shape[3]
+        predicted = pred.reshape(-1, p, c).transpose(1, 2)  # decoder layout (P, C) -> (C, P)
         if self.config.norm_pix_loss:  # back to pixels with each hidden patch's true mean and std
-            hidden = patches[mask]
-            mean = hidden.mean(dim=-2, keepdim=True)
-            std = hidden.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-            predicted = predicted * (std + 1e-6) + mean
+            var, mean = torch.var_mean(patches[mask], dim=-1, keepdim=True)
+            predicted = predicted * (var.sqrt() + 1e-6) + mean
         filled = patches.clone()
-        filled[mask] = predicted.reshape(-1, p, c).to(filled.dtype)
+        filled[mask] = predicted.to(filled.dtype)
         blanked = patches.clone()
-        blanked[mask] = torch.tensor(self.pixel_mean, dtype=x.dtype).neg() / torch.tensor(self.pixel_std)
+        blanked[mask] = (torch.tensor(self.pixel_mean).neg() / torch.tensor(self.pixel_std)).view(c, 1).to(x.dtype)
         shape = tuple(x.shape)
         return {
             "original": self._to_uint8(x),

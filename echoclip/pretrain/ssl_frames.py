@@ -90,6 +90,12 @@ class FrameSSLModel(nn.Module):
         self.clip_head = _mlp(int(tower.output_dim), config.projection_dim)  # type: ignore[arg-type]
         self.frame_head = _mlp(frame_width, config.projection_dim)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the tower's activations in the backward pass (the Trainer's ``grad_checkpointing``)."""
+        setter = getattr(self.tower, "set_grad_checkpointing", None)
+        if setter is not None:
+            setter(enable)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         tower: Any = self.tower
         frames = time_features(tower, x)

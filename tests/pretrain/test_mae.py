@@ -10,7 +10,7 @@ from echoclip.models.videomae import VideoMAETower
 from echoclip.pretrain.mae import (
     MaskedVideoModel,
     MaskedVideoObjective,
-    normalize_patches,
+    patch_targets,
     patchify,
     unpatchify,
 )
@@ -30,15 +30,21 @@ def _setup(**options):
     return tower, model, MaskedVideoObjective(config, model, seed=0)
 
 
-def test_patchify_round_trip_and_layout():
+def test_patchify_round_trip_layout_and_targets():
     x = torch.randn(2, 3, 8, 32, 32)
     patches = patchify(x, 8, 2)
-    assert patches.shape == (2, 4 * 4 * 4, 2 * 8 * 8, 3)
+    assert patches.shape == (2, 4 * 4 * 4, 3, 2 * 8 * 8)
     assert torch.equal(unpatchify(patches, tuple(x.shape), 8, 2), x)
     # token 1 is the second patch of the first row in the first tubelet (time-major order)
-    assert torch.equal(patches[0, 1].reshape(2, 8, 8, 3), x[0, :, 0:2, 0:8, 8:16].permute(1, 2, 3, 0))
-    normed = normalize_patches(patches)
-    assert torch.allclose(normed.mean(dim=2), torch.zeros(1), atol=1e-5)
+    assert torch.equal(patches[0, 1], x[0, :, 0:2, 0:8, 8:16].reshape(3, -1))
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[:, 5:20] = True
+    targets = patch_targets(patches, mask)
+    assert targets.shape == (2, 15, 128 * 3)
+    per_channel = targets.view(2, 15, 128, 3)  # decoder layout: pixels, then channels
+    assert torch.allclose(per_channel.mean(dim=2), torch.zeros(1), atol=1e-5)
+    raw = patch_targets(patches, mask, norm_pix=False).view(2, 15, 128, 3)
+    assert torch.equal(raw[0, 0, :, 1], patches[0, 5, 1])
 
 
 def test_encoder_is_the_towers_and_sees_only_visible_tokens():
@@ -53,6 +59,9 @@ def test_encoder_is_the_towers_and_sees_only_visible_tokens():
     hook.remove()
     assert seen == [torch.Size([2, 16, 32])]  # 64 tokens, 75 % hidden
     assert out["pred"].shape == (2, 48, 2 * 8 * 8 * 3)
+    # embedding only the visible patches gives the tower's own tokens
+    tokens = model.encode_visible(patchify(batch["video"], 8, 2), batch["mask"])
+    assert torch.allclose(tokens, tower.forward_features(batch["video"], batch["mask"]), atol=1e-5)
 
 
 def test_loss_is_videomae_pretraining_loss():
