@@ -133,6 +133,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
+
     from echoclip.retrieval import EmbeddingStore
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -161,6 +162,7 @@ def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import faiss
+
     from echoclip.retrieval import EmbeddingStore
 
     store = EmbeddingStore(work / "store")
@@ -179,6 +181,7 @@ def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def _library_method(work: Path, factory: str, n_sub: int | None, sample_queries: int) -> dict[str, Any]:
     import faiss
+
     from echoclip.retrieval import EmbeddingStore, build_index
 
     store = EmbeddingStore(work / "store")
@@ -226,6 +229,7 @@ def method_large_auto(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """10M: exact search streamed from disk (faiss, batch by batch) gives the truth and the
     baseline speed; then ``auto``."""
     import faiss
+
     from echoclip.retrieval import EmbeddingStore, build_index
 
     store = EmbeddingStore(work / "large")

@@ -108,9 +108,12 @@ def _loader_speed(workers: int, data_dir: str, batches: int, batch_size: int) ->
     cfg = get_model_config("echoclip-tiny")
     from echoclip.models.clip_model import default_preprocess
 
-    ds = Manifest(os.path.join(data_dir, "manifest.parquet"), transform=VideoTransform(default_preprocess(cfg)))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=True,
-                                         collate_fn=collate_skip, drop_last=True)
+    ds = Manifest(
+        os.path.join(data_dir, "manifest.parquet"), transform=VideoTransform(default_preprocess(cfg))
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, num_workers=workers, shuffle=True, collate_fn=collate_skip, drop_last=True
+    )
     t0, n = time.perf_counter(), 0
     while n < batches:
         for _ in loader:
@@ -144,8 +147,8 @@ def main() -> None:
     result = {
         "benchmark": "train",
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores" + (
-            f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
         "precision": precision,
         "batch_size": args.batch_size,
         "tiny_clips_per_s": tiny["clips_per_s"],

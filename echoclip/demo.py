@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("pacemaker", "tavr", "surgical_valve", "mitraclip", "impella")
 FINDINGS = (
-    "lv_dilation", "rv_dilation", "la_enlargement", "pericardial_effusion", "lv_hypertrophy",
+    "lv_dilation",
+    "rv_dilation",
+    "la_enlargement",
+    "pericardial_effusion",
+    "lv_hypertrophy",
     "reduced_lv_function",
 )
 
@@ -52,7 +56,9 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
-    "medium": DemoSize(train_studies=1000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300),
+    "medium": DemoSize(
+        train_studies=1000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300
+    ),
 }
 
 
@@ -101,8 +107,18 @@ def run_demo(
             f"{out} holds a demo run with other settings; use another --out or --force to redo it"
         )
     if force:
-        for stage_dir in ("data", "tokenizer", "ssl", "clip", "clip_scratch", "eval", "eval_scratch",
-                          "embeddings", "index", "probe"):
+        for stage_dir in (
+            "data",
+            "tokenizer",
+            "ssl",
+            "clip",
+            "clip_scratch",
+            "eval",
+            "eval_scratch",
+            "embeddings",
+            "index",
+            "probe",
+        ):
             shutil.rmtree(out / stage_dir, ignore_errors=True)
         state = {}
     state["settings"] = _settings(run)
@@ -136,8 +152,9 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
     parts = {"trainval": (s.train_studies, run.seed), "test": (s.test_studies, 1_000_003 + run.seed)}
     for name, (n, seed) in parts.items():
         if not (run.data / name / "manifest.parquet").is_file():
-            simulate_dataset(run.data / name, n=n, seed=seed, size=s.image_size, frames=s.frames, fps=s.fps,
-                             overwrite=True)
+            simulate_dataset(
+                run.data / name, n=n, seed=seed, size=s.image_size, frames=s.frames, fps=s.fps, overwrite=True
+            )
     tables = []
     for name in parts:
         t = pd.read_parquet(run.data / name / "manifest.parquet")
@@ -203,8 +220,11 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
         resume=True,
         preload=True,
     )
-    return {"final_loss": _last_loss(result.history), "steps": result.step,
-            **{f"val.{k}": v for k, v in result.validation.items()}}
+    return {
+        "final_loss": _last_loss(result.history),
+        "steps": result.step,
+        **{f"val.{k}": v for k, v in result.validation.items()},
+    }
 
 
 def stage_evaluate(run: DemoRun) -> dict[str, Any]:
@@ -221,8 +241,15 @@ def _evaluate(run: DemoRun, model_dir: str, out: str) -> dict[str, Any]:
 
     path = run.out / model_dir / "final"
     model = load_model(path)
-    return evaluate(model, get_tokenizer(path), run.manifest, run.out / out, split="test",
-                    calibration_split="val", metrics_csv=run.out / model_dir / "metrics.csv")
+    return evaluate(
+        model,
+        get_tokenizer(path),
+        run.manifest,
+        run.out / out,
+        split="test",
+        calibration_split="val",
+        metrics_csv=run.out / model_dir / "metrics.csv",
+    )
 
 
 def stage_probe(run: DemoRun) -> dict[str, Any]:
@@ -234,9 +261,15 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
     preprocess = load_model(run.out / "clip" / "final").preprocess_config
     train = open_dataset(run.manifest, ["train", "val"], VideoTransform(preprocess))
     test = open_dataset(run.manifest, "test", VideoTransform(preprocess))
-    figures = probe_against_random(run.out / "ssl" / "final", train, target="ef", test_dataset=test,
-                                   attentive_steps=run.size.probe_steps, seed=run.seed,
-                                   precision=run.size.precision)
+    figures = probe_against_random(
+        run.out / "ssl" / "final",
+        train,
+        target="ef",
+        test_dataset=test,
+        attentive_steps=run.size.probe_steps,
+        seed=run.seed,
+        precision=run.size.precision,
+    )
     _write_json(run.out / "probe" / "probe.json", figures)
     return figures
 
@@ -325,7 +358,8 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     m["retrieval.report_to_video.recall@10"] = r.get("report_to_video", {}).get("recall@10")
     m["ablation.scratch.zeroshot.ef.mae"] = ev0.get("zero_shot", {}).get("ejection_fraction", {}).get("mae")
     m["ablation.scratch.retrieval.video_to_report.recall@10"] = (
-        ev0.get("retrieval", {}).get("video_to_report", {}).get("recall@10"))
+        ev0.get("retrieval", {}).get("video_to_report", {}).get("recall@10")
+    )
     for d in DEVICES:
         m[f"ablation.scratch.zeroshot.device.{d}.auc"] = ev0.get("zero_shot", {}).get(d, {}).get("auc")
     probe = results.get("probe", {})
@@ -345,20 +379,35 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
 
 def format_table(metrics: dict[str, Any]) -> str:
     """The final table ``echoclip demo`` prints."""
+
     def f(key: str, digits: int = 3) -> str:
         v = metrics.get(key)
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
     rows = [
-        ("zero-shot EF MAE (%)", f("zeroshot.ef.mae"), f("ablation.scratch.zeroshot.ef.mae"),
-         f"mean predictor {f('zeroshot.ef.mae_mean_baseline')}"),
+        (
+            "zero-shot EF MAE (%)",
+            f("zeroshot.ef.mae"),
+            f("ablation.scratch.zeroshot.ef.mae"),
+            f"mean predictor {f('zeroshot.ef.mae_mean_baseline')}",
+        ),
         ("zero-shot EF Pearson r", f("zeroshot.ef.pearson"), "", ""),
-        *[(f"device AUC: {d}", f(f"zeroshot.device.{d}.auc"), f(f"ablation.scratch.zeroshot.device.{d}.auc"), "")
-          for d in DEVICES],
+        *[
+            (
+                f"device AUC: {d}",
+                f(f"zeroshot.device.{d}.auc"),
+                f(f"ablation.scratch.zeroshot.device.{d}.auc"),
+                "",
+            )
+            for d in DEVICES
+        ],
         *[(f"finding AUC: {x}", f(f"zeroshot.finding.{x}.auc"), "", "") for x in FINDINGS],
-        ("video->report recall@10", f("retrieval.video_to_report.recall@10"),
-         f("ablation.scratch.retrieval.video_to_report.recall@10"),
-         f"chance {f('retrieval.video_to_report.chance_recall@10')}"),
+        (
+            "video->report recall@10",
+            f("retrieval.video_to_report.recall@10"),
+            f("ablation.scratch.retrieval.video_to_report.recall@10"),
+            f"chance {f('retrieval.video_to_report.chance_recall@10')}",
+        ),
         ("report->video recall@10", f("retrieval.report_to_video.recall@10"), "", ""),
         ("EF probe R² (attentive)", f("probe.ef.r2.pretrained"), f("probe.ef.r2.random"), "random init"),
         ("total time (s)", f("time.total_s", 4), "", ""),
@@ -376,9 +425,16 @@ def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
     from echoclip.train.config import TrainConfig
 
     return TrainConfig(
-        out=str(out), seed=run.seed, steps=steps, batch_size=run.size.batch_size, lr=lr,
-        warmup_steps=min(50, steps // 10), precision=run.size.precision,  # type: ignore[arg-type]
-        checkpoint_every=max(1, steps // 4), log_every=max(1, min(10, steps // 10)), keep_last=1,
+        out=str(out),
+        seed=run.seed,
+        steps=steps,
+        batch_size=run.size.batch_size,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        precision=run.size.precision,  # type: ignore[arg-type]
+        checkpoint_every=max(1, steps // 4),
+        log_every=max(1, min(10, steps // 10)),
+        keep_last=1,
         sentence_dropout=0.3,
     )
 

@@ -112,7 +112,9 @@ def evaluate(
     calibration_dataset = None
     if calibration_data is not None or (_is_manifest_like(dataset_or_manifest) and calibration_split):
         source = calibration_data if calibration_data is not None else dataset_or_manifest
-        calibration_dataset = _dataset(model, source, calibration_split, required=calibration_data is not None)
+        calibration_dataset = _dataset(
+            model, source, calibration_split, required=calibration_data is not None
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -145,7 +147,9 @@ def evaluate(
         if usable:
             prompt_set = PromptSet(prompt_set.name, usable, prompt_set.description, prompt_set.source)
             text_emb = encode_prompts(model, tokenizer, prompt_set.texts(), device=device)
-            context = _SetContext(prompt_set, _methods_for(prompt_set, method), text_emb, logit_scale, out_dir)
+            context = _SetContext(
+                prompt_set, _methods_for(prompt_set, method), text_emb, logit_scale, out_dir
+            )
             _evaluate_set(context, part, calibration_part, calibration_method, metrics, predictions)
 
     _evaluate_retrieval(model, tokenizer, part, device, out_dir, metrics)
@@ -216,7 +220,9 @@ def _evaluate_set(
         elif target.kind == "binary":
             calibration = None
             if calibration_preds is not None and method != "calibrated":
-                cal_truth = label_values(calibration_part.studies, target.label).reindex(calibration_preds.index)
+                cal_truth = label_values(calibration_part.studies, target.label).reindex(
+                    calibration_preds.index
+                )
                 calibration = (cal_truth, calibration_preds[name])
             entry.update(_binary_entry(truth, preds[name], method, calibration, calibration_method))
             roc_curves[name] = (truth.to_numpy(float), preds[name].to_numpy(float))
@@ -228,7 +234,9 @@ def _evaluate_set(
         metrics["zero_shot"][name] = entry
     if roc_curves:
         set_name = ctx.prompt_set.name
-        path = plot_roc_curves(roc_curves, ctx.out_dir / f"roc_{set_name}.png", title=f"zero-shot {set_name}: ROC curves")
+        path = plot_roc_curves(
+            roc_curves, ctx.out_dir / f"roc_{set_name}.png", title=f"zero-shot {set_name}: ROC curves"
+        )
         metrics["plots"][f"roc_{set_name}"] = path.name
 
 
@@ -240,7 +248,9 @@ def _evaluate_retrieval(
     from echoclip.zeroshot.predict import encode_prompts
 
     reports = part.studies.get("report")
-    known = None if reports is None else (reports.notna() & (reports.astype(str).str.strip() != "")).to_numpy()
+    known = (
+        None if reports is None else (reports.notna() & (reports.astype(str).str.strip() != "")).to_numpy()
+    )
     if known is None or known.sum() < 2:
         metrics["skipped_targets"]["retrieval"] = "the data set has fewer than two report texts"
         return
@@ -456,7 +466,9 @@ def _study_embeddings(part: _Part) -> pd.DataFrame:
     df = pd.DataFrame(part.emb, index=pd.Index(part.study_ids, name="study_id"))
     mean = df.groupby(level=0, sort=False).mean()
     norms = np.linalg.norm(mean.to_numpy(), axis=1, keepdims=True)
-    return pd.DataFrame(mean.to_numpy() / np.maximum(norms, 1e-12), index=mean.index).reindex(part.studies.index)
+    return pd.DataFrame(mean.to_numpy() / np.maximum(norms, 1e-12), index=mean.index).reindex(
+        part.studies.index
+    )
 
 
 def _find_metrics_csv(path: str | os.PathLike[str] | None) -> Path | None:
@@ -504,7 +516,8 @@ def _summary(metrics: Mapping[str, Any]) -> str:
     lines = [
         "# echoclip evaluation",
         "",
-        f"Data: `{data['source']}`" + (f", split `{data['split']}`" if data["split"] else "")
+        f"Data: `{data['source']}`"
+        + (f", split `{data['split']}`" if data["split"] else "")
         + f": {data['studies']} studies, {data['videos']} videos"
         + (f", {data['skipped_videos']} unreadable videos skipped" if data["skipped_videos"] else "")
         + ".",
@@ -540,7 +553,11 @@ def _summary(metrics: Mapping[str, Any]) -> str:
         sources = sorted({e["threshold_source"] for e in binary.values()})
         lines += ["", "Thresholds: " + "; ".join(sources) + ".", ""]
     if categorical:
-        lines += ["## Zero-shot categorical targets", "", "| target | n | accuracy | balanced accuracy | macro F1 |"]
+        lines += [
+            "## Zero-shot categorical targets",
+            "",
+            "| target | n | accuracy | balanced accuracy | macro F1 |",
+        ]
         lines.append("|---|---|---|---|---|")
         for name, e in categorical.items():
             lines.append(
@@ -558,7 +575,11 @@ def _summary(metrics: Mapping[str, Any]) -> str:
                 f"| {direction.replace('_', ' ')} | {e['n']} | {_fmt(e['recall@1'])} | {_fmt(e['recall@5'])} "
                 f"| {_fmt(e['recall@10'])} | {_fmt(e['median_rank'], 1)} | {_fmt(e['mrr'])} |"
             )
-        lines += ["", f"Mean cross-modal retrieval rank (both directions): {_fmt(metrics['retrieval']['mcmrr'], 1)}.", ""]
+        lines += [
+            "",
+            f"Mean cross-modal retrieval rank (both directions): {_fmt(metrics['retrieval']['mcmrr'], 1)}.",
+            "",
+        ]
     if metrics["plots"]:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({file})" for name, file in metrics["plots"].items()]

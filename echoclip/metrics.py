@@ -61,7 +61,9 @@ def brier_score(y_true: Any, prob: Any) -> float:
     if t.size == 0:
         return math.nan
     if p.min() < 0 or p.max() > 1:
-        raise ValueError("Brier score needs probabilities in [0, 1]; calibrate or min-max scale the scores first")
+        raise ValueError(
+            "Brier score needs probabilities in [0, 1]; calibrate or min-max scale the scores first"
+        )
     return float(brier_score_loss(t.astype(bool), p))
 
 

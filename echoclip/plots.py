@@ -45,7 +45,9 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def regression_figure(y_true: Any, y_pred: Any, *, name: str = "LV ejection fraction", unit: str = "%") -> Any:
+def regression_figure(
+    y_true: Any, y_pred: Any, *, name: str = "LV ejection fraction", unit: str = "%"
+) -> Any:
     """Predicted against true values (with the identity line), and a Bland–Altman panel.
 
     The Bland–Altman panel plots the difference (predicted − true) against the mean
@@ -62,7 +64,9 @@ def regression_figure(y_true: Any, y_pred: Any, *, name: str = "LV ejection frac
     if t.size:
         low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
         pad = 0.05 * (high - low or 1.0)
-        ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", lw=1, ls="--", label="identity")
+        ax.plot(
+            [low - pad, high + pad], [low - pad, high + pad], color="grey", lw=1, ls="--", label="identity"
+        )
         mae = float(np.mean(np.abs(p - t)))
         ax.set_title(f"{name}: MAE {mae:.1f}{unit.strip() if unit else ''}, n = {t.size}")
         ax.legend(loc="upper left")
@@ -166,7 +170,9 @@ def plot_regression(y_true: Any, y_pred: Any, path: str | os.PathLike[str], **kw
     return save_figure(regression_figure(y_true, y_pred, **kwargs), path)
 
 
-def plot_roc_curves(curves: Mapping[str, tuple[Any, Any]], path: str | os.PathLike[str], **kwargs: Any) -> Path:
+def plot_roc_curves(
+    curves: Mapping[str, tuple[Any, Any]], path: str | os.PathLike[str], **kwargs: Any
+) -> Path:
     """Write :func:`roc_figure` to ``path``."""
     return save_figure(roc_figure(curves, **kwargs), path)
 

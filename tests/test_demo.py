@@ -10,8 +10,15 @@ from echoclip import demo
 from echoclip.demo import DemoSize, run_demo
 
 TOY = DemoSize(
-    train_studies=20, test_studies=8, image_size=64, frames=32, fps=25.0, pretrain_steps=2,
-    clip_steps=3, batch_size=4, probe_steps=3,
+    train_studies=20,
+    test_studies=8,
+    image_size=64,
+    frames=32,
+    fps=25.0,
+    pretrain_steps=2,
+    clip_steps=3,
+    batch_size=4,
+    probe_steps=3,
 )
 
 
@@ -28,9 +35,16 @@ def test_every_stage_writes_loadable_outputs(finished):
 
     out, metrics = finished
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    for key in ("zeroshot.ef.mae", "zeroshot.ef.mae_mean_baseline", "zeroshot.ef.pearson",
-                "retrieval.video_to_report.recall@10", "retrieval.video_to_report.chance_recall@10",
-                "ablation.scratch.zeroshot.ef.mae", "time.total_s", "config.clip_steps"):
+    for key in (
+        "zeroshot.ef.mae",
+        "zeroshot.ef.mae_mean_baseline",
+        "zeroshot.ef.pearson",
+        "retrieval.video_to_report.recall@10",
+        "retrieval.video_to_report.chance_recall@10",
+        "ablation.scratch.zeroshot.ef.mae",
+        "time.total_s",
+        "config.clip_steps",
+    ):
         assert key in metrics, key
     assert metrics["zeroshot.ef.mae"] is not None and metrics["zeroshot.ef.mae_mean_baseline"] > 0
     assert all(f"zeroshot.device.{d}.auc" in metrics for d in demo.DEVICES)
@@ -58,6 +72,7 @@ def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
             if name == "clip" and calls.count("clip") == 1:
                 raise KeyboardInterrupt  # killed during CLIP training
             return original[name](run)
+
         return stage
 
     monkeypatch.setattr(demo, "STAGES", [(n, wrapped(n)) for n, _ in demo.STAGES])

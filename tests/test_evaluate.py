@@ -48,7 +48,9 @@ def prompt_vectors() -> dict[str, np.ndarray]:
 class Studies(torch.utils.data.Dataset):
     """Studies whose clips embed their truths: what a perfectly trained model would see."""
 
-    def __init__(self, n: int, seed: int, prefix: str, with_view: bool = True, with_devices: bool = True) -> None:
+    def __init__(
+        self, n: int, seed: int, prefix: str, with_view: bool = True, with_devices: bool = True
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.items, self.reports = [], {}
         for s in range(n):
@@ -95,7 +97,9 @@ def test_evaluate_scores_every_task_and_writes_the_report(setup, tmp_path) -> No
     metrics_csv = tmp_path / "metrics.csv"
     metrics_csv.write_text("step,loss\n1,3.0\n2,2.5\n3,2.2\n")
     out = tmp_path / "report"
-    metrics = evaluate(model, tokenizer, test, out, calibration_data=val, metrics_csv=metrics_csv, batch_size=8)
+    metrics = evaluate(
+        model, tokenizer, test, out, calibration_data=val, metrics_csv=metrics_csv, batch_size=8
+    )
 
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["data"]["studies"] == 40 and metrics["data"]["videos"] == 60
@@ -113,13 +117,21 @@ def test_evaluate_scores_every_task_and_writes_the_report(setup, tmp_path) -> No
     assert retrieval["recall@1"] > 0.9 and retrieval["n"] == 40
     assert metrics["retrieval"]["report_to_video"]["median_rank"] == 1.0
 
-    for name in ("regression_ejection_fraction", "roc_devices", "roc_findings", "retrieval_ranks", "loss_curves"):
+    for name in (
+        "regression_ejection_fraction",
+        "roc_devices",
+        "roc_findings",
+        "retrieval_ranks",
+        "loss_curves",
+    ):
         assert (out / metrics["plots"][name]).read_bytes()[:8] == PNG_MAGIC
     summary = (out / "summary.md").read_text()
     assert "| ejection_fraction | echoclip_rank | 40 |" in summary
     assert "![roc_devices](roc_devices.png)" in summary and "## Report retrieval" in summary
     predictions = (out / "predictions.csv").read_text().splitlines()
-    assert len(predictions) == 41 and predictions[0].startswith("study_id,ejection_fraction_true,ejection_fraction")
+    assert len(predictions) == 41 and predictions[0].startswith(
+        "study_id,ejection_fraction_true,ejection_fraction"
+    )
     assert not list(out.glob("*.tmp"))
 
 
@@ -139,7 +151,9 @@ def test_missing_labels_are_skipped_by_default_and_refused_when_asked_for(tmp_pa
     assert "view" not in metrics["zero_shot"] and "pacemaker" not in metrics["zero_shot"]
     assert metrics["skipped_targets"]["view"] == "the data set has no column 'view'"
     assert "lv_dilation" in metrics["zero_shot"]
-    with pytest.raises(DataError, match="prompt set 'devices', target 'pacemaker' needs the label column 'device_pacemaker'"):
+    with pytest.raises(
+        DataError, match="prompt set 'devices', target 'pacemaker' needs the label column 'device_pacemaker'"
+    ):
         evaluate(model, tokenizer, bare, tmp_path / "b", prompt_sets=["ejection_fraction", "devices"])
     with pytest.raises(ConfigError, match="unknown method 'mode'"):
         evaluate(model, tokenizer, bare, tmp_path / "c", method="mode")
@@ -180,7 +194,9 @@ def _simulated_manifest(folder, n_test: int = 10, n_val: int = 6):
 def tiny_model_dir(tmp_path):
     from echoclip.models.factory import create_model, get_tokenizer
 
-    return create_model("echoclip-tiny").save_pretrained(tmp_path / "model", tokenizer=get_tokenizer("echoclip-tiny"))
+    return create_model("echoclip-tiny").save_pretrained(
+        tmp_path / "model", tokenizer=get_tokenizer("echoclip-tiny")
+    )
 
 
 @pytest.mark.slow
@@ -199,15 +215,30 @@ def test_cli_evaluate_and_zeroshot_on_an_untrained_tiny_model(tmp_path, tiny_mod
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["calibration_studies"] == 6
     assert set(metrics["zero_shot"]) >= {"ejection_fraction", "pacemaker", "view", "reduced_lv_function"}
-    for png in ("regression_ejection_fraction.png", "roc_devices.png", "retrieval_ranks.png", "loss_curves.png"):
+    for png in (
+        "regression_ejection_fraction.png",
+        "roc_devices.png",
+        "retrieval_ranks.png",
+        "loss_curves.png",
+    ):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     assert "# echoclip evaluation" in (out / "summary.md").read_text()
 
     preds = tmp_path / "preds.parquet"
-    argv = ["zeroshot", "--model", str(tiny_model_dir), "--data", str(manifest), "--prompts", "ejection_fraction,devices"]
+    argv = [
+        "zeroshot",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(manifest),
+        "--prompts",
+        "ejection_fraction,devices",
+    ]
     assert main([*argv, "--method", "expectation", "--out", str(preds)]) == 0
     table = pd.read_parquet(preds)
-    assert len(table) == 10 and {"study_id", "ejection_fraction", "pacemaker", "impella"} <= set(table.columns)
+    assert len(table) == 10 and {"study_id", "ejection_fraction", "pacemaker", "impella"} <= set(
+        table.columns
+    )
     assert table["ejection_fraction"].between(5, 85).all()
 
 
@@ -218,17 +249,41 @@ def test_cli_errors_are_one_line_and_come_before_any_video_is_read(tmp_path, tin
 
     manifest = tmp_path / "manifest.parquet"  # its videos do not exist: nothing may try to read them
     pd.DataFrame(
-        {"video_path": ["v/0.avi"], "report": ["LVEF 40%."], "patient_id": ["p"], "study_id": ["s"], "ef": [40.0],
-         "split": ["test"]}
+        {
+            "video_path": ["v/0.avi"],
+            "report": ["LVEF 40%."],
+            "patient_id": ["p"],
+            "study_id": ["s"],
+            "ef": [40.0],
+            "split": ["test"],
+        }
     ).to_parquet(manifest)
-    argv = ["zeroshot", "--model", str(tiny_model_dir), "--data", str(manifest), "--out", str(tmp_path / "p.parquet")]
+    argv = [
+        "zeroshot",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(manifest),
+        "--out",
+        str(tmp_path / "p.parquet"),
+    ]
     assert main([*argv, "--method", "median"]) == 1
     assert "unknown method 'median'" in capsys.readouterr().err
     assert main([*argv, "--prompts", "ejection_fraction", "--method", "contrast"]) == 1
     assert "--method contrast scores none of the targets of ejection_fraction" in capsys.readouterr().err
-    bad = ["evaluate", "--model", str(tiny_model_dir), "--data", str(manifest), "--prompts", "ejection_fraction,views"]
+    bad = [
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(manifest),
+        "--prompts",
+        "ejection_fraction,views",
+    ]
     assert main([*bad, "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("echoclip evaluate: error: prompt set 'views', target 'view' needs the label column 'view'")
+    assert err.startswith(
+        "echoclip evaluate: error: prompt set 'views', target 'view' needs the label column 'view'"
+    )
     assert "\n" not in err
     assert not (tmp_path / "r").exists()

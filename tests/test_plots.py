@@ -40,7 +40,9 @@ def test_roc_figure_has_one_curve_per_target(tmp_path) -> None:
     fig = plots.roc_figure(curves)
     assert _labels(fig) == [("false positive rate (1 − specificity)", "true positive rate (sensitivity)")]
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert any(t.startswith("pacemaker: AUC") for t in legend) and any(t.startswith("tavr: AUC") for t in legend)
+    assert any(t.startswith("pacemaker: AUC") for t in legend) and any(
+        t.startswith("tavr: AUC") for t in legend
+    )
     assert any(t.startswith("impella: one class only") for t in legend)
     assert plots.plot_roc_curves(curves, tmp_path / "roc.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -48,7 +50,7 @@ def test_roc_figure_has_one_curve_per_target(tmp_path) -> None:
 def test_rank_histogram(tmp_path) -> None:
     ranks = np.array([1, 1, 2, 5, 9, 30])
     fig = plots.rank_histogram_figure(ranks, n_candidates=40)
-    (x, y), = _labels(fig)
+    ((x, y),) = _labels(fig)
     assert "rank of the true report" in x and "of 40" in x and y == "number of studies"
     counts = sum(p.get_height() for p in fig.axes[0].patches)
     assert counts == len(ranks)

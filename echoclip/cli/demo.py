@@ -10,9 +10,13 @@ EXAMPLE = "echoclip demo --out runs/demo --size small --seed 0"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    parser.add_argument("--size", default="small", choices=["small", "medium"], help="data and compute budget")
+    parser.add_argument(
+        "--size", default="small", choices=["small", "medium"], help="data and compute budget"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort and of training")
-    parser.add_argument("--force", action="store_true", help="redo every stage instead of reusing finished ones")
+    parser.add_argument(
+        "--force", action="store_true", help="redo every stage instead of reusing finished ones"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(format_table(metrics))
     print(f"\nmetrics: {out / 'metrics.json'}   plots: {out / 'eval'}   model: {out / 'clip' / 'final'}")
-    print(f"search the test set:  echoclip search --index {out / 'index' / 'reports'} "
-          f"--model {out / 'clip' / 'final'} --text \"A PACEMAKER LEAD IS SEEN.\"")
+    print(
+        f"search the test set:  echoclip search --index {out / 'index' / 'reports'} "
+        f'--model {out / "clip" / "final"} --text "A PACEMAKER LEAD IS SEEN."'
+    )
     print(f"demo done in {metrics['time.total_s']:.0f} s")
     return 0

@@ -23,8 +23,11 @@ RESULT_COLUMNS = ("query", "rank", "score", "row")  # names a search result uses
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (from `echoclip train`)")
-    p.add_argument("--data", required=True,
-                   help="manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder",
+    )
     p.add_argument("--out", required=True, help="output folder: OUT/videos and OUT/reports")
     p.add_argument("--split", help="only this split (train, val, test); default: every row")
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
@@ -71,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     identity = model_identity(args.model)
     dataset = open_dataset(args.data, args.split, VideoTransform(model.preprocess_config))
 
-    videos = embed_videos(model, dataset, batch_size=args.batch_size, device=args.device,
-                          num_workers=args.workers)
+    videos = embed_videos(
+        model, dataset, batch_size=args.batch_size, device=args.device, num_workers=args.workers
+    )
     readable = np.isfinite(videos).all(axis=1)
     video_meta = video_metadata(dataset)[readable].reset_index(drop=True)
     report_meta = report_metadata(dataset.table)
@@ -82,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     dim = videos.shape[1]
-    EmbeddingStore.create(tmp / "videos", dim, args.dtype, model=identity).append(videos[readable], video_meta)
+    EmbeddingStore.create(tmp / "videos", dim, args.dtype, model=identity).append(
+        videos[readable], video_meta
+    )
     if len(report_meta):
         EmbeddingStore.create(tmp / "reports", dim, args.dtype, model=identity).append(reports, report_meta)
     write_skip_report(dataset.skipped, tmp / "skipped.csv")

@@ -16,7 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="labelled manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder",
     )
-    p.add_argument("--out", required=True, help="report folder: metrics.json, predictions.csv, PNG plots, summary.md")
+    p.add_argument(
+        "--out", required=True, help="report folder: metrics.json, predictions.csv, PNG plots, summary.md"
+    )
     p.add_argument("--split", default="test", help="split to evaluate; 'all' for every row (default: test)")
     p.add_argument(
         "--calibration-split",
@@ -29,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated prompt sets (names or JSON files); each must find its labels in the data. "
         "Default: every shipped set, skipping targets the data has no labels for",
     )
-    p.add_argument("--method", help="scoring method for the targets of its kind (see `echoclip zeroshot --help`)")
+    p.add_argument(
+        "--method", help="scoring method for the targets of its kind (see `echoclip zeroshot --help`)"
+    )
     p.add_argument(
         "--metrics-csv",
         help="training metrics for the loss-curve plot (default: metrics.csv beside or above the model)",

@@ -12,17 +12,37 @@ EXAMPLE = "echoclip index --embeddings runs/emb --out runs/index --factory auto"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embeddings", required=True,
-                   help="an embedding store, or a folder of stores (videos/, reports/) as `echoclip embed` writes")
-    p.add_argument("--out", required=True, help="output folder; one index per store (IDX/videos, IDX/reports)")
-    p.add_argument("--factory", default="auto",
-                   help="'auto' (Flat, HNSW32 or IVF-PQ by size) or any faiss factory string, e.g. 'HNSW32'")
-    p.add_argument("--metric", choices=["ip", "l2"], default="ip",
-                   help="inner product (cosine on unit embeddings) or L2 distance")
-    p.add_argument("--target-recall", type=float, default=0.95,
-                   help="recall@10 against exact search that approximate indexes are tuned to reach")
-    p.add_argument("--sample-queries", type=int, default=1000,
-                   help="indexed vectors used as queries to measure recall at build time")
+    p.add_argument(
+        "--embeddings",
+        required=True,
+        help="an embedding store, or a folder of stores (videos/, reports/) as `echoclip embed` writes",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder; one index per store (IDX/videos, IDX/reports)"
+    )
+    p.add_argument(
+        "--factory",
+        default="auto",
+        help="'auto' (Flat, HNSW32 or IVF-PQ by size) or any faiss factory string, e.g. 'HNSW32'",
+    )
+    p.add_argument(
+        "--metric",
+        choices=["ip", "l2"],
+        default="ip",
+        help="inner product (cosine on unit embeddings) or L2 distance",
+    )
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="recall@10 against exact search that approximate indexes are tuned to reach",
+    )
+    p.add_argument(
+        "--sample-queries",
+        type=int,
+        default=1000,
+        help="indexed vectors used as queries to measure recall at build time",
+    )
 
 
 def find_stores(path: Path) -> list[tuple[str | None, Path]]:
@@ -47,12 +67,23 @@ def run(args: argparse.Namespace) -> int:
     parts = []
     for name, folder in find_stores(Path(args.embeddings)):
         store = EmbeddingStore(folder)
-        index = build_index(store, factory=args.factory, metric=args.metric,
-                            target_recall=args.target_recall, sample_queries=args.sample_queries)
+        index = build_index(
+            store,
+            factory=args.factory,
+            metric=args.metric,
+            target_recall=args.target_recall,
+            sample_queries=args.sample_queries,
+        )
         index.save(out / name if name else out)
         info = index.info
-        recall = "exact" if info.get("exact") else (
-            "recall@10 n/a" if info.get("recall_at_10") is None else f"recall@10 {info['recall_at_10']:.3f}"
+        recall = (
+            "exact"
+            if info.get("exact")
+            else (
+                "recall@10 n/a"
+                if info.get("recall_at_10") is None
+                else f"recall@10 {info['recall_at_10']:.3f}"
+            )
         )
         parts.append(f"{len(store):,} {name or 'vectors'} ({info['factory']}, {recall})")
     print(f"index: {'; '.join(parts)} -> {out} in {time.perf_counter() - start:.1f} s")

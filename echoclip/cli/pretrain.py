@@ -14,18 +14,33 @@ EXAMPLE = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True,
-                   help="manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="manifest (parquet/CSV), a folder holding manifest.parquet, or an EchoNet-Dynamic folder",
+    )
     p.add_argument("--model", default="echoclip-tiny", help="model config name, JSON file or model directory")
-    p.add_argument("--out", default="runs/ssl", help="run folder (checkpoints, metrics, images, final/ encoder)")
+    p.add_argument(
+        "--out", default="runs/ssl", help="run folder (checkpoints, metrics, images, final/ encoder)"
+    )
     p.add_argument("--config", help="TOML recipe with [train] and [pretrain] tables; flags override it")
     p.add_argument("--mask", choices=["tube", "random", "consistent"], help="token mask of masked modelling")
     p.add_argument("--ratio", type=float, help="fraction of tokens hidden (default 0.9)")
-    p.add_argument("--periodic-weight", type=float, help="weight of the periodic contrastive term (default 0.1)")
-    p.add_argument("--invariance-weight", type=float,
-                   help="weight of the clip augmentation-invariance term, non-ViT towers (default 1.0)")
-    p.add_argument("--no-norm-pix-loss", dest="norm_pix_loss", action="store_false", default=None,
-                   help="reconstruct raw pixels instead of per-patch normalised ones")
+    p.add_argument(
+        "--periodic-weight", type=float, help="weight of the periodic contrastive term (default 0.1)"
+    )
+    p.add_argument(
+        "--invariance-weight",
+        type=float,
+        help="weight of the clip augmentation-invariance term, non-ViT towers (default 1.0)",
+    )
+    p.add_argument(
+        "--no-norm-pix-loss",
+        dest="norm_pix_loss",
+        action="store_false",
+        default=None,
+        help="reconstruct raw pixels instead of per-patch normalised ones",
+    )
     p.add_argument("--decoder-width", type=int)
     p.add_argument("--decoder-layers", type=int)
     p.add_argument("--image-every", type=int, help="write a reconstruction PNG every N steps (0: never)")
@@ -36,7 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="bf16 speeds up a ViT on CPUs with bf16 matrix units; it slows convolutions on others")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 speeds up a ViT on CPUs with bf16 matrix units; it slows convolutions on others",
+    )
     p.add_argument("--workers", type=int, dest="num_workers", help="data loading processes")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--keep-last", type=int)
@@ -44,18 +63,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-augment", action="store_true", help="centred clips without augmentation")
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
-    p.add_argument("--probe", metavar="TARGET", nargs="?", const="ef",
-                   help="at the end, probe TARGET (default ef) on the pretrained and a random encoder")
+    p.add_argument(
+        "--probe",
+        metavar="TARGET",
+        nargs="?",
+        const="ef",
+        help="at the end, probe TARGET (default ef) on the pretrained and a random encoder",
+    )
     p.add_argument("--probe-steps", type=int, default=300, help="training steps of the attentive probe")
 
 
 _TRAIN_FLAGS = (
-    "epochs", "steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "precision",
-    "num_workers", "checkpoint_every", "keep_last", "val_every", "seed",
+    "epochs",
+    "steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "precision",
+    "num_workers",
+    "checkpoint_every",
+    "keep_last",
+    "val_every",
+    "seed",
 )
 _PRETRAIN_FLAGS = (
-    "mask", "ratio", "periodic_weight", "invariance_weight", "norm_pix_loss", "decoder_width",
-    "decoder_layers", "image_every",
+    "mask",
+    "ratio",
+    "periodic_weight",
+    "invariance_weight",
+    "norm_pix_loss",
+    "decoder_width",
+    "decoder_layers",
+    "image_every",
 )
 # a pretraining run logs and checkpoints more often than the TrainConfig defaults
 _DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 20, "log_every": 5, "checkpoint_every": 100}
@@ -79,7 +120,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any
         options = PretrainConfig(**recipe.get("pretrain", {}))
     except TypeError as e:
         raise ConfigError(f"{args.config}: bad [pretrain] table ({e})") from None
-    options = replace(options, **{k: getattr(args, k) for k in _PRETRAIN_FLAGS if getattr(args, k) is not None})
+    options = replace(
+        options, **{k: getattr(args, k) for k in _PRETRAIN_FLAGS if getattr(args, k) is not None}
+    )
     return train, options, recipe
 
 
@@ -125,6 +168,7 @@ def _probe(args: argparse.Namespace, encoder_dir: Any, seed: int) -> dict[str, A
     _, info = read_encoder(encoder_dir)
     preprocess = PreprocessConfig.from_dict(info["preprocess"])
     dataset = open_clips(args.data, None, VideoTransform(preprocess), seed=seed)
-    figures = probe_against_random(encoder_dir, dataset, target=args.probe, seed=seed,
-                                   attentive_steps=args.probe_steps)
+    figures = probe_against_random(
+        encoder_dir, dataset, target=args.probe, seed=seed, attentive_steps=args.probe_steps
+    )
     return {side: {k: round(v, 4) for k, v in f.items()} for side, f in figures.items()}

@@ -12,22 +12,33 @@ from pathlib import Path
 from typing import Any
 
 HELP = "search an index with a video file or a text query"
-EXAMPLE = 'echoclip search --index runs/index --model runs/clip/final --text "SEVERE MITRAL REGURGITATION." --k 5'
+EXAMPLE = (
+    'echoclip search --index runs/index --model runs/clip/final --text "SEVERE MITRAL REGURGITATION." --k 5'
+)
 
 REPORT_WIDTH = 90  # characters of report text in the printed table (--json keeps it whole)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", required=True, help="an index folder, or one holding videos/ and reports/ indexes")
+    p.add_argument(
+        "--index", required=True, help="an index folder, or one holding videos/ and reports/ indexes"
+    )
     p.add_argument("--model", required=True, help="the model directory that made the indexed embeddings")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--video", help="a video file (DICOM, AVI, MP4) to search with")
     query.add_argument("--text", help="a report sentence to search with")
     p.add_argument("--k", type=int, default=5, help="results to show")
-    p.add_argument("--same-patient", action="store_true",
-                   help="with --video: rank the videos of other studies (patient identification)")
-    p.add_argument("--target", choices=["auto", "reports", "videos"], default="auto",
-                   help="which index to search (default: reports for a video, videos for a text)")
+    p.add_argument(
+        "--same-patient",
+        action="store_true",
+        help="with --video: rank the videos of other studies (patient identification)",
+    )
+    p.add_argument(
+        "--target",
+        choices=["auto", "reports", "videos"],
+        default="auto",
+        help="which index to search (default: reports for a video, videos for a text)",
+    )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -65,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
     index = Index.load(folder, expected_model_hash=identity["hash"])
     model = echoclip.load_model(args.model)
     if args.text is not None:
-        query = embed_reports(model, echoclip.get_tokenizer(args.model), [args.text],
-                              device=args.device, progress=False)
+        query = embed_reports(
+            model, echoclip.get_tokenizer(args.model), [args.text], device=args.device, progress=False
+        )
     else:
-        query = embed_videos(model, [echoclip.load_video(args.video)], batch_size=1,
-                             device=args.device, progress=False)
+        query = embed_videos(
+            model, [echoclip.load_video(args.video)], batch_size=1, device=args.device, progress=False
+        )
 
     own = _own_rows(index, args.video) if args.video else None
     if args.same_patient:
@@ -81,15 +94,21 @@ def run(args: argparse.Namespace) -> int:
         results.insert(3, "same_patient", results["patient_id"].isin(own["patient_id"]))
 
     if args.json:
-        payload = {"query": {"text": args.text} if args.text is not None else {"video": args.video},
-                   "index": str(folder), "target": target, "results": _records(results)}
+        payload = {
+            "query": {"text": args.text} if args.text is not None else {"video": args.video},
+            "index": str(folder),
+            "target": target,
+            "results": _records(results),
+        }
         json.dump(payload, sys.stdout, indent=2, default=str)
         print()
         return 0
     print(_table(results) if len(results) else "(no results)")
     what = "text" if args.text is not None else "video"
-    print(f"search: top {len(results)} of {len(index):,} {target} for the {what} query "
-          f"({index.info.get('factory')}) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"search: top {len(results)} of {len(index):,} {target} for the {what} query "
+        f"({index.info.get('factory')}) in {time.perf_counter() - start:.1f} s"
+    )
     return 0
 
 
@@ -130,8 +149,11 @@ def _other_studies(index: Any, query: Any, k: int, own: Any) -> Any:
 
 
 def _table(results: Any) -> str:
-    shown = [c for c in ("rank", "score", "same_patient", "study_id", "patient_id", "view", "video_path", "report")
-             if c in results.columns]
+    shown = [
+        c
+        for c in ("rank", "score", "same_patient", "study_id", "patient_id", "view", "video_path", "report")
+        if c in results.columns
+    ]
     table = results[shown or list(results.columns)].copy()
     if "video_path" in table.columns:
         table["video_path"] = table["video_path"].map(lambda p: Path(str(p)).name)

@@ -14,7 +14,9 @@ EXAMPLE = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="manifest (parquet/CSV) or a folder holding manifest.parquet")
+    p.add_argument(
+        "--data", required=True, help="manifest (parquet/CSV) or a folder holding manifest.parquet"
+    )
     p.add_argument("--model", default="echoclip-tiny", help="model config name or a model directory")
     p.add_argument("--tokenizer", help="folder with tokenizer.json (default: the model's tokenizer)")
     p.add_argument("--init", help="pretraining checkpoint to initialise the video tower from")
@@ -43,9 +45,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _TRAIN_FLAGS = (
-    "epochs", "steps", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "loss",
-    "precision", "num_workers", "checkpoint_every", "keep_last", "val_every", "sentence_dropout",
-    "shuffle_sentences", "grad_checkpointing", "compile", "seed",
+    "epochs",
+    "steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "loss",
+    "precision",
+    "num_workers",
+    "checkpoint_every",
+    "keep_last",
+    "val_every",
+    "sentence_dropout",
+    "shuffle_sentences",
+    "grad_checkpointing",
+    "compile",
+    "seed",
 )
 
 

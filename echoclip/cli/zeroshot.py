@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="scoring method for the targets of its kind: echoclip_rank, expectation, argmax (regression); "
         "similarity, contrast, calibrated (binary); argmax (categorical). Default: echoclip_rank / similarity / argmax",
     )
-    p.add_argument("--split", default="test", help="split of a manifest or folder; 'all' for every row (default: test)")
+    p.add_argument(
+        "--split", default="test", help="split of a manifest or folder; 'all' for every row (default: test)"
+    )
     p.add_argument("--out", required=True, help="predictions file, .parquet or .csv: one row per study")
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")

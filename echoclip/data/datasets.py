@@ -545,7 +545,9 @@ def _trace_mask(lines: np.ndarray, height: int, width: int) -> np.ndarray:
     return inside.reshape(height, width)
 
 
-def open_dataset(path: str | os.PathLike[str], split: str | Sequence[str] | None, transform: Any = None) -> Any:
+def open_dataset(
+    path: str | os.PathLike[str], split: str | Sequence[str] | None, transform: Any = None
+) -> Any:
     """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
     EchoNet-Dynamic folder (``split=None``: every row). What every command's ``--data`` means."""
     path = Path(path)
@@ -557,5 +559,5 @@ def open_dataset(path: str | os.PathLike[str], split: str | Sequence[str] | None
             raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
         path = found[0]
     elif not path.is_file():
-        raise DataError(f"{path}: no such manifest or folder")
+        raise DataError(f"{path}: data not found (no such manifest or folder)")
     return Manifest(path, split=split, transform=transform)

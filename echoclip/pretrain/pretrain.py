@@ -55,15 +55,12 @@ def open_clips(
     data: str | os.PathLike[str], split: str | None, transform: Any, seed: int | None = None
 ) -> Any:
     """A clip dataset of a manifest (or a folder holding one) or of an EchoNet-Dynamic folder."""
-    from echoclip.data.datasets import EchoNetDynamic, Manifest
-    from echoclip.train.clip import resolve_manifest
+    from echoclip.data.datasets import open_dataset
 
-    path = Path(data)
-    if path.is_dir() and (path / "FileList.csv").is_file() and not any(
-        (path / name).is_file() for name in ("manifest.parquet", "manifest.csv")
-    ):
-        return EchoNetDynamic(path, split=split or "all", transform=transform, seed=seed)
-    return Manifest(resolve_manifest(path), split=split, transform=transform, seed=seed)
+    dataset = open_dataset(data, split, transform)
+    if seed is not None:
+        dataset.seed = int(seed)
+    return dataset
 
 
 def pretrain(

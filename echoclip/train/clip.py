@@ -16,19 +16,6 @@ from echoclip.train.pairs import StudyPairs
 log = logging.getLogger(__name__)
 
 
-def resolve_manifest(data: str | Path) -> Path:
-    """A manifest file, or a folder holding ``manifest.parquet`` (what ``echoclip simulate`` writes)."""
-    path = Path(data)
-    if path.is_dir():
-        for name in ("manifest.parquet", "manifest.csv"):
-            if (path / name).is_file():
-                return path / name
-        raise DataError(f"{path}: no manifest.parquet or manifest.csv in this folder")
-    if not path.exists():
-        raise DataError(f"{path}: data not found")
-    return path
-
-
 def build_clip_model(
     model: str | Path,
     tokenizer: Any | None,
@@ -101,8 +88,9 @@ def train_clip(
         raise DataError(f"{data}: no studies in split {train_split!r}")
     if preload:
         train_set.preload(progress=config.progress)
-    pairs = StudyPairs.from_table_dataset(train_set, seed=config.seed,
-                                          skip_empty_reports=config.skip_empty_reports)
+    pairs = StudyPairs.from_table_dataset(
+        train_set, seed=config.seed, skip_empty_reports=config.skip_empty_reports
+    )
     val_set = None
     if val_split:
         try:

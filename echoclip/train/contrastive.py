@@ -101,7 +101,9 @@ class ContrastiveObjective:
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if self.loss_name == "siglip":
             return SigLipLoss(rank=rank, world_size=world)
-        return ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+        return ClipLoss(
+            local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world
+        )
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
         if self._loss_fn is None:
@@ -111,7 +113,9 @@ class ContrastiveObjective:
         bias = out.get("logit_bias")
         if self.loss_name == "siglip":
             if bias is None:
-                raise ValueError("the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)")
+                raise ValueError(
+                    "the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)"
+                )
             loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"], bias)
         else:
             loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"])
@@ -151,8 +155,9 @@ class ContrastiveObjective:
             if not videos:
                 return
             v = model.encode_video(torch.stack(videos).to(device), normalize=True)
-            t = model.encode_text(self.tokenizer(reports, context_length=self.context_length).to(device),
-                                  normalize=True)
+            t = model.encode_text(
+                self.tokenizer(reports, context_length=self.context_length).to(device), normalize=True
+            )
             v_out.append(v.float().cpu().numpy())
             t_out.append(t.float().cpu().numpy())
             videos.clear()
@@ -195,4 +200,3 @@ def _prediction_column(preds: Any) -> str:
         if name in preds.columns:
             return name
     return str(preds.columns[0])
-

@@ -336,8 +336,15 @@ class Trainer:
                     per_rank = len(self.dataset) // info.world_size  # type: ignore[arg-type]
                     at_epoch_end = (position + 1) * cfg.batch_size > per_rank
                     last_good = self._checkpoint(
-                        info, out, step, model, optimizer, scheduler,
-                        epoch + 1 if at_epoch_end else epoch, 0 if at_epoch_end else position, window,
+                        info,
+                        out,
+                        step,
+                        model,
+                        optimizer,
+                        scheduler,
+                        epoch + 1 if at_epoch_end else epoch,
+                        0 if at_epoch_end else position,
+                        window,
                     )
                 if step >= total_steps:
                     break

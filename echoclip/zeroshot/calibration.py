@@ -86,7 +86,9 @@ class Calibration:
         )
 
 
-def fit_calibration(scores: Any, labels: Any, method: str = "platt", *, score: str = "similarity") -> Calibration:
+def fit_calibration(
+    scores: Any, labels: Any, method: str = "platt", *, score: str = "similarity"
+) -> Calibration:
     """Fit a score -> probability map on labelled studies.
 
     ``scores`` are raw binary zero-shot scores (``score`` names the method that made

@@ -290,7 +290,11 @@ def encode_prompts(
     with _evaluating(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = list(texts[start : start + batch_size])
-            ids = tokenizer(batch) if context_length is None else tokenizer(batch, context_length=context_length)
+            ids = (
+                tokenizer(batch)
+                if context_length is None
+                else tokenizer(batch, context_length=context_length)
+            )
             ids = torch.as_tensor(ids, dtype=torch.long).to(dev)
             chunks.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
@@ -368,7 +372,9 @@ def embed_clips(
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         emb, meta = embed_dataset(model, data, batch_size=batch_size, num_workers=num_workers, device=device)
         return emb, [m.get("study_id", m.get("index", i)) for i, m in enumerate(meta)]
-    raise DataError(f"cannot take videos from a {type(data).__name__}; give Videos, clips, a dataset or embeddings")
+    raise DataError(
+        f"cannot take videos from a {type(data).__name__}; give Videos, clips, a dataset or embeddings"
+    )
 
 
 def embed_dataset(
@@ -428,7 +434,9 @@ def _encode_batches(model: Any, batches: Any, device: Any) -> tuple[np.ndarray, 
     chunks, ids = [], []
     with _evaluating(model), torch.inference_mode():
         for clips, batch_ids in batches:
-            chunks.append(model.encode_video(clips.to(dev, torch.float32), normalize=True).float().cpu().numpy())
+            chunks.append(
+                model.encode_video(clips.to(dev, torch.float32), normalize=True).float().cpu().numpy()
+            )
             ids.extend(batch_ids)
     if not chunks:
         raise DataError("no video could be read; nothing to score")

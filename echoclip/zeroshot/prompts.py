@@ -159,7 +159,9 @@ class RegressionTarget:
             d["description"] = self.description
         if self.label is not None:
             d["label"] = self.label.to_json()
-        d.update(unit=self.unit, templates=list(self.templates), range=[self.start, self.stop], step=self.step)
+        d.update(
+            unit=self.unit, templates=list(self.templates), range=[self.start, self.stop], step=self.step
+        )
         if self.report_range is not None:
             d["report_range"] = list(self.report_range)
         return d
@@ -246,7 +248,9 @@ class PromptSet:
         for name, calibration in calibrations.items():
             target = targets.get(name)
             if not isinstance(target, BinaryTarget):
-                raise ConfigError(f"prompt set {self.name!r}: {name!r} is not a binary target; cannot calibrate it")
+                raise ConfigError(
+                    f"prompt set {self.name!r}: {name!r} is not a binary target; cannot calibrate it"
+                )
             targets[name] = replace(target, calibration=dict(calibration))
         return replace(self, targets=targets)
 
@@ -317,7 +321,9 @@ def _parse(d: Any, source: str) -> PromptSet:
     raw_targets = d.get("targets")
     if not isinstance(raw_targets, Mapping) or not raw_targets:
         raise ConfigError(f"{where}: 'targets' must be a non-empty object of target name -> target")
-    targets = {str(t): _parse_target(str(t), spec, f"{where}, target {t!r}") for t, spec in raw_targets.items()}
+    targets = {
+        str(t): _parse_target(str(t), spec, f"{where}, target {t!r}") for t, spec in raw_targets.items()
+    }
     return PromptSet(name=name, targets=targets, description=str(d.get("description", "")), source=source)
 
 
@@ -329,14 +335,18 @@ def _parse_target(name: str, spec: Any, where: str) -> Target:
         raise ConfigError(f"{where}: 'type' must be one of {sorted(_TARGET_KEYS)}, got {kind!r}")
     unknown = sorted(set(spec) - _TARGET_KEYS[kind])
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; a {kind} target has {sorted(_TARGET_KEYS[kind])}")
+        raise ConfigError(
+            f"{where}: unknown keys {unknown}; a {kind} target has {sorted(_TARGET_KEYS[kind])}"
+        )
     label = _parse_label(spec.get("label"), where)
     description = str(spec.get("description", ""))
     if kind == "regression":
         templates = _prompt_list(spec.get("templates"), f"{where}: 'templates'")
         for template in templates:
             if PLACEHOLDER not in template:
-                raise ConfigError(f"{where}: template {template!r} has no {PLACEHOLDER} placeholder for the value")
+                raise ConfigError(
+                    f"{where}: template {template!r} has no {PLACEHOLDER} placeholder for the value"
+                )
         start, stop = _pair(spec.get("range"), f"{where}: 'range'")
         step = _number(spec.get("step"), f"{where}: 'step'")
         if not step > 0:
@@ -358,11 +368,15 @@ def _parse_target(name: str, spec: Any, where: str) -> Target:
             description=description,
         )
         if len(target.values()) == 0:
-            raise ConfigError(f"{where}: no candidate value of range {[start, stop]} lies in report_range {report_range}")
+            raise ConfigError(
+                f"{where}: no candidate value of range {[start, stop]} lies in report_range {report_range}"
+            )
         return target
     if kind == "binary":
         positive = _prompt_list(spec.get("positive"), f"{where}: 'positive'")
-        negative = () if spec.get("negative") is None else _prompt_list(spec["negative"], f"{where}: 'negative'")
+        negative = (
+            () if spec.get("negative") is None else _prompt_list(spec["negative"], f"{where}: 'negative'")
+        )
         calibration = spec.get("calibration")
         if calibration is not None:
             _check_calibration(calibration, where)
@@ -410,10 +424,18 @@ def _parse_label(value: Any, where: str) -> LabelSpec | None:
         return None
     if isinstance(value, str) and value:
         return LabelSpec(value)
-    if isinstance(value, Mapping) and isinstance(value.get("column"), str) and set(value) <= {"column", "below"}:
+    if (
+        isinstance(value, Mapping)
+        and isinstance(value.get("column"), str)
+        and set(value) <= {"column", "below"}
+    ):
         below = value.get("below")
-        return LabelSpec(value["column"], None if below is None else _number(below, f"{where}: label 'below'"))
-    raise ConfigError(f"{where}: 'label' must be a column name or {{'column': name, 'below': number}}, got {value!r}")
+        return LabelSpec(
+            value["column"], None if below is None else _number(below, f"{where}: label 'below'")
+        )
+    raise ConfigError(
+        f"{where}: 'label' must be a column name or {{'column': name, 'below': number}}, got {value!r}"
+    )
 
 
 def _number(value: Any, where: str) -> float:

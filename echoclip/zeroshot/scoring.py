@@ -111,7 +111,9 @@ def _candidates(prompt_emb: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
     vals = np.asarray(values, dtype=np.float64).reshape(-1)
     if p.ndim == 3:
         if p.shape[0] != len(vals):
-            raise ValueError(f"prompt embeddings [V, P, D] = {p.shape} need {p.shape[0]} values, got {len(vals)}")
+            raise ValueError(
+                f"prompt embeddings [V, P, D] = {p.shape} need {p.shape[0]} values, got {len(vals)}"
+            )
         return p.reshape(-1, p.shape[-1]), np.repeat(vals, p.shape[1])
     if p.ndim != 2 or p.shape[0] != len(vals):
         raise ValueError(f"prompt embeddings {p.shape} need one value per row (got {len(vals)} values)")
@@ -162,7 +164,9 @@ def echoclip_rank(
 
 
 @register_scorer("regression", "expectation")
-def expectation(video_emb: Any, prompt_emb: Any, values: Any, *, logit_scale: float | None = None) -> np.ndarray:
+def expectation(
+    video_emb: Any, prompt_emb: Any, values: Any, *, logit_scale: float | None = None
+) -> np.ndarray:
     """Expected value under the softmax over candidate values of ``logit_scale`` x similarity.
 
     Similarities are averaged over templates and clips per value first, so the

@@ -52,8 +52,12 @@ def test_temporal_aggregations_learn_on_a_batch(aggregation, stand_in_tokenizer)
     model = create_model(
         "echoclip-tiny",
         tokenizer=stand_in_tokenizer,
-        video={"aggregation": aggregation, "num_frames": 4, "image_size": 32,
-               "backbone_kwargs": {"widths": [16, 32, 64, 128]}},  # no strided stem at 32 px
+        video={
+            "aggregation": aggregation,
+            "num_frames": 4,
+            "image_size": 32,
+            "backbone_kwargs": {"widths": [16, 32, 64, 128]},
+        },  # no strided stem at 32 px
     )
     x = clips(model, 4)
     ids = stand_in_tokenizer([f"EF {v}%" for v in (20, 40, 60, 80)])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from echoclip.retrieval import EmbeddingStore, Index
-
 from echoclip.cli.main import main
+from echoclip.retrieval import EmbeddingStore, Index
 
 
 def test_index_builds_one_index_per_store(tmp_path, capsys, unit_vectors, row_metadata):

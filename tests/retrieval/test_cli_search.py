@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from echoclip.tokenizer import EchoTokenizer
 
 from echoclip.cli.main import main
 from echoclip.data.synthetic import simulate_dataset, simulate_reports
 from echoclip.models.factory import create_model
+from echoclip.tokenizer import EchoTokenizer
 
 
 def _simulate(root: Path, n: int) -> Path:

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
+
 from echoclip.retrieval import EmbeddingStore, Index, RetrievalError, build_index, choose_factory
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from echoclip.retrieval import RetrievalError
 from echoclip.retrieval.metrics import (
     knn_recall,

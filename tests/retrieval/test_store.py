@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from echoclip.retrieval import EmbeddingStore, RetrievalError
 
 

@@ -36,8 +36,14 @@ def test_two_ranks_equal_one_double_batch(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(double), "4"],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+            env={
+                **env,
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+            },
         )
         for r in range(2)
     ]

@@ -20,8 +20,18 @@ def _objective(**kw) -> ContrastiveObjective:
 
 
 def _config(tmp_path, **kw) -> TrainConfig:
-    base = dict(out=str(tmp_path / "run"), steps=12, batch_size=8, lr=3e-2, warmup_steps=2,
-                checkpoint_every=4, log_every=1, tensorboard=False, progress=False, seed=3)
+    base = dict(
+        out=str(tmp_path / "run"),
+        steps=12,
+        batch_size=8,
+        lr=3e-2,
+        warmup_steps=2,
+        checkpoint_every=4,
+        log_every=1,
+        tensorboard=False,
+        progress=False,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -49,7 +59,9 @@ def test_resume_after_crash_gives_identical_weights_and_metrics(tmp_path):
 
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(ToyClip(), Crash(toy_tokenizer, context_length=8), ToyClips(40), _config(tmp_path / "b")).fit()
+        Trainer(
+            ToyClip(), Crash(toy_tokenizer, context_length=8), ToyClips(40), _config(tmp_path / "b")
+        ).fit()
     assert latest_checkpoint(tmp_path / "b" / "run").name == "step_00000008"
     torch.manual_seed(123)  # the resumed process starts from different global RNG state
     resumed = Trainer(ToyClip(), _objective(), ToyClips(40), _config(tmp_path / "b"), resume=True).fit()

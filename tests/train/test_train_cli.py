@@ -32,9 +32,32 @@ def sim(tmp_path_factory) -> Path:
 
 
 def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "echoclip.cli.main", "-q", "train", "--data", str(sim),
-            "--model", "echoclip-tiny", "--out", str(out), "--steps", "12", "--batch-size", "4",
-            "--lr", "1e-3", "--checkpoint-every", "3", "--keep-last", "5", "--seed", "5", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "echoclip.cli.main",
+        "-q",
+        "train",
+        "--data",
+        str(sim),
+        "--model",
+        "echoclip-tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "12",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "3",
+        "--keep-last",
+        "5",
+        "--seed",
+        "5",
+        *extra,
+    ]
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
@@ -42,8 +65,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
     subprocess.run(_train_cmd(sim, reference), env=ENV, check=True, timeout=600, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(sim, killed), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(sim, killed), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
     while not (killed / "checkpoints" / "step_00000006").exists():
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -53,8 +77,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
     proc.wait()
     assert not (killed / "final").exists()
 
-    done = subprocess.run(_train_cmd(sim, killed, "--resume"), env=ENV, timeout=600,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        _train_cmd(sim, killed, "--resume"), env=ENV, timeout=600, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert "train done" in done.stdout
     a = load_file(reference / "final" / "model.safetensors")
@@ -81,7 +106,10 @@ def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
 
 
 def test_unreadable_or_missing_data(sim, tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--steps", "2"]) == 1
+    assert (
+        main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r"), "--steps", "2"])
+        == 1
+    )
     assert "nothing" in capsys.readouterr().err
 
     broken = tmp_path / "broken"
@@ -90,7 +118,8 @@ def test_unreadable_or_missing_data(sim, tmp_path, capsys):
     for p in table["video_path"]:
         (broken / p).write_bytes(b"not a video")
     table.to_parquet(broken / "manifest.parquet")
-    code = main(["train", "--data", str(broken), "--out", str(tmp_path / "r2"), "--steps", "2",
-                 "--batch-size", "2"])
+    code = main(
+        ["train", "--data", str(broken), "--out", str(tmp_path / "r2"), "--steps", "2", "--batch-size", "2"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "no readable training samples" in err

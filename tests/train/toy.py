@@ -81,5 +81,9 @@ class ToyClips(Dataset):
         c = int(self.classes[i])
         video = self.noise[i].clone()
         video[c % 3, :, c // 3] += 1.0
-        return {"video": video, "report": f"{WORDS[c]} CLIP. {WORDS[c]} PATCH. {WORDS[c]}.",
-                "index": i, "ef": float(20 * c + 30)}
+        return {
+            "video": video,
+            "report": f"{WORDS[c]} CLIP. {WORDS[c]} PATCH. {WORDS[c]}.",
+            "index": i,
+            "ef": float(20 * c + 30),
+        }

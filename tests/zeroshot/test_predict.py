@@ -76,7 +76,9 @@ def test_devices_from_precomputed_embeddings(model_and_tokenizer) -> None:
 def test_clips_of_one_study_are_scored_together(model_and_tokenizer) -> None:
     model, tokenizer = model_and_tokenizer
     emb = np.stack([ef_vector(36.0), ef_vector(60.0), ef_vector(44.0), ef_vector(60.0)])
-    df = zero_shot(model, tokenizer, emb, prompts=ef_prompts(), method="argmax", study_ids=["a", "b", "a", "c"])
+    df = zero_shot(
+        model, tokenizer, emb, prompts=ef_prompts(), method="argmax", study_ids=["a", "b", "a", "c"]
+    )
     assert list(df["study_id"]) == ["a", "b", "c"] and list(df["n_clips"]) == [2, 1, 1]
     # study a: the mean similarity over its two clips peaks half way, at 40
     assert list(df["ef"]) == [40.0, 60.0, 60.0]
@@ -123,7 +125,12 @@ def test_videos_go_through_the_transform(model_and_tokenizer) -> None:
     wanted = [ef_vector(28.0), ef_vector(68.0)]
     videos = [Video(np.zeros((4, 8, 8, 3), np.uint8), fps=25.0, meta={"n": i}) for i in range(2)]
     df = zero_shot(
-        model, tokenizer, videos, prompts=ef_prompts(), method="argmax", transform=lambda v: clip_with(wanted[v.meta["n"]])
+        model,
+        tokenizer,
+        videos,
+        prompts=ef_prompts(),
+        method="argmax",
+        transform=lambda v: clip_with(wanted[v.meta["n"]]),
     )
     assert list(df["ef"]) == [28.0, 68.0]
 
@@ -133,7 +140,9 @@ def test_bad_methods_and_data(model_and_tokenizer) -> None:
     emb = ef_vector(40.0)[None]
     with pytest.raises(ConfigError, match="unknown method 'mean'"):
         zero_shot(model, tokenizer, emb, prompts=ef_prompts(), method="mean")
-    with pytest.raises(ConfigError, match="scores binary targets, but prompt set 'toy_ef' has only regression"):
+    with pytest.raises(
+        ConfigError, match="scores binary targets, but prompt set 'toy_ef' has only regression"
+    ):
         zero_shot(model, tokenizer, emb, prompts=ef_prompts(), method="contrast")
     with pytest.raises(ConfigError, match="unknown method 'contrast' for regression"):
         zero_shot(model, tokenizer, emb, prompts=ef_prompts(), method={"ef": "contrast"})

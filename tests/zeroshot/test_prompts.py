@@ -21,7 +21,14 @@ from echoclip.zeroshot.prompts import (
 )
 
 DEVICES = ["pacemaker", "tavr", "surgical_valve", "mitraclip", "impella"]
-FINDINGS = ["lv_dilation", "rv_dilation", "la_enlargement", "pericardial_effusion", "lv_hypertrophy", "reduced_lv_function"]
+FINDINGS = [
+    "lv_dilation",
+    "rv_dilation",
+    "la_enlargement",
+    "pericardial_effusion",
+    "lv_hypertrophy",
+    "reduced_lv_function",
+]
 CONTEXT_LENGTH = 77
 
 
@@ -48,7 +55,10 @@ def test_device_and_finding_sets_use_the_data_set_names() -> None:
     assert list(findings) == FINDINGS
     for name in FINDINGS[:-1]:
         assert findings[name].label.column == f"finding_{name}"
-    assert findings["reduced_lv_function"].label.column == "ef" and findings["reduced_lv_function"].label.below == 50
+    assert (
+        findings["reduced_lv_function"].label.column == "ef"
+        and findings["reduced_lv_function"].label.below == 50
+    )
     views = load_prompt_set("views").targets["view"]
     assert isinstance(views, CategoricalTarget) and list(views.classes) == ["A4C", "A2C", "PLAX", "PSAX"]
 
@@ -115,7 +125,13 @@ def test_regression_grid_with_fractional_step_and_report_range() -> None:
             "name": "x",
             "targets": {
                 "ef": {"type": "regression", "templates": ["EF <#>%."], "range": [0, 1], "step": 0.1},
-                "ef2": {"type": "regression", "templates": ["EF <#>%."], "range": [0, 100], "step": 5, "report_range": [12, 31]},
+                "ef2": {
+                    "type": "regression",
+                    "templates": ["EF <#>%."],
+                    "range": [0, 100],
+                    "step": 5,
+                    "report_range": [12, 31],
+                },
             },
         }
     )
@@ -147,7 +163,10 @@ def _regression(**changes):
 @pytest.mark.parametrize(
     ("prompt_set", "message"),
     [
-        (_regression(templates=["LVEF IS NORMAL."]), "target 'ef': template 'LVEF IS NORMAL.' has no <#> placeholder"),
+        (
+            _regression(templates=["LVEF IS NORMAL."]),
+            "target 'ef': template 'LVEF IS NORMAL.' has no <#> placeholder",
+        ),
         (_regression(templates=[]), "'templates' is an empty prompt list"),
         (_regression(step=0), "'step' must be positive"),
         (_regression(range=[50, 10]), "'range' .* has high < low"),
@@ -155,13 +174,25 @@ def _regression(**changes):
         (_regression(unit_typo="%"), r"unknown keys \['unit_typo'\]"),
         ({"targets": {"p": {"type": "binary", "positive": []}}}, "'positive' is an empty prompt list"),
         ({"targets": {"p": {"type": "binary", "positive": "ONE STRING."}}}, "must be a list of prompts"),
-        ({"targets": {"p": {"type": "binary", "positive": ["A."], "negative": []}}}, "'negative' is an empty"),
-        ({"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."]}}}}, "at least two class labels"),
+        (
+            {"targets": {"p": {"type": "binary", "positive": ["A."], "negative": []}}},
+            "'negative' is an empty",
+        ),
+        (
+            {"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."]}}}},
+            "at least two class labels",
+        ),
         ({"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."], "A2C": []}}}}, "class 'A2C'"),
         ({"targets": {"v": {"type": "ordinal"}}}, "'type' must be one of"),
         ({"targets": {}}, "'targets' must be a non-empty object"),
-        ({"targets": {"p": {"type": "binary", "positive": ["A."], "label": 3}}}, "'label' must be a column name"),
-        ({"targets": {"p": {"type": "binary", "positive": ["A."], "calibration": {"method": "magic"}}}}, "calibration"),
+        (
+            {"targets": {"p": {"type": "binary", "positive": ["A."], "label": 3}}},
+            "'label' must be a column name",
+        ),
+        (
+            {"targets": {"p": {"type": "binary", "positive": ["A."], "calibration": {"method": "magic"}}}},
+            "calibration",
+        ),
     ],
 )
 def test_bad_prompt_sets_fail_with_one_readable_error(prompt_set, message) -> None:

@@ -69,7 +69,9 @@ class ToyClip(nn.Module):
         return nn.functional.normalize(v, dim=-1) if normalize else v
 
 
-def toy_model(text_vectors: dict[str, np.ndarray], logit_scale: float = 100.0) -> tuple[ToyClip, TableTokenizer]:
+def toy_model(
+    text_vectors: dict[str, np.ndarray], logit_scale: float = 100.0
+) -> tuple[ToyClip, TableTokenizer]:
     tokenizer = TableTokenizer(list(text_vectors))
     table = np.stack([text_vectors[t] for t in tokenizer.ids])
     return ToyClip(table, logit_scale), tokenizer
