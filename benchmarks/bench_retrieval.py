@@ -62,6 +62,7 @@ CENTRE_WEIGHT, LATENT_NORM, NOISE_NORM = 0.7, 1.0, 0.3
 
 # ------------------------------------------------------------------ data
 
+
 def clustered_unit_vectors(n: int, dim: int, seed: int) -> Any:
     """Yield float32 chunks of the synthetic distribution described above (fixed centres
     and subspaces; ``seed`` picks the samples)."""
@@ -70,7 +71,9 @@ def clustered_unit_vectors(n: int, dim: int, seed: int) -> Any:
     spread = _unit_rows(shape_rng.standard_normal((CLUSTERS, dim), dtype=np.float32))
     centres = _unit_rows(np.repeat(families, FAMILY, axis=0) + FAMILY_SPREAD * spread)
     # a family shares one subspace, so its clusters overlap and neighbours cross cluster borders
-    bases = np.repeat(shape_rng.standard_normal((CLUSTERS // FAMILY, LATENT, dim), dtype=np.float32), FAMILY, axis=0)
+    bases = np.repeat(
+        shape_rng.standard_normal((CLUSTERS // FAMILY, LATENT, dim), dtype=np.float32), FAMILY, axis=0
+    )
     bases /= np.sqrt(dim)
     rng = np.random.default_rng(seed)
     for start in range(0, n, CHUNK):
@@ -103,6 +106,7 @@ def write_store(path: Path, n: int, dim: int, seed: int) -> float:
 
 # ------------------------------------------------------------------ measuring
 
+
 def rss_anon_gib() -> float:
     """Anonymous resident memory (heap, tensors, indexes; not memory-mapped file pages)."""
     with open("/proc/self/status") as f:
@@ -118,7 +122,7 @@ def timed_search(search: Any, queries: np.ndarray, k: int = 10) -> tuple[float, 
     found = []
     start = time.perf_counter()
     for i in range(0, len(queries), QUERY_BATCH):
-        found.append(search(queries[i:i + QUERY_BATCH], k))
+        found.append(search(queries[i : i + QUERY_BATCH], k))
     seconds = time.perf_counter() - start
     return len(queries) / seconds, np.concatenate(found)
 
@@ -130,6 +134,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ methods (each in its own process)
+
 
 def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
@@ -153,11 +158,18 @@ def method_torch_exact(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     with torch.inference_mode():
         top = (torch.from_numpy(queries[:200]) @ emb.T).topk(10, dim=1).values.numpy()
         random_pairs = (torch.from_numpy(queries[:200]) @ emb[:200].T).mean().item()
-    return {"build_s": round(build, 2), "build_what": "load float16 store into one float32 tensor",
-            "memory_gib": round(memory, 3), "qps": round(qps, 1), "recall@10": 1.0,
-            "data_stats": {"sim_1st_neighbour": round(float(top[:, 0].mean()), 4),
-                           "sim_10th_neighbour": round(float(top[:, 9].mean()), 4),
-                           "sim_random_pair": round(random_pairs, 4)}}
+    return {
+        "build_s": round(build, 2),
+        "build_what": "load float16 store into one float32 tensor",
+        "memory_gib": round(memory, 3),
+        "qps": round(qps, 1),
+        "recall@10": 1.0,
+        "data_stats": {
+            "sim_1st_neighbour": round(float(top[:, 0].mean()), 4),
+            "sim_10th_neighbour": round(float(top[:, 9].mean()), 4),
+            "sim_random_pair": round(random_pairs, 4),
+        },
+    }
 
 
 def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -175,8 +187,12 @@ def method_faiss_flat(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     build = time.perf_counter() - start
     memory = rss_anon_gib() - before
     qps, found = timed_search(lambda q, k: index.search(q, k)[1], queries)
-    return {"build_s": round(build, 2), "memory_gib": round(memory, 3), "qps": round(qps, 1),
-            "recall@10": recall(found, truth)}
+    return {
+        "build_s": round(build, 2),
+        "memory_gib": round(memory, 3),
+        "qps": round(qps, 1),
+        "recall@10": recall(found, truth),
+    }
 
 
 def _library_method(work: Path, factory: str, n_sub: int | None, sample_queries: int) -> dict[str, Any]:
@@ -198,19 +214,30 @@ def _library_method(work: Path, factory: str, n_sub: int | None, sample_queries:
     memory = rss_anon_gib() - before
     qps, found = timed_search(lambda q, k: index.search_arrays(q, k)[1], queries)
     info = index.info
-    return {"factory": info["factory"], "n": len(index), "build_s": info["build_seconds"],
-            "tuning_s": info.get("tuning_seconds", 0.0), "search_params": info["search_params"],
-            "build_time_recall@10": info["recall_at_10"], "memory_gib": round(memory, 3),
-            "qps": round(qps, 1), "recall@10": recall(found, truth)}
+    return {
+        "factory": info["factory"],
+        "n": len(index),
+        "build_s": info["build_seconds"],
+        "tuning_s": info.get("tuning_seconds", 0.0),
+        "search_params": info["search_params"],
+        "build_time_recall@10": info["recall_at_10"],
+        "memory_gib": round(memory, 3),
+        "qps": round(qps, 1),
+        "recall@10": recall(found, truth),
+    }
 
 
 def method_hnsw32(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     result = _library_method(work, "HNSW32", args.hnsw_n, sample_queries=500)
     n_sub, n = result["n"], args.n
     if n_sub < n:
-        result["build_s_extrapolated_to_n"] = round(result["build_s"] * (n / n_sub) * math.log(n) / math.log(n_sub), 1)
-        result["note"] = (f"built on the first {n_sub:,} of {n:,} vectors; build time extrapolated as N log N; "
-                          "qps and recall measured on the subset")
+        result["build_s_extrapolated_to_n"] = round(
+            result["build_s"] * (n / n_sub) * math.log(n) / math.log(n_sub), 1
+        )
+        result["note"] = (
+            f"built on the first {n_sub:,} of {n:,} vectors; build time extrapolated as N log N; "
+            "qps and recall measured on the subset"
+        )
     return result
 
 
@@ -248,23 +275,46 @@ def method_large_auto(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     memory = rss_anon_gib() - before
     qps, found = timed_search(lambda q, k: index.search_arrays(q, k)[1], queries)
     info = index.info
-    return {"n": len(index), "factory": info["factory"], "build_s": info["build_seconds"],
-            "tuning_s": info.get("tuning_seconds"), "search_params": info["search_params"],
-            "build_time_recall@10": info["recall_at_10"], "memory_gib": round(memory, 3),
-            "qps": round(qps, 1), "recall@10": recall(found, heap.I),
-            "exact_streamed_qps": round(len(queries) / exact_s, 2),
-            "speedup_vs_exact_streamed": round(qps * exact_s / len(queries), 1)}
+    return {
+        "n": len(index),
+        "factory": info["factory"],
+        "build_s": info["build_seconds"],
+        "tuning_s": info.get("tuning_seconds"),
+        "search_params": info["search_params"],
+        "build_time_recall@10": info["recall_at_10"],
+        "memory_gib": round(memory, 3),
+        "qps": round(qps, 1),
+        "recall@10": recall(found, heap.I),
+        "exact_streamed_qps": round(len(queries) / exact_s, 2),
+        "speedup_vs_exact_streamed": round(qps * exact_s / len(queries), 1),
+    }
 
 
 METHODS = {
-    "torch_exact": method_torch_exact, "faiss_flat": method_faiss_flat, "hnsw32": method_hnsw32,
-    "ivf_pq": method_ivf_pq, "auto": method_auto, "large_auto": method_large_auto,
+    "torch_exact": method_torch_exact,
+    "faiss_flat": method_faiss_flat,
+    "hnsw32": method_hnsw32,
+    "ivf_pq": method_ivf_pq,
+    "auto": method_auto,
+    "large_auto": method_large_auto,
 }
 
 
 def run_child(method: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--method", method, "--workdir", str(work), "--n", str(args.n),
-           "--dim", str(args.dim), "--hnsw-n", str(args.hnsw_n)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--method",
+        method,
+        "--workdir",
+        str(work),
+        "--n",
+        str(args.n),
+        "--dim",
+        str(args.dim),
+        "--hnsw-n",
+        str(args.hnsw_n),
+    ]
     log(f"{method} ...")
     start = time.perf_counter()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
@@ -277,6 +327,7 @@ def run_child(method: str, work: Path, args: argparse.Namespace) -> dict[str, An
 
 
 # ------------------------------------------------------------------ driver
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -300,8 +351,10 @@ def machine() -> str:
     import faiss
 
     gpus = faiss.get_num_gpus()
-    return (f"{cpu}, {os.cpu_count()} cores, {mem_available_gib():.0f} GiB available, "
-            f"{f'{gpus} GPU' if gpus else 'no GPU'}, faiss {faiss.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_available_gib():.0f} GiB available, "
+        f"{f'{gpus} GPU' if gpus else 'no GPU'}, faiss {faiss.__version__}"
+    )
 
 
 def large_run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -309,9 +362,13 @@ def large_run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     need_disk = args.large_n * args.dim * 2 / 2**30 + 1
     free_disk = shutil.disk_usage(work).free / 2**30
     if mem_available_gib() < need_mem or free_disk < need_disk:
-        return {"n": args.large_n, "skipped": (
-            f"needs ~{need_mem:.0f} GiB memory and {need_disk:.0f} GiB disk; "
-            f"{mem_available_gib():.0f} GiB and {free_disk:.0f} GiB available")}
+        return {
+            "n": args.large_n,
+            "skipped": (
+                f"needs ~{need_mem:.0f} GiB memory and {need_disk:.0f} GiB disk; "
+                f"{mem_available_gib():.0f} GiB and {free_disk:.0f} GiB available"
+            ),
+        }
     log(f"writing {args.large_n:,} x {args.dim} float16 vectors")
     gen_s = write_store(work / "large", args.large_n, args.dim, seed=2)
     try:
@@ -348,8 +405,12 @@ def main() -> None:
     try:
         log(f"writing {args.n:,} x {args.dim} float16 vectors to {work}")
         gen_s = write_store(work / "store", args.n, args.dim, seed=0)
-        np.save(work / "queries.npy", np.concatenate(list(clustered_unit_vectors(args.queries, args.dim, seed=1))))
-        methods = {m: run_child(m, work, args) for m in ("torch_exact", "faiss_flat", "hnsw32", "ivf_pq", "auto")}
+        np.save(
+            work / "queries.npy", np.concatenate(list(clustered_unit_vectors(args.queries, args.dim, seed=1)))
+        )
+        methods = {
+            m: run_child(m, work, args) for m in ("torch_exact", "faiss_flat", "hnsw32", "ivf_pq", "auto")
+        }
         large = large_run(work, args) if args.large_n else {"skipped": "--large-n 0"}
     finally:
         if own_workdir:
@@ -362,9 +423,15 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "load_average_1m": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
-        "n": args.n, "dim": args.dim, "queries": args.queries, "query_batch": QUERY_BATCH,
-        "data": {"on_disk": "float16 EmbeddingStore", "generate_s": round(gen_s, 1),
-                 **exact.pop("data_stats")},
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "query_batch": QUERY_BATCH,
+        "data": {
+            "on_disk": "float16 EmbeddingStore",
+            "generate_s": round(gen_s, 1),
+            **exact.pop("data_stats"),
+        },
         "methods": methods,
         "auto_speedup_vs_torch_exact": round(speedup, 1),
         "target": "auto >= 20x torch_exact qps at recall@10 >= 0.95",

@@ -27,10 +27,10 @@ def ranks_of_true_pairs(similarity: np.ndarray) -> np.ndarray:
         raise RetrievalError("similarity contains NaN or infinity")
     ranks = np.empty(len(sim), np.int64)
     for start in range(0, len(sim), _BLOCK):
-        block = sim[start:start + _BLOCK]
+        block = sim[start : start + _BLOCK]
         true = block[np.arange(len(block)), np.arange(start, start + len(block))][:, None]
         # 1 + (strictly better) + (tied, other than the pair itself)
-        ranks[start:start + len(block)] = (block >= true).sum(axis=1)
+        ranks[start : start + len(block)] = (block >= true).sum(axis=1)
     return ranks
 
 
@@ -100,7 +100,9 @@ def knn_recall(found: np.ndarray, truth: np.ndarray, k: int | None = None) -> fl
     Ids of -1 (no result) never count."""
     found, truth = np.asarray(found), np.asarray(truth)
     if found.ndim != 2 or truth.ndim != 2 or len(found) != len(truth) or len(found) == 0:
-        raise RetrievalError(f"found {found.shape} and truth {truth.shape} must be [queries, k] of equal length")
+        raise RetrievalError(
+            f"found {found.shape} and truth {truth.shape} must be [queries, k] of equal length"
+        )
     k = truth.shape[1] if k is None else k
     hits, wanted = 0, 0
     for got, want in zip(found[:, :k], truth[:, :k], strict=True):
@@ -144,7 +146,7 @@ def same_patient_recall_at_k(
     queries = np.flatnonzero(eligible)
     hits = 0
     for start in range(0, len(queries), _BLOCK):
-        q = queries[start:start + _BLOCK]
+        q = queries[start : start + _BLOCK]
         sim = emb[q] @ emb.T
         sim[studies[q][:, None] == studies[None, :]] = -np.inf
         kk = min(k, len(emb) - 1)

@@ -76,8 +76,15 @@ class EmbeddingStore:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "embeddings").mkdir(parents=True)
         (tmp / "metadata.parquet").mkdir()
-        manifest = {"format": FORMAT, "version": VERSION, "dim": int(dim), "dtype": dtype,
-                    "model": model, "columns": None, "shards": []}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dim": int(dim),
+            "dtype": dtype,
+            "model": model,
+            "columns": None,
+            "shards": [],
+        }
         _write_json(tmp / "store.json", manifest)
         if path.exists():
             path.rmdir()  # empty, checked above
@@ -121,8 +128,11 @@ class EmbeddingStore:
             metadata.reset_index(drop=True).to_parquet(tmp, index=False)
             os.replace(tmp, meta_file)
 
-        shard = {"rows": len(emb), "embeddings": f"embeddings/{name}.npy",
-                 "metadata": f"metadata.parquet/{name}.parquet" if meta_file else None}
+        shard = {
+            "rows": len(emb),
+            "embeddings": f"embeddings/{name}.npy",
+            "metadata": f"metadata.parquet/{name}.parquet" if meta_file else None,
+        }
         _write_json(self.path / "store.json", self._manifest(shards=[*self._shards, shard], columns=columns))
         self._shards.append(shard)
         self.columns = columns
@@ -137,7 +147,7 @@ class EmbeddingStore:
         as it goes (the whole store never needs to fit in memory)."""
         for array in self._arrays:
             for start in range(0, len(array), batch_size):
-                yield np.ascontiguousarray(array[start:start + batch_size], dtype=np.float32)
+                yield np.ascontiguousarray(array[start : start + batch_size], dtype=np.float32)
 
     def embeddings(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Load rows (all when ``rows`` is None) into memory as float32, in the order given."""
@@ -145,7 +155,7 @@ class EmbeddingStore:
             out = np.empty((len(self), self.dim), np.float32)
             offsets = self._offsets()
             for start, array in zip(offsets[:-1], self._arrays, strict=True):
-                out[start:start + len(array)] = array
+                out[start : start + len(array)] = array
             return out
         rows = np.asarray(rows, dtype=np.int64)
         n = len(self)
@@ -171,8 +181,15 @@ class EmbeddingStore:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self.columns)
 
     def _manifest(self, shards: list[dict[str, Any]], columns: list[str] | None) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "dim": self.dim, "dtype": self.dtype,
-                "model": self.model, "columns": columns, "shards": shards}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "model": self.model,
+            "columns": columns,
+            "shards": shards,
+        }
 
     def _offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum([s["rows"] for s in self._shards])]).astype(np.int64)
@@ -192,7 +209,9 @@ class EmbeddingStore:
         if self._shards and self.columns is None:
             raise RetrievalError(f"{self.path}: this store was written without metadata; append none")
         if self.columns is not None and columns != self.columns:
-            raise RetrievalError(f"{self.path}: metadata columns {columns} differ from the store's {self.columns}")
+            raise RetrievalError(
+                f"{self.path}: metadata columns {columns} differ from the store's {self.columns}"
+            )
         return columns
 
     def _open_shard(self, shard: dict[str, Any]) -> np.ndarray:
@@ -213,7 +232,9 @@ class EmbeddingStore:
             except (OSError, ValueError) as e:
                 raise RetrievalError(f"{meta}: cannot be read as parquet ({e})") from None
             if meta_rows != shard["rows"]:
-                raise RetrievalError(f"{meta}: has {meta_rows} rows but its embedding shard has {shard['rows']}")
+                raise RetrievalError(
+                    f"{meta}: has {meta_rows} rows but its embedding shard has {shard['rows']}"
+                )
         return array
 
     def _remove_stray_parts(self) -> None:

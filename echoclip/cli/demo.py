@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     print(f"\nmetrics: {out / 'metrics.json'}   plots: {out / 'eval'}   model: {out / 'clip' / 'final'}")
     print(
-        f"search the test set:  echoclip search --index {out / 'index' / 'reports'} "
+        f"search the test set:  echoclip search --index {out / 'index'} "
         f'--model {out / "clip" / "final"} --text "A PACEMAKER LEAD IS SEEN."'
     )
     print(f"demo done in {metrics['time.total_s']:.0f} s")

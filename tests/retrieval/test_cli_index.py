@@ -27,8 +27,17 @@ def test_index_builds_one_index_per_store(tmp_path, capsys, unit_vectors, row_me
 def test_index_with_a_factory_and_a_single_store(tmp_path, capsys, unit_vectors):
     store = EmbeddingStore.create(tmp_path / "emb", dim=16)
     store.append(unit_vectors(300, 16, seed=1, clusters=5))
-    args = ["index", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "idx"),
-            "--factory", "HNSW16", "--sample-queries", "100"]
+    args = [
+        "index",
+        "--embeddings",
+        str(tmp_path / "emb"),
+        "--out",
+        str(tmp_path / "idx"),
+        "--factory",
+        "HNSW16",
+        "--sample-queries",
+        "100",
+    ]
     assert main(args) == 0
     assert "300 vectors (HNSW16, recall@10" in capsys.readouterr().out
     assert Index.load(tmp_path / "idx").info["factory"] == "HNSW16"

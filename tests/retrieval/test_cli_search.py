@@ -16,8 +16,9 @@ from echoclip.tokenizer import EchoTokenizer
 
 
 def _simulate(root: Path, n: int) -> Path:
-    return simulate_dataset(root / "sim", n=n, seed=0, size=32, frames=32, fps=25.0,
-                            views=("A4C", "A2C"), progress=False)
+    return simulate_dataset(
+        root / "sim", n=n, seed=0, size=32, frames=32, fps=25.0, views=("A4C", "A2C"), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,12 @@ def test_embed_index_search(study_set, capsys):
     capsys.readouterr()
 
     # text -> videos: a table of study ids and report text, then one summary line
-    assert _cli("search", "--index", root / "idx", "--model", model, "--text", "SEVERE LV DYSFUNCTION.", "--k", 3) == 0
+    assert (
+        _cli(
+            "search", "--index", root / "idx", "--model", model, "--text", "SEVERE LV DYSFUNCTION.", "--k", 3
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:4] == ["rank", "score", "study_id", "patient_id"]
     assert lines[-1].startswith("search: top 3 of 10 videos for the text query")
@@ -62,13 +68,27 @@ def test_embed_index_search(study_set, capsys):
 
     # video -> reports as JSON, whole report texts
     video = sim / manifest["video_path"].iloc[0]
-    assert _cli("search", "--index", root / "idx", "--model", model, "--video", video, "--k", 2, "--json") == 0
+    assert (
+        _cli("search", "--index", root / "idx", "--model", model, "--video", video, "--k", 2, "--json") == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload["target"] == "reports" and [r["rank"] for r in payload["results"]] == [1, 2]
     assert all(r["report"] == reports[r["study_id"]] for r in payload["results"])
 
     # same patient: every video outside the query's own study, its patient's ones flagged
-    args = ["search", "--index", root / "idx", "--model", model, "--video", video, "--k", 8, "--same-patient", "--json"]
+    args = [
+        "search",
+        "--index",
+        root / "idx",
+        "--model",
+        model,
+        "--video",
+        video,
+        "--k",
+        8,
+        "--same-patient",
+        "--json",
+    ]
     assert _cli(*args) == 0
     results = json.loads(capsys.readouterr().out)["results"]
     own_study, own_patient = manifest[["study_id", "patient_id"]].iloc[0]
@@ -99,10 +119,18 @@ def test_search_with_a_trained_model(tmp_path, capsys):
 
     sim = _simulate(tmp_path, n=10)
     tokenizer = EchoTokenizer.train(simulate_reports(50, seed=1))
-    config = TrainConfig(out=str(tmp_path / "clip"), steps=4, batch_size=4, warmup_steps=1,
-                         tensorboard=False, progress=False)
-    train_clip(sim, config, model="echoclip-tiny", tokenizer=tokenizer, augment=False,
-               val_split=None, zero_shot_prompts=None)
+    config = TrainConfig(
+        out=str(tmp_path / "clip"), steps=4, batch_size=4, warmup_steps=1, tensorboard=False, progress=False
+    )
+    train_clip(
+        sim,
+        config,
+        model="echoclip-tiny",
+        tokenizer=tokenizer,
+        augment=False,
+        val_split=None,
+        zero_shot_prompts=None,
+    )
     model = tmp_path / "clip" / "final"
     assert _cli("embed", "--model", model, "--data", sim, "--out", tmp_path / "emb") == 0
     assert _cli("index", "--embeddings", tmp_path / "emb", "--out", tmp_path / "idx") == 0

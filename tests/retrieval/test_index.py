@@ -47,16 +47,27 @@ def test_search_table_carries_each_rows_metadata(unit_vectors, row_metadata):
 def test_save_load_round_trip_gives_identical_results(tmp_path, unit_vectors, row_metadata):
     data = unit_vectors(2020, 32, seed=1, clusters=20)
     x, q = data[:2000], data[2000:]
-    index = build_index(x, factory="HNSW32", metadata=row_metadata(2000),
-                        model={"name": "tiny", "hash": "f" * 64}, sample_queries=200)
+    index = build_index(
+        x,
+        factory="HNSW32",
+        metadata=row_metadata(2000),
+        model={"name": "tiny", "hash": "f" * 64},
+        sample_queries=200,
+    )
     index.save(tmp_path / "idx")
     loaded = Index.load(tmp_path / "idx", expected_model_hash="f" * 64)
     pd.testing.assert_frame_equal(loaded.search(q, 10), index.search(q, 10))
     info = json.loads((tmp_path / "idx" / "info.json").read_text())
-    assert info["factory"] == "HNSW32" and info["size"] == 2000 and info["dim"] == 32 and info["metric"] == "ip"
+    assert (
+        info["factory"] == "HNSW32" and info["size"] == 2000 and info["dim"] == 32 and info["metric"] == "ip"
+    )
     assert info["model"] == {"name": "tiny", "hash": "f" * 64} and info["build_seconds"] > 0
     assert info["search_params"] == loaded.info["search_params"] and "efSearch" in info["search_params"]
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.faiss", "info.json", "metadata.parquet"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        "index.faiss",
+        "info.json",
+        "metadata.parquet",
+    ]
 
 
 def test_measured_recall_matches_a_recount_and_reaches_the_target(unit_vectors):
@@ -134,8 +145,9 @@ def test_bad_embeddings_are_refused(unit_vectors, row_metadata):
 
 @pytest.fixture
 def saved(tmp_path, unit_vectors, row_metadata):
-    index = build_index(unit_vectors(100, 16, seed=1), metadata=row_metadata(100),
-                        model={"name": "tiny", "hash": "a" * 64})
+    index = build_index(
+        unit_vectors(100, 16, seed=1), metadata=row_metadata(100), model={"name": "tiny", "hash": "a" * 64}
+    )
     return index.save(tmp_path / "idx")
 
 

@@ -19,11 +19,13 @@ from echoclip.retrieval.metrics import (
 )
 
 # row i's true pair is column i: ranks 1, 3, 2
-SIM = np.array([
-    [0.9, 0.1, 0.2],
-    [0.8, 0.3, 0.5],
-    [0.1, 0.7, 0.4],
-])
+SIM = np.array(
+    [
+        [0.9, 0.1, 0.2],
+        [0.8, 0.3, 0.5],
+        [0.1, 0.7, 0.4],
+    ]
+)
 
 
 def test_ranks_and_summaries_by_hand():
@@ -76,7 +78,9 @@ def test_knn_recall_counts_shared_neighbours():
 
 def test_same_patient_recall():
     # patient A: studies a1 (two videos) and a2; patient B: b1 and b2; patient C: one study only
-    emb = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.95, 0, 0.05], [0, 1, 0], [0, 0.9, 0.1], [0.7, 0.7, 0]], np.float32)
+    emb = np.array(
+        [[1, 0, 0], [0.9, 0.1, 0], [0.95, 0, 0.05], [0, 1, 0], [0, 0.9, 0.1], [0.7, 0.7, 0]], np.float32
+    )
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     patients = ["A", "A", "A", "B", "B", "C"]
     studies = ["a1", "a1", "a2", "b1", "b2", "c1"]
