@@ -30,7 +30,9 @@ def simulated_clips(batch: int, preprocess) -> torch.Tensor:
 
     transform = VideoTransform(preprocess)
     size = max(64, preprocess.image_size)
-    return torch.stack([transform(simulate_study(i, size=size, frames=64, fps=50.0).video) for i in range(batch)])
+    return torch.stack(
+        [transform(simulate_study(i, size=size, frames=64, fps=50.0).video) for i in range(batch)]
+    )
 
 
 def main() -> None:
@@ -86,25 +88,29 @@ def main() -> None:
         masked.append(pretrain_step())
         full.append(encoder_step())
     t_masked, t_full = statistics.median(masked), statistics.median(full)
-    print(json.dumps({
-        "bench": "pretrain",
-        "model": args.model,
-        "tokens": tower.num_patches if hasattr(tower, "num_patches") else None,
-        "batch": args.batch,
-        "mask": args.mask,
-        "ratio": args.ratio,
-        "periodic_weight": args.periodic_weight,
-        "precision": args.precision,
-        "pretrain_step_s": round(t_masked, 4),
-        "encoder_all_tokens_step_s": round(t_full, 4),
-        "step_ratio": round(t_masked / t_full, 3),
-        "target_ratio": 0.35,
-        "pretrain_clips_per_s": round(args.batch / t_masked, 2),
-        "encoder_all_tokens_clips_per_s": round(args.batch / t_full, 2),
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "pretrain",
+                "model": args.model,
+                "tokens": tower.num_patches if hasattr(tower, "num_patches") else None,
+                "batch": args.batch,
+                "mask": args.mask,
+                "ratio": args.ratio,
+                "periodic_weight": args.periodic_weight,
+                "precision": args.precision,
+                "pretrain_step_s": round(t_masked, 4),
+                "encoder_all_tokens_step_s": round(t_full, 4),
+                "step_ratio": round(t_masked / t_full, 3),
+                "target_ratio": 0.35,
+                "pretrain_clips_per_s": round(args.batch / t_masked, 2),
+                "encoder_all_tokens_clips_per_s": round(args.batch / t_full, 2),
+                "threads": args.threads,
+                "cpus": os.cpu_count(),
+                "machine": platform.processor() or platform.machine(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ def resolve_encoder(path: str | os.PathLike[str]) -> Path:
             return candidate
     if not path.exists():
         raise ModelError(f"{path}: no such encoder checkpoint")
-    raise ModelError(f"{path}: not an encoder checkpoint (no {ENCODER_WEIGHTS}; write one with `echoclip pretrain`)")
+    raise ModelError(
+        f"{path}: not an encoder checkpoint (no {ENCODER_WEIGHTS}; write one with `echoclip pretrain`)"
+    )
 
 
 def read_encoder(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -164,7 +166,9 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike[str]) -> L
             f"is {list(state[k].shape)} in the checkpoint and {list(own[k].shape)} in the model"
         )
     if state and not matched:
-        raise ModelError(f"{folder / ENCODER_WEIGHTS}: none of its {len(state)} tensors belong to this video tower")
+        raise ModelError(
+            f"{folder / ENCODER_WEIGHTS}: none of its {len(state)} tensors belong to this video tower"
+        )
     with torch.no_grad():
         for k in matched:
             own[k].copy_(state[k].to(own[k].dtype))

@@ -36,7 +36,9 @@ def patchify(x: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.Tenso
     return x.reshape(b, (t // ts) * (h // p) * (w // p), c, ts * p * p)
 
 
-def unpatchify(patches: torch.Tensor, shape: tuple[int, ...], patch_size: int, tubelet_size: int) -> torch.Tensor:
+def unpatchify(
+    patches: torch.Tensor, shape: tuple[int, ...], patch_size: int, tubelet_size: int
+) -> torch.Tensor:
     """The inverse of :func:`patchify`: ``[B, N, C, ts*p*p] -> [B, C, T, H, W]``."""
     b, c, t, h, w = shape
     p, ts = patch_size, tubelet_size
@@ -45,7 +47,9 @@ def unpatchify(patches: torch.Tensor, shape: tuple[int, ...], patch_size: int, t
     return x.reshape(b, c, t, h, w)
 
 
-def patch_targets(patches: torch.Tensor, bool_masked_pos: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+def patch_targets(
+    patches: torch.Tensor, bool_masked_pos: torch.Tensor, norm_pix: bool = True
+) -> torch.Tensor:
     """What the decoder predicts for the hidden patches: ``[B, N_masked, ts*p*p*C]``.
 
     With ``norm_pix`` each patch and channel is normalised by its own mean and
@@ -81,7 +85,14 @@ class MaskedVideoModel(nn.Module):
         dec_cfg = VideoMAEConfig(
             **{
                 k: getattr(enc_cfg, k)
-                for k in ("image_size", "patch_size", "num_channels", "num_frames", "tubelet_size", "hidden_size")
+                for k in (
+                    "image_size",
+                    "patch_size",
+                    "num_channels",
+                    "num_frames",
+                    "tubelet_size",
+                    "hidden_size",
+                )
             },
             num_hidden_layers=0,  # the encoder built here is thrown away; ours is the tower's
             num_attention_heads=enc_cfg.num_attention_heads,
@@ -178,14 +189,19 @@ class MaskedVideoObjective(PretrainObjective):
         video, indices = stacked
         cfg = self.config
         masks = torch.stack(
-            [make_mask(cfg.mask, self.grid, cfg.ratio, sample_generator(self.seed, epoch, i)) for i in indices]
+            [
+                make_mask(cfg.mask, self.grid, cfg.ratio, sample_generator(self.seed, epoch, i))
+                for i in indices
+            ]
         )
         batch = {"video": video, "mask": masks}
         if cfg.periodic_weight > 0:
             batch["period"] = estimate_periods(video)
         return batch
 
-    def compute(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out, recon = self._reconstruct(model, batch)
         figures = {"recon": float(recon.detach())}
         loss = recon
@@ -233,7 +249,9 @@ class MaskedVideoObjective(PretrainObjective):
         filled = patches.clone()
         filled[mask] = predicted.to(filled.dtype)
         blanked = patches.clone()
-        blanked[mask] = (torch.tensor(self.pixel_mean).neg() / torch.tensor(self.pixel_std)).view(c, 1).to(x.dtype)
+        blanked[mask] = (
+            (torch.tensor(self.pixel_mean).neg() / torch.tensor(self.pixel_std)).view(c, 1).to(x.dtype)
+        )
         shape = tuple(x.shape)
         return {
             "original": self._to_uint8(x),
@@ -247,7 +265,9 @@ class MaskedVideoObjective(PretrainObjective):
         pixels = (x * std + mean).clamp(0, 1)[0].permute(1, 2, 3, 0)  # [T, H, W, C]
         return (pixels * 255).round().to(torch.uint8).numpy()
 
-    def write_image(self, model: nn.Module, batch: dict[str, torch.Tensor], path: Path, columns: int = 8) -> Path:
+    def write_image(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], path: Path, columns: int = 8
+    ) -> Path:
         """A PNG grid: rows original / masked / reconstructed, one column per time step (up to ``columns``)."""
         from PIL import Image
 
@@ -255,7 +275,10 @@ class MaskedVideoObjective(PretrainObjective):
         t = rows["original"].shape[0]
         frames = np.unique(np.linspace(0, t - 1, min(columns, t)).round().astype(int))
         grid = np.concatenate(
-            [np.concatenate([rows[name][i] for i in frames], axis=1) for name in ("original", "masked", "reconstructed")],
+            [
+                np.concatenate([rows[name][i] for i in frames], axis=1)
+                for name in ("original", "masked", "reconstructed")
+            ],
             axis=0,
         )
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,9 @@ class PretrainConfig:
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A torch generator for one sample in one epoch: the same after a resume and in any worker."""
-    state = np.random.SeedSequence([int(seed), int(epoch) + 1, int(index)]).generate_state(1, dtype=np.uint64)[0]
+    state = np.random.SeedSequence([int(seed), int(epoch) + 1, int(index)]).generate_state(
+        1, dtype=np.uint64
+    )[0]
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
@@ -104,7 +106,9 @@ class PretrainObjective:
     def collate(self, samples: list[Any], epoch: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def compute(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
+    def compute(
+        self, model: nn.Module, batch: Any
+    ) -> tuple[torch.Tensor, dict[str, float]]:  # pragma: no cover
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -163,7 +167,9 @@ def build_objective(
         from echoclip.pretrain.mae import MaskedVideoModel, MaskedVideoObjective
 
         model: nn.Module = MaskedVideoModel(tower, config)
-        pixels = {"pixel_mean": tuple(preprocess.mean), "pixel_std": tuple(preprocess.std)} if preprocess else {}
+        pixels = (
+            {"pixel_mean": tuple(preprocess.mean), "pixel_std": tuple(preprocess.std)} if preprocess else {}
+        )
         objective = MaskedVideoObjective(
             config, model, seed=seed, val_dataset=val_dataset, image_dir=image_dir, **pixels
         )

@@ -52,7 +52,9 @@ def lag_profile(similarity: torch.Tensor) -> torch.Tensor:
     return torch.stack([similarity.diagonal(lag, dim1=-2, dim2=-1).mean(dim=-1) for lag in range(t)], dim=-1)
 
 
-def period_from_profile(profile: np.ndarray, min_period: float = 2.0, max_period: float | None = None) -> float:
+def period_from_profile(
+    profile: np.ndarray, min_period: float = 2.0, max_period: float | None = None
+) -> float:
     """The lag of the first clear peak of a lag profile (sub-frame by a parabola), else ``nan``.
 
     The profile first decays from lag 0 (neighbouring frames share speckle and

@@ -43,7 +43,9 @@ def model_config(model: str | os.PathLike[str], overrides: Mapping[str, Any] | N
     return cfg.replace(**dict(overrides)) if overrides else cfg
 
 
-def build_tower(model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> tuple[nn.Module, Any]:
+def build_tower(
+    model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> tuple[nn.Module, Any]:
     """A freshly initialised video tower of a model config, and that config."""
     from echoclip.models.video_towers import build_video_tower
 
@@ -94,7 +96,11 @@ def pretrain(
     from echoclip.data.transforms import VideoTransform
     from echoclip.models.clip_model import default_preprocess
 
-    changes = {k: v for k, v in dict(mask=mask, ratio=ratio, periodic_weight=periodic_weight).items() if v is not None}
+    changes = {
+        k: v
+        for k, v in dict(mask=mask, ratio=ratio, periodic_weight=periodic_weight).items()
+        if v is not None
+    }
     options = replace(options or PretrainConfig(), **changes)
     tower, cfg = build_tower(model, model_overrides)
     preprocess = default_preprocess(cfg)

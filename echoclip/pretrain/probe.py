@@ -174,8 +174,16 @@ def attentive_probe(
     return pred.numpy() * std + mean
 
 
-def _fit(probe: nn.Module, opt: Any, sched: Any, tokens: torch.Tensor, y: torch.Tensor, steps: int,
-         batch_size: int, g: torch.Generator) -> None:
+def _fit(
+    probe: nn.Module,
+    opt: Any,
+    sched: Any,
+    tokens: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    g: torch.Generator,
+) -> None:
     n = len(y)
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
@@ -225,7 +233,9 @@ def probe(
         train = {k: v[tr] for k, v in feats.items()}
         test = {k: v[te] for k, v in feats.items()}
     if len(train["y"]) < 4 or len(test["y"]) < 2:
-        raise DataError(f"too few samples to probe {target!r}: {len(train['y'])} to fit, {len(test['y'])} to test")
+        raise DataError(
+            f"too few samples to probe {target!r}: {len(train['y'])} to fit, {len(test['y'])} to test"
+        )
     results: dict[str, float] = {"n_train": float(len(train["y"])), "n_test": float(len(test["y"]))}
     results.update(_scores("ridge", test["y"], ridge_probe(train["pooled"], train["y"], test["pooled"])))
     if attentive:

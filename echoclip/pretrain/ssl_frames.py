@@ -14,61 +14,15 @@ Two contrastive terms:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from echoclip.pretrain.features import time_features
 from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
-
-
-def _uniform(g: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=g))
-
-
-def augment_view(clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """A random view of a normalised clip ``[3, T, H, W]`` (same shape): crop, speed, direction, intensity."""
-    c, t, h, w = clip.shape
-    # playback speed: a random stretch of 70-100 % of the clip resampled to T frames
-    span = _uniform(g, 0.7, 1.0) * (t - 1)
-    start = _uniform(g, 0.0, (t - 1) - span)
-    where = start + torch.linspace(0, span, t)
-    lo = where.floor().long().clamp(max=t - 1)
-    hi = (lo + 1).clamp(max=t - 1)
-    frac = (where - lo).view(1, t, 1, 1)
-    x = clip[:, lo] * (1 - frac) + clip[:, hi] * frac
-    if float(torch.rand((), generator=g)) < 0.5:  # systole and diastole swap; the heart is the same
-        x = x.flip(1)
-    # random resized crop, 50-100 % of the area
-    area = _uniform(g, 0.5, 1.0) * h * w
-    ratio = math.exp(_uniform(g, math.log(0.8), math.log(1.25)))
-    ch, cw = min(h, round(math.sqrt(area / ratio))), min(w, round(math.sqrt(area * ratio)))
-    top = int(torch.randint(0, h - ch + 1, (), generator=g))
-    left = int(torch.randint(0, w - cw + 1, (), generator=g))
-    crop = x[:, :, top : top + ch, left : left + cw].transpose(0, 1)  # [T, C, ch, cw]
-    x = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).transpose(0, 1)
-    # contrast and brightness (in normalised units), then speckle-like noise
-    x = x * _uniform(g, 0.7, 1.3) + _uniform(g, -0.3, 0.3)
-    x = x + 0.1 * torch.randn(x.shape, generator=g)
-    return x.contiguous()
-
-
-def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's loss: ``a[i]`` and ``b[i]`` are a pair; every other row of both is a negative."""
-    z = F.normalize(torch.cat([a, b]).float(), dim=-1)
-    n = a.shape[0]
-    logits = z @ z.T / temperature
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, target)
-
-
-def _mlp(width_in: int, width_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(width_in, width_in), nn.GELU(), nn.Linear(width_in, width_out))
+from echoclip.pretrain.views import augment_view, mlp, nt_xent
 
 
 class FrameSSLModel(nn.Module):
@@ -87,8 +41,8 @@ class FrameSSLModel(nn.Module):
             probe = torch.zeros(1, 3, cfg.num_frames, cfg.image_size, cfg.image_size)
             frame_width = time_features(tower, probe).shape[-1]
             tower.train(was_training)
-        self.clip_head = _mlp(int(tower.output_dim), config.projection_dim)  # type: ignore[arg-type]
-        self.frame_head = _mlp(frame_width, config.projection_dim)
+        self.clip_head = mlp(int(tower.output_dim), config.projection_dim)  # type: ignore[arg-type]
+        self.frame_head = mlp(frame_width, config.projection_dim)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the tower's activations in the backward pass (the Trainer's ``grad_checkpointing``)."""
@@ -130,7 +84,9 @@ class FrameSSLObjective(PretrainObjective):
             batch["period"] = estimate_periods(flat).view(len(indices), 2)
         return batch
 
-    def compute(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(model.parameters()).device
         video = batch["video"].to(device, non_blocking=True)
         b = video.shape[0]

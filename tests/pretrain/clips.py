@@ -26,11 +26,15 @@ class BeatingClips(Dataset):
         period = 4.0 + 4.0 * float(torch.rand((), generator=g))
         phase = float(torch.rand((), generator=g))
         cx, cy = (0.4 + 0.2 * torch.rand(2, generator=g)).tolist()
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, self.size), torch.linspace(0, 1, self.size), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.linspace(0, 1, self.size), torch.linspace(0, 1, self.size), indexing="ij"
+        )
         t = torch.arange(self.frames, dtype=torch.float32)
         radius = 0.3 * (1 - shrink * torch.sin(math.pi * (t / period + phase)) ** 2)  # [T]
         inside = ((yy - cy) ** 2 + (xx - cx) ** 2)[None] < radius[:, None, None] ** 2
-        frames = torch.where(inside, -0.5, 1.0) + self.noise * torch.randn(self.frames, self.size, self.size, generator=g)
+        frames = torch.where(inside, -0.5, 1.0) + self.noise * torch.randn(
+            self.frames, self.size, self.size, generator=g
+        )
         ef = 100 * (1 - (1 - shrink) ** 2)
         return {
             "video": frames[None].repeat(3, 1, 1, 1),

@@ -18,8 +18,9 @@ from echoclip.pretrain.objectives import PretrainConfig
 
 from .clips import BeatingClips
 
-TOWER = VideoTowerConfig(kind="videomae", image_size=32, num_frames=8, patch_size=8, tubelet_size=2,
-                         width=32, layers=2, heads=2)
+TOWER = VideoTowerConfig(
+    kind="videomae", image_size=32, num_frames=8, patch_size=8, tubelet_size=2, width=32, layers=2, heads=2
+)
 
 
 def _setup(**options):
@@ -69,9 +70,16 @@ def test_loss_is_videomae_pretraining_loss():
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
     tower, model, objective = _setup(periodic_weight=0.0)
-    hf_config = VideoMAEConfig(**{**tower.model.config.to_dict(), "norm_pix_loss": True,
-                                  "decoder_hidden_size": 32, "decoder_num_hidden_layers": 1,
-                                  "decoder_num_attention_heads": 2, "decoder_intermediate_size": 128})
+    hf_config = VideoMAEConfig(
+        **{
+            **tower.model.config.to_dict(),
+            "norm_pix_loss": True,
+            "decoder_hidden_size": 32,
+            "decoder_num_hidden_layers": 1,
+            "decoder_num_attention_heads": 2,
+            "decoder_intermediate_size": 128,
+        }
+    )
     reference = VideoMAEForPreTraining(hf_config)
     reference.videomae = tower.model
     reference.encoder_to_decoder = model.encoder_to_decoder

@@ -15,7 +15,9 @@ from echoclip.pretrain import estimate_period
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce, periodic_pairs
 
 
-def beating_disc(period: float, frames: int = 48, size: int = 32, noise: float = 0.2, seed: int = 0) -> np.ndarray:
+def beating_disc(
+    period: float, frames: int = 48, size: int = 32, noise: float = 0.2, seed: int = 0
+) -> np.ndarray:
     """uint8 [T, H, W, 3]: a dark disc that shrinks once per period in speckle-like noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]

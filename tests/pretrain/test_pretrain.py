@@ -26,25 +26,50 @@ SMALL = dict(decoder_width=32, decoder_layers=1, decoder_heads=2, projection_dim
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    return simulate_dataset(tmp_path_factory.mktemp("sim") / "data", n=12, seed=0, size=32, frames=16,
-                            fps=12.5, progress=False)
+    return simulate_dataset(
+        tmp_path_factory.mktemp("sim") / "data", n=12, seed=0, size=32, frames=16, fps=12.5, progress=False
+    )
 
 
 def _config(out, **kw):
-    base = dict(out=str(out), steps=4, batch_size=4, lr=1e-3, warmup_steps=1, checkpoint_every=2,
-                log_every=1, tensorboard=False, progress=False, seed=1)
+    base = dict(
+        out=str(out),
+        steps=4,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=1,
+        checkpoint_every=2,
+        log_every=1,
+        tensorboard=False,
+        progress=False,
+        seed=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
 def test_vit_pretraining_writes_an_encoder_the_clip_model_loads(sim, tmp_path):
-    result = pretrain(sim, _config(tmp_path / "ssl"), model="echoclip-vit-tiny", mask="tube", ratio=0.75,
-                      options=PretrainConfig(**SMALL), model_overrides=VIT, val_split="train")
+    result = pretrain(
+        sim,
+        _config(tmp_path / "ssl"),
+        model="echoclip-vit-tiny",
+        mask="tube",
+        ratio=0.75,
+        options=PretrainConfig(**SMALL),
+        model_overrides=VIT,
+        val_split="train",
+    )
     final = result.final_dir
     assert (final / "encoder.safetensors").is_file() and (final / "model.safetensors").is_file()
     info = json.loads((final / "encoder.json").read_text())
-    assert info["objective"] == "mae" and info["pretrain"]["mask"] == "tube" and info["model"] == "echoclip-vit-tiny"
+    assert (
+        info["objective"] == "mae"
+        and info["pretrain"]["mask"] == "tube"
+        and info["model"] == "echoclip-vit-tiny"
+    )
     assert sorted(p.name for p in (tmp_path / "ssl" / "images").iterdir()) == [
-        "recon_step00000000.png", "recon_step00000002.png"]
+        "recon_step00000000.png",
+        "recon_step00000002.png",
+    ]
     assert "recon" in result.metrics_csv.read_text().splitlines()[0]
     assert "recon" in result.validation  # the loss on the clips of val_split
 
@@ -57,8 +82,15 @@ def test_vit_pretraining_writes_an_encoder_the_clip_model_loads(sim, tmp_path):
 
 
 def test_frame_tower_pretraining(sim, tmp_path):
-    result = pretrain(sim, _config(tmp_path / "ssl", steps=2), model="echoclip-tiny", periodic_weight=0.5,
-                      options=PretrainConfig(**SMALL), train_split=None, val_split=None)
+    result = pretrain(
+        sim,
+        _config(tmp_path / "ssl", steps=2),
+        model="echoclip-tiny",
+        periodic_weight=0.5,
+        options=PretrainConfig(**SMALL),
+        train_split=None,
+        val_split=None,
+    )
     info = json.loads((result.final_dir / "encoder.json").read_text())
     assert info["objective"] == "frames-ssl" and info["video"]["kind"] == "frames"
     report = load_pretrained_encoder(create_model("echoclip-tiny"), result.final_dir)
@@ -105,9 +137,29 @@ def test_resume_after_a_kill_gives_identical_weights(tmp_path, kind):
 
 def test_cli(sim, tmp_path, capsys):
     out = tmp_path / "ssl"
-    code = main(["pretrain", "--data", str(sim), "--model", "echoclip-tiny", "--out", str(out), "--steps", "2",
-                 "--batch-size", "4", "--periodic-weight", "0.2", "--seed", "0", "--probe", "ef",
-                 "--probe-steps", "5"])
+    code = main(
+        [
+            "pretrain",
+            "--data",
+            str(sim),
+            "--model",
+            "echoclip-tiny",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--periodic-weight",
+            "0.2",
+            "--seed",
+            "0",
+            "--probe",
+            "ef",
+            "--probe-steps",
+            "5",
+        ]
+    )
     assert code == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("pretrain done: ")

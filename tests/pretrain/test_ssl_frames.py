@@ -11,8 +11,15 @@ from echoclip.pretrain.ssl_frames import FrameSSLModel, FrameSSLObjective, augme
 
 from .clips import BeatingClips
 
-TOWER = VideoTowerConfig(kind="frames", image_size=32, num_frames=16, backbone="convnet",
-                         backbone_kwargs={"widths": [8, 16, 32]}, aggregation="stats", hidden=32)
+TOWER = VideoTowerConfig(
+    kind="frames",
+    image_size=32,
+    num_frames=16,
+    backbone="convnet",
+    backbone_kwargs={"widths": [8, 16, 32]},
+    aggregation="stats",
+    hidden=32,
+)
 
 
 def _setup(**options):
