@@ -62,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, help="held-out loss every N steps (and at the end)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-augment", action="store_true", help="centred clips without augmentation")
+    p.add_argument(
+        "--preload",
+        action="store_true",
+        help="decode every training video once (small data sets, many epochs)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
     p.add_argument(
         "--probe",
@@ -139,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         model_overrides=recipe.get("model"),
         augment=not args.no_augment,
+        preload=args.preload,
     )
     if not init_distributed().is_main:
         return 0

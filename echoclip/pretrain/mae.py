@@ -6,6 +6,11 @@ encoder-to-decoder projection, the mask token and the fixed sin-cos positions ar
 of transformers' ``VideoMAEForPreTraining``. Only visible tokens go through the
 encoder; the loss is the mean squared error on the hidden patches, each patch
 normalised by its own mean and standard deviation (``norm_pix_loss``).
+
+Optional terms: the periodic term on the mean visible token of each time step
+(``periodic_weight``), and augmentation invariance between two masked views of each
+clip (``invariance_weight``, off by default here: on the tiny ViT it slowed
+reconstruction and did not help a frozen probe).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from echoclip.pretrain.features import videomae_tokens_by_time
 from echoclip.pretrain.masking import make_mask, token_grid
 from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
+from echoclip.pretrain.views import mlp, nt_xent, two_views, view_major
 
 
 def patchify(x: torch.Tensor, patch_size: int, tubelet_size: int) -> torch.Tensor:
@@ -67,9 +73,10 @@ class MaskedVideoModel(nn.Module):
     """A ``videomae`` tower plus VideoMAE's pretraining decoder and a frame projection head.
 
     ``forward(x, bool_masked_pos)`` returns ``{"pred": [B, N_masked, ts*p*p*3],
-    "frames": [B, t, projection_dim], "patches": [B, N, 3, ts*p*p]}``: predicted pixels
-    of the hidden patches, projected features of each time step (for the periodic
-    term) and the input's pixels as patches (for the targets).
+    "frames": [B, t, d], "clip": [B, d], "patches": [B, N, 3, ts*p*p]}``: predicted
+    pixels of the hidden patches, projected features of each time step (for the
+    periodic term) and of the clip (mean of the visible tokens, for the invariance
+    term), and the input's pixels as patches (for the targets).
     """
 
     def __init__(self, tower: nn.Module, config: PretrainConfig) -> None:
@@ -115,9 +122,8 @@ class MaskedVideoModel(nn.Module):
             persistent=False,
         )
         width = enc_cfg.hidden_size
-        self.frame_head = nn.Sequential(
-            nn.Linear(width, width), nn.GELU(), nn.Linear(width, config.projection_dim)
-        )
+        self.frame_head = mlp(width, config.projection_dim)
+        self.clip_head = mlp(width, config.projection_dim)
         tcfg = tower.config  # type: ignore[attr-defined]
         self.patch_size, self.tubelet_size = tcfg.patch_size, tcfg.tubelet_size
         self.grid = token_grid(tcfg.num_frames, tcfg.image_size, tcfg.patch_size, tcfg.tubelet_size)
@@ -157,7 +163,12 @@ class MaskedVideoModel(nn.Module):
         full = torch.cat([hidden + pos_visible, self.mask_token.to(hidden.dtype) + pos_masked], dim=1)
         pred = self.decoder(full, pos_masked.shape[1]).logits
         steps = videomae_tokens_by_time(tokens, bool_masked_pos, self.grid[0])
-        return {"pred": pred, "frames": self.frame_head(steps), "patches": patches.detach()}
+        return {
+            "pred": pred,
+            "frames": self.frame_head(steps),
+            "clip": self.clip_head(tokens.mean(dim=1)),
+            "patches": patches.detach(),
+        }
 
 
 class MaskedVideoObjective(PretrainObjective):
@@ -165,6 +176,7 @@ class MaskedVideoObjective(PretrainObjective):
 
     name = "mae"
     trained_prefixes = ("model.",)
+    default_invariance_weight = 0.0
 
     def __init__(
         self,
@@ -183,43 +195,56 @@ class MaskedVideoObjective(PretrainObjective):
         self.pixel_mean, self.pixel_std = pixel_mean, pixel_std
 
     def collate(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor] | None:
+        """Clips and their masks; with the invariance term two random views per clip, each
+        with its own mask (``video [B, 2, 3, T, H, W]``, ``mask [B, 2, N]``)."""
         stacked = stack_videos(samples)
         if stacked is None:
             return None
         video, indices = stacked
         cfg = self.config
+        generators = [sample_generator(self.seed, epoch, i) for i in indices]
+        if cfg.invariance_weight > 0:
+            video = torch.stack([two_views(clip, g) for clip, g in zip(video, generators, strict=True)])
+        per_clip = video.shape[1] if video.ndim == 6 else 1
         masks = torch.stack(
             [
-                make_mask(cfg.mask, self.grid, cfg.ratio, sample_generator(self.seed, epoch, i))
-                for i in indices
+                torch.stack([make_mask(cfg.mask, self.grid, cfg.ratio, g) for _ in range(per_clip)])
+                for g in generators
             ]
         )
-        batch = {"video": video, "mask": masks}
+        batch = {"video": video, "mask": masks if video.ndim == 6 else masks[:, 0]}
         if cfg.periodic_weight > 0:
-            batch["period"] = estimate_periods(video)
+            flat = video.flatten(0, 1) if video.ndim == 6 else video
+            batch["period"] = estimate_periods(flat).view(masks.shape[:2] if video.ndim == 6 else (-1,))
         return batch
 
     def compute(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        out, recon = self._reconstruct(model, batch)
-        figures = {"recon": float(recon.detach())}
-        loss = recon
-        if self.config.periodic_weight > 0 and "period" in batch:
-            periods = batch["period"] / self.tubelet_size
-            periodic, anchors = periodic_infonce(out["frames"], periods, self.config.temperature)
-            loss = loss + self.config.periodic_weight * periodic
-            figures.update(periodic=float(periodic.detach()), periodic_anchors=float(anchors))
-        figures["loss"] = float(loss.detach())
-        return loss, figures
-
-    def _reconstruct(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
+        cfg = self.config
+        paired = batch["video"].ndim == 6  # two views per clip
+        if paired:
+            batch = {k: view_major(v) for k, v in batch.items()}
         device = next(model.parameters()).device
         video = batch["video"].to(device, non_blocking=True)
         mask = batch["mask"].to(device, non_blocking=True)
         out = model(video, mask)
-        target = patch_targets(out["patches"].float(), mask, self.config.norm_pix_loss)
-        return out, F.mse_loss(out["pred"].float(), target)
+        target = patch_targets(out["patches"].float(), mask, cfg.norm_pix_loss)
+        recon = F.mse_loss(out["pred"].float(), target)
+        figures = {"recon": float(recon.detach())}
+        loss = recon
+        if cfg.periodic_weight > 0 and "period" in batch:
+            periods = batch["period"] / self.tubelet_size
+            periodic, anchors = periodic_infonce(out["frames"], periods, cfg.temperature)
+            loss = loss + cfg.periodic_weight * periodic
+            figures.update(periodic=float(periodic.detach()), periodic_anchors=float(anchors))
+        if cfg.invariance_weight > 0 and paired:
+            half = len(video) // 2
+            invariance = nt_xent(out["clip"][:half], out["clip"][half:], cfg.temperature)
+            loss = loss + cfg.invariance_weight * invariance
+            figures["invariance"] = float(invariance.detach())
+        figures["loss"] = float(loss.detach())
+        return loss, figures
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
         loss, figures = self.compute(model, batch)
@@ -234,6 +259,8 @@ class MaskedVideoObjective(PretrainObjective):
     def reconstruction(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Original, masked and reconstructed frames of the first clip, ``uint8 [T, H, W, 3]`` each."""
         video, mask = batch["video"][:1], batch["mask"][:1]
+        if video.ndim == 6:  # two views per clip: show the first
+            video, mask = video[:, 0], mask[:, 0]
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()

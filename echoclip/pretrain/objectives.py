@@ -8,7 +8,7 @@ same loop as CLIP training (checkpoints, exact resume, metrics, TensorBoard).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ class PretrainConfig:
         decoder_width, decoder_layers, decoder_heads: the VideoMAE decoder; it sees every
             token, so it is kept narrow.
         periodic_weight: weight of the periodic contrastive term on frame features.
-        invariance_weight: weight of the clip augmentation-invariance term (``frames`` towers).
+        invariance_weight: weight of the clip augmentation-invariance term; ``None`` means 1.0 for
+            towers without masked modelling and 0 for ``videomae`` (on a ViT pretrained by
+            masked modelling it slowed reconstruction and did not help a probe).
         temperature: softmax temperature of both contrastive terms.
         projection_dim: width of the projection heads the contrastive terms read.
         image_every: write a reconstruction PNG every this many steps (0: never).
@@ -45,7 +47,7 @@ class PretrainConfig:
     decoder_layers: int = 2
     decoder_heads: int = 3
     periodic_weight: float = 0.1
-    invariance_weight: float = 1.0
+    invariance_weight: float | None = None
     temperature: float = 0.1
     projection_dim: int = 128
     image_every: int = 100
@@ -55,7 +57,7 @@ class PretrainConfig:
         check_mask_options(self.mask, self.ratio)
         for name in ("periodic_weight", "invariance_weight"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature!r}")
@@ -66,6 +68,10 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_invariance_default(self, weight: float) -> PretrainConfig:
+        """This config with ``invariance_weight`` set to ``weight`` if it was left unset."""
+        return self if self.invariance_weight is not None else replace(self, invariance_weight=weight)
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -94,9 +100,11 @@ class PretrainObjective:
     name = "pretrain"
     # tensors of the video tower the objective trains (None: all)
     trained_prefixes: tuple[str, ...] | None = None
+    # invariance_weight when the config leaves it unset
+    default_invariance_weight = 1.0
 
     def __init__(self, config: PretrainConfig, seed: int = 0, val_dataset: Any | None = None) -> None:
-        self.config = config
+        self.config = config.with_invariance_default(self.default_invariance_weight)
         self.seed = seed
         self.val_dataset = val_dataset
         self._val_batch: Any = None

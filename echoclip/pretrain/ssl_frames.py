@@ -22,7 +22,7 @@ from torch import nn
 from echoclip.pretrain.features import time_features
 from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
-from echoclip.pretrain.views import augment_view, mlp, nt_xent
+from echoclip.pretrain.views import mlp, nt_xent, two_views, view_major
 
 
 class FrameSSLModel(nn.Module):
@@ -74,10 +74,10 @@ class FrameSSLObjective(PretrainObjective):
         if stacked is None:
             return None
         video, indices = stacked
-        views = []
-        for clip, i in zip(video, indices, strict=True):
-            g = sample_generator(self.seed, epoch, i)
-            views.append(torch.stack([augment_view(clip, g), augment_view(clip, g)]))
+        views = [
+            two_views(clip, sample_generator(self.seed, epoch, i))
+            for clip, i in zip(video, indices, strict=True)
+        ]
         batch = {"video": torch.stack(views)}  # [B, 2, 3, T, H, W]
         if self.config.periodic_weight > 0:
             flat = batch["video"].flatten(0, 1)
@@ -90,8 +90,7 @@ class FrameSSLObjective(PretrainObjective):
         device = next(model.parameters()).device
         video = batch["video"].to(device, non_blocking=True)
         b = video.shape[0]
-        views = video.transpose(0, 1).flatten(0, 1)  # all first views, then all second views
-        out = model(views)
+        out = model(view_major(video))
         cfg = self.config
         figures: dict[str, float] = {}
         loss = out["clip"].sum() * 0.0
@@ -100,7 +99,7 @@ class FrameSSLObjective(PretrainObjective):
             loss = loss + cfg.invariance_weight * inv
             figures["invariance"] = float(inv.detach())
         if cfg.periodic_weight > 0 and "period" in batch:
-            periods = batch["period"].transpose(0, 1).flatten()
+            periods = view_major(batch["period"])
             periodic, anchors = periodic_infonce(out["frames"], periods, cfg.temperature)
             loss = loss + cfg.periodic_weight * periodic
             figures.update(periodic=float(periodic.detach()), periodic_anchors=float(anchors))

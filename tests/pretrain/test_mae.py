@@ -26,6 +26,7 @@ TOWER = VideoTowerConfig(
 def _setup(**options):
     torch.manual_seed(0)
     tower = VideoMAETower(TOWER, 16)
+    options = {"invariance_weight": 0.0, **options}
     config = PretrainConfig(decoder_width=32, decoder_layers=1, decoder_heads=2, **options)
     model = MaskedVideoModel(tower, config)
     return tower, model, MaskedVideoObjective(config, model, seed=0)
@@ -105,6 +106,20 @@ def test_reconstruction_loss_falls():
         first = first if first is not None else figures["recon"]
     assert figures["recon"] < 0.5 * first
     assert "periodic" in figures  # 4 time steps are too few for positives and negatives
+
+
+def test_two_masked_views_with_the_invariance_term(tmp_path):
+    _, model, objective = _setup(invariance_weight=1.0, periodic_weight=0.1)
+    data = BeatingClips(4, frames=8)
+    batch = objective.collate([data[i] for i in range(4)], epoch=0)
+    assert batch["video"].shape == (4, 2, 3, 8, 32, 32) and batch["mask"].shape == (4, 2, 64)
+    assert not torch.equal(batch["mask"][:, 0], batch["mask"][:, 1])  # each view its own mask
+    assert not torch.equal(batch["video"][:, 0], batch["video"][:, 1])
+    loss, figures = objective.compute(model, batch)
+    loss.backward()
+    assert {"recon", "periodic", "invariance"} <= set(figures)
+    assert model.clip_head[0].weight.grad.abs().sum() > 0
+    objective.write_image(model, batch, tmp_path / "views.png")  # shows the first view
 
 
 def test_masks_are_the_same_for_the_same_sample_and_epoch():

@@ -7,7 +7,8 @@ import torch
 from echoclip.models.config import VideoTowerConfig
 from echoclip.models.frames import FrameTower
 from echoclip.pretrain.objectives import PretrainConfig, sample_generator
-from echoclip.pretrain.ssl_frames import FrameSSLModel, FrameSSLObjective, augment_view, nt_xent
+from echoclip.pretrain.ssl_frames import FrameSSLModel, FrameSSLObjective
+from echoclip.pretrain.views import augment_view, nt_xent
 
 from .clips import BeatingClips
 
