@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from echoclip.cli.loop_options import add_loop_arguments, loop_config_from_args
+
 HELP = "pretrain a video tower without labels (masked modelling, periodic and invariance losses)"
 EXAMPLE = (
     "echoclip pretrain --data runs/sim --model echoclip-tiny --out runs/ssl --steps 300 "
@@ -23,7 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default="runs/ssl", help="run folder (checkpoints, metrics, images, final/ encoder)"
     )
-    p.add_argument("--config", help="TOML recipe with [train] and [pretrain] tables; flags override it")
     p.add_argument("--mask", choices=["tube", "random", "consistent"], help="token mask of masked modelling")
     p.add_argument("--ratio", type=float, help="fraction of tokens hidden (default 0.9)")
     p.add_argument(
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--invariance-weight",
         type=float,
-        help="weight of the clip augmentation-invariance term, non-ViT towers (default 1.0)",
+        help="weight of the clip augmentation-invariance term (default 1.0; 0 for ViT towers)",
     )
     p.add_argument(
         "--no-norm-pix-loss",
@@ -44,30 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-width", type=int)
     p.add_argument("--decoder-layers", type=int)
     p.add_argument("--image-every", type=int, help="write a reconstruction PNG every N steps (0: never)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, help="clips per step and per process")
-    p.add_argument("--grad-accum", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="bf16 speeds up a ViT on CPUs with bf16 matrix units; it slows convolutions on others",
-    )
-    p.add_argument("--workers", type=int, dest="num_workers", help="data loading processes")
-    p.add_argument("--checkpoint-every", type=int)
-    p.add_argument("--keep-last", type=int)
-    p.add_argument("--val-every", type=int, help="held-out loss every N steps (and at the end)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--no-augment", action="store_true", help="centred clips without augmentation")
-    p.add_argument(
-        "--preload",
-        action="store_true",
-        help="decode every training video once (small data sets, many epochs)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    add_loop_arguments(p)
     p.add_argument(
         "--probe",
         metavar="TARGET",
@@ -78,21 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-steps", type=int, default=300, help="training steps of the attentive probe")
 
 
-_TRAIN_FLAGS = (
-    "epochs",
-    "steps",
-    "batch_size",
-    "grad_accum",
-    "lr",
-    "warmup_steps",
-    "weight_decay",
-    "precision",
-    "num_workers",
-    "checkpoint_every",
-    "keep_last",
-    "val_every",
-    "seed",
-)
 _PRETRAIN_FLAGS = (
     "mask",
     "ratio",
@@ -113,14 +76,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any
 
     from echoclip.errors import ConfigError
     from echoclip.pretrain.objectives import PretrainConfig
-    from echoclip.train.config import TrainConfig, load_recipe
 
-    recipe: dict[str, Any] = load_recipe(args.config) if args.config else {}
-    base = TrainConfig.from_dict({**_DEFAULTS, **recipe.get("train", {}), "out": args.out})
-    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS}
-    if args.steps is None and args.epochs is not None:
-        overrides["steps"] = 0
-    train = base.updated(**overrides)
+    train, recipe = loop_config_from_args(args, defaults=_DEFAULTS)
     try:
         options = PretrainConfig(**recipe.get("pretrain", {}))
     except TypeError as e:

@@ -40,6 +40,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     grad_checkpointing: bool = False
     compile: bool = False
+    # under torchrun: "ddp" replicates the model on every process, "fsdp" shards parameters,
+    # gradients and optimizer state across them (for towers too big to replicate)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     num_workers: int = 0
     checkpoint_every: int = 200
     keep_last: int = 2
@@ -68,6 +71,8 @@ class TrainConfig:
             raise ConfigError(f"sentence_dropout must be in [0, 1), got {self.sentence_dropout}")
         if self.loss not in ("clip", "siglip"):
             raise ConfigError(f"unknown loss {self.loss!r}; known: ['clip', 'siglip']")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"unknown strategy {self.strategy!r}; known: ['ddp', 'fsdp']")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"unknown precision {self.precision!r}; known: ['auto', 'bf16', 'fp32']")
 

@@ -2,7 +2,7 @@
 
 What is trained is described by an :class:`Objective` (how a batch becomes a loss,
 how samples are collated, how the model is validated and saved); the
-:class:`Trainer` owns everything else: ``torchrun``/DDP, AdamW and the cosine
+:class:`Trainer` owns everything else: ``torchrun`` (DDP or FSDP), AdamW and the cosine
 schedule, gradient accumulation and clipping, bf16 autocast, atomic checkpoints and
 exact resume (model, optimizer, scheduler, step, data position, RNG of every rank),
 NaN detection, progress, ``metrics.csv`` and TensorBoard.
@@ -11,6 +11,7 @@ NaN detection, progress, ``metrics.csv`` and TensorBoard.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import logging
 import math
@@ -39,7 +40,18 @@ from echoclip.train.checkpoint import (
     set_rng_state,
 )
 from echoclip.train.config import TrainConfig
-from echoclip.train.distributed import DistInfo, all_reduce_mean, barrier, broadcast_flag, init_distributed
+from echoclip.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    average_gradients,
+    barrier,
+    broadcast_flag,
+    full_model_state,
+    full_optimizer_state,
+    init_distributed,
+    load_full_optimizer_state,
+    shard_model,
+)
 from echoclip.train.optim import build_optimizer, cosine_with_warmup
 
 log = logging.getLogger(__name__)
@@ -189,6 +201,8 @@ class Trainer:
         self.dataset = dataset
         self.config = config
         self.resume = resume
+        self._sharded = False  # FSDP across ranks (set by fit)
+        self._twin: nn.Module | None = None
 
     # -- setup -------------------------------------------------------------------------
 
@@ -233,16 +247,24 @@ class Trainer:
         model = self.model.to(info.device)
         if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
+        resume_from = latest_checkpoint(out) if self.resume else None
+        if resume_from is not None:
+            load_weights(model, resume_from / "model")  # whole weights, before any sharding
+        self._sharded = cfg.strategy == "fsdp" and info.distributed
+        # with FSDP, rank 0 keeps an unsharded copy on the CPU to validate and save
+        self._twin = copy.deepcopy(model).cpu() if self._sharded and info.is_main else None
+        replicated = shard_model(model) if self._sharded else []
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.eps)
         scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
 
         step, epoch, position = 0, 0, 0
         window: list[float] = []  # losses since the last logged row
-        resume_from = latest_checkpoint(out) if self.resume else None
         if resume_from is not None:
             state, rng = load_train_state(resume_from, info.rank)
-            load_weights(model, resume_from / "model")
-            optimizer.load_state_dict(state["optimizer"])
+            if self._sharded:
+                load_full_optimizer_state(model, optimizer, state["optimizer"])
+            else:
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
             window = [float(v) for v in state.get("loss_window", [])]
@@ -254,7 +276,7 @@ class Trainer:
             log.info("no checkpoint in %s; starting from scratch", out / "checkpoints")
 
         train_model: nn.Module = model
-        if info.distributed:
+        if info.distributed and not self._sharded:
             train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[info.device.index] if info.device.type == "cuda" else None
             )
@@ -284,6 +306,8 @@ class Trainer:
                     if info.distributed and not final_micro and hasattr(train_model, "no_sync")
                     else contextlib.nullcontext()
                 )
+                if self._sharded:
+                    model.set_requires_gradient_sync(final_micro)  # type: ignore[operator]
                 with sync, self._autocast(info):
                     loss, figures = self.objective.loss(train_model, batch, step)
                 (loss / cfg.grad_accum).backward()
@@ -298,8 +322,9 @@ class Trainer:
                     metrics.close()
                     where = f"; the last good checkpoint is {last_good}" if last_good else ""
                     raise TrainingError(f"the loss became {loss_value} at step {step + 1}{where}")
+                average_gradients(replicated, info)
                 grad_norm = (
-                    float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                    _as_float(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
                     if cfg.grad_clip > 0
                     else float("nan")
                 )
@@ -362,10 +387,11 @@ class Trainer:
         if step == total_steps and not validation:
             validation = self._validate(info, model, metrics, step)
         final_dir = out / "final"
+        whole = self._whole_model(model)
         if info.is_main:
             tmp = out / "final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            self.objective.save_model(model, tmp)
+            self.objective.save_model(whole, tmp)
             shutil.rmtree(final_dir, ignore_errors=True)
             os.replace(tmp, final_dir)
         barrier(info)
@@ -418,14 +444,30 @@ class Trainer:
             )
         return "no readable training samples in a whole epoch"
 
+    def _whole_model(self, model: nn.Module) -> nn.Module:
+        """The model with all its weights on rank 0: itself, or under FSDP the unsharded copy
+        refreshed from the shards (every rank must call this)."""
+        if not self._sharded:
+            return model
+        state = full_model_state(model)
+        if self._twin is None:
+            return model  # not rank 0: nothing to hold
+        self._twin.load_state_dict(state)
+        return self._twin
+
     def _validate(self, info: DistInfo, model: nn.Module, metrics: MetricsLog, step: int) -> dict[str, float]:
+        model = self._whole_model(model)
         if not info.is_main:
             return {}
         was_training = model.training
+        if self._sharded:
+            model.to(info.device)
         model.eval()
         with torch.no_grad(), self._autocast(info):
             figures = self.objective.validate(model)
         model.train(was_training)
+        if self._sharded:
+            model.cpu()
         if figures:
             metrics.add({"step": step, **{f"val/{k}": v for k, v in figures.items()}})
             log.info("step %d validation: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in figures.items()))
@@ -449,9 +491,11 @@ class Trainer:
             dist.all_gather_object(gathered, states[0])
             states = gathered
         path = latest_checkpoint(out) or out
+        whole = self._whole_model(model)
+        optimizer_state = full_optimizer_state(model, optimizer) if self._sharded else optimizer.state_dict()
         if info.is_main:
             train_state = {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "step": step,
                 "epoch": epoch,
@@ -461,7 +505,7 @@ class Trainer:
                 "config": _plain(self.config.to_dict()),
             }
             path = save_checkpoint(
-                out, step, model, train_state, states, self.objective.save_model, self.config.keep_last
+                out, step, whole, train_state, states, self.objective.save_model, self.config.keep_last
             )
         barrier(info)
         return path
@@ -477,6 +521,12 @@ class Trainer:
             disable=not (info.is_main and self.config.progress),
             dynamic_ncols=True,
         )
+
+
+def _as_float(value: torch.Tensor) -> float:
+    """A scalar tensor as a float; a sharded (DTensor) norm is made whole first."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
 
 
 def _batch_size(batch: Any) -> int:

@@ -287,3 +287,16 @@ def test_echo_configs_get_the_echo_tokenizer_values():
     table = model.text_tower.values.token_values
     for token_id, value in tok.value_token_values().items():
         assert table[token_id].item() == pytest.approx(value)
+
+
+def test_clip_tower_embeds_a_text_the_same_in_any_batch(stand_in_tokenizer):
+    """The causal tower drops padding columns: a short prompt batched alone (a few
+    columns) or next to a long report (all 77) gets the same embedding."""
+    torch.manual_seed(0)
+    model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).eval()
+    prompt = "LV EJECTION FRACTION IS 40%."
+    with torch.no_grad():
+        alone = model.encode_text(stand_in_tokenizer([prompt]))
+        batched = model.encode_text(stand_in_tokenizer([prompt, "SEVERE MITRAL REGURGITATION. " * 8]))
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-3)
