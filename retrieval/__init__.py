@@ -21,9 +21,10 @@ _EXPORTS: dict[str, str] = {
     "Index": "echoclip.retrieval.index",
     "build_index": "echoclip.retrieval.index",
     "choose_factory": "echoclip.retrieval.index",
+    "find_index_folder": "echoclip.retrieval.index",
 }
 
-__all__ = ["EmbeddingStore", "Index", "RetrievalError", "build_index", "choose_factory"]
+__all__ = ["EmbeddingStore", "Index", "RetrievalError", "build_index", "choose_factory", "find_index_folder"]
 
 
 def __getattr__(name: str) -> Any:

@@ -631,3 +631,14 @@ def _faiss() -> Any:
     import faiss
 
     return faiss
+
+
+def find_index_folder(path: str | os.PathLike[str], target: str) -> Path:
+    """``path`` itself when it is an index, else its ``target`` sub-folder (``videos`` or
+    ``reports``, as ``echoclip index`` writes them)."""
+    path = Path(path)
+    if (path / "info.json").is_file():
+        return path
+    if (path / target / "info.json").is_file():
+        return path / target
+    raise RetrievalError(f"{path}: no index here or in {path / target} (build one with `echoclip index`)")

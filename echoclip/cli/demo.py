@@ -32,5 +32,9 @@ def run(args: argparse.Namespace) -> int:
         f"search the test set:  echoclip search --index {out / 'index'} "
         f'--model {out / "clip" / "final"} --text "A PACEMAKER LEAD IS SEEN."'
     )
+    print(
+        f"open it in a browser:  echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'} "
+        f"--video-root {out / 'data'}"
+    )
     print(f"demo done in {metrics['time.total_s']:.0f} s")
     return 0

@@ -43,23 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
-def index_folder(path: Path, target: str) -> Path:
-    """``path`` itself when it is an index, else its ``target`` sub-folder."""
-    from echoclip.retrieval import RetrievalError
-
-    if (path / "info.json").is_file():
-        return path
-    if (path / target / "info.json").is_file():
-        return path / target
-    raise RetrievalError(f"{path}: no index here or in {path / target} (build one with `echoclip index`)")
-
-
 def run(args: argparse.Namespace) -> int:
     import echoclip
     from echoclip.errors import ConfigError
     from echoclip.models.embed import embed_reports, embed_videos
     from echoclip.models.model_dir import model_identity
-    from echoclip.retrieval import Index
+    from echoclip.retrieval import Index, find_index_folder
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines say which SIMD build loaded
     start = time.perf_counter()
@@ -72,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         target = "videos" if (args.text is not None or args.same_patient) else "reports"
 
     identity = model_identity(args.model)
-    folder = index_folder(Path(args.index), target)
+    folder = find_index_folder(Path(args.index), target)
     index = Index.load(folder, expected_model_hash=identity["hash"])
     model = echoclip.load_model(args.model)
     if args.text is not None:

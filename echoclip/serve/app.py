@@ -1,0 +1,296 @@
+"""The FastAPI app of ``echoclip serve``: a JSON API and one page that uses it.
+
+``POST /api/search/video``  an uploaded DICOM/AVI/MP4 -> the reports most like it, zero-shot findings
+``POST /api/search/text``   a report text -> the indexed videos most like it (with thumbnails)
+``POST /api/zeroshot``      an uploaded video -> EF with its spread, device/finding/view probabilities
+``GET  /api/health``        the model and index served
+``GET  /``                  the page; ``/docs`` the API (Swagger UI, served from here, no CDN)
+
+Every refusal is a 4xx with ``{"detail": "..."}``: a bad upload says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field, field_validator
+
+import echoclip
+from echoclip.errors import DataError, EchoclipError
+from echoclip.serve.engine import Engine
+from echoclip.serve.media import animated_preview, data_url
+from echoclip.serve.uploads import BodySizeLimit, UploadError, read_upload
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_K = 50
+TEXT_LIMIT = 2000
+DEFAULT_MAX_UPLOAD_MB = 64.0
+# The page loads nothing from elsewhere; say so to the browser too.
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class Problem(BaseModel):
+    detail: str = Field(description="what is wrong, in one sentence")
+
+
+class VideoInfo(BaseModel):
+    file: str = Field(description="the upload's file name, without folders")
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+class Hit(BaseModel):
+    rank: int
+    score: float = Field(description="cosine similarity of the query and this row")
+    row: int = Field(description="row of the index")
+    study_id: str | None = None
+    view: str | None = None
+    split: str | None = None
+    report: str | None = None
+    thumbnail: str | None = Field(None, description="URL of a still of the video (text search)")
+
+
+class Regression(BaseModel):
+    value: float = Field(description="EchoCLIP's rank-based estimate")
+    sd: float = Field(description="standard deviation of the softmax over candidate values")
+    unit: str
+    method: str
+
+
+class Binary(BaseModel):
+    name: str
+    group: str = Field(description="the prompt set: devices, findings ...")
+    description: str
+    probability: float | None
+    score: float | None = None
+    method: str
+
+
+class Categorical(BaseModel):
+    name: str
+    predicted: str
+    probabilities: dict[str, float]
+
+
+class Findings(BaseModel):
+    ejection_fraction: Regression | None
+    binary: list[Binary]
+    categorical: list[Categorical]
+
+
+class ZeroShotResult(BaseModel):
+    video: VideoInfo
+    findings: Findings
+    timing_ms: dict[str, float]
+
+
+class VideoSearchResult(ZeroShotResult):
+    preview: str = Field(description="animated WebP of the video, as a data URL")
+    target: str = Field(description="the index searched: reports, or videos with their reports")
+    results: list[Hit]
+
+
+class TextQuery(BaseModel):
+    text: str = Field(min_length=1, max_length=TEXT_LIMIT, examples=["SEVERELY REDUCED LV FUNCTION."])
+    k: int = Field(5, ge=1, le=MAX_K)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the text is blank")
+        return value
+
+
+class TextSearchResult(BaseModel):
+    results: list[Hit]
+    timing_ms: dict[str, float]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    model: str
+    model_hash: str
+    device: str
+    indexes: dict[str, int] = Field(description="rows of each index served")
+    max_upload_mb: float
+
+
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "empty upload, or a malformed multipart body"},
+    413: {"model": Problem, "description": "upload over the size limit"},
+    422: {"description": "not a readable video, or invalid parameters"},
+}
+
+
+def create_app(
+    model_dir: str | os.PathLike[str],
+    index_dir: str | os.PathLike[str],
+    *,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    device: str | None = None,
+    video_root: str | os.PathLike[str] | None = None,
+) -> FastAPI:
+    """The app serving ``model_dir`` and the index of its embeddings in ``index_dir``.
+
+    Both are loaded here, once: a wrong path or an index of another model fails now,
+    not at the first request. ``video_root`` is the folder that relative video paths of
+    the index start from (the data set's folder); absolute paths, as ``echoclip embed``
+    writes, need none.
+    """
+    if not max_upload_mb > 0:
+        raise ValueError(f"the upload limit must be positive, not {max_upload_mb} MB")
+    engine = Engine(model_dir, index_dir, device=device, video_root=video_root)
+    max_bytes = int(max_upload_mb * 2**20)
+    # FastAPIOffline: FastAPI whose /docs page loads Swagger UI from this server, not a CDN
+    app = FastAPIOffline(
+        title="echoclip",
+        version=echoclip.__version__,
+        description="Search echo reports by video and videos by report text; zero-shot findings.",
+    )
+    app.state.engine = engine
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
+
+    @app.exception_handler(UploadError)
+    def _upload_error(request: Any, e: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": e.message}, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Any, e: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back; an upload sent as a plain form field
+        # would come back whole, patient header and all. Say where and what, not the value.
+        errors = [{k: err[k] for k in ("loc", "msg", "type") if k in err} for err in e.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(EchoclipError)
+    def _refused(request: Any, e: EchoclipError) -> JSONResponse:
+        return JSONResponse({"detail": " ".join(str(e).split())}, status_code=422)
+
+    def _receive(file: UploadFile) -> tuple[VideoInfo, Any, dict[str, float]]:
+        start = time.perf_counter()
+        name, video = read_upload(file.file, file.filename, max_bytes)
+        decoded = time.perf_counter()
+        emb = engine.embed_video(video)
+        timing = {"decode": _ms(decoded - start), "embed": _ms(time.perf_counter() - decoded)}
+        info = VideoInfo(
+            file=name, frames=video.num_frames, fps=video.fps, width=video.width, height=video.height
+        )
+        return info, (video, emb), timing
+
+    @app.post("/api/search/video", response_model=VideoSearchResult, responses=UPLOAD_ERRORS)
+    def search_video(
+        file: UploadFile = File(description="a DICOM, AVI or MP4 echo video"),
+        k: int = Query(5, ge=1, le=MAX_K, description="results to return"),
+    ) -> Any:
+        """The reports (or indexed videos, with their reports) nearest to an uploaded video,
+        its zero-shot findings and an animated preview."""
+        info, (video, emb), timing = _receive(file)
+        start = time.perf_counter()
+        results = engine.search(engine.report_target, emb, k)
+        findings = engine.zero_shot(emb)
+        timing["search"] = _ms(time.perf_counter() - start)
+        preview = data_url(animated_preview(video), "image/webp")
+        log.info("video search: %d frames, %s ms", info.frames, timing)
+        return VideoSearchResult(
+            video=info,
+            findings=Findings(**findings),
+            timing_ms=timing,
+            preview=preview,
+            target=engine.report_target,
+            results=[Hit(**r) for r in results],
+        )
+
+    @app.post("/api/zeroshot", response_model=ZeroShotResult, responses=UPLOAD_ERRORS)
+    def zeroshot(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
+        """EF (with the spread of the model's belief), devices, findings and view of an uploaded video."""
+        info, (_, emb), timing = _receive(file)
+        start = time.perf_counter()
+        findings = engine.zero_shot(emb)
+        timing["zero_shot"] = _ms(time.perf_counter() - start)
+        log.info("zero-shot: %d frames, %s ms", info.frames, timing)
+        return ZeroShotResult(video=info, findings=Findings(**findings), timing_ms=timing)
+
+    @app.post(
+        "/api/search/text",
+        response_model=TextSearchResult,
+        responses={
+            400: {"model": Problem, "description": "the body is not JSON"},
+            404: {"model": Problem, "description": "the index holds no videos"},
+            413: {"model": Problem, "description": "body over the size limit"},
+        },
+    )
+    def search_text(query: TextQuery) -> Any:
+        """The indexed videos nearest to a report text, each with a thumbnail URL."""
+        if "videos" not in engine.indexes:
+            return JSONResponse({"detail": "the index has no videos/ index to search"}, status_code=404)
+        start = time.perf_counter()
+        emb = engine.embed_text(query.text)
+        embedded = time.perf_counter()
+        results = engine.search("videos", emb, query.k)
+        timing = {"embed": _ms(embedded - start), "search": _ms(time.perf_counter() - embedded)}
+        log.info("text search: %d characters, %s ms", len(query.text), timing)
+        return TextSearchResult(
+            results=[Hit(**r, thumbnail=f"/api/videos/{r['row']}/thumbnail") for r in results],
+            timing_ms=timing,
+        )
+
+    @app.get(
+        "/api/videos/{row}/thumbnail",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "a still of the video"},
+            404: {"model": Problem, "description": "no such video, or its file cannot be read"},
+        },
+    )
+    def video_thumbnail(
+        row: int = PathParam(ge=0, le=2**62, description="row of the videos index"),
+    ) -> Response:
+        """A still (the middle frame) of an indexed video."""
+        try:
+            jpeg = engine.thumbnail(row)
+        except DataError as e:
+            return JSONResponse({"detail": str(e)}, status_code=404)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/health", response_model=Health)
+    def health() -> Any:
+        """What is served: the model (name and hash of its files), the device and the index sizes."""
+        return Health(
+            status="ok",
+            version=echoclip.__version__,
+            model=engine.model_name,
+            model_hash=engine.model_hash,
+            device=str(engine.device),
+            indexes={name: len(index) for name, index in engine.indexes.items()},
+            max_upload_mb=max_upload_mb,
+        )
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _ms(seconds: float) -> float:
+    return round(1000 * seconds, 1)

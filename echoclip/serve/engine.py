@@ -1,0 +1,226 @@
+"""What the web page asks of the model: embed a video or a text, search the index, read
+zero-shot findings. Everything is loaded once, when the server starts.
+
+An index folder made by ``echoclip index`` holds ``videos/`` and ``reports/`` indexes (or
+is one index itself); both were built from one model's embeddings, which must be the
+model served (``Index.load`` checks its hash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoclip.errors import DataError, VideoReadError
+
+log = logging.getLogger(__name__)
+
+PROMPT_SETS = ("ejection_fraction", "devices", "findings", "views")
+# Index columns a result may show; anything else (file paths, patient ids) stays on the server.
+RESULT_FIELDS = ("study_id", "view", "split", "report")
+THUMBNAILS_CACHED = 512
+
+
+class Engine:
+    """A model, its tokenizer, the indexes of its embeddings and the prompt embeddings."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        prompt_sets: Sequence[str] = PROMPT_SETS,
+        video_root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        import echoclip
+        from echoclip.models.embed import pick_device
+        from echoclip.models.model_dir import model_identity
+        from echoclip.zeroshot.predict import encode_prompts, model_logit_scale
+        from echoclip.zeroshot.prompts import load_prompt_set
+
+        identity = model_identity(model_dir)
+        self.model_name = identity["name"]
+        self.model_hash = identity["hash"]
+        self.indexes = load_indexes(Path(index_dir), identity["hash"])
+        self.model = echoclip.load_model(model_dir)
+        self.device = pick_device(self.model, device)
+        self.model.to(self.device).eval()
+        self.tokenizer = echoclip.get_tokenizer(model_dir)
+        self.prompt_sets = [load_prompt_set(p) for p in prompt_sets]
+        texts = [t for ps in self.prompt_sets for t in ps.texts()]
+        self.prompt_emb = encode_prompts(self.model, self.tokenizer, texts, device=self.device, cache=False)
+        self.logit_scale = model_logit_scale(self.model)
+        # one query at a time through the model: parallel requests would only share the same cores
+        self._lock = threading.Lock()
+        # indexes may keep video paths relative to their data set's folder
+        self.video_root = Path(video_root) if video_root is not None else None
+        self.thumbnail = lru_cache(maxsize=THUMBNAILS_CACHED)(self._thumbnail)
+
+    @property
+    def report_target(self) -> str:
+        """The index a video query searches: reports when there is one, else the videos (with
+        their study's report)."""
+        return "reports" if "reports" in self.indexes else "videos"
+
+    def embed_video(self, video: Any) -> np.ndarray:
+        """Unit-norm embedding ``[D]`` of a decoded :class:`~echoclip.data.video.Video`."""
+        from echoclip.models.embed import embed_videos
+
+        with self._lock:
+            emb = embed_videos(self.model, [video], batch_size=1, device=self.device, progress=False)
+        return emb[0]
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """Unit-norm embedding ``[D]`` of a report text."""
+        from echoclip.models.embed import embed_reports
+
+        with self._lock:
+            emb = embed_reports(self.model, self.tokenizer, [text], device=self.device, progress=False)
+        return emb[0]
+
+    def search(self, target: str, query: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """The ``k`` nearest rows of the ``target`` index: rank, score, row and the public fields."""
+        index = self.indexes.get(target)
+        if index is None:
+            raise DataError(f"the index has no {target}/ index to search")
+        hits = index.search(query[None].astype(np.float32), min(k, len(index)))
+        fields = [c for c in RESULT_FIELDS if c in hits.columns]
+        return [
+            {
+                "rank": int(hit["rank"]),
+                "score": float(hit["score"]),
+                "row": int(hit["row"]),
+                **{c: _text(hit[c]) for c in fields},
+            }
+            for _, hit in hits.iterrows()
+        ]
+
+    def zero_shot(self, emb: np.ndarray) -> dict[str, Any]:
+        """EF with the spread of the model's belief, and a probability per device, finding and view."""
+        from echoclip.zeroshot.prompts import BinaryTarget, RegressionTarget
+
+        out: dict[str, Any] = {"ejection_fraction": None, "binary": [], "categorical": []}
+        for prompt_set in self.prompt_sets:
+            for name, target in prompt_set.targets.items():
+                if isinstance(target, RegressionTarget):
+                    if name == "ejection_fraction":
+                        out["ejection_fraction"] = self._regression(target, emb)
+                elif isinstance(target, BinaryTarget):
+                    out["binary"].append(
+                        {"name": name, "group": prompt_set.name, **self._binary(target, emb)}
+                    )
+                else:
+                    out["categorical"].append({"name": name, **self._categorical(target, emb)})
+        return out
+
+    def _emb(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.prompt_emb[t] for t in texts])
+
+    def _regression(self, target: Any, emb: np.ndarray) -> dict[str, Any]:
+        """The default scorer's value (EchoCLIP's rank method) and the standard deviation of the
+        softmax over candidate values: a wide spread means the prompts barely tell values apart."""
+        from echoclip.zeroshot.scoring import DEFAULT_METHODS, get_scorer
+
+        prompt_emb = np.stack([self._emb(row) for row in target.prompts()])  # [V, P, D]
+        values = target.values()
+        method = DEFAULT_METHODS["regression"]
+        value = float(get_scorer("regression", method)(emb[None], prompt_emb, values)[0])
+        logits = self.logit_scale * (prompt_emb @ emb).mean(axis=1)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        mean = float(p @ values)
+        sd = float(np.sqrt(max(0.0, float(p @ values**2) - mean**2)))
+        return {"value": value, "sd": sd, "unit": target.unit, "method": method}
+
+    def _binary(self, target: Any, emb: np.ndarray) -> dict[str, Any]:
+        """A probability: the target's calibration when it has one, else the softmax of the
+        model's logits over its positive and negative prompts."""
+        from echoclip.zeroshot.calibration import Calibration
+        from echoclip.zeroshot.scoring import calibrated, class_probabilities, similarity
+
+        positive = self._emb(target.positive)
+        negative = self._emb(target.negative) if target.negative else None
+        described = {"description": target.description or target.name.replace("_", " ")}
+        if target.calibration is not None:
+            p = calibrated(
+                emb[None], positive, negative, calibration=Calibration.from_dict(target.calibration)
+            )
+            return {**described, "probability": float(p[0]), "method": "calibrated"}
+        if negative is None:
+            score = similarity(emb[None], positive)
+            return {**described, "probability": None, "score": float(score[0]), "method": "similarity"}
+        p = class_probabilities(emb[None], [positive, negative], logit_scale=self.logit_scale)
+        return {**described, "probability": float(p[0, 0]), "method": "softmax"}
+
+    def _categorical(self, target: Any, emb: np.ndarray) -> dict[str, Any]:
+        from echoclip.zeroshot.scoring import class_probabilities
+
+        classes = list(target.classes)
+        p = class_probabilities(
+            emb[None], [self._emb(target.classes[c]) for c in classes], logit_scale=self.logit_scale
+        )[0]
+        return {
+            "predicted": classes[int(np.argmax(p))],
+            "probabilities": {c: float(v) for c, v in zip(classes, p, strict=True)},
+        }
+
+    def _thumbnail(self, row: int) -> bytes:
+        """JPEG of the middle frame of indexed video ``row``; DataError when it cannot be shown."""
+        from echoclip.data.video import load_video
+        from echoclip.serve.media import thumbnail
+
+        index = self.indexes.get("videos")
+        if index is None or index.metadata is None or "video_path" not in index.metadata.columns:
+            raise DataError("the index holds no video files to show")
+        if not 0 <= row < len(index):
+            raise DataError(f"no video {row}: the index has {len(index)}")
+        path = Path(str(index.metadata["video_path"].iloc[row]))
+        if self.video_root is not None and not path.is_absolute():
+            path = self.video_root / path
+        try:
+            video = load_video(path, indices=lambda n, fps: [n // 2])
+        except VideoReadError:
+            log.warning("thumbnail of indexed video %d: its file cannot be read", row)
+            raise DataError(f"the file of video {row} cannot be read on the server") from None
+        return thumbnail(video.frames[0])
+
+
+def load_indexes(path: Path, model_hash: str) -> dict[str, Any]:
+    """``{"videos": Index, "reports": Index}``, whichever of them ``path`` holds.
+
+    A folder that is one index itself counts as ``videos`` when its rows name video files,
+    else as ``reports``.
+    """
+    from echoclip.retrieval import Index, RetrievalError, find_index_folder
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    folders: dict[str, Path] = {}
+    for target in ("videos", "reports"):
+        try:
+            folders[target] = find_index_folder(path, target)
+        except RetrievalError:
+            continue
+    if not folders:
+        raise DataError(
+            f"{path}: no index here, nor videos/ or reports/ indexes (build them with `echoclip index`)"
+        )
+    if len(set(folders.values())) == 1:  # a single index: what its rows are decides its role
+        index = Index.load(next(iter(folders.values())), expected_model_hash=model_hash)
+        columns = [] if index.metadata is None else list(index.metadata.columns)
+        return {"videos" if "video_path" in columns else "reports": index}
+    return {target: Index.load(folder, expected_model_hash=model_hash) for target, folder in folders.items()}
+
+
+def _text(value: Any) -> str | None:
+    """A result field as text; a missing value (None, NaN, NA) as None."""
+    import pandas as pd
+
+    return None if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
