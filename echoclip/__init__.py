@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "embed_reports": "echoclip.models.embed",
     "zero_shot": "echoclip.zeroshot.predict",
     "load_prompt_set": "echoclip.zeroshot.prompts",
+    "load_finetuned": "echoclip.finetune.model",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

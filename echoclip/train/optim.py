@@ -30,6 +30,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
 ) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, or over the model's own ``optimizer_groups(weight_decay)``
+    when it has them (fine-tuning: layer-wise learning rates, as a group's ``lr_scale``)."""
+    own = getattr(model, "optimizer_groups", None)
+    if callable(own):
+        groups = [{**g, "lr": lr * g.get("lr_scale", 1.0)} for g in own(weight_decay)]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
 
 
