@@ -437,7 +437,7 @@ def _binary_entry(
         cal_truth, cal_score = calibration[0].to_numpy(float), calibration[1].to_numpy(float)
         positives = np.nansum(cal_truth)
         if 0 < positives < np.isfinite(cal_truth).sum():
-            fitted = fit_calibration(cal_score, cal_truth, calibration_method)
+            fitted = fit_calibration(cal_score, cal_truth, calibration_method, score=method)
             prob = fitted(s)
             entry = binary_metrics(t, prob, threshold=0.5)
             entry["auc"] = binary_metrics(t, s)["auc"]  # calibration can tie scores; rank on the raw ones

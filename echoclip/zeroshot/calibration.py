@@ -133,21 +133,25 @@ def calibrate_prompt_set(
     labels: Mapping[str, Any],
     method: str = "platt",
     *,
-    score: str = "similarity",
+    score: str | None = None,
 ) -> Any:
     """A copy of ``prompt_set`` whose binary targets in ``scores`` carry fitted calibrations.
 
-    ``scores[target]`` are raw scores by the ``score`` method and ``labels[target]``
-    the truths of the same studies. Save the result with
+    ``scores[target]`` are raw scores by the ``score`` method (default: the target's
+    default method, as ``zero_shot`` scores it unasked) and ``labels[target]`` the
+    truths of the same studies. Save the result with
     :func:`echoclip.zeroshot.prompts.save_prompt_set`; ``method="calibrated"`` then
     uses it.
     """
     from echoclip.zeroshot.prompts import load_prompt_set
+    from echoclip.zeroshot.scoring import default_method
 
     prompt_set = load_prompt_set(prompt_set)
     fitted = {}
     for target, target_scores in scores.items():
         if target not in labels:
             raise DataError(f"no labels given for target {target!r}")
-        fitted[target] = fit_calibration(target_scores, labels[target], method, score=score).to_dict()
+        spec = prompt_set.targets.get(target)
+        made_by = score or default_method("binary", bool(getattr(spec, "negative", ())))
+        fitted[target] = fit_calibration(target_scores, labels[target], method, score=made_by).to_dict()
     return prompt_set.with_calibration(fitted)

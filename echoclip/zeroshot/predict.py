@@ -37,7 +37,7 @@ from echoclip.zeroshot.prompts import (
     Target,
     load_prompt_set,
 )
-from echoclip.zeroshot.scoring import DEFAULT_LOGIT_SCALE, DEFAULT_METHODS, get_scorer, require_method
+from echoclip.zeroshot.scoring import DEFAULT_LOGIT_SCALE, default_method, get_scorer, require_method
 
 __all__ = [
     "zero_shot",
@@ -79,7 +79,8 @@ def zero_shot(
             dataset of dicts with ``"video"`` and ``"study_id"``, or embeddings ``[N, D]``.
         prompts: a shipped prompt set name, a JSON file, a dict or a :class:`PromptSet`.
         method: one method for the targets of its kind (others use the defaults:
-            ``echoclip_rank``, ``similarity``, ``argmax``), or ``{target: method}``.
+            ``echoclip_rank``; ``contrast`` for binary targets with negative prompts, else
+            ``similarity``; ``argmax``), or ``{target: method}``.
         study_ids: the study of each video or embedding row; rows of one study are
             scored together. Default: the dataset's ``study_id``, else one study per row.
         transform: turns a ``Video`` into model input; default: the model's preprocess config.
@@ -106,7 +107,10 @@ def zero_shot(
 
 def resolve_methods(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:
     """The scoring method of each target; a :class:`ConfigError` for unknown or unusable ones."""
-    chosen = {name: DEFAULT_METHODS[t.kind] for name, t in prompt_set.targets.items()}
+    chosen = {
+        name: default_method(t.kind, bool(getattr(t, "negative", ())))
+        for name, t in prompt_set.targets.items()
+    }
     if method is None:
         return chosen
     if isinstance(method, str):

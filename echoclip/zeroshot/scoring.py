@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_LOGIT_SCALE",
     "SCORERS",
     "DEFAULT_METHODS",
+    "default_method",
     "register_scorer",
     "get_scorer",
     "kinds_of_method",
@@ -54,8 +55,25 @@ DEFAULT_LOGIT_SCALE = 100.0
 
 SCORERS: dict[str, dict[str, Callable[..., np.ndarray]]] = {"regression": {}, "binary": {}, "categorical": {}}
 
-# What zero_shot uses when no method is named: EchoCLIP's published choices.
+# What zero_shot uses when no method is named: EchoCLIP's published choices, except
+# that a binary target with negative prompts is scored by ``contrast`` (see
+# :func:`default_method`).
 DEFAULT_METHODS = {"regression": "echoclip_rank", "binary": "similarity", "categorical": "argmax"}
+
+
+def default_method(kind: str, has_negatives: bool = False) -> str:
+    """The method a target gets when none is named.
+
+    Binary targets with negative prompts: ``contrast``. The similarity of a video to a
+    lone positive prompt also carries what the video says about *any* short sentence
+    of the topic; on the demo's model that offset ranked studies with an Impella below
+    those without (AUC 0.02 by ``similarity``, 0.72 by ``contrast``), and ``contrast``
+    raised the mean AUC over the shipped devices from 0.60 to 0.70 and over findings
+    from 0.53 to 0.70.
+    """
+    if kind == "binary" and has_negatives:
+        return "contrast"
+    return DEFAULT_METHODS[kind]
 
 
 def register_scorer(kind: str, name: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:

@@ -62,13 +62,14 @@ def test_devices_from_precomputed_embeddings(model_and_tokenizer) -> None:
     model, tokenizer = model_and_tokenizer
     studies = [(55.0, ("pacemaker",)), (30.0, ()), (45.0, ("tavr", "impella"))]
     emb = np.stack([study_embedding(ef, devs) for ef, devs in studies])
-    df = zero_shot(model, tokenizer, emb, prompts="devices")
+    df = zero_shot(model, tokenizer, emb, prompts="devices", method="similarity")
     assert list(df.columns) == ["study_id", "n_clips", *DEVICE_AXES]
     for row, (_, devs) in zip(df.itertuples(), studies, strict=True):
         for name in DEVICE_AXES:
             # similarity to a device's own axis: 0.7 / norm when present, 0 when absent
             assert (getattr(row, name) > 0.3) == (name in devs)
-    contrast = zero_shot(model, tokenizer, emb, prompts="devices", method="contrast")
+    contrast = zero_shot(model, tokenizer, emb, prompts="devices")  # the default: every target has negatives
+    assert set(contrast.attrs["methods"].values()) == {"contrast"}
     # negatives point the other way, so contrast = similarity - (-similarity) = 2 x similarity
     np.testing.assert_allclose(contrast["tavr"], 2 * df["tavr"], atol=1e-6)
 
@@ -167,7 +168,7 @@ def test_calibrated_method_uses_the_calibration_saved_in_the_prompt_set(model_an
     df = zero_shot(model, tokenizer, emb, prompts=calibrated_set, method={"pacemaker": "calibrated"})
     assert df["pacemaker"].between(0, 1).all()
     assert (df["pacemaker"][labels == 1] > 0.5).all() and (df["pacemaker"][labels == 0] < 0.5).all()
-    assert df.attrs["methods"]["tavr"] == "similarity"
+    assert df.attrs["methods"]["tavr"] == "contrast"  # the default of targets with negative prompts
 
 
 def test_prompt_embeddings_are_cached_until_the_weights_change(model_and_tokenizer) -> None:
