@@ -45,8 +45,8 @@ class DemoSize:
     frames: int = 64
     fps: float = 50.0
     model: str = "echoclip-tiny"
-    pretrain_steps: int = 30
-    clip_steps: int = 150
+    pretrain_steps: int = 50
+    clip_steps: int = 400
     batch_size: int = 32
     lr: float = 2e-3
     pretrain_lr: float = 1e-3

@@ -384,7 +384,7 @@ class Trainer:
             break
 
         progress.close()
-        if step == total_steps and not validation:
+        if step == total_steps:  # the final weights are always validated
             validation = self._validate(info, model, metrics, step)
         final_dir = out / "final"
         whole = self._whole_model(model)

@@ -149,3 +149,14 @@ def test_study_pairs_draw_one_video_per_study_and_skip_empty_reports():
         drawn.add(round(float(item["video"].sum()), 4))
         assert item["index"] == 0
     assert len(drawn) == 3  # every video of study s1 is used over the epochs
+
+
+def test_validation_every_n_steps_and_on_the_final_weights(tmp_path):
+    torch.manual_seed(0)
+    objective = _objective(val_dataset=ToyClips(16, seed=1))
+    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=10, val_every=4)).fit()
+    validated = [
+        int(r["step"]) for r in result.history if r.get("val/video_to_report.recall@5") not in (None, "")
+    ]
+    assert validated == [4, 8, 10]  # the end of a run is validated even after a mid-run validation
+    assert result.validation["n"] == 16.0
