@@ -27,7 +27,12 @@ import pandas as pd
 
 
 def _cli(*args: object) -> None:
-    subprocess.run([sys.executable, "-m", "echoclip.cli.main", "-q", *map(str, args)], check=True)
+    # the commands' summary lines stay off stdout, which carries only this benchmark's JSON line
+    subprocess.run(
+        [sys.executable, "-m", "echoclip.cli.main", "-q", *map(str, args)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def main() -> None:
