@@ -86,7 +86,7 @@ class ClipTextTower(nn.Module):
         return clip.ln_final(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.clip.attn_mask is not None:
+        if self.clip.attn_mask is not None and not ids.is_meta:
             # Causal attention: no token sees the padding after it, so columns that are
             # padding in every row can go (a report of 40 tokens costs 40, not 77).
             used = (ids != self.config.pad_token_id).any(dim=0).nonzero()
