@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echoclip.atomic import jsonable, write_json
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("pacemaker", "tavr", "surgical_valve", "mitraclip", "impella")
@@ -131,11 +133,11 @@ def run_demo(
             continue
         log.info("demo: %s ...", name)
         t = time.perf_counter()
-        results[name] = _jsonable(stage(run))
+        results[name] = jsonable(stage(run))
         state["stages"][name] = round(time.perf_counter() - t, 1)
-        _write_json(out / "stages.json", state)
+        write_json(out / "stages.json", state)
     metrics = collect_metrics(run, state, time.perf_counter() - t0)
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -270,7 +272,7 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
         seed=run.seed,
         precision=run.size.precision,
     )
-    _write_json(run.out / "probe" / "probe.json", figures)
+    write_json(run.out / "probe" / "probe.json", figures)
     return figures
 
 
@@ -374,7 +376,7 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     for k, v in asdict(run.size).items():
         m[f"config.{k}"] = v
     m["config.seed"] = run.seed
-    return _jsonable(m)
+    return jsonable(m)
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -453,24 +455,3 @@ def _last_loss(history: list[dict[str, Any]]) -> float | None:
 def _read_state(out: Path) -> dict[str, Any]:
     path = out / "stages.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

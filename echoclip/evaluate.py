@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from echoclip.atomic import jsonable, write_text
 from echoclip.errors import ConfigError, DataError
 from echoclip.zeroshot.prompts import BinaryTarget, LabelSpec, PromptSet, load_prompt_set
 
@@ -158,10 +159,10 @@ def evaluate(
 
         metrics["plots"]["loss_curves"] = plot_loss_curves(metrics_csv, out_dir / "loss_curves.png").name
 
-    _write_text(out_dir / "predictions.csv", predictions.reset_index().to_csv(index=False))
-    metrics = _jsonable(metrics)
-    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    _write_text(out_dir / "summary.md", _summary(metrics))
+    write_text(out_dir / "predictions.csv", predictions.reset_index().to_csv(index=False))
+    metrics = jsonable(metrics)
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_text(out_dir / "summary.md", _summary(metrics))
     return metrics
 
 
@@ -478,28 +479,6 @@ def _find_metrics_csv(path: str | os.PathLike[str] | None) -> Path | None:
     if not path.is_file():
         raise ConfigError(f"{path}: training metrics file not found")
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: NaN and infinities become null, numpy scalars become Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -10,7 +10,6 @@ targets, R² of ESV and EDV when they are predicted.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from echoclip.atomic import write_json, write_text
 from echoclip.errors import VideoReadError
 
 EF_THRESHOLD = 50.0
@@ -186,11 +186,11 @@ def write_report(
     for j, name in enumerate(task.targets):
         table[f"{name}_true"] = truth[:, j]
         table[f"{name}_pred"] = pred[:, j]
-    _atomic_text(out / "predictions.csv", table.to_csv(index=False))
+    write_text(out / "predictions.csv", table.to_csv(index=False))
     if plots and len(table):
         metrics["plots"] = _plots(out, task, truth, pred)
     path = out / "metrics.json"
-    _atomic_text(path, json.dumps(_jsonable(metrics), indent=2) + "\n")
+    write_json(path, metrics)
     return path
 
 
@@ -213,24 +213,6 @@ def _plots(out: Path, task: Any, truth: np.ndarray, pred: np.ndarray) -> dict[st
     curves = {name: (truth[:, j], pred[:, j]) for j, name in enumerate(task.targets)}
     written["roc"] = str(plot_roc_curves(curves, out / "roc.png"))
     return written
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 __all__ = ["VideoClips", "clip_starts", "predict", "task_metrics", "write_report"]
