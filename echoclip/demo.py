@@ -41,11 +41,11 @@ FINDINGS = (
 class DemoSize:
     """How much data and compute a demo run uses."""
 
-    train_studies: int = 400
+    train_studies: int = 1000
     test_studies: int = 150
     image_size: int = 112
-    frames: int = 64
-    fps: float = 50.0
+    frames: int = 32
+    fps: float = 25.0
     model: str = "echoclip-tiny"
     pretrain_steps: int = 50
     clip_steps: int = 400
@@ -59,7 +59,7 @@ class DemoSize:
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(
-        train_studies=1000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300
+        train_studies=2000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300
     ),
 }
 

@@ -18,7 +18,7 @@ from echoclip.errors import ModelError
 
 FRAME_BACKBONES = ("convnet", "timm", "open_clip")
 AGGREGATIONS = ("mean", "stats", "transformer")
-TEXT_POOLS = {"clip": ("eos", "argmax"), "hf": ("cls", "mean")}
+TEXT_POOLS = {"clip": ("eos", "argmax", "mean"), "hf": ("cls", "mean")}
 TOKENIZER_KINDS = ("echo", "clip", "echoclip-r")
 
 
@@ -107,9 +107,9 @@ class TextTowerConfig:
             encoder built from ``hf_config`` or loaded from the local folder ``hf_path``).
         context_length, vocab_size, width, heads, layers, mlp_ratio, quick_gelu, proj_bias:
             the ``clip`` transformer, as open_clip's ``text_cfg``.
-        pool: ``eos`` (features at the first end token, else the last non-pad token) or
-            ``argmax`` (at the largest id: CLIP's end token) for ``clip``; ``cls`` or
-            ``mean`` for ``hf``.
+        pool: ``eos`` (features at the first end token, else the last non-pad token),
+            ``argmax`` (at the largest id: CLIP's end token) or ``mean`` (over the
+            tokens that are not padding) for ``clip``; ``cls`` or ``mean`` for ``hf``.
         eos_token_id, pad_token_id: the tokenizer's special ids (filled from the tokenizer).
         value_embeddings: add a learned function of each number token's value to its
             embedding, so that prompts over a range of values start ordered.

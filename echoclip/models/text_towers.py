@@ -33,7 +33,7 @@ def eos_positions(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
 
 
 class ClipTextTower(nn.Module):
-    """open_clip's ``TextTransformer`` (as ``self.clip``), pooled at the end token.
+    """open_clip's ``TextTransformer`` (as ``self.clip``), pooled at the end token or averaged.
 
     open_clip pools at ``argmax(ids)`` because CLIP's end token has the largest id;
     other tokenizers (ours) put it elsewhere, so ``pool="eos"`` looks it up.
@@ -93,11 +93,16 @@ class ClipTextTower(nn.Module):
             if len(used):
                 ids = ids[:, : int(used[-1]) + 1]
         x = self.forward_features(ids)
-        if self.config.pool == "argmax":
-            idx = ids.argmax(dim=1)
+        if self.config.pool == "mean":
+            # every sentence adds its own share to the embedding, as a one-sentence prompt does
+            keep = (ids != self.config.pad_token_id).unsqueeze(-1).to(x.dtype)
+            pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
         else:
-            idx = eos_positions(ids, self.config.eos_token_id, self.config.pad_token_id)
-        pooled = x[torch.arange(x.shape[0], device=x.device), idx]
+            if self.config.pool == "argmax":
+                idx = ids.argmax(dim=1)
+            else:
+                idx = eos_positions(ids, self.config.eos_token_id, self.config.pad_token_id)
+            pooled = x[torch.arange(x.shape[0], device=x.device), idx]
         proj = self.clip.text_projection
         if proj is None:
             return pooled

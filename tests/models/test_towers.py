@@ -300,3 +300,24 @@ def test_clip_tower_embeds_a_text_the_same_in_any_batch(stand_in_tokenizer):
         batched = model.encode_text(stand_in_tokenizer([prompt, "SEVERE MITRAL REGURGITATION. " * 8]))
     assert torch.allclose(alone[0], batched[0], atol=1e-5)
     assert not torch.allclose(batched[0], batched[1], atol=1e-3)
+
+
+def test_clip_tower_mean_pooling_averages_the_tokens_and_ignores_padding(stand_in_tokenizer):
+    """``pool="mean"``: the embedding is the projected mean of the token features
+    (padding excluded), so it does not depend on the batch or the context length."""
+    torch.manual_seed(0)
+    model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer, text={"pool": "mean"}).eval()
+    prompt = "LV EJECTION FRACTION IS 40%."
+    ids = stand_in_tokenizer([prompt, "SEVERE MITRAL REGURGITATION. " * 8])
+    with torch.no_grad():
+        batched = model.encode_text(ids)
+        alone = model.encode_text(stand_in_tokenizer([prompt]))
+        tokens = model.text_tower.forward_features(ids[:1])
+    n = int((ids[0] != 0).sum())
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+    expected = tokens[0, :n].mean(dim=0) @ model.text_tower.clip.text_projection
+    assert torch.allclose(batched[0], expected, atol=1e-5)
+    eos = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).eval()
+    eos.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(eos.encode_text(ids)[0], batched[0], atol=1e-3)
