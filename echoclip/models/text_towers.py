@@ -23,6 +23,12 @@ from echoclip.models.config import TextTowerConfig
 from echoclip.models.value_embedding import ValueEmbedding
 
 
+def mean_over_tokens(x: torch.Tensor, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """``[B, L, W] -> [B, W]``: the mean of the features of the tokens that are not padding."""
+    keep = (ids != pad_id).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+
 def eos_positions(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     """Index of the first ``eos_id`` in each row, or of the last non-pad token where there is none."""
     is_eos = ids == eos_id
@@ -95,8 +101,7 @@ class ClipTextTower(nn.Module):
         x = self.forward_features(ids)
         if self.config.pool == "mean":
             # every sentence adds its own share to the embedding, as a one-sentence prompt does
-            keep = (ids != self.config.pad_token_id).unsqueeze(-1).to(x.dtype)
-            pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+            pooled = mean_over_tokens(x, ids, self.config.pad_token_id)
         else:
             if self.config.pool == "argmax":
                 idx = ids.argmax(dim=1)
@@ -174,11 +179,8 @@ class HFTextTower(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(ids)
         if self.config.pool == "cls":
-            pooled = x[:, 0]
-        else:
-            keep = (ids != self.config.pad_token_id).unsqueeze(-1).to(x.dtype)
-            pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)
-        return self.proj(pooled)
+            return self.proj(x[:, 0])
+        return self.proj(mean_over_tokens(x, ids, self.config.pad_token_id))
 
 
 TEXT_TOWERS: dict[str, Callable[[TextTowerConfig, int], nn.Module]] = {

@@ -304,7 +304,7 @@ def test_clip_tower_embeds_a_text_the_same_in_any_batch(stand_in_tokenizer):
 
 def test_clip_tower_mean_pooling_averages_the_tokens_and_ignores_padding(stand_in_tokenizer):
     """``pool="mean"``: the embedding is the projected mean of the token features
-    (padding excluded), so it does not depend on the batch or the context length."""
+    (padding excluded), so it does not depend on what it is batched with."""
     torch.manual_seed(0)
     model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer, text={"pool": "mean"}).eval()
     prompt = "LV EJECTION FRACTION IS 40%."
