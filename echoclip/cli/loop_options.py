@@ -46,7 +46,7 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, dest="num_workers", help="data loading processes")
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--keep-last", type=int)
-    g.add_argument("--val-every", type=int, help="validate every N steps (and at the end)")
+    g.add_argument("--val-every", type=int, help="validate before training, every N steps and at the end")
     g.add_argument("--grad-checkpointing", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None)
     g.add_argument(

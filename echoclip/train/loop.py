@@ -289,6 +289,12 @@ class Trainer:
         last_good: Path | None = resume_from
         validation: dict[str, float] = {}
         clips_seen, t_window = 0, time.perf_counter()
+        if cfg.val_every and step == 0:
+            # the start of every held-out curve, as open_clip evaluates before training;
+            # the random state is put back, so training is the same with or without it
+            saved = rng_state()
+            validation = self._validate(info, model, metrics, 0)
+            set_rng_state(saved)
 
         while step < total_steps:
             loader = self._loader(info, epoch, position)

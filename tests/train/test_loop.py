@@ -158,5 +158,19 @@ def test_validation_every_n_steps_and_on_the_final_weights(tmp_path):
     validated = [
         int(r["step"]) for r in result.history if r.get("val/video_to_report.recall@5") not in (None, "")
     ]
-    assert validated == [4, 8, 10]  # the end of a run is validated even after a mid-run validation
+    # the starting weights, every 4 steps, and the end even right after a mid-run validation
+    assert validated == [0, 4, 8, 10]
     assert result.validation["n"] == 16.0
+
+
+def test_validation_before_training_leaves_the_run_unchanged(tmp_path):
+    weights = []
+    for name, val_every in (("plain", 0), ("validated", 5)):
+        torch.manual_seed(0)
+        objective = _objective(val_dataset=ToyClips(16, seed=1))
+        config = _config(tmp_path / name, steps=6, val_every=val_every)
+        result = Trainer(ToyClip(), objective, ToyClips(64), config).fit()
+        weights.append(load_file(result.final_dir / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
