@@ -19,7 +19,7 @@ clean(x)``. Each step is a switch of :class:`CleaningConfig`, applied in this or
 
 Clinical numbers stay as they are: ``55%``, ``50-55%``, ``120/80``, ``3.5 CM``,
 ``1000 ML``. Cleaning is idempotent: ``clean(clean(x)) == clean(x)``. It runs in
-Python (about 10 µs for a typical ASCII report: the date and identifier patterns run
+Python (about 15 µs for a typical ASCII report: the date and identifier patterns run
 only on reports that contain a long number or a date-like group); the saved
 ``tokenizer.json`` carries no normaliser, so other loaders of that file must be given
 cleaned text (:meth:`EchoTokenizer.clean`) to produce the same ids.
