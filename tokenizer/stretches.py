@@ -42,13 +42,9 @@ def trie_pattern(words: Iterable[str]) -> str:
         node[""] = {}
 
     def build(node: dict[str, dict]) -> str:
-        children = sorted((c, sub) for c, sub in node.items() if c)
-        leaves = [c for c, sub in children if list(sub) == [""]]
-        alternatives = [re.escape(c) + build(sub) for c, sub in children if list(sub) != [""]]
-        if leaves:
-            alternatives.append(
-                re.escape(leaves[0]) if len(leaves) == 1 else "[" + "".join(map(re.escape, leaves)) + "]"
-            )
+        # every alternative starts with a literal (the regex parser turns an alternation
+        # of single characters into a character set by itself)
+        alternatives = [re.escape(c) + build(sub) for c, sub in sorted(node.items()) if c]
         if not alternatives:
             return ""
         body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
