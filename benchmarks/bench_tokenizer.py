@@ -121,6 +121,8 @@ def main() -> None:
         )
     template_stats = [template.encode_with_stats(r) for r in held_out]
     every_stats = [every.encode_with_stats(r) for r in held_out]
+    template_lengths = [len(e.ids) for e in template_stats]
+    every_lengths = [len(e.ids) for e in every_stats]
 
     result = {
         "benchmark": "tokenizer",
@@ -141,19 +143,18 @@ def main() -> None:
         },
         "clip_bpe": {**length_stats(clip_lengths), **speed(clip, held_out, min(args.repeats, 2))},
         "echoclip_r_style": {
-            **length_stats([len(e.ids) for e in template_stats]),
+            **length_stats(template_lengths),
             "tokens_per_100_kept_chars": tokens_per_100_kept_chars(
-                [len(e.ids) for e in template_stats],
-                [e.total_chars - e.dropped_chars for e in template_stats],
+                template_lengths, [e.total_chars - e.dropped_chars for e in template_stats]
             ),
             **speed(template, held_out, min(args.repeats, 2)),
             "phrases": template.phrase_vocab_size - 5,
             "dropped_share": dropped_share(template_stats),
         },
         "echoclip_r_style_all_sentences": {
-            **length_stats([len(e.ids) for e in every_stats]),
+            **length_stats(every_lengths),
             "tokens_per_100_kept_chars": tokens_per_100_kept_chars(
-                [len(e.ids) for e in every_stats], [e.total_chars - e.dropped_chars for e in every_stats]
+                every_lengths, [e.total_chars - e.dropped_chars for e in every_stats]
             ),
             "phrases": every.phrase_vocab_size - 5,
             "dropped_share": dropped_share(every_stats),
