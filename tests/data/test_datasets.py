@@ -160,6 +160,8 @@ def test_preloaded_dataset_gives_the_same_clips_and_skips(mixed: Path) -> None:
     cached = Manifest(mixed, transform=TrainTransform(CFG, seed=7))
     cached.preload(progress=False)
     assert {Path(r.path).name for r in cached.skipped} == BAD  # found while preloading
+    sizes = {v.frames.shape[1:3] for v in cached._preloaded.values()}
+    assert sizes == {(CFG.image_size, CFG.image_size)}  # resized once, at load
     for epoch in (0, 3):
         plain.set_epoch(epoch)
         cached.set_epoch(epoch)
