@@ -47,8 +47,8 @@ class DemoSize:
     frames: int = 32
     fps: float = 25.0
     model: str = "echoclip-tiny"
-    pretrain_steps: int = 50
-    clip_steps: int = 400
+    pretrain_steps: int = 200
+    clip_steps: int = 800
     batch_size: int = 32
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
@@ -59,7 +59,7 @@ class DemoSize:
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(
-        train_studies=2000, test_studies=300, pretrain_steps=300, clip_steps=1000, probe_steps=300
+        train_studies=2000, test_studies=300, pretrain_steps=400, clip_steps=1600, probe_steps=300
     ),
 }
 
@@ -263,6 +263,8 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
     preprocess = load_model(run.out / "clip" / "final").preprocess_config
     train = open_dataset(run.manifest, ["train", "val"], VideoTransform(preprocess))
     test = open_dataset(run.manifest, "test", VideoTransform(preprocess))
+    for dataset in (train, test):  # both encoders and the attentive probes read every clip
+        dataset.preload(progress=False)
     figures = probe_against_random(
         run.out / "ssl" / "final",
         train,
