@@ -99,6 +99,8 @@ def train_clip(
             val_set = None
         if val_set is not None and len(val_set) == 0:
             val_set = None
+        if val_set is not None and preload:
+            val_set.preload(progress=False)
     objective = ContrastiveObjective(
         tok,
         loss=config.loss,
