@@ -274,7 +274,7 @@ class ClipDataset(Dataset):
                 video = load_video(path, **self.read_options)
             except VideoReadError as e:
                 return path, e
-            if size is not None and min(video.height, video.width) != size:
+            if size is not None:
                 video = Video(resize_clip_uint8(video.frames, size), video.fps, video.meta)
             return path, video
 
