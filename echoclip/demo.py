@@ -66,12 +66,15 @@ SIZES: dict[str, DemoSize] = {
 
 @dataclass
 class DemoRun:
-    """The folder layout of one demo run."""
+    """The folder layout of one demo run, and what its stages share in this process."""
 
     out: Path
     size: DemoSize
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    # decoded videos (path -> video), read by pretraining, both CLIP runs and the probes:
+    # each video is decoded once per process instead of once per stage
+    videos: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def data(self) -> Path:
@@ -155,7 +158,14 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
     for name, (n, seed) in parts.items():
         if not (run.data / name / "manifest.parquet").is_file():
             simulate_dataset(
-                run.data / name, n=n, seed=seed, size=s.image_size, frames=s.frames, fps=s.fps, overwrite=True
+                run.data / name,
+                n=n,
+                seed=seed,
+                size=s.image_size,
+                frames=s.frames,
+                fps=s.fps,
+                overwrite=True,
+                workers=os.cpu_count() or 1,
             )
     tables = []
     for name in parts:
@@ -197,7 +207,7 @@ def stage_pretrain(run: DemoRun) -> dict[str, Any]:
         train_split="train",
         val_split=None,
         resume=True,
-        preload=True,
+        video_cache=run.videos,
     )
     return {"final_loss": _last_loss(result.history), "steps": result.step}
 
@@ -220,7 +230,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
         tokenizer=run.out / "tokenizer",
         init=init,
         resume=True,
-        preload=True,
+        video_cache=run.videos,
     )
     return {
         "final_loss": _last_loss(result.history),
@@ -265,7 +275,7 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
     train = open_dataset(run.manifest, ["train", "val"], VideoTransform(preprocess))
     test = open_dataset(run.manifest, "test", VideoTransform(preprocess))
     for dataset in (train, test):  # both encoders and the attentive probes read every clip
-        dataset.preload(progress=False)
+        dataset.preload(progress=False, cache=run.videos)
     figures = probe_against_random(
         run.out / "ssl" / "final",
         train,

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--codec", default="mjpeg", choices=("mjpeg", "ffv1", "libx264"), help="video codec (default mjpeg)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes that render videos (default 1; same data for any)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         codec=args.codec,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        workers=args.workers,
     )
     print(summarize(pd.read_parquet(out / "manifest.parquet"), out))
     return 0

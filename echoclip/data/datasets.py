@@ -249,7 +249,7 @@ class ClipDataset(Dataset):
             video = self.transform(frames)
         return self._item(index, video)
 
-    def preload(self, progress: bool = True) -> None:
+    def preload(self, progress: bool = True, cache: dict[str, Any] | None = None) -> None:
         """Decode every video once and keep it in memory; clips are then cut from memory.
 
         For small data sets trained for many epochs in one process (the demo), this
@@ -260,11 +260,17 @@ class ClipDataset(Dataset):
         With a :class:`VideoTransform`, frames are kept at its ``image_size`` (resized
         and centre-cropped once, as preprocessed shards store them): resizing 112 px
         frames to 64 px took half of each training item's time when done per epoch.
+
+        ``cache`` (a dict, path -> decoded video) becomes this dataset's store: datasets
+        of the same ``image_size`` that share one decode each video once between them
+        (the demo's pretraining, two CLIP runs and probes read the same videos).
         """
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm.auto import tqdm
 
+        if cache is not None:
+            self._preloaded = cache
         paths = list(dict.fromkeys(str(self.video_path(i)) for i in range(len(self))))
         paths = [p for p in paths if p not in self._preloaded]
         size = self.transform.config.image_size if isinstance(self.transform, VideoTransform) else None

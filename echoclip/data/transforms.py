@@ -232,16 +232,19 @@ class VideoTransform:
         elif frames.shape[0] != cfg.num_frames:
             idx = np.linspace(0, frames.shape[0] - 1, cfg.num_frames).round().astype(int)
             frames = frames[idx]
-        frames = resize_clip_uint8(np.asarray(frames), cfg.image_size)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
-        x = self.augment(x, rng)
+        x = self.augment(resize_clip_uint8(np.asarray(frames), cfg.image_size), rng)
         mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)
         return ((x - mean) / std).contiguous()
 
-    def augment(self, x: Any, rng: np.random.Generator | None) -> Any:
-        """Hook between resizing and normalisation (``x`` float ``[3,T,H,W]`` in [0, 1]); none here."""
-        return x
+    def augment(self, frames: np.ndarray, rng: np.random.Generator | None) -> Any:
+        """Hook between resizing and normalisation: ``uint8 [T,H,W,C]`` to ``float [C,T,H,W]`` in [0, 1].
+
+        Here only the conversion; training transforms augment on the way.
+        """
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

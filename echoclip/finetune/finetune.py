@@ -276,10 +276,8 @@ def finetune(
     )
     if resume:
         _check_resumable(Path(config.out), net, the_task)
-    if video_cache is not None:
-        train_set._preloaded = video_cache  # the dataset's own preload cache, shared between runs
     if preload or video_cache is not None:
-        train_set.preload(progress=config.progress)
+        train_set.preload(progress=config.progress, cache=video_cache)
     val_set, y_val = _optional_split(data, val_split, VideoTransform(preprocess), the_task)
     info = {"init": str(init), "init_kind": origin}
     objective = FineTuneObjective(the_task, y_train, val_set, y_val, batch_size=config.batch_size, info=info)

@@ -79,11 +79,14 @@ def pretrain(
     model_overrides: Mapping[str, Any] | None = None,
     augment: bool = True,
     preload: bool = False,
+    video_cache: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Pretrain the video tower of ``model`` on the clips of ``data``; returns the run's result.
 
     ``mask``, ``ratio`` and ``periodic_weight`` override the fields of ``options``
     (a :class:`PretrainConfig`). The encoder checkpoint is ``result.final_dir``.
+    ``preload`` decodes every video once; ``video_cache`` (a dict, path -> decoded
+    video; implies ``preload``) keeps them for later runs in this process.
 
     Example::
 
@@ -108,8 +111,8 @@ def pretrain(
     train_set = open_clips(data, train_split, transform, seed=config.seed)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
-    if preload:  # decode each video once (small data sets, many epochs)
-        train_set.preload(progress=config.progress)
+    if preload or video_cache is not None:  # decode each video once (small data sets, many epochs)
+        train_set.preload(progress=config.progress, cache=video_cache)
     val_set = None
     if val_split:
         try:

@@ -52,6 +52,7 @@ def train_clip(
     augment: bool = True,
     zero_shot_prompts: str | dict | None = "ejection_fraction",
     preload: bool = False,
+    video_cache: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a video-report CLIP model on the studies of a manifest.
 
@@ -62,7 +63,9 @@ def train_clip(
 
     ``init`` is a pretraining checkpoint (``echoclip pretrain``) loaded into the video
     tower; ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
-    ``preload=True`` decodes every video once into memory (small data sets, many epochs).
+    ``preload=True`` decodes every video once into memory (small data sets, many epochs);
+    ``video_cache`` (a dict, path -> decoded video; implies ``preload``) keeps them for
+    later runs on the same videos in this process.
     """
     import torch
 
@@ -86,8 +89,9 @@ def train_clip(
     )
     if len(train_set) == 0:
         raise DataError(f"{data}: no studies in split {train_split!r}")
+    preload = preload or video_cache is not None
     if preload:
-        train_set.preload(progress=config.progress)
+        train_set.preload(progress=config.progress, cache=video_cache)
     pairs = StudyPairs.from_table_dataset(
         train_set, seed=config.seed, skip_empty_reports=config.skip_empty_reports
     )
@@ -100,7 +104,7 @@ def train_clip(
         if val_set is not None and len(val_set) == 0:
             val_set = None
         if val_set is not None and preload:
-            val_set.preload(progress=False)
+            val_set.preload(progress=False, cache=video_cache)
     objective = ContrastiveObjective(
         tok,
         loss=config.loss,

@@ -172,6 +172,34 @@ def test_preloaded_dataset_gives_the_same_clips_and_skips(mixed: Path) -> None:
                 assert torch.equal(a["video"], b["video"])
 
 
+def test_datasets_sharing_a_cache_decode_each_video_once(mixed: Path, monkeypatch) -> None:
+    import echoclip.data.datasets as datasets
+
+    decoded: list[str] = []
+    real_load = datasets.load_video
+
+    def counting_load(path, **options):
+        decoded.append(str(path))
+        return real_load(path, **options)
+
+    monkeypatch.setattr(datasets, "load_video", counting_load)
+    cache: dict = {}
+    first = Manifest(mixed, transform=TrainTransform(CFG, seed=7))
+    first.preload(progress=False, cache=cache)
+    readable = len(cache)
+    assert readable > 0 and len(decoded) == readable + len(BAD)
+    second = Manifest(mixed, transform=VideoTransform(CFG))  # another stage, another transform
+    second.preload(progress=False, cache=cache)
+    assert len(decoded) == readable + 2 * len(BAD)  # only the unreadable files are tried again
+    assert {Path(r.path).name for r in second.skipped} == BAD
+    plain = Manifest(mixed, transform=VideoTransform(CFG))
+    for i in range(len(plain)):
+        a, b = plain[i], second[i]
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a["video"], b["video"])
+
+
 def _numbered_dicom(path: Path, t: int, fps: float) -> Path:
     """Frame ``i`` has every pixel equal to ``i``: a clip shows which frames were read."""
     frames = np.broadcast_to(np.arange(t, dtype=np.uint8)[:, None, None, None], (t, 8, 8, 3)).copy()

@@ -398,3 +398,18 @@ def test_simulate_dataset_writes_a_consistent_echonet_folder(tmp_path) -> None:
         simulate_dataset(out, n=1, seed=0, size=64, frames=16, fps=25.0, progress=False)
     simulate_dataset(out, n=1, seed=0, size=64, frames=16, fps=25.0, progress=False, overwrite=True)
     assert len(pd.read_csv(out / "FileList.csv")) == 1
+
+
+def test_simulate_dataset_is_the_same_with_worker_processes(tmp_path) -> None:
+    options = dict(n=6, seed=3, size=32, frames=32, fps=25.0, views=("A4C", "PLAX"), progress=False)
+    serial = simulate_dataset(tmp_path / "serial", **options)
+    parallel = simulate_dataset(tmp_path / "parallel", workers=2, **options)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(serial / "manifest.parquet"), pd.read_parquet(parallel / "manifest.parquet")
+    )
+    for name in ("FileList.csv", "VolumeTracings.csv"):
+        assert (serial / name).read_text() == (parallel / name).read_text()
+    for path in pd.read_parquet(serial / "manifest.parquet")["video_path"]:
+        assert np.array_equal(
+            echoclip.load_video(serial / path).frames, echoclip.load_video(parallel / path).frames
+        )

@@ -94,21 +94,53 @@ def test_resize_clip_uint8_keeps_values_and_size() -> None:
     assert (resize_clip_uint8(flat, 20) == 77).all()
 
 
+def _frames(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+
+
 def test_augmentation_is_a_function_of_the_sample_seed() -> None:
-    x = torch.rand(3, 4, 32, 32)
-    a = augment_clip(x, sample_rng(0, 0, 5))
-    b = augment_clip(x, sample_rng(0, 0, 5))
-    c = augment_clip(x, sample_rng(0, 1, 5))  # next epoch
+    frames = _frames()
+    a = augment_clip(frames, sample_rng(0, 0, 5))
+    b = augment_clip(frames, sample_rng(0, 0, 5))
+    c = augment_clip(frames, sample_rng(0, 1, 5))  # next epoch
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert a.shape == (3, 4, 32, 32) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
 
 
 def test_augmentation_is_mild_and_can_be_turned_off() -> None:
-    x = torch.rand(3, 4, 32, 32)
+    frames = _frames()
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
     off = AugmentConfig(scale=(1, 1), ratio=(1, 1), brightness=0, contrast=0, gamma=(1, 1))
-    assert torch.allclose(augment_clip(x, sample_rng(0, 0, 0), off), x, atol=1e-6)
-    diffs = [(augment_clip(x, sample_rng(0, 0, i)) - x).abs().mean().item() for i in range(10)]
+    assert torch.allclose(augment_clip(frames, sample_rng(0, 0, 0), off), x, atol=1e-6)
+    diffs = [(augment_clip(frames, sample_rng(0, 0, i)) - x).abs().mean().item() for i in range(10)]
     assert 0 < np.mean(diffs) < 0.3
+
+
+def test_intensity_augmentation_matches_the_pixelwise_formula() -> None:
+    """The lookup table gives what gamma, contrast around the clip mean and brightness give per pixel."""
+    frames = _frames(1)
+    only_intensity = AugmentConfig(scale=(1, 1), ratio=(1, 1))
+    out = augment_clip(frames, sample_rng(0, 0, 3), only_intensity)
+    rng = sample_rng(0, 0, 3)
+    rng.uniform(1, 1), rng.uniform(0, 0), rng.integers(0, 1), rng.integers(0, 1)  # the crop's draws
+    gamma = np.exp(rng.uniform(np.log(0.8), np.log(1.25)))
+    contrast, brightness = 1 + rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
+    x = (frames.transpose(3, 0, 1, 2) / 255.0) ** gamma
+    expected = np.clip((x - x.mean()) * contrast + x.mean() + brightness, 0, 1)
+    assert gamma != 1 and np.allclose(out.numpy(), expected, atol=1e-6)
+
+
+def test_crop_resize_is_exact_on_a_flat_clip_and_moves_an_edge() -> None:
+    flat = np.full((2, 32, 32, 3), 128, dtype=np.uint8)
+    crop_only = AugmentConfig(scale=(0.5, 0.5), brightness=0, contrast=0, gamma=(1, 1))
+    assert torch.allclose(
+        augment_clip(flat, sample_rng(0, 0, 0), crop_only), torch.full((3, 2, 32, 32), 128 / 255)
+    )
+    edge = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    edge[:, :, 16:] = 255  # right half bright
+    outs = [augment_clip(edge, sample_rng(0, 0, i), crop_only)[0, 0] for i in range(5)]
+    assert any(not torch.equal(o, outs[0]) for o in outs)  # where the crop lands moves the edge
+    assert all(o[:, 0].max() < 0.5 and o[:, -1].min() > 0.5 for o in outs)  # left stays dark, right bright
 
 
 def test_train_transform_samples_randomly_and_augments() -> None:

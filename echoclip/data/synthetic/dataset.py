@@ -18,11 +18,17 @@ half a data set.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS, VIEWS, Patient, rng_for
 from echoclip.data.synthetic.cohort import plan_cohort, report_rng, study_state
@@ -55,11 +61,13 @@ def simulate_dataset(
     codec: str = "mjpeg",
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Simulate ``n`` studies (one video per view each) and write them to ``out_dir``.
 
     Returns the folder. The reports are those of :func:`simulate_reports` for the same
     ``n`` and ``seed``. An existing ``out_dir`` is replaced only with ``overwrite=True``.
+    ``workers`` processes render the videos; the data set is the same for any number.
 
     Raises:
         DataError: ``n`` < 1, an unknown view, or ``out_dir`` exists.
@@ -67,8 +75,6 @@ def simulate_dataset(
     """
     import pandas as pd
     from tqdm.auto import tqdm
-
-    from echoclip.data.video import save_video
 
     views = tuple(views)
     bad = [v for v in views if v not in VIEWS]
@@ -88,15 +94,30 @@ def simulate_dataset(
     manifest: list[dict[str, object]] = []
     patients: dict[int, Patient] = {}
     try:
-        for plan in tqdm(plans, desc="simulate", unit="study", disable=not progress):
+        # states and reports follow each patient from visit to visit (cheap, in order);
+        # rendering is independent per video and is what takes the time
+        jobs = []
+        for plan in plans:
             state = study_state(plan, patients)
             report = write_report(state, report_rng(plan.study_seed))
-            split = patient_split(plan.patient_seed)
             for view in views:
-                study = render_study(state, report, plan.study_seed, view, size, frames, fps)
+                jobs.append(
+                    _RenderJob(state, report, plan.study_seed, view, patient_split(plan.patient_seed))
+                )
+        render = functools.partial(
+            _render_and_save, folder=tmp / "Videos", size=size, frames=frames, fps=fps, codec=codec
+        )
+        with _pool(workers) as pool:
+            truths = pool.map(render, jobs, chunksize=8) if pool else map(render, jobs)
+            for job, truth in tqdm(
+                zip(jobs, truths, strict=True),
+                total=len(jobs),
+                desc="simulate",
+                unit="video",
+                disable=not progress,
+            ):
+                state, report, view, split = job.state, job.report, job.view, job.split
                 name = f"{state.study_id}_{view}"
-                save_video(study.video, tmp / "Videos" / f"{name}.avi", codec=codec)
-                truth = study.truth
                 files.append(
                     {
                         "FileName": name,
@@ -153,6 +174,35 @@ def simulate_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+@dataclass(frozen=True)
+class _RenderJob:
+    state: Any
+    report: str
+    study_seed: int
+    view: str
+    split: str
+
+
+def _render_and_save(job: _RenderJob, folder: Path, size: int, frames: int, fps: float, codec: str) -> Any:
+    """Render one video, write it, return its ground truth (runs in worker processes)."""
+    from echoclip.data.video import save_video
+
+    study = render_study(job.state, job.report, job.study_seed, job.view, size, frames, fps)
+    save_video(study.video, folder / f"{job.state.study_id}_{job.view}.avi", codec=codec)
+    return study.truth
+
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A process pool of ``workers`` (spawned: forking a process with torch threads can hang), or None."""
+    if workers <= 1:
+        yield None
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield pool
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
