@@ -49,7 +49,7 @@ class DemoSize:
     model: str = "echoclip-tiny"
     pretrain_steps: int = 200
     clip_steps: int = 800
-    batch_size: int = 32
+    batch_size: int = 40
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
     probe_steps: int = 100
