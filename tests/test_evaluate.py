@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,11 +15,13 @@ from echoclip.zeroshot.prompts import load_prompt_set
 
 from .zeroshot.toy import clip_with, ef_vector, toy_model
 
-DIM = 24
+DIM = 25
 DEVICES = ["pacemaker", "tavr", "surgical_valve", "mitraclip", "impella"]
 FINDINGS = ["lv_dilation", "rv_dilation", "la_enlargement", "pericardial_effusion", "lv_hypertrophy"]
 VIEWS = ["A4C", "A2C", "PLAX", "PSAX"]
-# axes: 0-1 EF, 2-6 devices, 7-11 findings, 12 reduced LV function, 13-16 views, 17-23 what makes a study unique
+# axes: 0-1 EF, 2-6 devices, 7-11 findings, 12 reduced LV function, 13-16 views, 17-23 what
+# makes a study unique, 24 ordinary report text (sentences about none of the targets)
+ORDINARY = DIM - 1
 AXIS = {**{d: 2 + i for i, d in enumerate(DEVICES)}, **{f: 7 + i for i, f in enumerate(FINDINGS)}}
 AXIS["reduced_lv_function"] = 12
 AXIS.update({v: 13 + i for i, v in enumerate(VIEWS)})
@@ -37,9 +40,12 @@ def prompt_vectors() -> dict[str, np.ndarray]:
     for value, texts in zip(ef.values(), ef.prompts(), strict=True):
         vectors.update(dict.fromkeys(texts, ef_vector(value, DIM)))
     for set_name in ("devices", "findings"):
-        for name, target in load_prompt_set(set_name).targets.items():
+        targets = load_prompt_set(set_name).targets
+        shared = Counter(text for target in targets.values() for text in set(target.negative))
+        for name, target in targets.items():
             vectors.update(dict.fromkeys(target.positive, unit(AXIS[name])))
-            vectors.update(dict.fromkeys(target.negative, -unit(AXIS[name])))
+            for text in target.negative:  # a negative of one target is its opposite
+                vectors[text] = -unit(AXIS[name]) if shared[text] == 1 else unit(ORDINARY)
     for name, texts in load_prompt_set("views").targets["view"].classes.items():
         vectors.update(dict.fromkeys(texts, unit(AXIS[name])))
     return vectors
@@ -60,7 +66,7 @@ class Studies(torch.utils.data.Dataset):
             view = VIEWS[s % 4]
             vec = ef_vector(ef, DIM) + sum((0.5 * unit(AXIS[p]) for p in present), np.zeros(DIM))
             vec += 0.5 * unit(AXIS[view]) + (0.5 * unit(AXIS["reduced_lv_function"]) if ef < 50 else 0)
-            vec[17:] = rng.normal(0, 0.4, DIM - 17)
+            vec[17:ORDINARY] = rng.normal(0, 0.4, ORDINARY - 17)
             report = f"STUDY {sid}: LVEF {round(ef)}%."
             self.reports[report] = vec
             labels = {f"finding_{f}": float(f in present) for f in FINDINGS}
