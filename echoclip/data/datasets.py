@@ -263,17 +263,25 @@ class ClipDataset(Dataset):
 
         ``cache`` (a dict, path -> decoded video) becomes this dataset's store: datasets
         of the same ``image_size`` that share one decode each video once between them
-        (the demo's pretraining, two CLIP runs and probes read the same videos).
+        (the demo's pretraining, two CLIP runs and probes read the same videos); a cache
+        holding frames of another size is refused with a ValueError.
         """
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm.auto import tqdm
 
+        size = self.transform.config.image_size if isinstance(self.transform, VideoTransform) else None
         if cache is not None:
+            held = next(iter(cache.values()), None)
+            if held is not None and size is not None and held.frames.shape[1:3] != (size, size):
+                raise ValueError(
+                    f"the shared video cache holds {held.frames.shape[2]}x{held.frames.shape[1]} frames; "
+                    f"this dataset's transform needs {size}x{size}: share a cache only between datasets "
+                    "of the same image size"
+                )
             self._preloaded = cache
         paths = list(dict.fromkeys(str(self.video_path(i)) for i in range(len(self))))
         paths = [p for p in paths if p not in self._preloaded]
-        size = self.transform.config.image_size if isinstance(self.transform, VideoTransform) else None
 
         def decode(path: str) -> tuple[str, Any]:
             try:

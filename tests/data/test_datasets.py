@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,9 @@ def test_datasets_sharing_a_cache_decode_each_video_once(mixed: Path, monkeypatc
     second.preload(progress=False, cache=cache)
     assert len(decoded) == readable + 2 * len(BAD)  # only the unreadable files are tried again
     assert {Path(r.path).name for r in second.skipped} == BAD
+    other_size = Manifest(mixed, transform=VideoTransform(replace(CFG, image_size=CFG.image_size + 8)))
+    with pytest.raises(ValueError, match="same image size"):
+        other_size.preload(progress=False, cache=cache)
     plain = Manifest(mixed, transform=VideoTransform(CFG))
     for i in range(len(plain)):
         a, b = plain[i], second[i]
