@@ -41,10 +41,11 @@ def prompt_vectors() -> dict[str, np.ndarray]:
         vectors.update(dict.fromkeys(texts, ef_vector(value, DIM)))
     for set_name in ("devices", "findings"):
         targets = load_prompt_set(set_name).targets
-        shared = Counter(text for target in targets.values() for text in set(target.negative))
+        # the texts the model reads: the prompts inside the set's contexts, if it has any
+        shared = Counter(text for target in targets.values() for text in set(target.negative_texts()))
         for name, target in targets.items():
-            vectors.update(dict.fromkeys(target.positive, unit(AXIS[name])))
-            for text in target.negative:  # a negative of one target is its opposite
+            vectors.update(dict.fromkeys(target.positive_texts(), unit(AXIS[name])))
+            for text in target.negative_texts():  # a negative of one target is its opposite
                 vectors[text] = -unit(AXIS[name]) if shared[text] == 1 else unit(ORDINARY)
     for name, texts in load_prompt_set("views").targets["view"].classes.items():
         vectors.update(dict.fromkeys(texts, unit(AXIS[name])))

@@ -146,8 +146,8 @@ class Engine:
         from echoclip.zeroshot.calibration import Calibration
         from echoclip.zeroshot.scoring import calibrated, class_probabilities, similarity
 
-        positive = self._emb(target.positive)
-        negative = self._emb(target.negative) if target.negative else None
+        positive = self._emb(target.positive_texts())
+        negative = self._emb(target.negative_texts()) if target.negative else None
         described = {"description": target.description or target.name.replace("_", " ")}
         if target.calibration is not None:
             p = calibrated(
@@ -165,7 +165,7 @@ class Engine:
 
         classes = list(target.classes)
         p = class_probabilities(
-            emb[None], [self._emb(target.classes[c]) for c in classes], logit_scale=self.logit_scale
+            emb[None], [self._emb(target.class_texts(c)) for c in classes], logit_scale=self.logit_scale
         )[0]
         return {
             "predicted": classes[int(np.argmax(p))],

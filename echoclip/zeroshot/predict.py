@@ -198,8 +198,8 @@ def _score_target(
         pred = _per_study(lambda v: fn(v, prompt_emb, values, logit_scale=logit_scale), video_emb, groups)
         return {target.name: pred}
     if isinstance(target, BinaryTarget):
-        positive = emb(target.positive)
-        negative = emb(target.negative) if target.negative else None
+        positive = emb(target.positive_texts())
+        negative = emb(target.negative_texts()) if target.negative else None
         calibration = None
         if target.calibration is not None:
             calibration = Calibration.from_dict(target.calibration)
@@ -210,7 +210,7 @@ def _score_target(
         }
     assert isinstance(target, CategoricalTarget)
     classes = list(target.classes)
-    class_emb = [emb(target.classes[c]) for c in classes]
+    class_emb = [emb(target.class_texts(c)) for c in classes]
     probs = _per_study(lambda v: fn(v, class_emb, logit_scale=logit_scale), video_emb, groups)
     out: dict[str, Any] = {target.name: np.asarray(classes, dtype=object)[np.argmax(probs, axis=1)]}
     for i, c in enumerate(classes):

@@ -26,8 +26,8 @@ def text_vectors() -> dict[str, np.ndarray]:
     for value, texts in zip(ef.values(), ef.prompts(), strict=True):
         vectors.update(dict.fromkeys(texts, ef_vector(value)))
     for name, target in load_prompt_set("devices").targets.items():
-        vectors.update(dict.fromkeys(target.positive, axis(DEVICE_AXES[name])))
-        vectors.update(dict.fromkeys(target.negative, -axis(DEVICE_AXES[name])))
+        vectors.update(dict.fromkeys(target.positive_texts(), axis(DEVICE_AXES[name])))
+        vectors.update(dict.fromkeys(target.negative_texts(), -axis(DEVICE_AXES[name])))
     for name, texts in load_prompt_set("views").targets["view"].classes.items():
         vectors.update(dict.fromkeys(texts, axis(VIEW_AXES[name])))
     return vectors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -89,10 +90,22 @@ def _echo_tokenizer_class():
     return EchoTokenizer
 
 
+def shipped_prompts_alone() -> list[str]:
+    """The prompts as written, outside the contexts of their set."""
+    texts = []
+    for name in list_prompt_sets():
+        for target in load_prompt_set(name).targets.values():
+            if isinstance(target, RegressionTarget):
+                texts += [t for row in replace(target, contexts=()).prompts() for t in row]
+            else:
+                texts += replace(target, contexts=()).texts()
+    return texts
+
+
 def test_shipped_prompts_fit_the_untrained_echo_tokenizer() -> None:
-    """The untrained tokenizer is byte-level: the most tokens any text can take."""
+    """The untrained tokenizer is byte-level: the most tokens any prompt can take (a context adds ~150)."""
     tokenizer = _echo_tokenizer_class()()
-    for text in all_shipped_texts():
+    for text in shipped_prompts_alone():
         ids = tokenizer.encode(text)
         assert len(ids) + 2 <= CONTEXT_LENGTH, text  # + <bos> and <eos>
         assert tokenizer.decode(ids) == tokenizer.clean(text)
@@ -150,6 +163,44 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_contexts_wrap_every_prompt_and_survive_a_round_trip(tmp_path) -> None:
+    ps = load_prompt_set(
+        {
+            "name": "ctx",
+            "contexts": ["LVEF 60%. {} NO EFFUSION.", "{} NORMAL RV."],
+            "targets": {
+                "tavr": {"type": "binary", "positive": ["TAVR IN SITU."], "negative": ["NORMAL LA."]},
+                "ef": {"type": "regression", "templates": ["EF <#>%."], "range": [40, 41], "step": 1},
+                "view": {"type": "categorical", "classes": {"A4C": ["APICAL."], "PLAX": ["LONG AXIS."]}},
+            },
+        }
+    )
+    tavr, ef, view = ps.targets["tavr"], ps.targets["ef"], ps.targets["view"]
+    assert tavr.positive == ("TAVR IN SITU.",)  # the prompts as written
+    assert tavr.positive_texts() == ["LVEF 60%. TAVR IN SITU. NO EFFUSION.", "TAVR IN SITU. NORMAL RV."]
+    assert tavr.negative_texts() == ["LVEF 60%. NORMAL LA. NO EFFUSION.", "NORMAL LA. NORMAL RV."]
+    assert ef.prompts() == [
+        ["LVEF 60%. EF 40%. NO EFFUSION.", "EF 40%. NORMAL RV."],
+        ["LVEF 60%. EF 41%. NO EFFUSION.", "EF 41%. NORMAL RV."],
+    ]
+    assert view.class_texts("PLAX") == ["LVEF 60%. LONG AXIS. NO EFFUSION.", "LONG AXIS. NORMAL RV."]
+    assert "APICAL. NORMAL RV." in ps.texts() and "TAVR IN SITU." not in ps.texts()
+    again = load_prompt_set(save_prompt_set(ps, tmp_path / "ctx.json"))
+    assert again.contexts == ps.contexts and again.texts() == ps.texts()
+    # without contexts, a prompt is read as written
+    plain = load_prompt_set({"targets": {"a": {"type": "binary", "positive": ["A PACEMAKER LEAD IS SEEN."]}}})
+    assert plain.targets["a"].positive_texts() == ["A PACEMAKER LEAD IS SEEN."]
+
+
+def test_the_device_set_asks_its_prompts_inside_ordinary_reports() -> None:
+    devices = load_prompt_set("devices")
+    assert len(devices.contexts) >= 4
+    for target in devices.targets.values():
+        assert target.contexts == devices.contexts
+        assert len(target.positive_texts()) == len(devices.contexts) * len(target.positive)
+        assert all(t.count(".") >= 4 for t in target.positive_texts())  # a few sentences around the prompt
+
+
 def test_a_dict_is_a_prompt_set_too() -> None:
     ps = load_prompt_set({"targets": {"a": {"type": "binary", "positive": ["A PACEMAKER LEAD IS SEEN."]}}})
     assert ps.targets["a"].positive == ("A PACEMAKER LEAD IS SEEN.",) and ps.targets["a"].negative == ()
@@ -184,6 +235,18 @@ def _regression(**changes):
         ),
         ({"targets": {"v": {"type": "categorical", "classes": {"A4C": ["X."], "A2C": []}}}}, "class 'A2C'"),
         ({"targets": {"v": {"type": "ordinal"}}}, "'type' must be one of"),
+        (
+            {"contexts": ["LVEF 60%."], "targets": {"p": {"type": "binary", "positive": ["A."]}}},
+            r"'contexts': every context needs exactly one \{\}",
+        ),
+        (
+            {"contexts": ["{} AND {}."], "targets": {"p": {"type": "binary", "positive": ["A."]}}},
+            "exactly one",
+        ),
+        (
+            {"contexts": "LVEF 60%. {}", "targets": {"p": {"type": "binary", "positive": ["A."]}}},
+            "'contexts' must be a list",
+        ),
         ({"targets": {}}, "'targets' must be a non-empty object"),
         (
             {"targets": {"p": {"type": "binary", "positive": ["A."], "label": 3}}},
