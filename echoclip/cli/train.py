@@ -26,12 +26,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sentence-dropout", type=float, help="chance of dropping each report sentence (0.3)")
     p.add_argument("--shuffle-sentences", action="store_true", default=None)
     p.add_argument("--loss", choices=["clip", "siglip"])
+    p.add_argument(
+        "--sample-weight-column",
+        help="manifest column of per-study sampling weights (studies are drawn in proportion to them)",
+    )
     add_loop_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The :class:`TrainConfig` of a recipe file plus flags, and the recipe's other tables."""
-    return loop_config_from_args(args, extra_flags=("loss", "sentence_dropout", "shuffle_sentences"))
+    return loop_config_from_args(
+        args, extra_flags=("loss", "sentence_dropout", "shuffle_sentences", "sample_weight_column")
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,7 +93,10 @@ def train_clip(
     if preload:
         train_set.preload(progress=config.progress, cache=video_cache)
     pairs = StudyPairs.from_table_dataset(
-        train_set, seed=config.seed, skip_empty_reports=config.skip_empty_reports
+        train_set,
+        seed=config.seed,
+        skip_empty_reports=config.skip_empty_reports,
+        weight_column=config.sample_weight_column,
     )
     val_set = None
     if val_split:

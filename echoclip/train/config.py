@@ -55,6 +55,9 @@ class TrainConfig:
     sentence_dropout: float = 0.3
     shuffle_sentences: bool = False
     skip_empty_reports: bool = True
+    # a manifest column of per-study sampling weights (e.g. from mention_weights): an
+    # epoch draws studies with replacement in proportion to them
+    sample_weight_column: str | None = None
     context_length: int = 77
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -80,17 +80,36 @@ class EpochSampler(Sampler[int]):
     ``w``-th index as ``DistributedSampler`` does, so ``w`` ranks with batch ``B`` see
     the same samples per step as one rank with batch ``w*B``. ``start`` skips samples
     already consumed, which is how a resumed run continues mid-epoch.
+
+    With ``weights`` (one per sample, not normalised) an epoch is ``n`` draws with
+    replacement in proportion to them, as ``WeightedRandomSampler`` draws: rare
+    studies come up more often, common ones less.
     """
 
     def __init__(
-        self, n: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1, start: int = 0
+        self,
+        n: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.n, self.seed, self.epoch = n, seed, epoch
         self.rank, self.world_size, self.start = rank, world_size, start
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (
+            len(self.weights) != n or not bool(torch.isfinite(self.weights).all()) or (self.weights < 0).any()
+        ):
+            raise DataError(f"sample weights must be {n} finite numbers >= 0")
 
     def indices(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g).tolist()
+        if self.weights is None:
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            perm = torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist()
         per_rank = self.n // self.world_size
         return perm[self.rank :: self.world_size][:per_rank][self.start :]
 
@@ -425,6 +444,7 @@ class Trainer:
             info.rank,
             info.world_size,
             start=position * cfg.batch_size,
+            weights=getattr(self.dataset, "sample_weights", None),
         )
         # A generator of our own keeps the DataLoader from drawing on the global RNG, so a
         # resumed run's model randomness (dropout) continues exactly where it stopped.

@@ -91,6 +91,61 @@ def test_epoch_sampler_splits_ranks_like_one_big_batch():
     assert EpochSampler(20, 1, 3).indices() != one
 
 
+def test_weighted_epoch_sampler_draws_in_proportion_and_resumes():
+    weights = [0.0] * 5 + [1.0] * 10 + [10.0] * 5  # a tenth of the weight each on the last five
+    sampler = EpochSampler(2000, seed=1, epoch=0, weights=weights * 100)
+    drawn = torch.tensor(sampler.indices()) % 20
+    assert len(drawn) == 2000
+    assert not (drawn < 5).any()  # weight 0: never drawn
+    heavy = float((drawn >= 15).float().mean())
+    assert 0.75 < heavy < 0.87  # 50 of 60 parts of the weight
+    again = EpochSampler(2000, seed=1, epoch=0, weights=weights * 100, start=300).indices()
+    assert again == sampler.indices()[300:]
+    assert EpochSampler(2000, seed=1, epoch=1, weights=weights * 100).indices() != sampler.indices()
+    for bad in ([1.0] * 19, [1.0] * 19 + [-1.0], [1.0] * 19 + [float("nan")]):
+        with pytest.raises(DataError, match="sample weights"):
+            EpochSampler(20, seed=1, epoch=0, weights=bad)
+
+
+def test_trainer_draws_studies_by_the_data_sets_sample_weights(tmp_path):
+    class Weighted(ToyClips):
+        def __init__(self) -> None:
+            super().__init__(32, bad=set(range(8)))
+            self.sample_weights = [0.0] * 8 + [1.0] * 24  # the unreadable clips are never drawn
+
+    torch.manual_seed(0)
+    data = Weighted()
+    Trainer(ToyClip(), _objective(), data, _config(tmp_path, steps=6)).fit()
+    assert data.skipped == []
+    unweighted = ToyClips(32, bad=set(range(8)))
+    Trainer(ToyClip(), _objective(), unweighted, _config(tmp_path / "b", steps=6)).fit()
+    assert unweighted.skipped  # without weights the same run reads them
+
+
+def test_study_pairs_read_weights_from_a_manifest_column():
+    import pandas as pd
+
+    from echoclip.train.pairs import StudyPairs
+
+    base = ToyClips(3)
+    base.table = pd.DataFrame({"study_id": ["a", "a", "b"], "report": ["R", "R", "S"], "w": [1.0, 3.0, 2.0]})
+    assert StudyPairs.from_table_dataset(base, weight_column="w").sample_weights == [3.0, 2.0]
+    with pytest.raises(DataError, match="no sample weight column 'weight'"):
+        StudyPairs.from_table_dataset(base, weight_column="weight")
+
+
+def test_mention_weights_boost_rare_mentions():
+    from echoclip.train.balance import mention_weights
+
+    reports = ["TAVR IN SITU."] + ["PACEMAKER LEAD."] * 3 + ["NORMAL STUDY."] * 16
+    w = mention_weights(reports, {"tavr": r"\bTAVR\b", "pacemaker": "PACEMAKER", "clip": "MITRACLIP"}, 0.25)
+    assert w.tolist() == [5.0] + [5 / 3] * 3 + [1.0] * 16  # 1/20 -> 0.25 and 3/20 -> 0.25
+    assert mention_weights(reports, {"tavr": "TAVR"}, 0.5, max_weight=4.0)[0] == 4.0
+    assert mention_weights(reports, {"normal": "NORMAL"}, 0.1).tolist() == [1.0] * 20  # common: no boost
+    with pytest.raises(ValueError, match="target_share"):
+        mention_weights(reports, {}, 0.0)
+
+
 def test_report_augmentation_never_drops_everything():
     report = "A. B. C. D."
     for i in range(200):
@@ -149,6 +204,11 @@ def test_study_pairs_draw_one_video_per_study_and_skip_empty_reports():
         drawn.add(round(float(item["video"].sum()), 4))
         assert item["index"] == 0
     assert len(drawn) == 3  # every video of study s1 is used over the epochs
+    weighted = StudyPairs(base, ["s1", "s1", "s1", "s2", "s3", "s3"], weights=[1, 4, 2, 0.5, 3, 3])
+    assert weighted.sample_weights == [4.0, 0.5, 3.0]  # a study weighs as its heaviest video
+    assert pairs.sample_weights is None
+    with pytest.raises(DataError, match="2 sample weights for 6 videos"):
+        StudyPairs(base, ["s1", "s1", "s1", "s2", "s3", "s3"], weights=[1, 2])
 
 
 def test_validation_every_n_steps_and_on_the_final_weights(tmp_path):
