@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from echoclip.errors import DataError
@@ -105,6 +106,7 @@ def pretrain(
         if v is not None
     }
     options = replace(options or PretrainConfig(), **changes)
+    torch.manual_seed(config.seed)  # the same seed gives the same initial weights, hence the same run
     tower, cfg = build_tower(model, model_overrides)
     preprocess = default_preprocess(cfg)
     transform = TrainTransform(preprocess, seed=config.seed) if augment else VideoTransform(preprocess)
