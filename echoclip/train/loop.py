@@ -100,9 +100,12 @@ class EpochSampler(Sampler[int]):
         self.rank, self.world_size, self.start = rank, world_size, start
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         if self.weights is not None and (
-            len(self.weights) != n or not bool(torch.isfinite(self.weights).all()) or (self.weights < 0).any()
+            len(self.weights) != n
+            or not bool(torch.isfinite(self.weights).all())
+            or bool((self.weights < 0).any())
+            or not self.weights.sum() > 0
         ):
-            raise DataError(f"sample weights must be {n} finite numbers >= 0")
+            raise DataError(f"sample weights must be {n} finite numbers >= 0, not all 0")
 
     def indices(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)

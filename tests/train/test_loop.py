@@ -102,7 +102,7 @@ def test_weighted_epoch_sampler_draws_in_proportion_and_resumes():
     again = EpochSampler(2000, seed=1, epoch=0, weights=weights * 100, start=300).indices()
     assert again == sampler.indices()[300:]
     assert EpochSampler(2000, seed=1, epoch=1, weights=weights * 100).indices() != sampler.indices()
-    for bad in ([1.0] * 19, [1.0] * 19 + [-1.0], [1.0] * 19 + [float("nan")]):
+    for bad in ([1.0] * 19, [1.0] * 19 + [-1.0], [1.0] * 19 + [float("nan")], [0.0] * 20):
         with pytest.raises(DataError, match="sample weights"):
             EpochSampler(20, seed=1, epoch=0, weights=bad)
 
