@@ -80,7 +80,7 @@ def augment_clip(
     levels = (np.arange(256, dtype=np.float64) / 255.0) ** gamma
     mean = float(np.bincount(x.reshape(-1), minlength=256) @ levels) / x.size
     levels = np.clip((levels - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)
-    return torch.from_numpy(np.take(levels, x)).permute(3, 0, 1, 2)  # [C,T,H,W] view
+    return torch.from_numpy(np.take(levels, x.transpose(3, 0, 1, 2)))  # a new, contiguous [C,T,H,W]
 
 
 class TrainTransform(VideoTransform):
