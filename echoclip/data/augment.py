@@ -56,9 +56,9 @@ def augment_clip(
     Returns ``float [C,T,H,W]`` in [0, 1]. The crop is resized in ``uint8`` (torch's
     channels-last fast path) and the intensity changes, which act on each grey level
     alike, are one lookup table of 256 levels: a clip costs a fraction of the same
-    arithmetic on every float pixel. The histogram and the lookup run in NumPy, whose
-    ``bincount`` and ``take`` on ``uint8`` cost a fraction of torch's on these small
-    arrays (no conversion to ``int64`` first).
+    arithmetic on every float pixel. The histogram and the lookup run in NumPy, which
+    reads the ``uint8`` pixels as they are (torch's ``bincount`` and ``index_select``
+    want an ``int64`` copy of the clip first).
     """
     import torch
     import torch.nn.functional as F
