@@ -25,6 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/clip", help="output folder (checkpoints, metrics, final model)")
     p.add_argument("--sentence-dropout", type=float, help="chance of dropping each report sentence (0.3)")
     p.add_argument("--shuffle-sentences", action="store_true", default=None)
+    p.add_argument(
+        "--sentence-loss-weight",
+        type=float,
+        help="weight of the term where each report sentence picks its videos (default 0: whole reports only)",
+    )
+    p.add_argument(
+        "--max-sentences", type=int, help="sentences per step for that term (default 0: all of the batch's)"
+    )
     p.add_argument("--loss", choices=["clip", "siglip"])
     p.add_argument(
         "--sample-weight-column",
@@ -36,7 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The :class:`TrainConfig` of a recipe file plus flags, and the recipe's other tables."""
     return loop_config_from_args(
-        args, extra_flags=("loss", "sentence_dropout", "shuffle_sentences", "sample_weight_column")
+        args,
+        extra_flags=(
+            "loss",
+            "sentence_dropout",
+            "shuffle_sentences",
+            "sentence_loss_weight",
+            "max_sentences",
+            "sample_weight_column",
+        ),
     )
 
 

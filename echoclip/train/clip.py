@@ -117,6 +117,8 @@ def train_clip(
         seed=config.seed,
         val_dataset=val_set,
         zero_shot_prompts=zero_shot_prompts,
+        sentence_loss_weight=config.sentence_loss_weight,
+        max_sentences=config.max_sentences,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

@@ -54,6 +54,11 @@ class TrainConfig:
     loss: Literal["clip", "siglip"] = "clip"
     sentence_dropout: float = 0.3
     shuffle_sentences: bool = False
+    # weight of a second term in which each sentence of a batch's reports picks its videos
+    # (see sentence_to_video_loss); 0 trains on whole reports only
+    sentence_loss_weight: float = 0.0
+    # the term's sentences per step: a random subset of the batch's distinct ones (0: all)
+    max_sentences: int = 0
     skip_empty_reports: bool = True
     # a manifest column of per-study sampling weights (e.g. from mention_weights): an
     # epoch draws studies with replacement in proportion to them
@@ -72,6 +77,12 @@ class TrainConfig:
             raise ConfigError("set a positive number of steps or epochs")
         if not 0.0 <= self.sentence_dropout < 1.0:
             raise ConfigError(f"sentence_dropout must be in [0, 1), got {self.sentence_dropout}")
+        if not (math.isfinite(self.sentence_loss_weight) and self.sentence_loss_weight >= 0):
+            raise ConfigError(
+                f"sentence_loss_weight must be a finite number >= 0, got {self.sentence_loss_weight}"
+            )
+        if self.max_sentences < 0:
+            raise ConfigError(f"max_sentences must be >= 0 (0: all), got {self.max_sentences}")
         if self.loss not in ("clip", "siglip"):
             raise ConfigError(f"unknown loss {self.loss!r}; known: ['clip', 'siglip']")
         if self.strategy not in ("ddp", "fsdp"):

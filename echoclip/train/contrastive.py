@@ -36,6 +36,54 @@ def augment_report(report: str, rng: random.Random, dropout: float, shuffle: boo
     return " ".join(kept)
 
 
+# sentences encoded per text-tower call: length-sorted chunks of 64 halve the padding
+# (a batch's ~400 sentences are 7 tokens long on average, the longest 25)
+SENTENCE_CHUNK = 64
+_ENUMERATOR = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s*")
+_LETTER = re.compile(r"[A-Za-z]")
+
+
+def sentence_targets(reports: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct sentences of a batch's reports, and which reports hold each one.
+
+    Returns ``(sentences, holders)`` with ``holders[s, b]`` true when report ``b``
+    contains sentence ``s``. Sentences are compared without case, list numbering or
+    spacing, so "2) Trivial MR." in one report and "TRIVIAL MR." in another are one
+    sentence with two positive videos rather than a false negative.
+    """
+    keys: dict[str, int] = {}
+    sentences: list[str] = []
+    pairs: list[tuple[int, int]] = []
+    for b, report in enumerate(reports):
+        for sentence in split_sentences(report):
+            text = _ENUMERATOR.sub("", sentence).strip()
+            if not _LETTER.search(text):
+                continue  # a bare list number ("2.") left by the sentence split
+            key = " ".join(text.lower().split())
+            if key not in keys:
+                keys[key] = len(sentences)
+                sentences.append(text)
+            pairs.append((keys[key], b))
+    holders = torch.zeros(len(sentences), len(reports), dtype=torch.bool)
+    for s, b in pairs:
+        holders[s, b] = True
+    return sentences, holders
+
+
+def sentence_to_video_loss(
+    sentence_features: torch.Tensor, video_features: torch.Tensor, holders: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Multi-positive InfoNCE: each sentence picks, among the batch's videos, those whose report holds it.
+
+    A full report mixes twenty sentences into one embedding, so a rare one (a
+    pacemaker lead, an effusion) barely moves it; here every sentence has its own
+    term, as a one-sentence zero-shot prompt does at test time.
+    """
+    logits = scale * sentence_features @ video_features.T
+    positive = logits.masked_fill(~holders, float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive, dim=1)).mean()
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """Per-sample randomness that does not depend on workers, ranks or resumption."""
     return random.Random(f"{seed}:{epoch}:{index}")
@@ -60,6 +108,8 @@ class ContrastiveObjective:
         val_dataset: Any | None = None,
         val_batch_size: int = 64,
         zero_shot_prompts: str | dict | None = None,
+        sentence_loss_weight: float = 0.0,
+        max_sentences: int = 0,
     ) -> None:
         self.tokenizer = tokenizer
         self.loss_name = loss
@@ -70,6 +120,8 @@ class ContrastiveObjective:
         self.val_dataset = val_dataset
         self.val_batch_size = val_batch_size
         self.zero_shot_prompts = zero_shot_prompts
+        self.sentence_loss_weight = sentence_loss_weight
+        self.max_sentences = max_sentences
         self._loss_fn: nn.Module | None = None
 
     # -- data --------------------------------------------------------------------------
@@ -87,10 +139,26 @@ class ContrastiveObjective:
             )
             for i, s in enumerate(samples)
         ]
-        return {
+        batch = {
             "video": torch.stack([s["video"] for s in samples]),
             "text": self.tokenizer(reports, context_length=self.context_length),
         }
+        if self.sentence_loss_weight > 0:
+            # every sentence of the full report, including those the dropout left out
+            sentences, holders = sentence_targets([s["report"] for s in samples])
+            if 0 < self.max_sentences < len(sentences):
+                # a random subset keeps the term unbiased (each sentence's loss stands alone)
+                # and bounds the text tower's work per step
+                indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
+                rng = random.Random(f"{self.seed}:{epoch}:sentences:{indices}")
+                keep = sorted(rng.sample(range(len(sentences)), self.max_sentences))
+                sentences, holders = [sentences[k] for k in keep], holders[keep]
+            ids = self.tokenizer(sentences, context_length=self.context_length)
+            # shortest first: the loss encodes them in chunks, each padded only to its own longest
+            order = torch.argsort((ids != getattr(self.tokenizer, "pad_token_id", 0)).sum(dim=1), stable=True)
+            batch["sentences"] = ids[order]
+            batch["sentence_holders"] = holders[order]
+        return batch
 
     # -- loss --------------------------------------------------------------------------
 
@@ -120,6 +188,21 @@ class ContrastiveObjective:
         else:
             loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"])
         figures = {"loss": float(loss.detach()), "logit_scale": float(out["logit_scale"].detach())}
+        if self.sentence_loss_weight > 0 and "sentences" in batch:
+            sentences = batch["sentences"].to(device)
+            sentence_features = torch.cat(
+                [model.encode_text(chunk, normalize=True) for chunk in sentences.split(SENTENCE_CHUNK)]
+            )
+            sentence_loss = sentence_to_video_loss(
+                sentence_features,
+                out["video_features"],
+                batch["sentence_holders"].to(device),
+                out["logit_scale"],
+            )
+            figures["report_loss"] = figures["loss"]
+            figures["sentence_loss"] = float(sentence_loss.detach())
+            loss = loss + self.sentence_loss_weight * sentence_loss
+            figures["loss"] = float(loss.detach())
         return loss, figures
 
     # -- validation --------------------------------------------------------------------

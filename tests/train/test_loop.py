@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,7 +11,13 @@ from safetensors.torch import load_file
 from echoclip.errors import ConfigError, DataError, TrainingError
 from echoclip.train.checkpoint import latest_checkpoint, list_checkpoints
 from echoclip.train.config import TrainConfig
-from echoclip.train.contrastive import ContrastiveObjective, augment_report, sample_rng
+from echoclip.train.contrastive import (
+    ContrastiveObjective,
+    augment_report,
+    sample_rng,
+    sentence_targets,
+    sentence_to_video_loss,
+)
 from echoclip.train.loop import EpochSampler, Trainer
 
 from .toy import ToyClip, ToyClips, toy_tokenizer
@@ -234,3 +242,55 @@ def test_validation_before_training_leaves_the_run_unchanged(tmp_path):
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_sentence_targets_merge_the_same_sentence_across_reports():
+    sentences, holders = sentence_targets(
+        ["1) Trivial MR. 2. NO LVH. EF 55%.", "TRIVIAL   MR. A pacemaker lead is seen."]
+    )
+    assert sentences == ["Trivial MR.", "NO LVH.", "EF 55%.", "A pacemaker lead is seen."]
+    assert holders.tolist() == [[True, True], [True, False], [True, False], [False, True]]
+
+
+def test_sentence_loss_counts_every_holder_as_a_positive():
+    video = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
+    sentence = torch.tensor([[1.0, 0.0]])
+    scale = torch.tensor(10.0)
+    both = sentence_to_video_loss(sentence, video, torch.tensor([[True, False, True]]), scale)
+    one = sentence_to_video_loss(sentence, video, torch.tensor([[True, False, False]]), scale)
+    # the two matching videos share the probability mass: only the non-holder costs anything
+    assert float(both) == pytest.approx(-math.log(2 / (2 + math.exp(-10))), abs=1e-5)
+    assert float(one) == pytest.approx(math.log(2 + math.exp(-10)), abs=1e-5)
+
+
+def test_sentence_term_trains_and_is_logged(tmp_path):
+    torch.manual_seed(0)
+    objective = _objective(sentence_loss_weight=1.0)
+    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=30)).fit()
+    rows = [r for r in result.history if r.get("sentence_loss") not in (None, "")]
+    assert len(rows) == 30
+    first, last = float(rows[0]["sentence_loss"]), float(rows[-1]["sentence_loss"])
+    assert last < 0.6 * first
+    for r in rows:
+        total = float(r["report_loss"]) + float(r["sentence_loss"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_max_sentences_draws_a_repeatable_subset():
+    objective = ContrastiveObjective(
+        lambda texts, context_length: torch.zeros(len(texts), 4, dtype=torch.long),
+        sentence_dropout=0.0,
+        sentence_loss_weight=1.0,
+        max_sentences=3,
+    )
+    samples = [
+        {"video": torch.zeros(2), "report": f"A{i}. B{i}. Shared sentence.", "index": i} for i in range(4)
+    ]
+    batch = objective.collate(samples, epoch=0)
+    assert batch["sentences"].shape[0] == 3
+    assert batch["sentence_holders"].shape == (3, 4)
+    assert torch.equal(batch["sentence_holders"], objective.collate(samples, epoch=0)["sentence_holders"])
+    # every kept sentence has at least one holder; the shared one, if kept, has all four
+    holders = batch["sentence_holders"]
+    assert bool(holders.any(dim=1).all())
+    assert sorted(holders.sum(dim=1).tolist()) in ([1, 1, 1], [1, 1, 4])

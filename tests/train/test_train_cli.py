@@ -56,6 +56,11 @@ def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
         "5",
         "--seed",
         "5",
+        # the sentence term and its random subset must resume exactly too
+        "--sentence-loss-weight",
+        "1",
+        "--max-sentences",
+        "8",
         *extra,
     ]
 
@@ -96,6 +101,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
         (["--lr", "0"], "learning rate"),
         (["--lr", "nan"], "learning rate"),
         (["--batch-size", "500"], "larger than the training data set"),
+        (["--max-sentences", "-1"], "max_sentences"),
+        (["--sentence-loss-weight", "-1"], "sentence_loss_weight"),
     ],
 )
 def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
