@@ -36,6 +36,9 @@ FINDINGS = (
     "reduced_lv_function",
 )
 
+# the manifest column of per-study sampling weights the CLIP stages draw by
+SAMPLE_WEIGHT = "sample_weight"
+
 
 @dataclass(frozen=True)
 class DemoSize:
@@ -57,6 +60,9 @@ class DemoSize:
     # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in the
     # same 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
     sentence_loss_weight: float = 1.0
+    # training studies whose report names a rarely named device are drawn more often, each
+    # device in about this share of draws (echoclip.train.balance.mention_weights; 0 = off)
+    device_share: float = 0.0
 
 
 SIZES: dict[str, DemoSize] = {
@@ -141,6 +147,7 @@ def run_demo(
         t = time.perf_counter()
         results[name] = jsonable(stage(run))
         state["stages"][name] = round(time.perf_counter() - t, 1)
+        state.setdefault("peak_rss_mb", {})[name] = peak_rss_mb()
         write_json(out / "stages.json", state)
     metrics = collect_metrics(run, state, time.perf_counter() - t0)
     write_json(out / "metrics.json", metrics)
@@ -180,11 +187,26 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
             t["split"] = "test"
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
+    table[SAMPLE_WEIGHT] = _device_weights(table, s.device_share)
     tmp = run.manifest.with_name("manifest.parquet.tmp")
     table.to_parquet(tmp)
     os.replace(tmp, run.manifest)
     counts = table["split"].value_counts().to_dict()
     return {"studies": int(table["study_id"].nunique()), **{f"videos_{k}": int(v) for k, v in counts.items()}}
+
+
+def _device_weights(table: Any, share: float) -> Any:
+    """Sampling weights of the training studies from the devices their reports name (1 elsewhere)."""
+    import numpy as np
+
+    from echoclip.data.synthetic import DEVICE_PATTERNS
+    from echoclip.train.balance import mention_weights
+
+    weights = np.ones(len(table))
+    train = (table["split"] == "train").to_numpy()
+    if share > 0 and train.any():
+        weights[train] = mention_weights(table.loc[train, "report"].tolist(), DEVICE_PATTERNS, share)
+    return weights
 
 
 def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
@@ -229,7 +251,8 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
     result = train_clip(
         run.manifest,
         _train_config(run, run.out / name, run.size.clip_steps, run.size.lr).updated(
-            sentence_loss_weight=run.size.sentence_loss_weight
+            sentence_loss_weight=run.size.sentence_loss_weight,
+            sample_weight_column=SAMPLE_WEIGHT if run.size.device_share > 0 else None,
         ),
         model=run.size.model,
         tokenizer=run.out / "tokenizer",
@@ -394,6 +417,12 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     for stage, secs in state["stages"].items():
         m[f"time.{stage}_s"] = secs
     m["time.total_s"] = round(sum(state["stages"].values()), 1)
+    # the process's peak so far when each stage ended (stages run in one process, so a
+    # stage's figure also covers those before it in that process)
+    peaks = {k: v for k, v in state.get("peak_rss_mb", {}).items() if v is not None}
+    for stage, mb in peaks.items():
+        m[f"memory.{stage}_peak_rss_mb"] = mb
+    m["memory.peak_rss_mb"] = max(peaks.values(), default=None)
     for k, v in asdict(run.size).items():
         m[f"config.{k}"] = v
     m["config.seed"] = run.seed
@@ -434,6 +463,7 @@ def format_table(metrics: dict[str, Any]) -> str:
         ("report->video recall@10", f("retrieval.report_to_video.recall@10"), "", ""),
         ("EF probe R² (attentive)", f("probe.ef.r2.pretrained"), f("probe.ef.r2.random"), "random init"),
         ("total time (s)", f("time.total_s", 4), "", ""),
+        ("peak memory (MB)", f("memory.peak_rss_mb", 5), "", ""),
     ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':{width}}  {'SSL+CLIP':>10}  {'scratch':>10}  baseline"]
@@ -460,6 +490,15 @@ def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
         keep_last=1,
         sentence_dropout=0.3,
     )
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _settings(run: DemoRun) -> dict[str, Any]:

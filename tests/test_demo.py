@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from echoclip import demo
@@ -19,6 +20,7 @@ TOY = DemoSize(
     clip_steps=3,
     batch_size=4,
     probe_steps=3,
+    device_share=0.15,
 )
 
 
@@ -59,6 +61,31 @@ def test_every_stage_writes_loadable_outputs(finished):
     assert Index.load(out / "index" / "videos").size > 0
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert list(stages) == [name for name, _ in demo.STAGES]
+    table = pd.read_parquet(out / "data" / "manifest.parquet")
+    assert (table[demo.SAMPLE_WEIGHT] >= 1).all()
+    assert (table.loc[table["split"] != "train", demo.SAMPLE_WEIGHT] == 1).all()
+    # one process ran every stage: its peak memory so far never falls from stage to stage
+    peaks = [metrics[f"memory.{name}_peak_rss_mb"] for name in stages]
+    assert all(p > 0 for p in peaks) and peaks == sorted(peaks)
+    assert metrics["memory.peak_rss_mb"] == peaks[-1]
+
+
+def test_device_weights_draw_rarely_named_devices_more_often_in_training_only():
+    table = pd.DataFrame(
+        {
+            "report": [
+                "A PACEMAKER LEAD IS SEEN.",
+                "NORMAL STUDY.",
+                "NORMAL STUDY.",
+                "NORMAL STUDY.",
+                "A PACEMAKER LEAD IS SEEN.",
+            ],
+            "split": ["train", "train", "train", "train", "test"],
+        }
+    )
+    # a pacemaker in 1 of 4 training reports, asked for in half of the draws: weight 2
+    assert demo._device_weights(table, 0.5).tolist() == [2.0, 1.0, 1.0, 1.0, 1.0]
+    assert demo._device_weights(table, 0.0).tolist() == [1.0] * 5
 
 
 def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
