@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echoclip.allocator import allocator_name
 from echoclip.atomic import jsonable, write_json
 
 log = logging.getLogger(__name__)
@@ -50,27 +51,38 @@ class DemoSize:
     frames: int = 32
     fps: float = 25.0
     model: str = "echoclip-tiny"
-    pretrain_steps: int = 200
-    clip_steps: int = 800
+    pretrain_steps: int = 100
+    clip_steps: int = 600
     batch_size: int = 40
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
     probe_steps: int = 100
     precision: str = "fp32"
-    # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in the
-    # same 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
+    # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in
+    # 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
     sentence_loss_weight: float = 1.0
+    # the sentence term's sentences per step (TrainConfig.max_sentences; 0 = all of the
+    # batch's, about 380 of 40 reports): 128 makes a step about a fifth cheaper
+    max_sentences: int = 128
     # training studies whose report names a rarely named device are drawn more often, each
     # device in about this share of draws (echoclip.train.balance.mention_weights; 0 = off).
-    # At 0.15 the SSL + CLIP arm's worst device AUC of seeds 0-2 went from .78/.44/.79 to
-    # .86/.80/.95, but a demo run with it ran out of memory in its ablation: off until found
-    device_share: float = 0.0
+    # In 800 steps it took the SSL + CLIP arm's worst device AUC of seeds 0-2 from
+    # .78/.44/.79 to .86/.80/.95
+    device_share: float = 0.15
 
 
+# "small" fits the 15 minutes a first run should take on 2 CPU cores; "medium" is the
+# recipe with the best figures so far (about 26 minutes); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
-    "medium": DemoSize(
-        train_studies=2000, test_studies=300, pretrain_steps=400, clip_steps=1600, probe_steps=300
+    "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),
+    "large": DemoSize(
+        train_studies=2000,
+        test_studies=300,
+        pretrain_steps=400,
+        clip_steps=1600,
+        probe_steps=300,
+        max_sentences=0,
     ),
 }
 
@@ -140,6 +152,11 @@ def run_demo(
     state["settings"] = _settings(run)
     state.setdefault("stages", {})
     results: dict[str, Any] = state.setdefault("results", {})
+    if allocator_name() != "mimalloc":
+        log.info(
+            "demo: running on the system allocator; `make demo` (or LD_PRELOAD=$(python -m "
+            "echoclip.allocator) on x86_64 Linux) runs on mimalloc, which keeps memory flat"
+        )
     t0 = time.perf_counter()
     for name, stage in STAGES:
         if name in state["stages"]:
@@ -150,6 +167,7 @@ def run_demo(
         results[name] = jsonable(stage(run))
         state["stages"][name] = round(time.perf_counter() - t, 1)
         state.setdefault("peak_rss_mb", {})[name] = peak_rss_mb()
+        state.setdefault("allocator", {})[name] = allocator_name()
         write_json(out / "stages.json", state)
     metrics = collect_metrics(run, state, time.perf_counter() - t0)
     write_json(out / "metrics.json", metrics)
@@ -254,6 +272,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
         run.manifest,
         _train_config(run, run.out / name, run.size.clip_steps, run.size.lr).updated(
             sentence_loss_weight=run.size.sentence_loss_weight,
+            max_sentences=run.size.max_sentences,
             sample_weight_column=SAMPLE_WEIGHT if run.size.device_share > 0 else None,
         ),
         model=run.size.model,
@@ -425,6 +444,9 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     for stage, mb in peaks.items():
         m[f"memory.{stage}_peak_rss_mb"] = mb
     m["memory.peak_rss_mb"] = max(peaks.values(), default=None)
+    # "mimalloc" or "system" for each stage: the peaks above depend on it (see echoclip.allocator)
+    for stage, name in state.get("allocator", {}).items():
+        m[f"memory.{stage}_allocator"] = name
     for k, v in asdict(run.size).items():
         m[f"config.{k}"] = v
     m["config.seed"] = run.seed
@@ -491,6 +513,10 @@ def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
         log_every=max(1, min(10, steps // 10)),
         keep_last=1,
         sentence_dropout=0.3,
+        # one process prepares the next batch (clips from the decoded cache, tokenized
+        # reports) while this one trains; each item is seeded by its index, so the run is
+        # the same as without it
+        num_workers=1 if (os.cpu_count() or 1) > 1 else 0,
     )
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from echoclip import demo
+from echoclip.allocator import allocator_name
 from echoclip.demo import DemoSize, run_demo
 
 TOY = DemoSize(
@@ -68,6 +69,7 @@ def test_every_stage_writes_loadable_outputs(finished):
     peaks = [metrics[f"memory.{name}_peak_rss_mb"] for name in stages]
     assert all(p > 0 for p in peaks) and peaks == sorted(peaks)
     assert metrics["memory.peak_rss_mb"] == peaks[-1]
+    assert {metrics[f"memory.{name}_allocator"] for name in stages} == {allocator_name()}
 
 
 def test_device_weights_draw_rarely_named_devices_more_often_in_training_only():

@@ -82,6 +82,21 @@ def test_resume_after_crash_gives_identical_weights_and_metrics(tmp_path):
     assert reference.metrics_csv.read_text() == resumed.metrics_csv.read_text()
 
 
+def test_a_data_worker_trains_the_same_weights_as_loading_in_process(tmp_path):
+    # every item and every report's augmentation is seeded by its index, not by the process
+    runs = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        objective = _objective(sentence_loss_weight=1.0, max_sentences=2)
+        cfg = _config(tmp_path / f"w{workers}", steps=6, num_workers=workers)
+        runs.append(
+            load_file(Trainer(ToyClip(), objective, ToyClips(40), cfg).fit().final_dir / "model.safetensors")
+        )
+    assert runs[0].keys() == runs[1].keys()
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
 def test_half_written_checkpoint_is_ignored(tmp_path):
     Trainer(ToyClip(), _objective(), ToyClips(40), _config(tmp_path, steps=4)).fit()
     run = tmp_path / "run"
