@@ -513,10 +513,6 @@ def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
         log_every=max(1, min(10, steps // 10)),
         keep_last=1,
         sentence_dropout=0.3,
-        # one process prepares the next batch (clips from the decoded cache, tokenized
-        # reports) while this one trains; each item is seeded by its index, so the run is
-        # the same as without it
-        num_workers=1 if (os.cpu_count() or 1) > 1 else 0,
     )
 
 
