@@ -22,6 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="echoclip-tiny", help="model config name or a model directory")
     p.add_argument("--tokenizer", help="folder with tokenizer.json (default: the model's tokenizer)")
     p.add_argument("--init", help="pretraining checkpoint to initialise the video tower from")
+    p.add_argument(
+        "--init-prefix",
+        action="append",
+        dest="init_prefixes",
+        metavar="PREFIX",
+        help="load only the --init tensors whose names start with PREFIX (repeatable), e.g. backbone.",
+    )
     p.add_argument("--out", default="runs/clip", help="output folder (checkpoints, metrics, final model)")
     p.add_argument("--sentence-dropout", type=float, help="chance of dropping each report sentence (0.3)")
     p.add_argument("--shuffle-sentences", action="store_true", default=None)
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         tokenizer=args.tokenizer,
         init=args.init,
+        init_prefixes=args.init_prefixes,
         resume=args.resume,
         model_overrides=recipe.get("model"),
         augment=not args.no_augment,

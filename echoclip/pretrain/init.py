@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class LoadReport:
     matched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    # in the checkpoint, left out by the ``prefixes`` the caller asked for
+    left_out: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line: counts, and the names of missing and unexpected tensors (abridged)."""
@@ -55,6 +58,7 @@ class LoadReport:
             f"{len(self.matched)} tensors loaded from {self.source}; "
             f"{len(self.missing)} missing, kept as initialised{names(self.missing)}; "
             f"{len(self.unexpected)} unexpected, ignored{names(self.unexpected)}"
+            + (f"; {len(self.left_out)} left out by prefix{names(self.left_out)}" if self.left_out else "")
         )
 
 
@@ -142,18 +146,31 @@ def _check_architecture(info: dict[str, Any], tower: nn.Module, source: Path) ->
             )
 
 
-def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
+def load_pretrained_encoder(
+    model: nn.Module, path: str | os.PathLike[str], prefixes: Sequence[str] | None = None
+) -> LoadReport:
     """Load an encoder checkpoint into the video tower of ``model`` (an ``EchoCLIP`` or a tower).
 
     Tensors present in both with the same shape are loaded; a shape mismatch is an
-    error (the checkpoint belongs to another architecture). Example::
+    error (the checkpoint belongs to another architecture). ``prefixes`` loads only
+    the tensors whose names start with one of them (e.g. ``("backbone.",)``: the
+    layers of a contrastively pretrained tower closest to its loss keep what that loss
+    wanted, as SimCLR found of its projection head); the rest stay as initialised and
+    are reported as ignored. Example::
 
         model = echoclip.create_model("echoclip-tiny")
-        report = load_pretrained_encoder(model, "runs/ssl/final")
+        report = load_pretrained_encoder(model, "runs/ssl/final", prefixes=("backbone.",))
         print(report.summary())
     """
     folder = resolve_encoder(path)
     state, info = read_encoder(folder)
+    skipped: list[str] = []
+    if prefixes is not None:
+        keep = tuple(prefixes)
+        skipped = sorted(k for k in state if not k.startswith(keep))
+        state = {k: v for k, v in state.items() if k.startswith(keep)}
+        if not state:
+            raise ModelError(f"{folder / ENCODER_WEIGHTS}: no tensor starts with {', '.join(keep)}")
     tower = video_tower(model)
     _check_architecture(info, tower, folder)
     own = tower.state_dict()
@@ -177,6 +194,7 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike[str]) -> L
         matched=matched,
         missing=sorted(k for k in own if k not in state),
         unexpected=sorted(k for k in state if k not in own),
+        left_out=skipped,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def train_clip(
     zero_shot_prompts: str | dict | None = "ejection_fraction",
     preload: bool = False,
     video_cache: dict[str, Any] | None = None,
+    init_prefixes: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train a video-report CLIP model on the studies of a manifest.
 
@@ -62,7 +63,7 @@ def train_clip(
         result = train_clip("runs/sim", cfg, model="echoclip-tiny", tokenizer=EchoTokenizer.load("runs/tok"))
 
     ``init`` is a pretraining checkpoint (``echoclip pretrain``) loaded into the video
-    tower; ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
+    tower (only its tensors under ``init_prefixes``, e.g. ``("backbone.",)``, when given); ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
     ``preload=True`` decodes every video once into memory (small data sets, many epochs);
     ``video_cache`` (a dict, path -> decoded video; implies ``preload``) keeps them for
     later runs on the same videos in this process.
@@ -79,7 +80,7 @@ def train_clip(
     if init is not None:
         from echoclip.pretrain.init import load_pretrained_encoder
 
-        report = load_pretrained_encoder(net, init)
+        report = load_pretrained_encoder(net, init, prefixes=init_prefixes)
         log.info("initialised the video tower from %s: %s", init, report.summary())
     preprocess = net.preprocess_config
     train_set = open_dataset(

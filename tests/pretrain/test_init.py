@@ -94,3 +94,24 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "encoder.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelError, match="unreadable"):
         read_encoder(tmp_path)
+
+
+def test_prefixes_load_only_the_backbone(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("echoclip-tiny")
+    save_encoder(source.video_tower, tmp_path)
+    torch.manual_seed(1)
+    target = create_model("echoclip-tiny")
+    before = {k: v.clone() for k, v in target.video_tower.state_dict().items()}
+    report = load_pretrained_encoder(target, tmp_path, prefixes=("backbone.",))
+    state = target.video_tower.state_dict()
+    assert report.matched and all(k.startswith("backbone.") for k in report.matched)
+    assert set(report.left_out) == {k for k in state if not k.startswith("backbone.")}
+    assert "proj.weight" in report.left_out and report.unexpected == []
+    for k in report.matched:
+        assert torch.equal(state[k], source.video_tower.state_dict()[k]), k
+    for k in report.left_out:  # the aggregation and projection keep the target's own weights
+        assert torch.equal(state[k], before[k]), k
+    assert f"{len(report.left_out)} left out by prefix" in report.summary()
+    with pytest.raises(ModelError, match="no tensor starts with head."):
+        load_pretrained_encoder(target, tmp_path, prefixes=("head.",))

@@ -130,3 +130,20 @@ def test_unreadable_or_missing_data(sim, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 1 and "no readable training samples" in err
+
+
+def test_init_prefix_loads_only_part_of_a_pretrained_tower(sim, tmp_path, capsys, caplog):
+    from echoclip.models.factory import create_model
+    from echoclip.pretrain.init import save_encoder
+
+    torch.manual_seed(3)
+    encoder = save_encoder(create_model("echoclip-tiny").video_tower, tmp_path / "ssl")
+    args = ["train", "--data", str(sim), "--steps", "1", "--batch-size", "4", "--init", str(encoder)]
+    caplog.set_level("INFO", logger="echoclip.train.clip")
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert main([*args, "--out", str(tmp_path / "part"), "--init-prefix", "backbone."]) == 0
+    whole, part = (r.getMessage() for r in caplog.records if "initialised the video tower" in r.getMessage())
+    assert "left out by prefix" not in whole
+    assert "left out by prefix (aggregation." in part
+    assert main([*args, "--out", str(tmp_path / "none"), "--init-prefix", "head."]) == 1
+    assert "no tensor starts with head." in capsys.readouterr().err
