@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,10 +165,9 @@ def write_shards(
                 count, skipped = _write_shard(ds, out, k, config, bar.update)
                 finish(k, count, skipped)
         else:
-            import multiprocessing
+            from echoclip.processes import process_pool
 
-            ctx = multiprocessing.get_context("spawn")  # fork with torch threads can hang
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
+            with process_pool(workers, initializer=_one_thread) as pool:
                 futures = {
                     pool.submit(_write_shard_job, manifest, out, k, config, read_options): k for k in todo
                 }

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ from echoclip.data.synthetic.cohort import plan_cohort, report_rng, study_state
 from echoclip.data.synthetic.reports import write_report
 from echoclip.data.synthetic.study import render_study
 from echoclip.errors import DataError
+from echoclip.processes import process_pool
 
 __all__ = ["simulate_dataset", "patient_split"]
 
@@ -196,12 +196,11 @@ def _render_and_save(job: _RenderJob, folder: Path, size: int, frames: int, fps:
 
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A process pool of ``workers`` (spawned: forking a process with torch threads can hang), or None."""
+    """A process pool of ``workers`` (:func:`echoclip.processes.process_pool`), or None."""
     if workers <= 1:
         yield None
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with process_pool(workers) as pool:
         yield pool
 
 

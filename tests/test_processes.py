@@ -1,0 +1,64 @@
+"""Process pools: they work as executors, and their workers end when their parent is killed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from echoclip.processes import process_pool
+
+# Starts a pool, prints the pids of its two workers, then waits (idle workers are the
+# ones a killed parent used to leave behind).
+PARENT = """
+import os, time
+from echoclip.processes import process_pool
+
+def worker_pid(_):
+    time.sleep(0.05)
+    return os.getpid()
+
+if __name__ == "__main__":
+    pool = process_pool(2, interval=0.1)
+    pids = set()
+    while len(pids) < 2:
+        pids |= set(pool.map(worker_pid, range(8)))
+    print(*sorted(pids), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its exit status is left
+
+
+def test_pool_maps_like_an_executor():
+    with process_pool(2) as pool:
+        assert list(pool.map(abs, [-3, 2, -1])) == [3, 2, 1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while any(_alive(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), "pool workers outlived their killed parent"
+    finally:
+        proc.kill()
+        proc.wait()
