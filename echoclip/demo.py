@@ -71,8 +71,9 @@ class DemoSize:
     device_share: float = 0.15
     # the CLIP arm loads only these tensors of the pretrained tower ("" = all of them): the
     # aggregation and projection above the frame CNN, trained for the contrastive terms of
-    # pretraining, start fresh. On seed 0 of `small` it took the arm from EF MAE 4.33,
-    # devices .45/.93/.95/.94/.95, recall@10 0.49 to 4.23, .63/.96/.97/.96/.97, 0.55
+    # pretraining, start fresh. Against the whole tower, on seeds 0-2 of `small`: EF MAE
+    # 4.33/4.00/6.62 -> 4.23/4.88/5.84, worst device .45/.90/.82 -> .63/.84/.88,
+    # recall@10 .49/.59/.61 -> .55/.56/.61 (a small gain, within the seeds' spread)
     init_prefix: str = "backbone."
 
 

@@ -48,7 +48,7 @@ class LoadReport:
     left_out: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line: counts, and the names of missing and unexpected tensors (abridged)."""
+        """One line: counts, and the names of missing, unexpected and left-out tensors (abridged)."""
 
         def names(keys: list[str]) -> str:
             shown = ", ".join(keys[:6])
@@ -156,7 +156,7 @@ def load_pretrained_encoder(
     the tensors whose names start with one of them (e.g. ``("backbone.",)``: the
     layers of a contrastively pretrained tower closest to its loss keep what that loss
     wanted, as SimCLR found of its projection head); the rest stay as initialised and
-    are reported as ignored. Example::
+    are listed in :attr:`LoadReport.left_out`. Example::
 
         model = echoclip.create_model("echoclip-tiny")
         report = load_pretrained_encoder(model, "runs/ssl/final", prefixes=("backbone.",))
@@ -164,10 +164,10 @@ def load_pretrained_encoder(
     """
     folder = resolve_encoder(path)
     state, info = read_encoder(folder)
-    skipped: list[str] = []
+    left_out: list[str] = []
     if prefixes is not None:
         keep = tuple(prefixes)
-        skipped = sorted(k for k in state if not k.startswith(keep))
+        left_out = sorted(k for k in state if not k.startswith(keep))
         state = {k: v for k, v in state.items() if k.startswith(keep)}
         if not state:
             raise ModelError(f"{folder / ENCODER_WEIGHTS}: no tensor starts with {', '.join(keep)}")
@@ -194,7 +194,7 @@ def load_pretrained_encoder(
         matched=matched,
         missing=sorted(k for k in own if k not in state),
         unexpected=sorted(k for k in state if k not in own),
-        left_out=skipped,
+        left_out=left_out,
     )
 
 
