@@ -30,24 +30,16 @@ import numpy as np
 import torch
 
 
-def tubelet_targets(video_frames: np.ndarray, transform, patch: int, tubelet: int) -> np.ndarray:
-    """``[N, ts*p*p*C]`` normalised targets of every tubelet of one clip (float64)."""
+def tubelets(video_frames: np.ndarray, transform, patch: int, tubelet: int, norm_pix: bool) -> np.ndarray:
+    """``[N, ts*p*p*C]``: every tubelet of one clip as pretraining sees it (float64), normalised
+    by its own mean and std as the loss's targets (``norm_pix``) or raw."""
     from echoclip.data.video import Video
     from echoclip.pretrain.mae import patch_targets, patchify
 
     x = transform(Video(video_frames, 25.0, {}))[None]  # [1, C, T, H, W]
     patches = patchify(x.float(), patch, tubelet)
     everything = torch.ones(patches.shape[:2], dtype=torch.bool)
-    return patch_targets(patches, everything, norm_pix=True)[0].double().numpy()
-
-
-def raw_tubelets(video_frames: np.ndarray, transform, patch: int, tubelet: int) -> np.ndarray:
-    from echoclip.data.video import Video
-    from echoclip.pretrain.mae import patchify
-
-    x = transform(Video(video_frames, 25.0, {}))[None]
-    p = patchify(x.float(), patch, tubelet)[0]  # [N, C, P]
-    return p.transpose(1, 2).reshape(p.shape[0], -1).double().numpy()
+    return patch_targets(patches, everything, norm_pix=norm_pix)[0].double().numpy()
 
 
 def oracle_loss(target: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -89,12 +81,13 @@ def main() -> None:
         noisy = simulate_study(seed, size=size, frames=32, fps=25.0).video.frames
         with mock.patch.object(render, "_speckle", no_speckle):
             clean = simulate_study(seed, size=size, frames=32, fps=25.0).video.frames
-        target = tubelet_targets(noisy, transform, patch, tubelet)
+        target = tubelets(noisy, transform, patch, tubelet, norm_pix=True)
         zero.append((target**2).mean(axis=1))
         for blur in oracles:
             smooth = gaussian_filter(clean.astype(np.float32), (0, blur, blur, 0)) if blur else clean
             smooth = np.clip(np.rint(smooth), 0, 255).astype(np.uint8)
-            oracles[blur].append(oracle_loss(target, raw_tubelets(smooth, transform, patch, tubelet)))
+            clean_tubelets = tubelets(smooth, transform, patch, tubelet, norm_pix=False)
+            oracles[blur].append(oracle_loss(target, clean_tubelets))
     zero_loss = float(np.concatenate(zero).mean())
     figures = {
         f"oracle_{'sharp' if not b else f'blur{b:g}px'}_fraction": round(
