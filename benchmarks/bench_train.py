@@ -139,7 +139,9 @@ def main() -> None:
 
     import torch
 
-    precision = "bf16" if torch.cuda.is_available() else "fp32"
+    from echoclip.precision import resolve_precision
+
+    precision = resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
     tiny = _in_subprocess("echoclip-tiny", args.steps, args.batch_size, precision)
     same_input = {"video": {"image_size": 64, "num_frames": 16}}
     convnext = _in_subprocess(

@@ -57,7 +57,9 @@ class DemoSize:
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
     probe_steps: int = 100
-    precision: str = "fp32"
+    # auto: bf16 autocast where the CPU has bf16 units (echoclip.precision), about 30 % less
+    # time for the whole demo; fp32 elsewhere
+    precision: str = "auto"
     # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in
     # 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
     sentence_loss_weight: float = 1.0
@@ -407,6 +409,8 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     """The flat, stable metric names of ``metrics.json``."""
     import pandas as pd
 
+    from echoclip.precision import resolve_precision
+
     results = state["results"]
     m: dict[str, Any] = {}
     ev, ev0 = results.get("evaluate", {}), results.get("evaluate_scratch", {})
@@ -458,6 +462,7 @@ def collect_metrics(run: DemoRun, state: dict[str, Any], seconds: float) -> dict
     for k, v in asdict(run.size).items():
         m[f"config.{k}"] = v
     m["config.seed"] = run.seed
+    m["config.precision_used"] = resolve_precision(run.size.precision)
     return jsonable(m)
 
 

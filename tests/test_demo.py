@@ -49,6 +49,7 @@ def test_every_stage_writes_loadable_outputs(finished):
         "config.clip_steps",
     ):
         assert key in metrics, key
+    assert metrics["config.precision_used"] in ("fp32", "bf16")
     assert metrics["zeroshot.ef.mae"] is not None and metrics["zeroshot.ef.mae_mean_baseline"] > 0
     assert all(f"zeroshot.device.{d}.auc" in metrics for d in demo.DEVICES)
     model = echoclip.load_model(out / "clip" / "final")

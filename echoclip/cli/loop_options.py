@@ -41,7 +41,7 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
-        help="auto: bf16 on a GPU, fp32 on a CPU (bf16 convolutions are slow on most CPUs)",
+        help="auto (default): bf16 on a GPU or a CPU with bf16 units, else fp32 (emulated bf16 is slow)",
     )
     g.add_argument("--workers", type=int, dest="num_workers", help="data loading processes")
     g.add_argument("--checkpoint-every", type=int)

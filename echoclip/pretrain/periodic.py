@@ -145,7 +145,8 @@ def estimate_period(frames: Any, min_period: float = 2.0, max_period: float | No
 
 def estimate_periods(clips: torch.Tensor, min_period: float = 2.0) -> torch.Tensor:
     """Periods of a batch of model inputs ``[B, C, T, H, W]`` in frames, ``float [B]`` (``nan``: none)."""
-    profiles = lag_profile(frame_similarity(clips)).numpy()
+    with torch.autocast(clips.device.type, enabled=False):  # pixels, not activations: fp32 always
+        profiles = lag_profile(frame_similarity(clips.float())).numpy()
     return torch.tensor([period_from_profile(p, min_period) for p in profiles], dtype=torch.float32)
 
 

@@ -15,7 +15,6 @@ patients, so no patient is on both sides.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoclip.errors import DataError
+from echoclip.precision import autocast
 from echoclip.pretrain.features import (
     pooled_features,
     time_steps,
@@ -55,20 +55,16 @@ def extract_features(
     dataset: Any,
     target: str = "ef",
     batch_size: int = 16,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Tokens ``float16 [N, L, C]``, pooled features ``[N, 2C]``, targets and patient ids of a data set.
 
-    Samples that failed to load or have no finite target are left out. ``precision="bf16"``
-    speeds up ViT towers on CPUs with bf16 matrix units but slows convolutions elsewhere.
+    Samples that failed to load or have no finite target are left out. ``precision`` as in
+    :mod:`echoclip.precision` (``auto``: bf16 where the hardware computes it natively).
     """
     encoder.eval()
     device = next(encoder.parameters()).device
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    in_precision = autocast(precision, device)
     kind = tower_kind(encoder)
     all_tokens, pooled, targets, groups = [], [], [], []
     pending: list[dict[str, Any]] = []
@@ -77,7 +73,7 @@ def extract_features(
         if not pending:
             return
         x = torch.stack([s["video"] for s in pending]).to(device)
-        with autocast:
+        with in_precision:
             tok = tokens(encoder, x).float()
         steps = videomae_tokens_by_time(tok, None, time_steps(encoder)) if kind == "videomae" else tok
         all_tokens.append(tok.half().cpu())
@@ -210,7 +206,7 @@ def probe(
     attentive: bool = True,
     attentive_steps: int = 300,
     batch_size: int = 16,
-    precision: str = "fp32",
+    precision: str = "auto",
     seed: int = 0,
 ) -> dict[str, float]:
     """Ridge and attentive probes of ``target`` on frozen encoder features; R² and MAE on held-out data.

@@ -37,6 +37,7 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    # auto: bf16 autocast on a GPU and on a CPU with bf16 units, else fp32 (echoclip.precision)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     grad_checkpointing: bool = False
     compile: bool = False

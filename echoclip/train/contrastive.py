@@ -185,31 +185,37 @@ class ContrastiveObjective:
             self._loss_fn = self._build_loss()
         device = next(model.parameters()).device
         out = model(batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True))
-        bias = out.get("logit_bias")
-        if self.loss_name == "siglip":
-            if bias is None:
-                raise ValueError(
-                    "the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)"
-                )
-            loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"], bias)
-        else:
-            loss = self._loss_fn(out["video_features"], out["text_features"], out["logit_scale"])
-        figures = {"loss": float(loss.detach()), "logit_scale": float(out["logit_scale"].detach())}
+        sentence_features = None
         if self.sentence_loss_weight > 0 and "sentences" in batch:
             sentences = batch["sentences"].to(device)
             sentence_features = torch.cat(
                 [model.encode_text(chunk, normalize=True) for chunk in sentences.split(SENTENCE_CHUNK)]
             )
-            sentence_loss = sentence_to_video_loss(
-                sentence_features,
-                out["video_features"],
-                batch["sentence_holders"].to(device),
-                out["logit_scale"],
-            )
-            figures["report_loss"] = figures["loss"]
-            figures["sentence_loss"] = float(sentence_loss.detach())
-            loss = loss + self.sentence_loss_weight * sentence_loss
-            figures["loss"] = float(loss.detach())
+        # similarities and softmax in fp32 even under bf16 autocast: bf16 keeps 8 bits of a
+        # cosine, an error of about 0.1 in a logit at scale 30, which is as large as the
+        # gaps between the embeddings of neighbouring EF values
+        with torch.autocast(device.type, enabled=False):
+            video_features = out["video_features"].float()
+            text_features = out["text_features"].float()
+            scale = out["logit_scale"].float()
+            bias = out.get("logit_bias")
+            if self.loss_name == "siglip":
+                if bias is None:
+                    raise ValueError(
+                        "the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)"
+                    )
+                loss = self._loss_fn(video_features, text_features, scale, bias.float())
+            else:
+                loss = self._loss_fn(video_features, text_features, scale)
+            figures = {"loss": float(loss.detach()), "logit_scale": float(scale.detach())}
+            if sentence_features is not None:
+                sentence_loss = sentence_to_video_loss(
+                    sentence_features.float(), video_features, batch["sentence_holders"].to(device), scale
+                )
+                figures["report_loss"] = figures["loss"]
+                figures["sentence_loss"] = float(sentence_loss.detach())
+                loss = loss + self.sentence_loss_weight * sentence_loss
+                figures["loss"] = float(loss.detach())
         return loss, figures
 
     # -- validation --------------------------------------------------------------------

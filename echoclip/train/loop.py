@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from echoclip.errors import DataError, TrainingError
+from echoclip.precision import autocast
 from echoclip.train.checkpoint import (
     latest_checkpoint,
     load_train_state,
@@ -243,12 +244,7 @@ class Trainer:
         return per_rank // (cfg.batch_size * cfg.grad_accum)
 
     def _autocast(self, info: DistInfo) -> contextlib.AbstractContextManager:
-        precision = self.config.precision
-        if precision == "auto":
-            precision = "bf16" if info.device.type == "cuda" else "fp32"
-        if precision == "bf16":
-            return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.config.precision, info.device)
 
     # -- the loop ----------------------------------------------------------------------
 

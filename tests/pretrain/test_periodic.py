@@ -61,6 +61,15 @@ def test_input_forms_agree():
     assert float(estimate_periods(batch)[0]) == pytest.approx(a, rel=1e-3)
 
 
+def test_batch_periods_are_fp32_inside_bf16_autocast():
+    # pretraining steps run under autocast; the periods come from pixels and stay exact
+    batch = torch.from_numpy(beating_disc(16.0)).permute(3, 0, 1, 2)[None].float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        periods = estimate_periods(batch)
+    assert periods.dtype == torch.float32
+    assert float(periods[0]) == pytest.approx(float(estimate_periods(batch)[0]), rel=1e-6)
+
+
 def test_no_beat_gives_nan():
     still = np.repeat(beating_disc(16.0, noise=0.0)[:1], 40, axis=0)
     assert math.isnan(estimate_period(still))

@@ -35,6 +35,7 @@ def main(out: str, batch_size: int, strategy: str = "ddp", steps: int = 1, resum
         tensorboard=False,
         progress=False,
         grad_clip=0.0,
+        precision="fp32",  # exact sums: bf16 rounds a batch of 2B differently from two of B
     )
     Trainer(model, objective, ToyClips(32), config, resume=resume).fit()
     if torch.distributed.is_initialized():

@@ -309,3 +309,25 @@ def test_max_sentences_draws_a_repeatable_subset():
     holders = batch["sentence_holders"]
     assert bool(holders.any(dim=1).all())
     assert sorted(holders.sum(dim=1).tolist()) in ([1, 1, 1], [1, 1, 4])
+
+
+def test_contrastive_loss_is_computed_in_fp32_under_bf16_autocast():
+    # the towers may run in bf16; the similarities and softmax must not (their rounding
+    # is as large as the gaps between neighbouring EF prompts)
+    from open_clip.loss import ClipLoss
+
+    torch.manual_seed(0)
+    model, objective = ToyClip(), _objective(sentence_loss_weight=1.0)
+    data = ToyClips(16)
+    batch = objective.collate([data[i] for i in range(16)], epoch=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, figures = objective.loss(model, batch, step=0)
+        with torch.no_grad():
+            out = model(batch["video"], batch["text"])
+            sentences = model.encode_text(batch["sentences"], normalize=True)
+    v, t, scale = out["video_features"].float(), out["text_features"].float(), out["logit_scale"].float()
+    report_loss = ClipLoss()(v, t, scale)
+    sentence_loss = sentence_to_video_loss(sentences.float(), v, batch["sentence_holders"], scale)
+    assert out["video_features"].dtype == torch.bfloat16  # the towers did run in bf16
+    assert figures["report_loss"] == pytest.approx(float(report_loss), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(report_loss + sentence_loss), rel=1e-6)
