@@ -52,13 +52,15 @@ class DemoSize:
     fps: float = 25.0
     model: str = "echoclip-tiny"
     pretrain_steps: int = 100
-    clip_steps: int = 600
+    # 700 with bf16, where the CPU has it (precision "auto"): about 11-13.5 minutes in all;
+    # 600 in fp32 took 14.7-16.2
+    clip_steps: int = 700
     batch_size: int = 40
     lr: float = 2e-3
     pretrain_lr: float = 1e-3
     probe_steps: int = 100
-    # auto: bf16 autocast where the CPU has bf16 units (echoclip.precision), about 30 % less
-    # time for the whole demo; fp32 elsewhere
+    # auto: bf16 autocast where the CPU has bf16 units (echoclip.precision), a CLIP step
+    # 0.37-0.48 s instead of 0.6-0.7; fp32 elsewhere
     precision: str = "auto"
     # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in
     # 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
@@ -79,9 +81,10 @@ class DemoSize:
     init_prefix: str = "backbone."
 
 
-# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (14.7-16.2 min
-# measured on seeds 0-2, the machine's speed varying by about 10 %); "medium" is the
-# recipe with the best figures so far (about 26 minutes); "large" twice its data and steps
+# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11-14 min
+# measured on seeds 0-2 with bf16; about 17-19 in fp32, on CPUs without bf16 units);
+# "medium" is the recipe with the best EF so far (26 minutes in fp32); "large" twice its
+# data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),
