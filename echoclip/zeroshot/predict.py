@@ -18,6 +18,7 @@ asking again costs only the video side.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import weakref
@@ -78,9 +79,10 @@ def zero_shot(
         data: ``Video`` objects, clips ``float [3,T,H,W]`` (or a batch ``[B,3,T,H,W]``), a
             dataset of dicts with ``"video"`` and ``"study_id"``, or embeddings ``[N, D]``.
         prompts: a shipped prompt set name, a JSON file, a dict or a :class:`PromptSet`.
-        method: one method for the targets of its kind (others use the defaults:
-            ``echoclip_rank``; ``contrast`` for binary targets with negative prompts, else
-            ``similarity``; ``argmax``), or ``{target: method}``.
+        method: one method for the targets of its kind (others use the defaults: the
+            target's own ``method`` where the prompt set names one, else ``echoclip_rank``;
+            ``contrast`` for binary targets with negative prompts, else ``similarity``;
+            ``argmax``), or ``{target: method}``.
         study_ids: the study of each video or embedding row; rows of one study are
             scored together. Default: the dataset's ``study_id``, else one study per row.
         transform: turns a ``Video`` into model input; default: the model's preprocess config.
@@ -108,7 +110,7 @@ def zero_shot(
 def resolve_methods(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:
     """The scoring method of each target; a :class:`ConfigError` for unknown or unusable ones."""
     chosen = {
-        name: default_method(t.kind, bool(getattr(t, "negative", ())))
+        name: getattr(t, "method", None) or default_method(t.kind, bool(getattr(t, "negative", ())))
         for name, t in prompt_set.targets.items()
     }
     if method is None:
@@ -193,6 +195,8 @@ def _score_target(
 
     fn = get_scorer(target.kind, method)
     if isinstance(target, RegressionTarget):
+        if method == target.method and target.method_options:
+            fn = functools.partial(fn, **dict(target.method_options))
         prompt_emb = np.stack([emb(row) for row in target.prompts()])  # [V, P, D]
         values = target.values()
         pred = _per_study(lambda v: fn(v, prompt_emb, values, logit_scale=logit_scale), video_emb, groups)

@@ -50,6 +50,9 @@ Keys of a target:
   ``unit``, and optionally ``report_range`` ``[low, high]``: the values reports
   actually state. Candidates outside it are dropped, since the text encoder never
   saw them in training.
+  Optionally ``method``, the scoring method the target gets when none is asked for
+  (default ``echoclip_rank``), and ``method_options``, keyword arguments of that
+  method (e.g. ``{"top_fraction": 0.3}``), used only when that method scores it.
 - binary: ``positive`` prompts, optional ``negative`` prompts, optional
   ``calibration`` (written by :func:`echoclip.zeroshot.calibration.fit_calibration`).
 - categorical: ``classes``, a mapping class label -> prompts.
@@ -90,7 +93,18 @@ __all__ = [
 PLACEHOLDER = "<#>"
 
 _TARGET_KEYS = {
-    "regression": {"type", "label", "unit", "templates", "range", "step", "report_range", "description"},
+    "regression": {
+        "type",
+        "label",
+        "unit",
+        "templates",
+        "range",
+        "step",
+        "report_range",
+        "description",
+        "method",
+        "method_options",
+    },
     "binary": {"type", "label", "positive", "negative", "calibration", "description"},
     "categorical": {"type", "label", "classes", "description"},
 }
@@ -157,6 +171,8 @@ class RegressionTarget:
     report_range: tuple[float, float] | None = None
     description: str = ""
     contexts: tuple[str, ...] = ()
+    method: str | None = None
+    method_options: tuple[tuple[str, float], ...] = ()  # (keyword, value) pairs: the target stays hashable
     kind: str = field(default="regression", init=False)
 
     def values(self) -> np.ndarray:
@@ -189,6 +205,10 @@ class RegressionTarget:
         )
         if self.report_range is not None:
             d["report_range"] = list(self.report_range)
+        if self.method is not None:
+            d["method"] = self.method
+        if self.method_options:
+            d["method_options"] = dict(self.method_options)
         return d
 
 
@@ -428,7 +448,11 @@ def _parse_target(name: str, spec: Any, where: str) -> Target:
             label=label,
             report_range=report_range,
             description=description,
+            method=_method(spec.get("method"), f"{where}: 'method'"),
+            method_options=_method_options(spec.get("method_options"), f"{where}: 'method_options'"),
         )
+        if target.method_options and target.method is None:
+            raise ConfigError(f"{where}: 'method_options' need the 'method' they are for")
         if len(target.values()) == 0:
             raise ConfigError(
                 f"{where}: no candidate value of range {[start, stop]} lies in report_range {report_range}"
@@ -479,6 +503,26 @@ def _prompt_list(value: Any, where: str) -> tuple[str, ...]:
             raise ConfigError(f"{where}: every prompt must be a non-empty string, got {p!r}")
         prompts.append(p.strip())
     return tuple(prompts)
+
+
+def _method(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    from echoclip.zeroshot.scoring import SCORERS
+
+    if value not in SCORERS["regression"]:
+        raise ConfigError(
+            f"{where}: unknown regression method {value!r}; known: {sorted(SCORERS['regression'])}"
+        )
+    return str(value)
+
+
+def _method_options(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be an object of keyword arguments, got {type(value).__name__}")
+    return tuple((str(k), _number(v, f"{where}: {k!r}")) for k, v in value.items())
 
 
 def _parse_label(value: Any, where: str) -> LabelSpec | None:

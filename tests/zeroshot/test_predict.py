@@ -234,3 +234,30 @@ def test_scoring_in_chunks_gives_the_same_answers(model_and_tokenizer, monkeypat
     chunked = zero_shot(model, tokenizer, emb, prompts=ef_prompts(), study_ids=ids)
     pd.testing.assert_frame_equal(whole, chunked)
     assert list(chunked["ef"][[0, 2, 3, 5]]) == list(values[[0, 3, 4, 7]])  # single-clip studies read exactly
+
+
+def test_a_target_can_name_its_method_and_options() -> None:
+    from echoclip.zeroshot.predict import score_embeddings
+    from echoclip.zeroshot.scoring import argmax, echoclip_rank
+
+    rng = np.random.default_rng(0)
+    videos = rng.normal(size=(6, 8)).astype(np.float32)
+    videos /= np.linalg.norm(videos, axis=1, keepdims=True)
+    values = np.arange(0.0, 21.0)
+    prompts = rng.normal(size=(len(values), 8)).astype(np.float32)
+    prompts /= np.linalg.norm(prompts, axis=1, keepdims=True)
+    spec = {"type": "regression", "templates": ["EF <#>%."], "range": [0, 20], "step": 1}
+    tuned = {"targets": {"ef": {**spec, "method": "echoclip_rank", "method_options": {"top_fraction": 0.5}}}}
+    texts = load_prompt_set(tuned).targets["ef"].texts()
+    text_emb = dict(zip(texts, prompts, strict=True))
+    ids = list(range(len(videos)))
+
+    df = score_embeddings(videos, ids, tuned, text_emb)
+    np.testing.assert_array_equal(df["ef"], echoclip_rank(videos, prompts, values, top_fraction=0.5))
+    plain = score_embeddings(videos, ids, {"targets": {"ef": spec}}, text_emb)
+    np.testing.assert_array_equal(plain["ef"], echoclip_rank(videos, prompts, values))
+    assert not np.array_equal(df["ef"], plain["ef"])  # the options changed the answer
+    # another method asked for by name is not given the options it does not take
+    other = score_embeddings(videos, ids, tuned, text_emb, methods="argmax")
+    np.testing.assert_array_equal(other["ef"], argmax(videos, prompts, values))
+    assert load_prompt_set(tuned).to_dict()["targets"]["ef"]["method_options"] == {"top_fraction": 0.5}
