@@ -58,6 +58,9 @@ def test_temporal_aggregations_learn_on_a_batch(aggregation, stand_in_tokenizer)
             "image_size": 32,
             "backbone_kwargs": {"widths": [16, 32, 64, 128]},
         },  # no strided stem at 32 px
+        # six value frequencies: the four numbers start far apart and the text side tells
+        # them apart at once (with three they start close, and 15 steps are too few)
+        text={"value_frequencies": 6},
     )
     x = clips(model, 4)
     ids = stand_in_tokenizer([f"EF {v}%" for v in (20, 40, 60, 80)])
