@@ -225,7 +225,10 @@ def _regression(**changes):
         (_regression(unit_typo="%"), r"unknown keys \['unit_typo'\]"),
         (_regression(method="median"), "unknown regression method 'median'"),
         (_regression(method_options={"top_fraction": 0.3}), "'method_options' need the 'method'"),
-        (_regression(method="echoclip_rank", method_options={"top_fraction": "a"}), "must be a finite number"),
+        (
+            _regression(method="echoclip_rank", method_options={"top_fraction": "a"}),
+            "must be a finite number",
+        ),
         ({"targets": {"p": {"type": "binary", "positive": []}}}, "'positive' is an empty prompt list"),
         ({"targets": {"p": {"type": "binary", "positive": "ONE STRING."}}}, "must be a list of prompts"),
         (
