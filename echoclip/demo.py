@@ -52,7 +52,7 @@ class DemoSize:
     fps: float = 25.0
     model: str = "echoclip-tiny"
     pretrain_steps: int = 100
-    # 700 with bf16, where the CPU has it (precision "auto"): about 11-13.5 minutes in all;
+    # 700 with bf16, where the CPU has it (precision "auto"): 10.6-14.1 minutes in all on seeds 0-2;
     # 600 in fp32 took 14.7-16.2
     clip_steps: int = 700
     batch_size: int = 40
