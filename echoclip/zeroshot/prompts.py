@@ -508,12 +508,14 @@ def _prompt_list(value: Any, where: str) -> tuple[str, ...]:
 def _method(value: Any, where: str) -> str | None:
     if value is None:
         return None
-    from echoclip.zeroshot.scoring import SCORERS
+    from echoclip.zeroshot.scoring import get_scorer
 
-    if value not in SCORERS["regression"]:
-        raise ConfigError(
-            f"{where}: unknown regression method {value!r}; known: {sorted(SCORERS['regression'])}"
-        )
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a method name, got {value!r}")
+    try:
+        get_scorer("regression", value)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
     return str(value)
 
 

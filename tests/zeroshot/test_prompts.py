@@ -223,7 +223,7 @@ def _regression(**changes):
         (_regression(range=[50, 10]), "'range' .* has high < low"),
         (_regression(report_range=[200, 300]), "no candidate value"),
         (_regression(unit_typo="%"), r"unknown keys \['unit_typo'\]"),
-        (_regression(method="median"), "unknown regression method 'median'"),
+        (_regression(method="median"), "unknown method 'median' for regression targets"),
         (_regression(method_options={"top_fraction": 0.3}), "'method_options' need the 'method'"),
         (
             _regression(method="echoclip_rank", method_options={"top_fraction": "a"}),
