@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-sentences", type=int, help="sentences per step for that term (default 0: all of the batch's)"
     )
+    p.add_argument(
+        "--value-loss-weight",
+        type=float,
+        help="weight of the term where each video ranks copies of its report's numeric sentences "
+        "with the numbers shifted (default 0: off)",
+    )
+    p.add_argument("--value-sentences", type=int, help="numeric sentences per step for that term (32)")
     p.add_argument("--loss", choices=["clip", "siglip"])
     p.add_argument(
         "--sample-weight-column",
@@ -58,6 +65,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "shuffle_sentences",
             "sentence_loss_weight",
             "max_sentences",
+            "value_loss_weight",
+            "value_sentences",
             "sample_weight_column",
         ),
     )

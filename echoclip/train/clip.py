@@ -120,6 +120,8 @@ def train_clip(
         zero_shot_prompts=zero_shot_prompts,
         sentence_loss_weight=config.sentence_loss_weight,
         max_sentences=config.max_sentences,
+        value_loss_weight=config.value_loss_weight,
+        value_sentences=config.value_sentences,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

@@ -60,6 +60,11 @@ class TrainConfig:
     sentence_loss_weight: float = 0.0
     # the term's sentences per step: a random subset of the batch's distinct ones (0: all)
     max_sentences: int = 0
+    # weight of a third term in which each video ranks copies of its report's numeric
+    # sentences with the numbers shifted (see value_order_loss); 0 = off
+    value_loss_weight: float = 0.0
+    # the term's numeric sentences per step, each with 6 shifted copies
+    value_sentences: int = 32
     skip_empty_reports: bool = True
     # a manifest column of per-study sampling weights (e.g. from mention_weights): an
     # epoch draws studies with replacement in proportion to them
@@ -84,6 +89,10 @@ class TrainConfig:
             )
         if self.max_sentences < 0:
             raise ConfigError(f"max_sentences must be >= 0 (0: all), got {self.max_sentences}")
+        if not (math.isfinite(self.value_loss_weight) and self.value_loss_weight >= 0):
+            raise ConfigError(f"value_loss_weight must be a finite number >= 0, got {self.value_loss_weight}")
+        if self.value_sentences < 1:
+            raise ConfigError(f"value_sentences must be at least 1, got {self.value_sentences}")
         if self.loss not in ("clip", "siglip"):
             raise ConfigError(f"unknown loss {self.loss!r}; known: ['clip', 'siglip']")
         if self.strategy not in ("ddp", "fsdp"):

@@ -85,6 +85,68 @@ def sentence_to_video_loss(
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive, dim=1)).mean()
 
 
+def shifted_values(
+    ids: torch.Tensor,
+    integer_tokens: dict[int, int],
+    rng: random.Random,
+    num_variants: int,
+    other_numbers: frozenset[int] = frozenset(),
+    near: int = 10,
+    far: int = 50,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Copies of one tokenised sentence with every integer it states moved by the same offset.
+
+    ``integer_tokens`` maps an integer to its number token; a sentence holding any of
+    ``other_numbers`` (decimals, fractions: "LVIDD 4.5 CM, LVEDV 87 ML") is not varied. Half of the offsets are near (1 to
+    ``near``), half far (up to ``far``), each side chosen at random and every number kept
+    in the vocabulary. Returns ``(variants [K+1, L], offsets [K+1])`` with variant 0 the
+    sentence itself, or None when the sentence states no integer or has too few valid
+    offsets.
+    """
+    value_of = {token: value for value, token in integer_tokens.items()}
+    tokens = ids.tolist()
+    positions = [i for i, t in enumerate(tokens) if t in value_of]
+    if not positions or any(t in other_numbers for t in tokens):
+        return None
+    values = [value_of[int(ids[i])] for i in positions]
+    valid = [d for d in range(-far, far + 1) if d and all(v + d in integer_tokens for v in values)]
+    near_offsets = [d for d in valid if abs(d) <= near]
+    far_offsets = [d for d in valid if abs(d) > near]
+    n_near = min(len(near_offsets), (num_variants + 1) // 2)
+    n_far = min(len(far_offsets), num_variants - n_near)
+    if n_near + n_far < num_variants:
+        return None
+    offsets = [0, *rng.sample(near_offsets, n_near), *rng.sample(far_offsets, n_far)]
+    variants = ids.repeat(len(offsets), 1)
+    for k, d in enumerate(offsets[1:], start=1):
+        for i, v in zip(positions, values, strict=True):
+            variants[k, i] = integer_tokens[v + d]
+    return variants, torch.tensor(offsets, dtype=torch.float32)
+
+
+def value_order_loss(
+    variant_features: torch.Tensor,
+    offsets: torch.Tensor,
+    video_features: torch.Tensor,
+    holders: torch.Tensor,
+    scale: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor:
+    """Each video ranks the value-shifted copies of its report's numeric sentences.
+
+    ``variant_features [S, K+1, D]`` are the embeddings of sentence ``s`` with its numbers
+    moved by ``offsets [S, K+1]``; the target puts weight ``exp(-|offset| / sigma)`` on
+    each copy, so a video must score its stated value highest and nearby values above far
+    ones. Contrast between videos alone leaves the text embeddings of neighbouring values
+    unordered (a value shared by no other video in the batch is never a negative); a
+    zero-shot read-out over "EF 5 %" ... "EF 85 %" needs them in order.
+    """
+    logits = scale * torch.einsum("skd,bd->sbk", variant_features, video_features)
+    target = torch.softmax(-offsets.abs() / sigma, dim=1).unsqueeze(1)
+    per_pair = -(target * torch.log_softmax(logits, dim=2)).sum(dim=2)
+    return per_pair[holders].mean()
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """Per-sample randomness that does not depend on workers, ranks or resumption."""
     return random.Random(f"{seed}:{epoch}:{index}")
@@ -100,6 +162,10 @@ class ContrastiveObjective:
     ``sentence_loss_weight > 0`` adds :func:`sentence_to_video_loss` over every distinct
     sentence of the batch's reports (or ``max_sentences`` of them); with several ranks
     each rank's sentences pick among that rank's videos.
+
+    ``value_loss_weight > 0`` adds :func:`value_order_loss` on up to ``value_sentences``
+    of the batch's sentences that state integers (an EF, a pressure), each with
+    ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
     """
 
     def __init__(
@@ -115,6 +181,10 @@ class ContrastiveObjective:
         zero_shot_prompts: str | dict | None = None,
         sentence_loss_weight: float = 0.0,
         max_sentences: int = 0,
+        value_loss_weight: float = 0.0,
+        value_sentences: int = 32,
+        value_variants: int = 6,
+        value_sigma: float = 3.0,
     ) -> None:
         self.tokenizer = tokenizer
         self.loss_name = loss
@@ -127,7 +197,26 @@ class ContrastiveObjective:
         self.zero_shot_prompts = zero_shot_prompts
         self.sentence_loss_weight = sentence_loss_weight
         self.max_sentences = max_sentences
+        self.value_loss_weight = value_loss_weight
+        self.value_sentences = value_sentences
+        self.value_variants = value_variants
+        self.value_sigma = value_sigma
         self._loss_fn: nn.Module | None = None
+        self._number_tokens: tuple[dict[int, int], frozenset[int]] | None = None
+
+    def number_tokens(self) -> tuple[dict[int, int], frozenset[int]]:
+        """``(integer -> its token, the other number tokens)`` from the tokenizer's ``value_token_values()``."""
+        if self._number_tokens is None:
+            values = getattr(self.tokenizer, "value_token_values", None)
+            if values is None:
+                from echoclip.errors import ConfigError
+
+                raise ConfigError("value_loss_weight > 0 needs a tokenizer with value_token_values()")
+            table = values()
+            integers = {int(v): int(t) for t, v in table.items() if float(v).is_integer()}
+            others = frozenset(int(t) for t, v in table.items() if not float(v).is_integer())
+            self._number_tokens = integers, others
+        return self._number_tokens
 
     # -- data --------------------------------------------------------------------------
 
@@ -148,6 +237,8 @@ class ContrastiveObjective:
             "video": torch.stack([s["video"] for s in samples]),
             "text": self.tokenizer(reports, context_length=self.context_length),
         }
+        if self.value_loss_weight > 0:
+            batch.update(self._value_variants(samples, epoch))
         if self.sentence_loss_weight > 0:
             # every sentence of the full report, including those the dropout left out
             sentences, holders = sentence_targets([s["report"] for s in samples])
@@ -166,6 +257,32 @@ class ContrastiveObjective:
             batch["sentences"] = ids[order]
             batch["sentence_holders"] = holders[order]
         return batch
+
+    def _value_variants(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor]:
+        """Shifted copies of up to ``value_sentences`` numeric sentences of the batch's reports."""
+        sentences, holders = sentence_targets([s["report"] for s in samples])
+        indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
+        rng = random.Random(f"{self.seed}:{epoch}:values:{indices}")
+        order = list(range(len(sentences)))
+        rng.shuffle(order)
+        integer_tokens, other_numbers = self.number_tokens()
+        variants, offsets, kept = [], [], []
+        for k in order:
+            if len(kept) == self.value_sentences:
+                break
+            ids = self.tokenizer([sentences[k]], context_length=self.context_length)[0]
+            shifted = shifted_values(ids, integer_tokens, rng, self.value_variants, other_numbers)
+            if shifted is not None:
+                variants.append(shifted[0])
+                offsets.append(shifted[1])
+                kept.append(k)
+        if not kept:
+            return {}
+        return {
+            "value_variants": torch.stack(variants),
+            "value_offsets": torch.stack(offsets),
+            "value_holders": holders[kept],
+        }
 
     # -- loss --------------------------------------------------------------------------
 
@@ -191,6 +308,13 @@ class ContrastiveObjective:
             sentence_features = torch.cat(
                 [model.encode_text(chunk, normalize=True) for chunk in sentences.split(SENTENCE_CHUNK)]
             )
+        variant_features = None
+        if self.value_loss_weight > 0 and "value_variants" in batch:
+            variants = batch["value_variants"].to(device)
+            flat = variants.flatten(0, 1)
+            variant_features = torch.cat(
+                [model.encode_text(chunk, normalize=True) for chunk in flat.split(SENTENCE_CHUNK)]
+            ).view(*variants.shape[:2], -1)
         # similarities and softmax in fp32 even under bf16 autocast: bf16 keeps 8 bits of a
         # cosine, an error of about 0.1 in a logit at scale 30, which is as large as the
         # gaps between the embeddings of neighbouring EF values
@@ -215,6 +339,19 @@ class ContrastiveObjective:
                 figures["report_loss"] = figures["loss"]
                 figures["sentence_loss"] = float(sentence_loss.detach())
                 loss = loss + self.sentence_loss_weight * sentence_loss
+                figures["loss"] = float(loss.detach())
+            if variant_features is not None:
+                value_loss = value_order_loss(
+                    variant_features.float(),
+                    batch["value_offsets"].to(device),
+                    video_features,
+                    batch["value_holders"].to(device),
+                    scale,
+                    self.value_sigma,
+                )
+                figures.setdefault("report_loss", figures["loss"])
+                figures["value_loss"] = float(value_loss.detach())
+                loss = loss + self.value_loss_weight * value_loss
                 figures["loss"] = float(loss.detach())
         return loss, figures
 

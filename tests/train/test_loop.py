@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from echoclip.train.contrastive import (
     sample_rng,
     sentence_targets,
     sentence_to_video_loss,
+    shifted_values,
+    value_order_loss,
 )
 from echoclip.train.loop import EpochSampler, Trainer
 
@@ -331,3 +334,114 @@ def test_contrastive_loss_is_computed_in_fp32_under_bf16_autocast():
     assert out["video_features"].dtype == torch.bfloat16  # the towers did run in bf16
     assert figures["report_loss"] == pytest.approx(float(report_loss), rel=1e-6)
     assert float(loss.detach()) == pytest.approx(float(report_loss + sentence_loss), rel=1e-6)
+
+
+# -- the value-order term --------------------------------------------------------------
+
+NUMBER_BASE = 20  # token id of the integer 0 in the numeric toy tokenizer
+
+
+def numeric_tokenizer(texts, context_length: int = 8) -> torch.Tensor:
+    """The toy tokenizer plus integer tokens 0-100 (``NUMBER_BASE + v``) and one decimal token."""
+    from .toy import WORDS
+
+    if isinstance(texts, str):
+        texts = [texts]
+    out = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, t in enumerate(texts):
+        ids = []
+        for w in t.replace(". ", " ").rstrip(".").split():
+            if w in WORDS:
+                ids.append(WORDS.index(w) + 1)
+            elif w.isdigit():
+                ids.append(NUMBER_BASE + int(w))
+            elif w == "0.5":
+                ids.append(NUMBER_BASE + 101)
+        out[i, : len(ids[:context_length])] = torch.tensor(ids[:context_length], dtype=torch.long)
+    return out
+
+
+numeric_tokenizer.value_token_values = lambda: {  # type: ignore[attr-defined]
+    **{NUMBER_BASE + v: float(v) for v in range(101)},
+    NUMBER_BASE + 101: 0.5,
+}
+INTEGERS = {v: NUMBER_BASE + v for v in range(101)}
+
+
+def test_shifted_values_move_every_integer_of_a_sentence_together():
+    ids = numeric_tokenizer(["RED 50 55"])[0]
+    variants, offsets = shifted_values(ids, INTEGERS, random.Random(0), num_variants=6)
+    assert variants.shape == (7, 8) and offsets.shape == (7,)
+    assert torch.equal(variants[0], ids) and offsets[0] == 0
+    for row, d in zip(variants, offsets.tolist(), strict=True):
+        assert row[0] == ids[0]  # the words stay
+        assert row[1:3].tolist() == [NUMBER_BASE + 50 + d, NUMBER_BASE + 55 + d]
+    near = [abs(d) for d in offsets[1:].tolist() if abs(d) <= 10]
+    assert len(near) == 3 and len(set(offsets.tolist())) == 7  # half near, all distinct
+    # every number stays in the vocabulary: 98 has only two integers above it
+    high = shifted_values(numeric_tokenizer(["RED 98"])[0], INTEGERS, random.Random(0), 6)
+    assert high is not None and all(0 <= 98 + d <= 100 for d in high[1].tolist())
+
+
+def test_shifted_values_skip_sentences_without_integers_or_with_other_numbers():
+    rng = random.Random(0)
+    assert shifted_values(numeric_tokenizer(["RED CLIP"])[0], INTEGERS, rng, 6) is None
+    decimal = numeric_tokenizer(["RED 0.5 87"])[0]
+    assert shifted_values(decimal, INTEGERS, rng, 6, other_numbers=frozenset({NUMBER_BASE + 101})) is None
+    # too few integers in range for the variants asked for
+    assert shifted_values(numeric_tokenizer(["RED 1"])[0], {0: 20, 1: 21, 2: 22}, rng, 6) is None
+
+
+def test_value_order_loss_prefers_the_stated_value_then_its_neighbours():
+    # three copies of one sentence: the value itself, one step off, far off
+    variants = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]]), dim=-1)
+    offsets = torch.tensor([[0.0, 2.0, 30.0]])
+    holders = torch.tensor([[True, False]])
+    scale = torch.tensor(10.0)
+
+    def loss_for(video):
+        video = torch.nn.functional.normalize(torch.tensor([video, [0.0, 1.0]]), dim=-1)
+        return float(value_order_loss(variants, offsets, video, holders, scale, sigma=3.0))
+
+    # the non-holder video is ignored; a video at its stated value beats one at a far value
+    assert loss_for([1.0, 0.0]) < loss_for([0.0, 1.0])
+    target = torch.softmax(-offsets.abs() / 3.0, dim=1)
+    logits = scale * variants[0] @ torch.tensor([1.0, 0.0])
+    expected = -(target[0] * torch.log_softmax(logits, dim=0)).sum()
+    assert loss_for([1.0, 0.0]) == pytest.approx(float(expected), rel=1e-6)
+
+
+class NumberClips(ToyClips):
+    """ToyClips whose reports also state the class as a number ("EF 15" ... "EF 85")."""
+
+    def __getitem__(self, i: int):
+        item = super().__getitem__(i)
+        item["report"] += f" EF {int(item['ef']) // 2}."
+        return item
+
+
+def test_value_term_trains_and_is_logged(tmp_path):
+    torch.manual_seed(0)
+    model = ToyClip()
+    model.embed = torch.nn.Embedding(NUMBER_BASE + 102, 32, padding_idx=0)
+    objective = ContrastiveObjective(
+        numeric_tokenizer, context_length=8, sentence_dropout=0.3, value_loss_weight=1.0, value_sentences=8
+    )
+    batch = objective.collate([NumberClips(8)[i] for i in range(8)], epoch=0)
+    assert batch["value_variants"].shape[1:] == (7, 8)
+    assert batch["value_holders"].any(dim=1).all()
+    result = Trainer(model, objective, NumberClips(64), _config(tmp_path, steps=40)).fit()
+    rows = [r for r in result.history if r.get("value_loss") not in (None, "")]
+    assert len(rows) == 40
+    first = sum(float(r["value_loss"]) for r in rows[:5]) / 5
+    last = sum(float(r["value_loss"]) for r in rows[-5:]) / 5
+    assert last < 0.8 * first
+    for r in rows:
+        total = float(r["report_loss"]) + float(r["value_loss"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_value_term_needs_a_tokenizer_with_number_tokens():
+    objective = _objective(value_loss_weight=1.0)
+    with pytest.raises(ConfigError, match="value_token_values"):
+        objective.collate([ToyClips(4)[i] for i in range(4)], epoch=0)

@@ -56,11 +56,15 @@ def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
         "5",
         "--seed",
         "5",
-        # the sentence term and its random subset must resume exactly too
+        # the sentence and value terms and their random subsets must resume exactly too
         "--sentence-loss-weight",
         "1",
         "--max-sentences",
         "8",
+        "--value-loss-weight",
+        "1",
+        "--value-sentences",
+        "4",
         *extra,
     ]
 
@@ -103,6 +107,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
         (["--batch-size", "500"], "larger than the training data set"),
         (["--max-sentences", "-1"], "max_sentences"),
         (["--sentence-loss-weight", "-1"], "sentence_loss_weight"),
+        (["--value-loss-weight", "inf"], "value_loss_weight"),
+        (["--value-sentences", "0"], "value_sentences"),
     ],
 )
 def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
