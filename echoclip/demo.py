@@ -52,8 +52,8 @@ class DemoSize:
     fps: float = 25.0
     model: str = "echoclip-tiny"
     pretrain_steps: int = 100
-    # 700 with bf16, where the CPU has it (precision "auto"): 10.6-14.1 minutes in all on seeds 0-2;
-    # 600 in fp32 took 14.7-16.2
+    # 700 with bf16, where the CPU has it (precision "auto"): 11.4-13.6 minutes in all on
+    # seeds 0-2 with the value-order term; 600 in fp32 took 14.7-16.2 before it
     clip_steps: int = 700
     batch_size: int = 40
     lr: float = 2e-3
@@ -70,8 +70,8 @@ class DemoSize:
     max_sentences: int = 128
     # each video also ranks copies of its report's numeric sentences with the numbers
     # shifted (TrainConfig.value_loss_weight), here 16 sentences a step with 6 copies each:
-    # on seed 0 of `small` zero-shot EF MAE 3.92 -> 2.46 (r .943 -> .975), a CLIP step
-    # about a fifth slower (32 sentences: 2.68, a third slower)
+    # on seeds 0-2 of `small` zero-shot EF MAE 3.92/4.32/4.86 -> 2.46/2.72/3.68 (r .94 ->
+    # .97-.98), a CLIP step about a fifth slower (32 sentences, seed 0: 2.68, a third slower)
     value_loss_weight: float = 1.0
     value_sentences: int = 16
     # training studies whose report names a rarely named device are drawn more often, each
@@ -88,9 +88,9 @@ class DemoSize:
 
 
 # "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11-14 min
-# measured on seeds 0-2 with bf16; about 17-19 in fp32, on CPUs without bf16 units);
-# "medium" is the recipe with the best EF so far (26 minutes in fp32); "large" twice its
-# data and steps
+# measured on seeds 0-2 with bf16; about 20-23 estimated in fp32, on CPUs without bf16
+# units); "medium" trains longer on every sentence (26 minutes in fp32, measured before
+# the value-order term); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),
