@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from echoclip.errors import ConfigError
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -97,9 +99,9 @@ def shifted_values(
     """Copies of one tokenised sentence with every integer it states moved by the same offset.
 
     ``integer_tokens`` maps an integer to its number token; a sentence holding any of
-    ``other_numbers`` (decimals, fractions: "LVIDD 4.5 CM, LVEDV 87 ML") is not varied. Half of the offsets are near (1 to
-    ``near``), half far (up to ``far``), each side chosen at random and every number kept
-    in the vocabulary. Returns ``(variants [K+1, L], offsets [K+1])`` with variant 0 the
+    ``other_numbers`` (decimals, fractions: "LVIDD 4.5 CM, LVEDV 87 ML") is not varied.
+    Half of the offsets are near (1 to ``near``), half far (up to ``far``), each side
+    chosen at random and every number kept in the vocabulary. Returns ``(variants [K+1, L], offsets [K+1])`` with variant 0 the
     sentence itself, or None when the sentence states no integer or has too few valid
     offsets.
     """
@@ -137,9 +139,10 @@ def value_order_loss(
     ``variant_features [S, K+1, D]`` are the embeddings of sentence ``s`` with its numbers
     moved by ``offsets [S, K+1]``; the target puts weight ``exp(-|offset| / sigma)`` on
     each copy, so a video must score its stated value highest and nearby values above far
-    ones. Contrast between videos alone leaves the text embeddings of neighbouring values
-    unordered (a value shared by no other video in the batch is never a negative); a
-    zero-shot read-out over "EF 5 %" ... "EF 85 %" needs them in order.
+    ones. Contrast between videos and reports compares a video's value only with the few
+    other values its batch states, each inside a different sentence, and leaves the text
+    embeddings of neighbouring values unordered; a zero-shot read-out over "EF 5 %" ...
+    "EF 85 %" needs them in order.
     """
     logits = scale * torch.einsum("skd,bd->sbk", variant_features, video_features)
     target = torch.softmax(-offsets.abs() / sigma, dim=1).unsqueeze(1)
@@ -209,8 +212,6 @@ class ContrastiveObjective:
         if self._number_tokens is None:
             values = getattr(self.tokenizer, "value_token_values", None)
             if values is None:
-                from echoclip.errors import ConfigError
-
                 raise ConfigError("value_loss_weight > 0 needs a tokenizer with value_token_values()")
             table = values()
             integers = {int(v): int(t) for t, v in table.items() if float(v).is_integer()}
@@ -237,11 +238,13 @@ class ContrastiveObjective:
             "video": torch.stack([s["video"] for s in samples]),
             "text": self.tokenizer(reports, context_length=self.context_length),
         }
+        if self.sentence_loss_weight <= 0 and self.value_loss_weight <= 0:
+            return batch
+        # every sentence of the full report, including those the dropout left out
+        sentences, holders = sentence_targets([s["report"] for s in samples])
         if self.value_loss_weight > 0:
-            batch.update(self._value_variants(samples, epoch))
+            batch.update(self._value_variants(sentences, holders, samples, epoch))
         if self.sentence_loss_weight > 0:
-            # every sentence of the full report, including those the dropout left out
-            sentences, holders = sentence_targets([s["report"] for s in samples])
             if not sentences:
                 return batch
             if 0 < self.max_sentences < len(sentences):
@@ -258,9 +261,10 @@ class ContrastiveObjective:
             batch["sentence_holders"] = holders[order]
         return batch
 
-    def _value_variants(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor]:
-        """Shifted copies of up to ``value_sentences`` numeric sentences of the batch's reports."""
-        sentences, holders = sentence_targets([s["report"] for s in samples])
+    def _value_variants(
+        self, sentences: list[str], holders: torch.Tensor, samples: list[Any], epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Shifted copies of up to ``value_sentences`` of the batch's numeric sentences (see :func:`sentence_targets`)."""
         indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
         rng = random.Random(f"{self.seed}:{epoch}:values:{indices}")
         order = list(range(len(sentences)))
