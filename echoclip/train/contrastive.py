@@ -101,16 +101,16 @@ def shifted_values(
     ``integer_tokens`` maps an integer to its number token; a sentence holding any of
     ``other_numbers`` (decimals, fractions: "LVIDD 4.5 CM, LVEDV 87 ML") is not varied.
     Half of the offsets are near (1 to ``near``), half far (up to ``far``), each side
-    chosen at random and every number kept in the vocabulary. Returns ``(variants [K+1, L], offsets [K+1])`` with variant 0 the
-    sentence itself, or None when the sentence states no integer or has too few valid
-    offsets.
+    chosen at random and every number kept in the vocabulary. Returns ``(variants [K+1,
+    L], offsets [K+1])`` with variant 0 the sentence itself, or None when the sentence
+    states no integer or has too few valid offsets.
     """
     value_of = {token: value for value, token in integer_tokens.items()}
     tokens = ids.tolist()
     positions = [i for i, t in enumerate(tokens) if t in value_of]
     if not positions or any(t in other_numbers for t in tokens):
         return None
-    values = [value_of[int(ids[i])] for i in positions]
+    values = [value_of[tokens[i]] for i in positions]
     valid = [d for d in range(-far, far + 1) if d and all(v + d in integer_tokens for v in values)]
     near_offsets = [d for d in valid if abs(d) <= near]
     far_offsets = [d for d in valid if abs(d) > near]
