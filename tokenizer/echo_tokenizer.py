@@ -134,17 +134,28 @@ class EchoTokenizer:
         subword_vocab_size: int = 2048,
         min_frequency: int = 3,
         cleaning: CleaningConfig | None = None,
+        phrase_min_frequency: int | None = None,
     ) -> EchoTokenizer:
         """Learn the subword and phrase merges of the model from a corpus of reports.
 
         ``subword_vocab_size``: about this many subword tokens (merges within words);
         ``phrase_vocab_size``: at most this many phrase tokens (merges of subwords across
-        words); ``min_frequency``: a merge must occur at least this often in the corpus.
+        words); ``min_frequency``: a merge must occur at least this often in the corpus;
+        ``phrase_min_frequency``: the same for phrase merges (default ``min_frequency``).
+
+        A phrase token is a word of its own to the text tower. On a corpus of a few
+        hundred reports, a sentence seen a dozen times ("ECHOGENIC PACER WIRE IN THE RA
+        AND RV.") would become one rare token that shares nothing with the other
+        phrasings of the same finding; a higher ``phrase_min_frequency`` keeps such
+        sentences as their words ("PACER", "WIRE") and merges only the common ones.
         """
+        if phrase_min_frequency is None:
+            phrase_min_frequency = min_frequency
         for name, value, low in (
             ("phrase_vocab_size", phrase_vocab_size, 0),
             ("subword_vocab_size", subword_vocab_size, 0),
             ("min_frequency", min_frequency, 1),
+            ("phrase_min_frequency", phrase_min_frequency, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -165,7 +176,7 @@ class EchoTokenizer:
             if token_id == 0
         ]
         subwords = bpe.learn_subwords(stretches, subword_vocab_size, min_frequency)
-        vocab, merges = bpe.learn_phrases(stretches, subwords, phrase_vocab_size, min_frequency)
+        vocab, merges = bpe.learn_phrases(stretches, subwords, phrase_vocab_size, phrase_min_frequency)
         backend = bpe.tokenizer(vocab, merges)
         _add_vocabulary(backend, cleaning)
         return cls(_finish(backend), cleaning)

@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--min-frequency", type=int, default=3, help="a phrase or subword must occur this often"
     )
+    train.add_argument(
+        "--phrase-min-frequency",
+        type=int,
+        default=None,
+        help="a phrase must occur this often (default: --min-frequency); on a small corpus a "
+        "higher value keeps rare sentences as their words",
+    )
     train.add_argument("--keep-case", action="store_true", help="do not upper-case reports when cleaning")
 
     encode = sub.add_parser(
@@ -98,6 +105,7 @@ def _train(args: argparse.Namespace) -> int:
         phrase_vocab_size=args.phrase_vocab_size,
         subword_vocab_size=args.subword_vocab_size,
         min_frequency=args.min_frequency,
+        phrase_min_frequency=args.phrase_min_frequency,
         cleaning=CleaningConfig(uppercase=not args.keep_case),
     )
     path = tokenizer.save(args.out)

@@ -45,6 +45,16 @@ def test_train_then_encode(
     assert "cleaned: LV EJECTION FRACTION IS 55 %" in shown and "'55'" in shown and "fits" in shown
 
 
+def test_train_phrase_min_frequency(corpus: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "reports.txt"
+    path.write_text("\n".join(r.replace("\n", " ") for r in corpus[:200]) + "\n", encoding="utf-8")
+    # no phrase is held by 1000 of 200 reports: every token stays within a word
+    argv = ["train", "--corpus", str(path), "--out", str(tmp_path / "tok"), "--phrase-min-frequency", "1000"]
+    assert _run(argv) == 0
+    tok = EchoTokenizer.load(tmp_path / "tok")
+    assert max(len(t.split()) for t in tok.tokens(corpus[0])) == 1
+
+
 def test_encode_untrained_and_template_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["encode", "EF 55%"]) == 0
     assert "'55'" in capsys.readouterr().out

@@ -146,11 +146,34 @@ def test_training_learns_phrases(trained: EchoTokenizer, held_out: list[str]) ->
     assert sum(len(t.split()) >= 3 for t in tokens) > 0.2 * len(tokens)
 
 
+def test_phrase_min_frequency_keeps_rare_sentences_as_words() -> None:
+    common = "NORMAL LEFT VENTRICULAR WALL THICKNESS. TRACE MITRAL REGURGITATION."
+    rare = "ECHOGENIC PACER WIRE IN THE RIGHT ATRIUM."
+    corpus = [common] * 60 + [f"{common} {rare}"] * 10
+    default = EchoTokenizer.train(corpus, phrase_vocab_size=256, subword_vocab_size=256)
+    strict = EchoTokenizer.train(
+        corpus, phrase_vocab_size=256, subword_vocab_size=256, phrase_min_frequency=20
+    )
+
+    def longest_phrase(tok: EchoTokenizer, text: str) -> int:
+        return max(len(t.split()) for t in tok.tokens(text))
+
+    # seen 10 times: one phrase at the default threshold, its words at 20
+    assert longest_phrase(default, rare) >= 4
+    assert longest_phrase(strict, rare) <= 2
+    assert len(strict.encode(rare)) > len(default.encode(rare))
+    # seen 70 times: a phrase either way, and nothing is lost
+    assert longest_phrase(strict, common) >= 3
+    assert strict.decode(strict.encode(f"{common} {rare}")) == f"{common} {rare}"
+
+
 def test_training_errors(corpus: list[str]) -> None:
     with pytest.raises(TokenizerError, match="empty"):
         EchoTokenizer.train(["", "  "])
     with pytest.raises(ValueError, match="min_frequency"):
         EchoTokenizer.train(corpus[:5], min_frequency=0)
+    with pytest.raises(ValueError, match="phrase_min_frequency"):
+        EchoTokenizer.train(corpus[:5], phrase_min_frequency=0)
     with pytest.raises(ValueError, match="phrase_vocab_size"):
         EchoTokenizer.train(corpus[:5], phrase_vocab_size=-1)
     with pytest.raises(TypeError):
