@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-sentences", type=int, help="sentences per step for that term (default 0: all of the batch's)"
     )
     p.add_argument(
+        "--sentence-report-weight",
+        type=float,
+        help="weight of the term where the same sentences pick the reports that hold them (default 0: off)",
+    )
+    p.add_argument(
         "--value-loss-weight",
         type=float,
         help="weight of the term where each video ranks copies of its report's numeric sentences "
@@ -65,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "shuffle_sentences",
             "sentence_loss_weight",
             "max_sentences",
+            "sentence_report_weight",
             "value_loss_weight",
             "value_sentences",
             "sample_weight_column",

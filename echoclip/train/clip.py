@@ -122,6 +122,7 @@ def train_clip(
         max_sentences=config.max_sentences,
         value_loss_weight=config.value_loss_weight,
         value_sentences=config.value_sentences,
+        sentence_report_weight=config.sentence_report_weight,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

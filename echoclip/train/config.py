@@ -65,6 +65,9 @@ class TrainConfig:
     value_loss_weight: float = 0.0
     # the term's numeric sentences per step, each with 6 shifted copies
     value_sentences: int = 32
+    # weight of a term in which the same sentences pick, among the batch's reports, those
+    # that hold them (see sentence_to_report_loss); 0 = off
+    sentence_report_weight: float = 0.0
     skip_empty_reports: bool = True
     # a manifest column of per-study sampling weights (e.g. from mention_weights): an
     # epoch draws studies with replacement in proportion to them
@@ -91,6 +94,10 @@ class TrainConfig:
             raise ConfigError(f"max_sentences must be >= 0 (0: all), got {self.max_sentences}")
         if not (math.isfinite(self.value_loss_weight) and self.value_loss_weight >= 0):
             raise ConfigError(f"value_loss_weight must be a finite number >= 0, got {self.value_loss_weight}")
+        if not (math.isfinite(self.sentence_report_weight) and self.sentence_report_weight >= 0):
+            raise ConfigError(
+                f"sentence_report_weight must be a finite number >= 0, got {self.sentence_report_weight}"
+            )
         if self.value_sentences < 1:
             raise ConfigError(f"value_sentences must be at least 1, got {self.value_sentences}")
         if self.loss not in ("clip", "siglip"):

@@ -62,7 +62,7 @@ def sentence_targets(reports: list[str]) -> tuple[list[str], torch.Tensor]:
             text = _ENUMERATOR.sub("", sentence).strip()
             if not _LETTER.search(text):
                 continue  # a bare list number ("2.") left by the sentence split
-            key = " ".join(text.lower().split())
+            key = sentence_key(text)
             if key not in keys:
                 keys[key] = len(sentences)
                 sentences.append(text)
@@ -71,6 +71,20 @@ def sentence_targets(reports: list[str]) -> tuple[list[str], torch.Tensor]:
     for s, b in pairs:
         holders[s, b] = True
     return sentences, holders
+
+
+def sentence_key(sentence: str) -> str:
+    """What makes two sentences one: the text without case, list numbering or extra spacing."""
+    return " ".join(_ENUMERATOR.sub("", sentence).strip().lower().split())
+
+
+def report_holders(sentences: list[str], reports: list[str]) -> torch.Tensor:
+    """``[S, B]``: true where report ``b`` (as the text tower reads it) holds sentence ``s``."""
+    held = [{sentence_key(t) for t in split_sentences(report)} for report in reports]
+    keys = [sentence_key(t) for t in sentences]
+    return torch.tensor([[k in h for h in held] for k in keys], dtype=torch.bool).reshape(
+        len(keys), len(reports)
+    )
 
 
 def sentence_to_video_loss(
@@ -85,6 +99,23 @@ def sentence_to_video_loss(
     logits = scale * sentence_features @ video_features.T
     positive = logits.masked_fill(~holders, float("-inf"))
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive, dim=1)).mean()
+
+
+def sentence_to_report_loss(
+    sentence_features: torch.Tensor, report_features: torch.Tensor, holders: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Multi-positive InfoNCE of text against text: each sentence picks the reports that hold it.
+
+    Between videos and reports a finding is learned only once both towers have started
+    to see it, and a rare one (a pacemaker lead named in eight phrasings) can stay
+    unseen by both for a whole run. Here the report embedding must carry each of its
+    sentences to be found by them, from the first step, so the video side has
+    something to align with. Sentences no report holds (all dropped) are left out.
+    """
+    kept = holders.any(dim=1)
+    if not bool(kept.any()):
+        return report_features.sum() * 0.0
+    return sentence_to_video_loss(sentence_features[kept], report_features, holders[kept], scale)
 
 
 def shifted_values(
@@ -188,6 +219,7 @@ class ContrastiveObjective:
         value_sentences: int = 32,
         value_variants: int = 6,
         value_sigma: float = 3.0,
+        sentence_report_weight: float = 0.0,
     ) -> None:
         self.tokenizer = tokenizer
         self.loss_name = loss
@@ -204,6 +236,7 @@ class ContrastiveObjective:
         self.value_sentences = value_sentences
         self.value_variants = value_variants
         self.value_sigma = value_sigma
+        self.sentence_report_weight = sentence_report_weight
         self._loss_fn: nn.Module | None = None
         self._number_tokens: tuple[dict[int, int], frozenset[int]] | None = None
 
@@ -238,13 +271,14 @@ class ContrastiveObjective:
             "video": torch.stack([s["video"] for s in samples]),
             "text": self.tokenizer(reports, context_length=self.context_length),
         }
-        if self.sentence_loss_weight <= 0 and self.value_loss_weight <= 0:
+        uses_sentences = self.sentence_loss_weight > 0 or self.sentence_report_weight > 0
+        if not uses_sentences and self.value_loss_weight <= 0:
             return batch
         # every sentence of the full report, including those the dropout left out
         sentences, holders = sentence_targets([s["report"] for s in samples])
         if self.value_loss_weight > 0:
             batch.update(self._value_variants(sentences, holders, samples, epoch))
-        if self.sentence_loss_weight > 0:
+        if uses_sentences:
             if not sentences:
                 return batch
             if 0 < self.max_sentences < len(sentences):
@@ -259,6 +293,8 @@ class ContrastiveObjective:
             order = torch.argsort((ids != getattr(self.tokenizer, "pad_token_id", 0)).sum(dim=1), stable=True)
             batch["sentences"] = ids[order]
             batch["sentence_holders"] = holders[order]
+            if self.sentence_report_weight > 0:
+                batch["sentence_report_holders"] = report_holders(sentences, reports)[order]
         return batch
 
     def _value_variants(
@@ -307,7 +343,7 @@ class ContrastiveObjective:
         device = next(model.parameters()).device
         out = model(batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True))
         sentence_features = None
-        if self.sentence_loss_weight > 0 and "sentences" in batch:
+        if "sentences" in batch:
             sentences = batch["sentences"].to(device)
             sentence_features = torch.cat(
                 [model.encode_text(chunk, normalize=True) for chunk in sentences.split(SENTENCE_CHUNK)]
@@ -336,13 +372,24 @@ class ContrastiveObjective:
             else:
                 loss = self._loss_fn(video_features, text_features, scale)
             figures = {"loss": float(loss.detach()), "logit_scale": float(scale.detach())}
-            if sentence_features is not None:
+            if sentence_features is not None and self.sentence_loss_weight > 0:
                 sentence_loss = sentence_to_video_loss(
                     sentence_features.float(), video_features, batch["sentence_holders"].to(device), scale
                 )
                 figures["report_loss"] = figures["loss"]
                 figures["sentence_loss"] = float(sentence_loss.detach())
                 loss = loss + self.sentence_loss_weight * sentence_loss
+                figures["loss"] = float(loss.detach())
+            if sentence_features is not None and "sentence_report_holders" in batch:
+                text_loss = sentence_to_report_loss(
+                    sentence_features.float(),
+                    text_features,
+                    batch["sentence_report_holders"].to(device),
+                    scale,
+                )
+                figures.setdefault("report_loss", figures["loss"])
+                figures["sentence_report_loss"] = float(text_loss.detach())
+                loss = loss + self.sentence_report_weight * text_loss
                 figures["loss"] = float(loss.detach())
             if variant_features is not None:
                 value_loss = value_order_loss(

@@ -15,8 +15,10 @@ from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import (
     ContrastiveObjective,
     augment_report,
+    report_holders,
     sample_rng,
     sentence_targets,
+    sentence_to_report_loss,
     sentence_to_video_loss,
     shifted_values,
     value_order_loss,
@@ -292,6 +294,41 @@ def test_sentence_term_trains_and_is_logged(tmp_path):
     for r in rows:
         total = float(r["report_loss"]) + float(r["sentence_loss"])
         assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_report_holders_read_the_reports_as_the_text_tower_does():
+    holders = report_holders(
+        ["Trivial MR.", "NO LVH.", "A pacemaker lead is seen."], ["1) TRIVIAL MR.", "No LVH."]
+    )
+    assert holders.tolist() == [[True, False], [False, True], [False, False]]
+
+
+def test_sentence_to_report_loss_skips_sentences_no_report_holds():
+    reports = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    sentences = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    scale = torch.tensor(10.0)
+    held = torch.tensor([[True, False], [False, False]])
+    loss = sentence_to_report_loss(sentences, reports, held, scale)
+    assert float(loss) == pytest.approx(math.log(1 + math.exp(-10)), abs=1e-5)
+    nothing = sentence_to_report_loss(sentences, reports, torch.zeros(2, 2, dtype=torch.bool), scale)
+    assert float(nothing) == 0.0 and nothing.requires_grad is False
+
+
+def test_sentence_report_term_trains_and_is_logged(tmp_path):
+    torch.manual_seed(0)
+    objective = _objective(sentence_report_weight=1.0)
+    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=30)).fit()
+    rows = [r for r in result.history if r.get("sentence_report_loss") not in (None, "")]
+    assert len(rows) == 30
+    # the toy reports name their class in every sentence: the text tower finds a
+    # sentence's reports (about one in eight of the batch) far better than chance
+    late = [float(r["sentence_report_loss"]) for r in rows[-10:]]
+    assert sum(late) / len(late) < 0.3 * math.log(8)
+    # without the sentence-to-video term the sentences still come, with their report holders
+    for r in rows:
+        total = float(r["report_loss"]) + float(r["sentence_report_loss"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+        assert r.get("sentence_loss") in (None, "")
 
 
 def test_max_sentences_draws_a_repeatable_subset():

@@ -65,6 +65,8 @@ def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
         "1",
         "--value-sentences",
         "4",
+        "--sentence-report-weight",
+        "1",
         *extra,
     ]
 
@@ -109,6 +111,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
         (["--sentence-loss-weight", "-1"], "sentence_loss_weight"),
         (["--value-loss-weight", "inf"], "value_loss_weight"),
         (["--value-sentences", "0"], "value_sentences"),
+        (["--sentence-report-weight", "-1"], "sentence_report_weight"),
     ],
 )
 def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
