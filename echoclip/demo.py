@@ -51,6 +51,12 @@ class DemoSize:
     frames: int = 32
     fps: float = 25.0
     model: str = "echoclip-tiny"
+    # a phrase of the reports becomes one token only when this many training reports hold
+    # it (EchoTokenizer.train): at the default 3, each of the eight phrasings of a
+    # pacemaker lead was one rare token, the text tower learned none of them, and seed 1's
+    # pacemaker AUC was 0.65; at 25 they are words shared across phrasings: 0.99, and
+    # video->report recall@10 0.59 -> 0.79 (the same pretrained tower, 700 CLIP steps)
+    phrase_min_frequency: int = 25
     pretrain_steps: int = 100
     # 700 with bf16, where the CPU has it (precision "auto"): 11.4-13.6 minutes in all on
     # seeds 0-2 with the value-order term; 600 in fp32 took 14.7-16.2 before it
@@ -69,11 +75,15 @@ class DemoSize:
     # batch's, about 380 of 40 reports): 128 makes a step about a fifth cheaper
     max_sentences: int = 128
     # each video also ranks copies of its report's numeric sentences with the numbers
-    # shifted (TrainConfig.value_loss_weight), here 16 sentences a step with 6 copies each:
+    # shifted (TrainConfig.value_loss_weight), with 6 copies each: at 16 sentences a step,
     # on seeds 0-2 of `small` zero-shot EF MAE 3.92/4.32/4.86 -> 2.46/2.72/3.68 (r .94 ->
-    # .97-.98), a CLIP step about a fifth slower (32 sentences, seed 0: 2.68, a third slower)
+    # .97-.98; 32 sentences, seed 0: 2.68). 10 since the sentences are spelled in words
+    # (phrase_min_frequency): 16 made the demo's run 16 minutes, 10 cuts a step by a sixth
     value_loss_weight: float = 1.0
-    value_sentences: int = 16
+    value_sentences: int = 10
+    # the same sentences also pick their reports (TrainConfig.sentence_report_weight), so
+    # that the report embedding carries every sentence from the first step
+    sentence_report_weight: float = 1.0
     # training studies whose report names a rarely named device are drawn more often, each
     # device in about this share of draws (echoclip.train.balance.mention_weights; 0 = off).
     # In 800 steps it took the SSL + CLIP arm's worst device AUC of seeds 0-2 from
@@ -254,7 +264,7 @@ def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
 
     table = pd.read_parquet(run.manifest)
     reports = table.loc[table["split"] == "train", "report"].drop_duplicates().tolist()
-    tok = EchoTokenizer.train(reports)
+    tok = EchoTokenizer.train(reports, phrase_min_frequency=run.size.phrase_min_frequency)
     tok.save(run.out / "tokenizer")
     lengths = [len(tok.encode(r)) for r in reports[:500]]
     return {"vocab_size": tok.vocab_size, "mean_tokens_per_report": sum(lengths) / len(lengths)}
@@ -293,6 +303,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
             max_sentences=run.size.max_sentences,
             value_loss_weight=run.size.value_loss_weight,
             value_sentences=run.size.value_sentences,
+            sentence_report_weight=run.size.sentence_report_weight,
             sample_weight_column=SAMPLE_WEIGHT if run.size.device_share > 0 else None,
         ),
         model=run.size.model,
