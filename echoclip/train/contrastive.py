@@ -197,6 +197,10 @@ class ContrastiveObjective:
     sentence of the batch's reports (or ``max_sentences`` of them); with several ranks
     each rank's sentences pick among that rank's videos.
 
+    ``sentence_report_weight > 0`` adds :func:`sentence_to_report_loss` on the same
+    sentences: each picks the reports (as the text tower reads them, after sentence
+    dropout) that hold it.
+
     ``value_loss_weight > 0`` adds :func:`value_order_loss` on up to ``value_sentences``
     of the batch's sentences that state integers (an EF, a pressure), each with
     ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
