@@ -99,9 +99,8 @@ class DemoSize:
 
 # "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11-14 min
 # measured on seeds 0-2 with bf16, 16.5 in a slow hour; about 20-23 estimated in fp32,
-# on CPUs without bf16 units); "medium" trains longer on every sentence (23.5 minutes
-# with bf16 on seed 2, every device AUC >= 0.955 where `small` missed one); "large"
-# twice its data and steps
+# on CPUs without bf16 units); "medium" trains longer on every sentence (23-24 minutes
+# with bf16 on seeds 0 and 2); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),
