@@ -11,6 +11,7 @@ Every tower has ``forward(ids) -> [B, D]``, ``forward_features(ids) -> [B, L, W]
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,34 @@ def eos_positions(ids: torch.Tensor, eos_id: int, pad_id: int) -> torch.Tensor:
     not_pad = (ids != pad_id).int()
     last_not_pad = ids.shape[1] - 1 - not_pad.flip(1).argmax(dim=1)
     return torch.where(is_eos.any(dim=1), first_eos, last_not_pad)
+
+
+def row_lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Per row, one past its last token that is not padding (0 for a row of padding only)."""
+    not_pad = (ids != pad_id).int()
+    return torch.where(not_pad.any(dim=1), ids.shape[1] - not_pad.flip(1).argmax(dim=1), 0)
+
+
+# A group's fixed cost, in padded tokens: one more call of the tower's layers. On 2 CPU
+# cores (echoclip-tiny's text tower) 32 to 128 timed alike; grouping cut the demo's text
+# work per CLIP step (40 reports, 128 sentences, 70 value variants) from 0.34 s to 0.25 s
+GROUP_COST_TOKENS = 64
+
+
+def length_groups(lengths: list[int], max_groups: int = 4) -> list[list[int]]:
+    """Row indices in groups of similar length: the split, shortest first, into 1 to ``max_groups``
+    groups of equal row count that pads the fewest tokens (plus ``GROUP_COST_TOKENS`` a group).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    best: list[list[int]] = [order]
+    best_cost = len(order) * max(lengths, default=0) + GROUP_COST_TOKENS
+    for k in range(2, min(max_groups, len(order)) + 1):
+        bounds = [round(i * len(order) / k) for i in range(k + 1)]
+        groups = [order[a:b] for a, b in itertools.pairwise(bounds)]
+        cost = sum(len(g) * lengths[g[-1]] + GROUP_COST_TOKENS for g in groups)
+        if cost < best_cost:
+            best, best_cost = groups, cost
+    return best
 
 
 class ClipTextTower(nn.Module):
@@ -92,12 +121,26 @@ class ClipTextTower(nn.Module):
         return clip.ln_final(x)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.clip.attn_mask is not None and not ids.is_meta:
-            # Causal attention: no token sees the padding after it, so columns that are
-            # padding in every row can go (a report of 40 tokens costs 40, not 77).
-            used = (ids != self.config.pad_token_id).any(dim=0).nonzero()
-            if len(used):
-                ids = ids[:, : int(used[-1]) + 1]
+        if self.clip.attn_mask is None or ids.is_meta or len(ids) == 0:
+            return self._embed(ids)
+        # Causal attention: no token sees the padding after it, so a row's embedding does
+        # not depend on how far it is padded. Rows of similar length are encoded together,
+        # each group trimmed to its longest row (a report of 40 tokens costs 40, not 77).
+        lengths = row_lengths(ids, self.config.pad_token_id)
+        groups = length_groups(lengths.tolist())
+        if len(groups) == 1:
+            return self._embed(ids[:, : max(1, int(lengths.max()))])
+        parts, order = [], []
+        for rows in groups:
+            index = torch.as_tensor(rows, device=ids.device)
+            width = max(1, int(lengths[index].max()))
+            parts.append(self._embed(ids[index, :width]))
+            order.append(index)
+        inverse = torch.empty_like(lengths)
+        inverse[torch.cat(order)] = torch.arange(len(ids), device=ids.device)
+        return torch.cat(parts)[inverse]
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(ids)
         if self.config.pool == "mean":
             # every sentence adds its own share to the embedding, as a one-sentence prompt does

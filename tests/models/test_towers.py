@@ -9,7 +9,7 @@ from echoclip.errors import ModelError
 from echoclip.models.config import TextTowerConfig, VideoTowerConfig
 from echoclip.models.factory import create_model, get_model_config, load_model
 from echoclip.models.frames import MeanAggregation, StatsAggregation
-from echoclip.models.text_towers import ClipTextTower, eos_positions
+from echoclip.models.text_towers import ClipTextTower, eos_positions, length_groups, row_lengths
 from echoclip.models.value_embedding import ValueEmbedding
 from echoclip.models.video_towers import build_video_tower
 
@@ -303,6 +303,41 @@ def test_clip_tower_embeds_a_text_the_same_in_any_batch(stand_in_tokenizer):
         batched = model.encode_text(stand_in_tokenizer([prompt, "SEVERE MITRAL REGURGITATION. " * 8]))
     assert torch.allclose(alone[0], batched[0], atol=1e-5)
     assert not torch.allclose(batched[0], batched[1], atol=1e-3)
+
+
+def test_clip_tower_groups_rows_by_length_without_changing_them(stand_in_tokenizer):
+    """A batch of very different lengths is encoded in groups of similar length; every
+    row's embedding and gradient are those it has when encoded alone."""
+    torch.manual_seed(0)
+    model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).train()
+    texts = [("SEVERE MITRAL REGURGITATION. " * (1 + i % 7))[: 5 + 9 * i] for i in range(24)]
+    ids = stand_in_tokenizer(texts)
+    lengths = row_lengths(ids, 0).tolist()
+    assert len(length_groups(lengths)) > 1  # the batch is split
+    batched = model.encode_text(ids)
+    weights = torch.randn(batched.shape)
+    (batched * weights).sum().backward()
+    grad_batched = model.text_tower.clip.token_embedding.weight.grad.clone()
+    model.zero_grad()
+    alone = torch.cat([model.encode_text(ids[i : i + 1]) for i in range(len(texts))])
+    (alone * weights).sum().backward()
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+    grad_alone = model.text_tower.clip.token_embedding.weight.grad
+    torch.testing.assert_close(grad_batched, grad_alone, atol=1e-3 * grad_alone.abs().max().item(), rtol=0)
+
+
+def test_length_groups_split_only_when_padding_costs_more_than_a_group():
+    same = [12] * 40
+    assert length_groups(same) == [list(range(40))]
+    mixed = [70] * 10 + [8] * 90
+    groups = length_groups(mixed)
+    assert 2 <= len(groups) <= 4
+    assert sorted(i for g in groups for i in g) == list(range(100))
+    firsts = [max(mixed[i] for i in g) for g in groups]
+    assert firsts == sorted(firsts)  # shortest group first
+    assert max(mixed[i] for i in groups[0]) == 8  # the short rows are not padded to 70
+    assert length_groups([]) == [[]]
+    assert row_lengths(torch.tensor([[5, 6, 0, 0], [0, 0, 0, 0], [1, 0, 2, 0]]), 0).tolist() == [2, 0, 3]
 
 
 def test_clip_tower_mean_pooling_averages_the_tokens_and_ignores_padding(stand_in_tokenizer):
