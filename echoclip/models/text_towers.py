@@ -101,6 +101,9 @@ class ClipTextTower(nn.Module):
             else None
         )
         self.output_dim = embed_dim
+        # how many groups of similar length a batch may be split into (1: one call, padded
+        # to the longest row; benchmarks/bench_text_tower.py compares the two)
+        self.max_length_groups = 4
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
 
@@ -127,7 +130,7 @@ class ClipTextTower(nn.Module):
         # not depend on how far it is padded. Rows of similar length are encoded together,
         # each group trimmed to its longest row (a report of 40 tokens costs 40, not 77).
         lengths = row_lengths(ids, self.config.pad_token_id)
-        groups = length_groups(lengths.tolist())
+        groups = length_groups(lengths.tolist(), self.max_length_groups)
         if len(groups) == 1:
             return self._embed(ids[:, : max(1, int(lengths.max()))])
         parts, order = [], []
