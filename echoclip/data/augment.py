@@ -58,7 +58,9 @@ def augment_clip(
     alike, are one lookup table of 256 levels: a clip costs a fraction of the same
     arithmetic on every float pixel. The histogram and the lookup run in NumPy, which
     reads the ``uint8`` pixels as they are (torch's ``bincount`` and ``index_select``
-    want an ``int64`` copy of the clip first).
+    want an ``int64`` copy of the clip first). A grey clip (every pixel's channels equal,
+    as echo is) is augmented on one channel and repeated: the same result for a third of
+    the work.
     """
     import torch
     import torch.nn.functional as F
@@ -74,13 +76,18 @@ def augment_clip(
     if (ch, cw) != (h, w):
         crop = torch.from_numpy(x)[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # channels-last
         x = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
+    # after the resize, whose uint8 fast path wants 3 or 4 channels
+    grey = c > 1 and all(np.array_equal(x[..., 0], x[..., k]) for k in range(1, c))
+    if grey:
+        x = np.ascontiguousarray(x[..., :1])
     gamma = math.exp(rng.uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))
     contrast = 1.0 + rng.uniform(-config.contrast, config.contrast)
     brightness = rng.uniform(-config.brightness, config.brightness)
     levels = (np.arange(256, dtype=np.float64) / 255.0) ** gamma
     mean = float(np.bincount(x.reshape(-1), minlength=256) @ levels) / x.size
     levels = np.clip((levels - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)
-    return torch.from_numpy(np.take(levels, x.transpose(3, 0, 1, 2)))  # a new, contiguous [C,T,H,W]
+    out = np.take(levels, x.transpose(3, 0, 1, 2))  # a new, contiguous [C,T,H,W]
+    return torch.from_numpy(np.repeat(out, c, axis=0) if grey else out)
 
 
 class TrainTransform(VideoTransform):

@@ -107,6 +107,23 @@ def test_augmentation_is_a_function_of_the_sample_seed() -> None:
     assert a.shape == (3, 4, 32, 32) and a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
 
 
+def test_a_grey_clip_augments_as_its_one_channel_does() -> None:
+    """Echo is grey: its three equal channels are augmented once and repeated, with the
+    crop, the clip mean and the lookup of the single channel; a colour clip keeps its own."""
+    grey = _frames()[..., :1]
+    rgb = np.repeat(grey, 3, axis=3)
+    for i in range(5):
+        one = augment_clip(grey, sample_rng(0, 0, i))
+        three = augment_clip(rgb, sample_rng(0, 0, i))
+        assert three.shape == (3, 4, 32, 32) and three.is_contiguous()
+        for k in range(3):
+            assert torch.equal(three[k], one[0])
+    colour = rgb.copy()
+    colour[..., 2] = 255 - colour[..., 2]
+    out = augment_clip(colour, sample_rng(0, 0, 0))
+    assert torch.equal(out[0], out[1]) and not torch.allclose(out[0], out[2], atol=0.1)
+
+
 def test_augmentation_is_mild_and_can_be_turned_off() -> None:
     frames = _frames()
     x = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 255
