@@ -98,7 +98,7 @@ class DemoSize:
 
 
 # "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11-14 min
-# measured on seeds 0-2 with bf16, 16.5 in a slow hour; 14.6-15.1 in fp32 on a CPU
+# measured on seeds 0-2 with bf16, 16.5 in a slow hour; 14.5-15.1 in fp32 on a CPU
 # without bf16 units); "medium" trains longer on every sentence (23-24 minutes
 # with bf16 on seeds 0 and 2); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
