@@ -29,28 +29,30 @@ def main() -> None:
     import torch
 
     from echoclip.data.synthetic import simulate_reports
+    from echoclip.demo import SIZES
     from echoclip.models.factory import create_model
     from echoclip.tokenizer import EchoTokenizer
     from echoclip.train.contrastive import ContrastiveObjective
 
     torch.manual_seed(0)
     reports = simulate_reports(1000, seed=0)
-    tok = EchoTokenizer.train(reports, phrase_min_frequency=25)
+    tok = EchoTokenizer.train(reports, phrase_min_frequency=SIZES["small"].phrase_min_frequency)
     model = create_model("echoclip-tiny", tokenizer=tok).train()
+    size = SIZES["small"]  # the demo's recipe, so that the texts are those its steps encode
     objective = ContrastiveObjective(
         tok,
         seed=0,
-        sentence_loss_weight=1.0,
-        max_sentences=128,
-        value_loss_weight=1.0,
-        value_sentences=10,
-        sentence_report_weight=1.0,
-        sentence_dropout=0.3,
+        sentence_loss_weight=size.sentence_loss_weight,
+        max_sentences=size.max_sentences,
+        value_loss_weight=size.value_loss_weight,
+        value_sentences=size.value_sentences,
+        sentence_report_weight=size.sentence_report_weight,
     )
     batches = []
+    n = size.batch_size
     for k in range(args.steps + 1):
         samples = [
-            {"report": reports[i], "video": torch.zeros(1), "index": i} for i in range(k * 40, k * 40 + 40)
+            {"report": reports[i], "video": torch.zeros(1), "index": i} for i in range(k * n, k * n + n)
         ]
         batch = objective.collate(samples, 0)
         batches.append([batch["text"], batch["sentences"], batch["value_variants"].flatten(0, 1)])
