@@ -89,6 +89,11 @@ class DemoSize:
     # In 800 steps it took the SSL + CLIP arm's worst device AUC of seeds 0-2 from
     # .78/.44/.79 to .86/.80/.95
     device_share: float = 0.15
+    # a sentence that names a device is not contrasted with the batch's other videos and
+    # reports whose report names that device in another phrasing (TrainConfig.concept_patterns,
+    # with the simulator's DEVICE_PATTERNS): each device has 15-40 phrasings, and a batch
+    # holds about six reports of each
+    device_concepts: bool = True
     # the CLIP arm loads only these tensors of the pretrained tower ("" = all of them): the
     # aggregation and projection above the frame CNN, trained for the contrastive terms of
     # pretraining, start fresh. Against the whole tower, on seeds 0-2 of `small`: EF MAE
@@ -257,6 +262,12 @@ def _device_weights(table: Any, share: float) -> Any:
     return weights
 
 
+def _device_concepts() -> dict[str, str]:
+    from echoclip.data.synthetic import DEVICE_PATTERNS
+
+    return {name: pattern.pattern for name, pattern in DEVICE_PATTERNS.items()}
+
+
 def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
     import pandas as pd
 
@@ -305,6 +316,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
             value_sentences=run.size.value_sentences,
             sentence_report_weight=run.size.sentence_report_weight,
             sample_weight_column=SAMPLE_WEIGHT if run.size.device_share > 0 else None,
+            concept_patterns=_device_concepts() if run.size.device_concepts else None,
         ),
         model=run.size.model,
         tokenizer=run.out / "tokenizer",

@@ -52,6 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "with the numbers shifted (default 0: off)",
     )
     p.add_argument("--value-sentences", type=int, help="numeric sentences per step for that term (32)")
+    p.add_argument(
+        "--concept",
+        action="append",
+        dest="concepts",
+        type=_concept,
+        metavar="NAME=REGEX",
+        help="a concept reports name in many phrasings, as a regular expression matched without case "
+        "(repeatable), e.g. tavr='\\btav[ri]\\b|transcatheter': a sentence naming it is not a negative "
+        "of the videos and reports that name it otherwise, and is always among --max-sentences",
+    )
     p.add_argument("--loss", choices=["clip", "siglip"])
     p.add_argument(
         "--sample-weight-column",
@@ -60,9 +70,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_loop_arguments(p)
 
 
+def _concept(text: str) -> tuple[str, str]:
+    name, sep, pattern = text.partition("=")
+    if not sep or not name.strip() or not pattern:
+        raise argparse.ArgumentTypeError(f"expected NAME=REGEX, got {text!r}")
+    return name.strip(), pattern
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The :class:`TrainConfig` of a recipe file plus flags, and the recipe's other tables."""
-    return loop_config_from_args(
+    config, recipe = loop_config_from_args(
         args,
         extra_flags=(
             "loss",
@@ -76,6 +93,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "sample_weight_column",
         ),
     )
+    concepts = getattr(args, "concepts", None)
+    if concepts:
+        config = config.updated(concept_patterns={**config.concept_patterns, **dict(concepts)})
+    return config, recipe
 
 
 def run(args: argparse.Namespace) -> int:

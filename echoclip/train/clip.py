@@ -123,6 +123,7 @@ def train_clip(
         value_loss_weight=config.value_loss_weight,
         value_sentences=config.value_sentences,
         sentence_report_weight=config.sentence_report_weight,
+        concept_patterns=config.concept_patterns,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

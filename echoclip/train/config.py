@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -68,6 +69,11 @@ class TrainConfig:
     # weight of a term in which the same sentences pick, among the batch's reports, those
     # that hold them (see sentence_to_report_loss); 0 = off
     sentence_report_weight: float = 0.0
+    # concept name -> regular expression (matched without case) of what reports state in
+    # many phrasings, e.g. {"tavr": "\\btav[ri]\\b|transcatheter"}: a sentence naming a
+    # concept is not a negative of the videos and reports that name it otherwise, and the
+    # sentences naming one are taken first into max_sentences (ContrastiveObjective); empty = off
+    concept_patterns: dict[str, str] = field(default_factory=dict)
     skip_empty_reports: bool = True
     # a manifest column of per-study sampling weights (e.g. from mention_weights): an
     # epoch draws studies with replacement in proportion to them
@@ -98,6 +104,13 @@ class TrainConfig:
             raise ConfigError(
                 f"sentence_report_weight must be a finite number >= 0, got {self.sentence_report_weight}"
             )
+        for name, pattern in self.concept_patterns.items():
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as e:
+                raise ConfigError(
+                    f"concept_patterns[{name!r}]: not a regular expression ({pattern!r}: {e})"
+                ) from None
         if self.value_sentences < 1:
             raise ConfigError(f"value_sentences must be at least 1, got {self.value_sentences}")
         if self.loss not in ("clip", "siglip"):

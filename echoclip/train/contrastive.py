@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,22 +83,95 @@ def report_holders(sentences: list[str], reports: list[str]) -> torch.Tensor:
     )
 
 
+class ConceptMatcher:
+    """Which concepts (name -> regular expression) the sentences and reports of a batch name.
+
+    A report names a device or a finding in one of many phrasings ("TAVR in situ",
+    "transcatheter aortic valve, well seated"). Concepts are matched sentence by
+    sentence, and each sentence's matches are remembered: reports repeat their
+    sentences, so after the first epoch a batch costs no regular-expression search.
+    Strings are compiled to match without case.
+    """
+
+    _MAX_REMEMBERED = 1_000_000
+
+    def __init__(self, patterns: Mapping[str, str | re.Pattern[str]] | None = None) -> None:
+        self.patterns: dict[str, re.Pattern[str]] = {}
+        for name, pattern in (patterns or {}).items():
+            if isinstance(pattern, re.Pattern):
+                self.patterns[name] = pattern
+                continue
+            try:
+                self.patterns[name] = re.compile(pattern, re.IGNORECASE)
+            except (re.error, TypeError) as e:
+                raise ConfigError(f"concept {name!r}: invalid regular expression {pattern!r}: {e}") from None
+        self._named: dict[str, tuple[bool, ...]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def _sentence(self, sentence: str) -> tuple[bool, ...]:
+        named = self._named.get(sentence)
+        if named is None:
+            if len(self._named) >= self._MAX_REMEMBERED:
+                self._named.clear()
+            named = self._named[sentence] = tuple(bool(p.search(sentence)) for p in self.patterns.values())
+        return named
+
+    def sentences(self, sentences: list[str]) -> torch.Tensor:
+        """``[S, C]``: true where sentence ``s`` names concept ``c``."""
+        rows = [self._sentence(t) for t in sentences]
+        return torch.tensor(rows, dtype=torch.bool).reshape(len(sentences), len(self.patterns))
+
+    def reports(self, reports: list[str]) -> torch.Tensor:
+        """``[B, C]``: true where one of report ``b``'s sentences names concept ``c``."""
+        out = torch.zeros(len(reports), len(self.patterns), dtype=torch.bool)
+        for b, report in enumerate(reports):
+            sentences = split_sentences(report)
+            if sentences:
+                out[b] = self.sentences(sentences).any(dim=0)
+        return out
+
+    def shared(self, sentences: list[str], reports: list[str]) -> torch.Tensor:
+        """``[S, B]``: true where sentence ``s`` and report ``b`` name a concept in common.
+
+        To a sentence of one phrasing, a video whose report uses another is not a
+        negative, though it does not hold the sentence.
+        """
+        if not self.patterns or not sentences or not reports:
+            return torch.zeros(len(sentences), len(reports), dtype=torch.bool)
+        return (self.sentences(sentences).float() @ self.reports(reports).float().T) > 0
+
+
 def sentence_to_video_loss(
-    sentence_features: torch.Tensor, video_features: torch.Tensor, holders: torch.Tensor, scale: torch.Tensor
+    sentence_features: torch.Tensor,
+    video_features: torch.Tensor,
+    holders: torch.Tensor,
+    scale: torch.Tensor,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-positive InfoNCE: each sentence picks, among the batch's videos, those whose report holds it.
 
     A full report mixes twenty sentences into one embedding, so a rare one (a
     pacemaker lead, an effusion) barely moves it; here every sentence has its own
-    term, as a one-sentence zero-shot prompt does at test time.
+    term, as a one-sentence zero-shot prompt does at test time. Videos where
+    ``ignore [S, B]`` is true (and the report does not hold the sentence) are left out
+    of that sentence's negatives: those whose report says the same in other words
+    (:meth:`ConceptMatcher.shared`).
     """
     logits = scale * sentence_features @ video_features.T
     positive = logits.masked_fill(~holders, float("-inf"))
+    if ignore is not None:
+        logits = logits.masked_fill(ignore & ~holders, float("-inf"))
     return (torch.logsumexp(logits, dim=1) - torch.logsumexp(positive, dim=1)).mean()
 
 
 def sentence_to_report_loss(
-    sentence_features: torch.Tensor, report_features: torch.Tensor, holders: torch.Tensor, scale: torch.Tensor
+    sentence_features: torch.Tensor,
+    report_features: torch.Tensor,
+    holders: torch.Tensor,
+    scale: torch.Tensor,
+    ignore: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-positive InfoNCE of text against text: each sentence picks the reports that hold it.
 
@@ -106,12 +179,19 @@ def sentence_to_report_loss(
     to see it, and a rare one (a pacemaker lead named in eight phrasings) can stay
     unseen by both for a whole run. Here the report embedding must carry each of its
     sentences to be found by them, from the first step, so the video side has
-    something to align with. Sentences no report holds (all dropped) are left out.
+    something to align with. Sentences no report holds (all dropped) are left out;
+    ``ignore`` is as in :func:`sentence_to_video_loss`.
     """
     kept = holders.any(dim=1)
     if not bool(kept.any()):
         return report_features.sum() * 0.0
-    return sentence_to_video_loss(sentence_features[kept], report_features, holders[kept], scale)
+    return sentence_to_video_loss(
+        sentence_features[kept],
+        report_features,
+        holders[kept],
+        scale,
+        None if ignore is None else ignore[kept],
+    )
 
 
 def shifted_values(
@@ -197,6 +277,14 @@ class ContrastiveObjective:
     sentences: each picks the reports (as the text tower reads them, after sentence
     dropout) that hold it.
 
+    ``concept_patterns`` (concept name -> regular expression, matched without case) name
+    what reports state in many phrasings, such as devices: a sentence that mentions a
+    concept is not contrasted with the videos, or the reports, that mention it in other
+    words (:meth:`ConceptMatcher.shared`), and when ``max_sentences`` draws a subset, the
+    sentences that name a concept are taken first. The patterns must match only
+    statements that a concept is present ("NO PACEMAKER" would make every report a
+    mention).
+
     ``value_loss_weight > 0`` adds :func:`value_order_loss` on up to ``value_sentences``
     of the batch's sentences that state integers (an EF, a pressure), each with
     ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
@@ -220,6 +308,7 @@ class ContrastiveObjective:
         value_variants: int = 6,
         value_sigma: float = 3.0,
         sentence_report_weight: float = 0.0,
+        concept_patterns: Mapping[str, str | re.Pattern[str]] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.loss_name = loss
@@ -237,6 +326,7 @@ class ContrastiveObjective:
         self.value_variants = value_variants
         self.value_sigma = value_sigma
         self.sentence_report_weight = sentence_report_weight
+        self.concepts = ConceptMatcher(concept_patterns)
         self._loss_fn: nn.Module | None = None
         self._number_tokens: tuple[dict[int, int], frozenset[int]] | None = None
 
@@ -286,13 +376,31 @@ class ContrastiveObjective:
                 # and bounds the text tower's work per step
                 indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
                 rng = random.Random(f"{self.seed}:{epoch}:sentences:{indices}")
-                keep = sorted(rng.sample(range(len(sentences)), self.max_sentences))
+                keep = sorted(self._sentence_subset(sentences, rng))
                 sentences, holders = [sentences[k] for k in keep], holders[keep]
             batch["sentences"] = self.tokenizer(sentences, context_length=self.context_length)
             batch["sentence_holders"] = holders
+            if self.concepts:
+                full = [s["report"] for s in samples]
+                batch["sentence_ignore"] = self.concepts.shared(sentences, full)
             if self.sentence_report_weight > 0:
                 batch["sentence_report_holders"] = report_holders(sentences, reports)
+                if self.concepts:
+                    batch["sentence_report_ignore"] = self.concepts.shared(sentences, reports)
         return batch
+
+    def _sentence_subset(self, sentences: list[str], rng: random.Random) -> list[int]:
+        """``max_sentences`` indices: the sentences naming a concept first, the rest drawn at random."""
+        named = (
+            self.concepts.sentences(sentences).any(dim=1).nonzero().flatten().tolist()
+            if self.concepts
+            else []
+        )
+        if len(named) >= self.max_sentences:
+            return rng.sample(named, self.max_sentences)
+        named_set = set(named)
+        others = [k for k in range(len(sentences)) if k not in named_set]
+        return named + rng.sample(others, self.max_sentences - len(named))
 
     def _value_variants(
         self, sentences: list[str], holders: torch.Tensor, samples: list[Any], epoch: int
@@ -367,7 +475,11 @@ class ContrastiveObjective:
             figures = {"loss": float(loss.detach()), "logit_scale": float(scale.detach())}
             if sentence_features is not None and self.sentence_loss_weight > 0:
                 sentence_loss = sentence_to_video_loss(
-                    sentence_features.float(), video_features, batch["sentence_holders"].to(device), scale
+                    sentence_features.float(),
+                    video_features,
+                    batch["sentence_holders"].to(device),
+                    scale,
+                    _on(batch.get("sentence_ignore"), device),
                 )
                 figures["report_loss"] = figures["loss"]
                 figures["sentence_loss"] = float(sentence_loss.detach())
@@ -379,6 +491,7 @@ class ContrastiveObjective:
                     text_features,
                     batch["sentence_report_holders"].to(device),
                     scale,
+                    _on(batch.get("sentence_report_ignore"), device),
                 )
                 figures.setdefault("report_loss", figures["loss"])
                 figures["sentence_report_loss"] = float(text_loss.detach())
@@ -470,6 +583,10 @@ class ContrastiveObjective:
 
     def save_model(self, model: nn.Module, directory: Path) -> None:
         model.save_pretrained(directory, tokenizer=self.tokenizer)
+
+
+def _on(mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if mask is None else mask.to(device)
 
 
 def _prediction_column(preds: Any) -> str:

@@ -13,6 +13,7 @@ from echoclip.errors import ConfigError, DataError, TrainingError
 from echoclip.train.checkpoint import latest_checkpoint, list_checkpoints
 from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import (
+    ConceptMatcher,
     ContrastiveObjective,
     augment_report,
     report_holders,
@@ -283,6 +284,91 @@ def test_sentence_loss_counts_every_holder_as_a_positive():
     assert float(one) == pytest.approx(math.log(2 + math.exp(-10)), abs=1e-5)
 
 
+def test_concept_matcher_marks_the_reports_that_name_a_sentences_concept_otherwise():
+    concepts = ConceptMatcher({"tavr": r"\btav[ri]\b|transcatheter", "pacemaker": "pacemaker|pacer"})
+    sentences = ["TAVR in situ.", "Normal RV size.", "PACER WIRE IN THE RV."]
+    reports = ["EF 50%. Transcatheter valve, well seated.", "A pacemaker lead is seen.", "TAVR IN SITU."]
+    expected = [[True, False, True], [False, False, False], [False, True, False]]
+    assert concepts.shared(sentences, reports).tolist() == expected
+    assert concepts.shared(sentences, reports).tolist() == expected  # the second time from memory
+    assert concepts.reports(reports).tolist() == [[True, False], [False, True], [True, False]]
+    assert concepts.sentences([]).shape == (0, 2)
+    assert not ConceptMatcher() and ConceptMatcher().shared(["TAVR."], ["TAVR."]).tolist() == [[False]]
+    with pytest.raises(ConfigError, match="'tavr'.*regular expression"):
+        ConceptMatcher({"tavr": "(tavr"})
+
+
+def test_sentence_loss_leaves_other_phrasings_of_its_concept_out_of_the_negatives():
+    video = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
+    sentence = torch.tensor([[1.0, 0.0]])
+    scale = torch.tensor(10.0)
+    holders = torch.tensor([[True, False, False]])
+    plain = sentence_to_video_loss(sentence, video, holders, scale)
+    # video 2 looks like video 0 and its report names the concept in other words
+    ignored = sentence_to_video_loss(sentence, video, holders, scale, torch.tensor([[True, False, True]]))
+    assert float(plain) == pytest.approx(math.log(2 + math.exp(-10)), abs=1e-5)
+    assert float(ignored) == pytest.approx(math.log(1 + math.exp(-10)), abs=1e-5)
+    # a holder stays a positive whatever the mask says
+    both = torch.tensor([[True, False, True]])
+    assert float(sentence_to_video_loss(sentence, video, both, scale, both)) == pytest.approx(
+        float(sentence_to_video_loss(sentence, video, both, scale)), abs=1e-6
+    )
+
+
+def test_collate_masks_other_phrasings_for_the_videos_and_for_the_reports_as_read():
+    objective = ContrastiveObjective(
+        lambda texts, context_length: torch.zeros(len(texts), 4, dtype=torch.long),
+        sentence_dropout=0.5,
+        sentence_loss_weight=1.0,
+        sentence_report_weight=1.0,
+        concept_patterns={"tavr": r"\btav[ri]\b|transcatheter"},
+        seed=1,
+    )
+    reports = ["TAVR IN SITU. EF 50%. NORMAL RV.", "TRANSCATHETER VALVE SEATED. EF 30%. SMALL LA.", "EF 60%."]
+    samples = [{"video": torch.zeros(2), "report": r, "index": i} for i, r in enumerate(reports)]
+    tavr = sentence_targets(reports)[0].index("TAVR IN SITU.")
+    read_as = {}  # does the second report, as the text tower reads it, name the TAVR? -> its mask
+    for epoch in range(40):
+        batch = objective.collate(samples, epoch=epoch)
+        # the video side reads whole reports: the second study's video is never a negative
+        assert batch["sentence_ignore"][tavr].tolist() == [True, True, False]
+        assert batch["sentence_ignore"].shape == batch["sentence_holders"].shape
+        augmented = augment_report(reports[1], sample_rng(1, epoch, 1), 0.5, False)
+        read_as[("TRANSCATHETER" in augmented)] = bool(batch["sentence_report_ignore"][tavr, 1])
+    # the report side reads them after sentence dropout: masked only when the phrase is kept
+    assert read_as == {True: True, False: False}
+    plain = _objective(sentence_loss_weight=1.0).collate([ToyClips(4)[0]], epoch=0)
+    assert "sentence_ignore" not in plain and "sentence_holders" in plain
+
+
+def test_the_sentence_terms_leave_out_what_the_concept_masks_mark():
+    torch.manual_seed(0)
+    model = ToyClip()
+    # one concept named in two words: a RED sentence is no longer a negative of GREEN clips
+    objective = _objective(
+        sentence_loss_weight=1.0, sentence_report_weight=1.0, concept_patterns={"warm": "RED|GREEN"}
+    )
+    data = ToyClips(16)
+    batch = objective.collate([data[i] for i in range(16)], epoch=0)
+    _, figures = objective.loss(model, batch, step=0)
+    with torch.no_grad():
+        out = model(batch["video"], batch["text"])
+        sentences = model.encode_text(batch["sentences"], normalize=True)
+    v, t, scale = out["video_features"], out["text_features"], out["logit_scale"]
+    holders, ignore = batch["sentence_holders"], batch["sentence_ignore"]
+    masked = sentence_to_video_loss(sentences, v, holders, scale, ignore)
+    assert figures["sentence_loss"] == pytest.approx(float(masked), rel=1e-5)
+    assert float(masked) < float(sentence_to_video_loss(sentences, v, holders, scale)) - 1e-3
+    report_holders_, report_ignore = batch["sentence_report_holders"], batch["sentence_report_ignore"]
+    text_loss = sentence_to_report_loss(sentences, t, report_holders_, scale, report_ignore)
+    assert figures["sentence_report_loss"] == pytest.approx(float(text_loss), rel=1e-5)
+
+
+def test_training_config_rejects_a_bad_concept_pattern(tmp_path):
+    with pytest.raises(ConfigError, match="concept_patterns\\['tavr'\\]"):
+        _config(tmp_path, concept_patterns={"tavr": "(tavr"})
+
+
 def test_sentence_term_trains_and_is_logged(tmp_path):
     torch.manual_seed(0)
     objective = _objective(sentence_loss_weight=1.0)
@@ -349,6 +435,34 @@ def test_max_sentences_draws_a_repeatable_subset():
     holders = batch["sentence_holders"]
     assert bool(holders.any(dim=1).all())
     assert sorted(holders.sum(dim=1).tolist()) in ([1, 1, 1], [1, 1, 4])
+
+
+def test_max_sentences_takes_the_sentences_naming_a_concept_first():
+    tokenized: list[list[str]] = []
+
+    def tokenizer(texts, context_length):
+        tokenized.append(list(texts))
+        return torch.zeros(len(texts), 4, dtype=torch.long)
+
+    def kept_sentences(epoch: int, **kw) -> list[str]:
+        objective = ContrastiveObjective(
+            tokenizer, sentence_dropout=0.0, sentence_loss_weight=1.0, max_sentences=3, **kw
+        )
+        objective.collate(samples, epoch)
+        return tokenized[-1]
+
+    samples = [{"video": torch.zeros(2), "report": f"A{i}. B{i}. C{i}. D{i}.", "index": i} for i in range(4)]
+    samples[1]["report"] += " TAVR IN SITU."
+    samples[3]["report"] += " TRANSCATHETER VALVE."
+    devices = {"TAVR IN SITU.", "TRANSCATHETER VALVE."}
+    plain = []
+    for epoch in range(10):
+        kept = kept_sentences(epoch, concept_patterns={"tavr": r"\btavr\b|transcatheter"})
+        # both device sentences are kept whatever the draw, and one other
+        assert len(kept) == 3 and devices < set(kept)
+        plain.append(len(devices & set(kept_sentences(epoch))))
+    # without the patterns they are drawn like any other of the 18 sentences
+    assert min(plain) == 0
 
 
 def test_contrastive_loss_is_computed_in_fp32_under_bf16_autocast():

@@ -67,6 +67,10 @@ def _train_cmd(sim: Path, out: Path, *extra: str) -> list[str]:
         "4",
         "--sentence-report-weight",
         "1",
+        "--concept",
+        "pacemaker=pacemaker|pacer|pacing|lead",
+        "--concept",
+        r"tavr=\btav[ri]\b|transcatheter",
         *extra,
     ]
 
@@ -112,6 +116,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(sim, tmp_path):
         (["--value-loss-weight", "inf"], "value_loss_weight"),
         (["--value-sentences", "0"], "value_sentences"),
         (["--sentence-report-weight", "-1"], "sentence_report_weight"),
+        (["--concept", "tavr=(tavr"], "concept_patterns['tavr']"),
     ],
 )
 def test_bad_settings_are_one_line_errors(sim, tmp_path, capsys, args, message):
