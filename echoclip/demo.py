@@ -89,10 +89,11 @@ class DemoSize:
     # In 800 steps it took the SSL + CLIP arm's worst device AUC of seeds 0-2 from
     # .78/.44/.79 to .86/.80/.95
     device_share: float = 0.15
-    # a sentence that names a device is not contrasted with the batch's other videos and
-    # reports whose report names that device in another phrasing (TrainConfig.concept_patterns,
-    # with the simulator's DEVICE_PATTERNS): each device has 15-40 phrasings, and a batch
-    # holds about six reports of each
+    # a sentence that names a device is not contrasted with the batch's videos and reports
+    # whose report names that device in another phrasing, and device sentences are taken
+    # first into max_sentences (TrainConfig.concept_patterns, with the simulator's
+    # DEVICE_PATTERNS). Each device has 15-40 phrasings and a batch holds about six reports
+    # of each; in fp32 on seeds 0-2 the worst device AUC went .920/.970/.920 -> .990/.990/.978
     device_concepts: bool = True
     # the CLIP arm loads only these tensors of the pretrained tower ("" = all of them): the
     # aggregation and projection above the frame CNN, trained for the contrastive terms of
@@ -102,10 +103,10 @@ class DemoSize:
     init_prefix: str = "backbone."
 
 
-# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11-14 min
-# measured on seeds 0-2 with bf16, 16.5 in a slow hour; 14.5-15.1 in fp32 on a CPU
-# without bf16 units); "medium" trains longer on every sentence (23-24 minutes
-# with bf16 on seeds 0 and 2); "large" twice its data and steps
+# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (14.2-14.7 min
+# measured on seeds 0-2 in fp32 on a CPU without bf16 units; 11-14 with bf16 before the
+# device concepts, 16.5 in a slow hour); "medium" trains longer on every sentence (23-24
+# minutes with bf16 on seeds 0 and 2); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),

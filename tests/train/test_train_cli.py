@@ -161,3 +161,22 @@ def test_init_prefix_loads_only_part_of_a_pretrained_tower(sim, tmp_path, capsys
     assert "left out by prefix (aggregation." in part
     assert main([*args, "--out", str(tmp_path / "none"), "--init-prefix", "head."]) == 1
     assert "no tensor starts with head." in capsys.readouterr().err
+
+
+def test_concepts_come_from_the_recipe_and_the_flags(tmp_path):
+    import argparse
+
+    from echoclip.cli import train as train_cli
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("[train]\nsteps = 5\n\n[train.concept_patterns]\ntavr = '\\btav[ri]\\b'\n")
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    base = ["--data", "x", "--config", str(recipe)]
+    config, _ = train_cli.config_from_args(parser.parse_args(base))
+    assert config.concept_patterns == {"tavr": r"\btav[ri]\b"} and config.steps == 5
+    args = parser.parse_args([*base, "--concept", "tavr=transcatheter", "--concept", "clip= mitraclip=x"])
+    config, _ = train_cli.config_from_args(args)
+    assert config.concept_patterns == {"tavr": "transcatheter", "clip": " mitraclip=x"}
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--concept", "no-equals-sign"])
