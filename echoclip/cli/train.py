@@ -93,9 +93,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "sample_weight_column",
         ),
     )
-    concepts = getattr(args, "concepts", None)
-    if concepts:
-        config = config.updated(concept_patterns={**config.concept_patterns, **dict(concepts)})
+    if args.concepts:
+        config = config.updated(concept_patterns={**config.concept_patterns, **dict(args.concepts)})
     return config, recipe
 
 

@@ -29,6 +29,11 @@ from echoclip.train.loop import EpochSampler, Trainer
 from .toy import ToyClip, ToyClips, toy_tokenizer
 
 
+def blank_tokenizer(texts, context_length: int = 8) -> torch.Tensor:
+    """All-padding token ids: for tests of which sentences a batch holds, not of what they say."""
+    return torch.zeros(len(texts), 4, dtype=torch.long)
+
+
 def _objective(**kw) -> ContrastiveObjective:
     return ContrastiveObjective(toy_tokenizer, context_length=8, sentence_dropout=0.3, **kw)
 
@@ -317,7 +322,7 @@ def test_sentence_loss_leaves_other_phrasings_of_its_concept_out_of_the_negative
 
 def test_collate_masks_other_phrasings_for_the_videos_and_for_the_reports_as_read():
     objective = ContrastiveObjective(
-        lambda texts, context_length: torch.zeros(len(texts), 4, dtype=torch.long),
+        blank_tokenizer,
         sentence_dropout=0.5,
         sentence_loss_weight=1.0,
         sentence_report_weight=1.0,
@@ -419,7 +424,7 @@ def test_sentence_report_term_trains_and_is_logged(tmp_path):
 
 def test_max_sentences_draws_a_repeatable_subset():
     objective = ContrastiveObjective(
-        lambda texts, context_length: torch.zeros(len(texts), 4, dtype=torch.long),
+        blank_tokenizer,
         sentence_dropout=0.0,
         sentence_loss_weight=1.0,
         max_sentences=3,
