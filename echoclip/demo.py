@@ -59,7 +59,9 @@ class DemoSize:
     phrase_min_frequency: int = 25
     pretrain_steps: int = 100
     # 700 with bf16, where the CPU has it (precision "auto"): 11.4-13.6 minutes in all on
-    # seeds 0-2 with the value-order term; 600 in fp32 took 14.7-16.2 before it
+    # seeds 0-2 before the device concepts. In fp32 with them, 852-882 s on seeds 0-2 and
+    # 901 s in a fresh `make demo`; 660 steps took 794-843 s, but seed 1's zero-shot EF
+    # MAE rose from 2.81 to 4.18 (0.34x the mean predictor) and seed 2's to 4.16
     clip_steps: int = 700
     batch_size: int = 40
     lr: float = 2e-3
