@@ -28,7 +28,7 @@ def main() -> None:
 
     import torch
 
-    from echoclip.data.synthetic import simulate_reports
+    from echoclip.data.synthetic import DEVICE_PATTERNS, simulate_reports
     from echoclip.demo import SIZES
     from echoclip.models.factory import create_model
     from echoclip.tokenizer import EchoTokenizer
@@ -47,6 +47,7 @@ def main() -> None:
         value_loss_weight=size.value_loss_weight,
         value_sentences=size.value_sentences,
         sentence_report_weight=size.sentence_report_weight,
+        concept_patterns=DEVICE_PATTERNS if size.device_concepts else None,
     )
     batches = []
     n = size.batch_size
