@@ -5,6 +5,7 @@ when its parent is killed (Ctrl-C twice, SIGKILL, an out-of-memory kill) it neve
 sees the end of its input and lives on, holding memory. Every pool of ours starts
 its workers with a watchdog thread that ends the worker once its parent is gone; a
 killed run then leaves nothing behind, and rerunning it resumes cleanly.
+``BackgroundCall`` runs one function the same way, beside its caller.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
 
-__all__ = ["process_pool"]
+__all__ = ["BackgroundCall", "process_pool"]
 
 
 def _watch_parent(parent: int, interval: float) -> None:
@@ -46,3 +49,65 @@ def process_pool(
         initializer=_start_worker,
         initargs=(os.getpid(), interval, initializer),
     )
+
+
+def _call_and_send(
+    send: Connection, parent: int, interval: float, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True).start()
+    try:
+        outcome: tuple[bool, Any] = (True, fn(*args))
+    except BaseException as error:  # noqa: BLE001 - every failure goes back to the parent
+        outcome = (False, error)
+    try:
+        send.send(outcome)
+    except Exception:  # an unpicklable value or error: its text still reaches the parent
+        send.send((False, RuntimeError(f"{fn.__name__} in a background process: {outcome[1]!r}")))
+    send.close()
+
+
+class BackgroundCall:
+    """``fn(*args)`` in a spawned process of its own, running while the caller goes on.
+
+    ``result()`` waits for its return value, or raises the error it raised; ``stop()``
+    ends it early (call it when the caller fails, so that a Ctrl-C leaves nothing
+    running). Like the workers of ``process_pool``, it exits within ``interval`` seconds
+    of its parent's death. ``fn``, its arguments and its result must pickle.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, interval: float = 1.0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._name = getattr(fn, "__name__", "call")
+        self._process = context.Process(
+            target=_call_and_send, args=(send, os.getpid(), interval, fn, args), name=self._name
+        )
+        self._process.start()
+        send.close()  # the child holds the only write end: its death ends our wait
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def result(self) -> Any:
+        """The call's return value, once it has returned (its error raised here if it failed)."""
+        try:
+            ok, value = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            raise ChildProcessError(
+                f"{self._name} ended without a result (exit code {self._process.exitcode})"
+            ) from None
+        finally:
+            self._receive.close()
+        self._process.join()
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End the call now, if it still runs."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._receive.close()

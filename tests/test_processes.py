@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from echoclip.processes import process_pool
+from echoclip.processes import BackgroundCall, process_pool
 
 # Starts a pool, prints the pids of its two workers, then waits (idle workers are the
 # ones a killed parent used to leave behind).
@@ -31,6 +32,17 @@ if __name__ == "__main__":
     time.sleep(600)
 """
 
+# Starts a background call that sleeps, prints its pid, then waits.
+CALLER = """
+import time
+from echoclip.processes import BackgroundCall
+
+if __name__ == "__main__":
+    call = BackgroundCall(time.sleep, 600, interval=0.1)
+    print(call.pid, flush=True)
+    time.sleep(600)
+"""
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -46,19 +58,47 @@ def test_pool_maps_like_an_executor():
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_workers_end_when_their_parent_is_killed(tmp_path):
+@pytest.mark.parametrize("parent", [PARENT, CALLER], ids=["pool", "background_call"])
+def test_workers_end_when_their_parent_is_killed(tmp_path, parent):
     script = tmp_path / "parent.py"
-    script.write_text(PARENT)
+    script.write_text(parent)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == (2 if parent is PARENT else 1) and all(_alive(p) for p in workers)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.time() + 20
         while any(_alive(p) for p in workers) and time.time() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(p) for p in workers), "pool workers outlived their killed parent"
+        assert not any(_alive(p) for p in workers), "workers outlived their killed parent"
     finally:
         proc.kill()
         proc.wait()
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_background_call_returns_the_value_and_runs_in_another_process():
+    call = BackgroundCall(os.getpid)
+    assert call.result() == call.pid != os.getpid()
+
+
+def test_background_call_raises_the_error_it_raised():
+    with pytest.raises(ValueError, match="broken manifest"):
+        BackgroundCall(_fail, "broken manifest").result()
+
+
+def test_background_call_reports_a_process_that_died_without_a_result():
+    with pytest.raises(ChildProcessError, match="_exit ended without a result .exit code 3"):
+        BackgroundCall(os._exit, 3).result()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_stopping_a_background_call_ends_its_process():
+    call = BackgroundCall(time.sleep, 600)
+    assert _alive(call.pid)
+    call.stop()
+    assert not _alive(call.pid)
