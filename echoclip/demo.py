@@ -1,7 +1,8 @@
 """The whole loop on simulated echoes, in minutes on a CPU: the library behind ``echoclip demo``.
 
 simulate -> tokenizer -> pretrain -> CLIP train (from the pretrained tower) -> CLIP
-train from scratch (the ablation, same budget) -> evaluate both on held-out studies
+train from scratch (the ablation, same budget, in a process of its own beside the
+first CLIP run) -> evaluate both on held-out studies
 (zero-shot EF, devices, findings, retrieval) -> frozen-feature probes -> embed and
 index the test set. Each stage records itself in ``stages.json`` when it is done, so
 a second run (or a run after a kill) skips finished stages and resumes training from
@@ -59,10 +60,10 @@ class DemoSize:
     # video->report recall@10 0.59 -> 0.79 (the same pretrained tower, 700 CLIP steps)
     phrase_min_frequency: int = 25
     pretrain_steps: int = 100
-    # 700 with bf16, where the CPU has it (precision "auto"): 11.4-13.6 minutes in all on
-    # seeds 0-2 before the device concepts. In fp32 with them, 852-882 s on seeds 0-2 and
-    # 901 s in a fresh `make demo`; 660 steps took 794-843 s, but seed 1's zero-shot EF
-    # MAE rose from 2.81 to 4.18 (0.34x the mean predictor) and seed 2's to 4.16
+    # 700 steps in fp32 on 2 cores, the ablation beside the SSL arm (BESIDE): SEEDS_TIME
+    # on seeds 0-2. One arm after the other they took 852-882 s; 660 steps took 794-843 s
+    # that way, but seed 1's zero-shot EF MAE rose from 2.81 to 4.18 (0.34x the mean
+    # predictor) and seed 2's to 4.16
     clip_steps: int = 700
     batch_size: int = 40
     lr: float = 2e-3
@@ -106,10 +107,10 @@ class DemoSize:
     init_prefix: str = "backbone."
 
 
-# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (14.2-14.7 min
-# measured on seeds 0-2 in fp32 on a CPU without bf16 units; 11-14 with bf16 before the
-# device concepts, 16.5 in a slow hour); "medium" trains longer on every sentence (23-24
-# minutes with bf16 on seeds 0 and 2); "large" twice its data and steps
+# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (SMALL_MIN
+# minutes measured on seeds 0-2 in fp32 on a CPU without bf16 units); "medium" trains longer
+# on every sentence (23-24 minutes with bf16 on seeds 0 and 2, the arms one after the
+# other); "large" twice its data and steps
 SIZES: dict[str, DemoSize] = {
     "small": DemoSize(),
     "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),

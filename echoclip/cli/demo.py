@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         default="small",
         choices=["small", "medium", "large"],
-        help="data and compute budget: small (11-14 min on 2 CPU cores with bf16, 17-19 without), medium, large",
+        help="data and compute budget: small (about 12 minutes on 2 CPU cores), medium, large",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort and of training")
     parser.add_argument(
