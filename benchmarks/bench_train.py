@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ def _train_speed(
     import torch
 
     from echoclip.models.factory import create_model, get_tokenizer
+    from echoclip.processes import peak_rss_mb
     from echoclip.train.contrastive import ContrastiveObjective
 
     torch.manual_seed(0)
@@ -67,7 +67,7 @@ def _train_speed(
     out = {
         "clips_per_s": round(steps * batch_size / seconds, 2),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
     if device.type == "cuda":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

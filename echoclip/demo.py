@@ -25,7 +25,7 @@ from typing import Any
 
 from echoclip.allocator import allocator_name
 from echoclip.atomic import jsonable, write_json
-from echoclip.processes import BackgroundCall
+from echoclip.processes import BackgroundCall, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class DemoSize:
     # video->report recall@10 0.59 -> 0.79 (the same pretrained tower, 700 CLIP steps)
     phrase_min_frequency: int = 25
     pretrain_steps: int = 100
-    # 700 steps in fp32 on 2 cores, the ablation beside the SSL arm (BESIDE): SEEDS_TIME
+    # 700 steps in fp32 on 2 cores, the ablation beside the SSL arm (BESIDE): 693-697 s
     # on seeds 0-2. One arm after the other they took 852-882 s; 660 steps took 794-843 s
     # that way, but seed 1's zero-shot EF MAE rose from 2.81 to 4.18 (0.34x the mean
     # predictor) and seed 2's to 4.16
@@ -107,7 +107,7 @@ class DemoSize:
     init_prefix: str = "backbone."
 
 
-# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (SMALL_MIN
+# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11.6
 # minutes measured on seeds 0-2 in fp32 on a CPU without bf16 units); "medium" trains longer
 # on every sentence (23-24 minutes with bf16 on seeds 0 and 2, the arms one after the
 # other); "large" twice its data and steps
@@ -671,15 +671,6 @@ def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
         sentence_dropout=0.3,
         progress=run.progress,
     )
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far, in MB (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _settings(run: DemoRun) -> dict[str, Any]:

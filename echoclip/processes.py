@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-__all__ = ["BackgroundCall", "process_pool"]
+__all__ = ["BackgroundCall", "peak_rss_mb", "process_pool"]
 
 
 def _watch_parent(parent: int, interval: float) -> None:
@@ -111,3 +112,24 @@ class BackgroundCall:
             self._process.terminate()
         self._process.join()
         self._receive.close()
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the OS does not say).
+
+    On Linux it is ``VmHWM``: the ``ru_maxrss`` of ``getrusage`` survives ``exec``, so a
+    spawned child would report at least what its parent held when it was started.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(maxrss / (2**20 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from echoclip.processes import BackgroundCall, process_pool
+from echoclip.processes import BackgroundCall, peak_rss_mb, process_pool
 
 # Starts a pool, prints the pids of its two workers, then waits (idle workers are the
 # ones a killed parent used to leave behind).
@@ -102,3 +102,10 @@ def test_stopping_a_background_call_ends_its_process():
     assert _alive(call.pid)
     call.stop()
     assert not _alive(call.pid)
+
+
+def test_a_spawned_process_reports_its_own_peak_memory_not_its_parents():
+    held = bytearray(300 * 2**20)
+    held[:: 2**12] = b"x" * len(held[:: 2**12])  # touch every page, so that it is resident
+    assert peak_rss_mb() >= 300
+    assert BackgroundCall(peak_rss_mb).result() < 150  # a bare interpreter, not 300 MB and more
