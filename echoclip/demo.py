@@ -463,10 +463,10 @@ def stage_index(run: DemoRun) -> dict[str, Any]:
 
 # The ablation trains in a process of its own, beside the SSL arm, each process on half
 # the threads: on 2 cores a CLIP step takes 0.58 s on two threads and 0.74-0.80 s on one
-# beside the other run, so the two arms take about 550 s instead of 770. It starts after
+# beside the other run, so the two arms take about 575 s instead of 770. It starts after
 # pretraining, not at once, so that the two arms end together: beside the ablation from
-# the start, pretraining took 114 s instead of 66, the SSL arm ended 90 s after the
-# ablation, and seed 0's demo took 708 s. A rerun whose SSL arm is done trains the ablation
+# the start, pretraining took 114 s instead of 68, the SSL arm ended 90 s after the
+# ablation, and seed 0's demo took 708 s instead of 693. A rerun whose SSL arm is done trains the ablation
 # here, on every thread.
 BESIDE = "clip_scratch"
 BESIDE_FROM = "pretrain"

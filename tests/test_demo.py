@@ -66,8 +66,8 @@ def test_every_stage_writes_loadable_outputs(finished):
     table = pd.read_parquet(out / "data" / "manifest.parquet")
     assert (table[demo.SAMPLE_WEIGHT] >= 1).all()
     assert (table.loc[table["split"] != "train", demo.SAMPLE_WEIGHT] == 1).all()
-    # the ablation trained in a process of its own, beside pretraining and the SSL arm;
-    # this process ran every other stage: its peak memory so far never falls
+    # the ablation trained in a process of its own, beside the SSL arm; this process ran
+    # every other stage: its peak memory so far never falls
     state = json.loads((out / "stages.json").read_text())
     assert state["own_process"] == [demo.BESIDE]
     peaks = [metrics[f"memory.{name}_peak_rss_mb"] for name in stages if name != demo.BESIDE]
