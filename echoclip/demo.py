@@ -133,7 +133,6 @@ class DemoRun:
     size: DemoSize
     seed: int
     progress: bool = True  # progress bars of decoding and training
-    timings: dict[str, float] = field(default_factory=dict)
     # decoded videos (path -> video), read by pretraining, the SSL arm and the probes:
     # each video is decoded once per process instead of once per stage
     videos: dict[str, Any] = field(default_factory=dict, repr=False)
