@@ -39,16 +39,7 @@ def main() -> None:
     tok = EchoTokenizer.train(reports, phrase_min_frequency=SIZES["small"].phrase_min_frequency)
     model = create_model("echoclip-tiny", tokenizer=tok).train()
     size = SIZES["small"]  # the demo's recipe, so that the texts are those its steps encode
-    objective = ContrastiveObjective(
-        tok,
-        seed=0,
-        sentence_loss_weight=size.sentence_loss_weight,
-        max_sentences=size.max_sentences,
-        value_loss_weight=size.value_loss_weight,
-        value_sentences=size.value_sentences,
-        sentence_report_weight=size.sentence_report_weight,
-        concept_patterns=DEVICE_PATTERNS if size.device_concepts else None,
-    )
+    objective = ContrastiveObjective(tok, ContrastiveConfig(sentence_loss_weight=size.sentence_loss_weight, max_sentences=size.max_sentences, value_loss_weight=size.value_loss_weight, value_sentences=size.value_sentences, sentence_report_weight=size.sentence_report_weight, concept_patterns=DEVICE_PATTERNS if size.device_concepts else None), seed=0)
     batches = []
     n = size.batch_size
     for k in range(args.steps + 1):

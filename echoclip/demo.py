@@ -19,13 +19,16 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from echoclip import atomic
 from echoclip.allocator import allocator_name
 from echoclip.atomic import jsonable, write_json
+from echoclip.loop.config import LoopConfig, load_recipe
 from echoclip.processes import BackgroundCall, peak_rss_mb
+from echoclip.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,86 +46,67 @@ FINDINGS = (
 SAMPLE_WEIGHT = "sample_weight"
 
 
+SIZES = ("small", "medium", "large")  # the shipped recipes demo-<size>.toml
+
+
 @dataclass(frozen=True)
-class DemoSize:
-    """How much data and compute a demo run uses."""
+class DemoRecipe:
+    """How much data and compute a demo run uses: a recipe of ``configs/recipes/demo-*.toml``.
 
-    train_studies: int = 1000
-    test_studies: int = 150
-    image_size: int = 112
-    frames: int = 32
-    fps: float = 25.0
-    model: str = "echoclip-tiny"
-    # a phrase of the reports becomes one token only when this many training reports hold
-    # it (EchoTokenizer.train): at the default 3, each of the eight phrasings of a
-    # pacemaker lead was one rare token, the text tower learned none of them, and seed 1's
-    # pacemaker AUC was 0.65; at 25 they are words shared across phrasings: 0.99, and
-    # video->report recall@10 0.59 -> 0.79 (the same pretrained tower, 700 CLIP steps)
-    phrase_min_frequency: int = 25
-    pretrain_steps: int = 100
-    # 700 steps in fp32 on 2 cores, the ablation beside the SSL arm (BESIDE): 693-697 s
-    # on seeds 0-2. One arm after the other they took 852-882 s; 660 steps took 794-843 s
-    # that way, but seed 1's zero-shot EF MAE rose from 2.81 to 4.18 (0.34x the mean
-    # predictor) and seed 2's to 4.16
-    clip_steps: int = 700
-    batch_size: int = 40
-    lr: float = 2e-3
-    pretrain_lr: float = 1e-3
-    probe_steps: int = 100
-    # auto: bf16 autocast where the CPU has bf16 units (echoclip.precision), a CLIP step
-    # 0.37-0.48 s instead of 0.6-0.7; fp32 elsewhere
-    precision: str = "auto"
-    # each report sentence also picks its videos (TrainConfig.sentence_loss_weight): in
-    # 800 steps it took zero-shot EF MAE from 4.2/5.9/6.7 to 3.8/3.8/3.5 (seeds 0-2)
-    sentence_loss_weight: float = 1.0
-    # the sentence term's sentences per step (TrainConfig.max_sentences; 0 = all of the
-    # batch's, about 380 of 40 reports): 128 makes a step about a fifth cheaper
-    max_sentences: int = 128
-    # each video also ranks copies of its report's numeric sentences with the numbers
-    # shifted (TrainConfig.value_loss_weight), with 6 copies each: at 16 sentences a step,
-    # on seeds 0-2 of `small` zero-shot EF MAE 3.92/4.32/4.86 -> 2.46/2.72/3.68 (r .94 ->
-    # .97-.98; 32 sentences, seed 0: 2.68). 10 since the sentences are spelled in words
-    # (phrase_min_frequency): 16 made the demo's run 16 minutes, 10 cuts a step by a sixth
-    value_loss_weight: float = 1.0
-    value_sentences: int = 10
-    # the same sentences also pick their reports (TrainConfig.sentence_report_weight), so
-    # that the report embedding carries every sentence from the first step
-    sentence_report_weight: float = 1.0
-    # training studies whose report names a rarely named device are drawn more often, each
-    # device in about this share of draws (echoclip.train.balance.mention_weights; 0 = off).
-    # In 800 steps it took the SSL + CLIP arm's worst device AUC of seeds 0-2 from
-    # .78/.44/.79 to .86/.80/.95
-    device_share: float = 0.15
-    # a sentence that names a device is not contrasted with the batch's videos and reports
-    # whose report names that device in another phrasing, and device sentences are taken
-    # first into max_sentences (TrainConfig.concept_patterns, with the simulator's
-    # DEVICE_PATTERNS). Each device has 15-40 phrasings and a batch holds about six reports
-    # of each; in fp32 on seeds 0-2 the worst device AUC went .920/.970/.920 -> .990/.990/.978
-    device_concepts: bool = True
-    # the CLIP arm loads only these tensors of the pretrained tower ("" = all of them): the
-    # aggregation and projection above the frame CNN, trained for the contrastive terms of
-    # pretraining, start fresh. Against the whole tower, on seeds 0-2 of `small`: EF MAE
-    # 4.33/4.00/6.62 -> 4.23/4.88/5.84, worst device .45/.90/.82 -> .63/.84/.88,
-    # recall@10 .49/.59/.61 -> .55/.56/.61 (a small gain, within the seeds' spread)
-    init_prefix: str = "backbone."
+    The ``[demo]`` table gives the fields below, ``[demo.pretrain]`` the loop of the
+    pretraining stage and ``[train]`` (with ``[train.contrastive]``) both CLIP arms.
+    """
 
+    train_studies: int
+    test_studies: int
+    image_size: int
+    frames: int
+    fps: float
+    model: str
+    phrase_min_frequency: int
+    device_share: float
+    device_concepts: bool
+    init_prefix: str
+    probe_steps: int
+    pretrain: LoopConfig
+    train: TrainConfig
 
-# "small" is sized for the 15 minutes a first run should take on 2 CPU cores (11.6
-# minutes measured on seeds 0-2 in fp32 on a CPU without bf16 units); "medium" trains longer
-# on every sentence (23-24 minutes with bf16 on seeds 0 and 2, the arms one after the
-# other); "large" twice its data and steps
-SIZES: dict[str, DemoSize] = {
-    "small": DemoSize(),
-    "medium": DemoSize(pretrain_steps=200, clip_steps=800, max_sentences=0),
-    "large": DemoSize(
-        train_studies=2000,
-        test_studies=300,
-        pretrain_steps=400,
-        clip_steps=1600,
-        probe_steps=300,
-        max_sentences=0,
-    ),
-}
+    @classmethod
+    def load(cls, recipe: str | os.PathLike[str]) -> DemoRecipe:
+        """A shipped recipe by name (``"demo-small"``) or a TOML file."""
+        return cls.from_dict(load_recipe(recipe), source=str(recipe))
+
+    @classmethod
+    def from_dict(cls, recipe: dict[str, Any], source: str = "demo recipe") -> DemoRecipe:
+        from echoclip.errors import ConfigError
+
+        demo = dict(recipe.get("demo", {}))
+        pretrain = LoopConfig.from_dict(demo.pop("pretrain", {}))
+        train = TrainConfig.from_dict(recipe.get("train", {}))
+        names = {f.name for f in fields(cls)} - {"pretrain", "train"}
+        if set(demo) != names:
+            missing, unknown = sorted(names - set(demo)), sorted(set(demo) - names)
+            raise ConfigError(f"{source}: [demo] table lacks {missing} / has unknown {unknown}")
+        return cls(**demo, pretrain=pretrain, train=train)
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe as flat names (``metrics.json``'s ``config.*``; a rerun's check of its folder)."""
+        c = self.train.contrastive
+        demo = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("pretrain", "train")}
+        return {
+            **demo,
+            "pretrain_steps": self.pretrain.steps,
+            "pretrain_lr": self.pretrain.lr,
+            "clip_steps": self.train.steps,
+            "batch_size": self.train.batch_size,
+            "lr": self.train.lr,
+            "precision": self.train.precision,
+            "sentence_loss_weight": c.sentence_loss_weight,
+            "max_sentences": c.max_sentences,
+            "value_loss_weight": c.value_loss_weight,
+            "value_sentences": c.value_sentences,
+            "sentence_report_weight": c.sentence_report_weight,
+        }
 
 
 @dataclass
@@ -130,7 +114,7 @@ class DemoRun:
     """The folder layout of one demo run, and what its stages share in this process."""
 
     out: Path
-    size: DemoSize
+    recipe: DemoRecipe
     seed: int
     progress: bool = True  # progress bars of decoding and training
     # decoded videos (path -> video), read by pretraining, the SSL arm and the probes:
@@ -151,22 +135,23 @@ Stage = Callable[[DemoRun], dict[str, Any]]
 
 def run_demo(
     out: str | os.PathLike[str] = "runs/demo",
-    size: str | DemoSize = "small",
+    recipe: str | os.PathLike[str] | DemoRecipe = "demo-small",
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or finish) the demo in ``out`` and return the flat metrics written to ``metrics.json``."""
+    """Run (or finish) the demo in ``out`` and return the flat metrics written to ``metrics.json``.
+
+    ``recipe`` is a shipped recipe (``"demo-small"``, ``"demo-medium"``, ``"demo-large"``),
+    a TOML file in their format, or a :class:`DemoRecipe`.
+    """
     from echoclip.errors import ConfigError
 
-    if isinstance(size, str):
-        try:
-            size = SIZES[size]
-        except KeyError:
-            raise ConfigError(f"unknown demo size {size!r}; known: {sorted(SIZES)}") from None
+    if not isinstance(recipe, DemoRecipe):
+        recipe = DemoRecipe.load(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = DemoRun(out, size, seed, progress=progress)
+    run = DemoRun(out, recipe, seed, progress=progress)
     state = _read_state(out) if not force else {}
     if state.get("settings") not in (None, _settings(run)) and not force:
         raise ConfigError(
@@ -256,7 +241,7 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
 
     from echoclip.data.synthetic import simulate_dataset
 
-    s = run.size
+    s = run.recipe
     parts = {"trainval": (s.train_studies, run.seed), "test": (s.test_studies, 1_000_003 + run.seed)}
     for name, (n, seed) in parts.items():
         if not (run.data / name / "manifest.parquet").is_file():
@@ -281,9 +266,8 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
     table[SAMPLE_WEIGHT] = _device_weights(table, s.device_share)
-    tmp = run.manifest.with_name("manifest.parquet.tmp")
-    table.to_parquet(tmp)
-    os.replace(tmp, run.manifest)
+    with atomic.writing(run.manifest) as tmp:
+        table.to_parquet(tmp)
     counts = table["split"].value_counts().to_dict()
     return {"studies": int(table["study_id"].nunique()), **{f"videos_{k}": int(v) for k, v in counts.items()}}
 
@@ -315,7 +299,7 @@ def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
 
     table = pd.read_parquet(run.manifest)
     reports = table.loc[table["split"] == "train", "report"].drop_duplicates().tolist()
-    tok = EchoTokenizer.train(reports, phrase_min_frequency=run.size.phrase_min_frequency)
+    tok = EchoTokenizer.train(reports, phrase_min_frequency=run.recipe.phrase_min_frequency)
     tok.save(run.out / "tokenizer")
     lengths = [len(tok.encode(r)) for r in reports[:500]]
     return {"vocab_size": tok.vocab_size, "mean_tokens_per_report": sum(lengths) / len(lengths)}
@@ -326,8 +310,8 @@ def stage_pretrain(run: DemoRun) -> dict[str, Any]:
 
     result = pretrain(
         run.manifest,
-        _train_config(run, run.out / "ssl", run.size.pretrain_steps, run.size.pretrain_lr),
-        model=run.size.model,
+        run.recipe.pretrain.updated(out=str(run.out / "ssl"), seed=run.seed, progress=run.progress),
+        model=run.recipe.model,
         train_split="train",
         val_split=None,
         resume=True,
@@ -349,19 +333,11 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
 
     result = train_clip(
         run.manifest,
-        _train_config(run, run.out / name, run.size.clip_steps, run.size.lr).updated(
-            sentence_loss_weight=run.size.sentence_loss_weight,
-            max_sentences=run.size.max_sentences,
-            value_loss_weight=run.size.value_loss_weight,
-            value_sentences=run.size.value_sentences,
-            sentence_report_weight=run.size.sentence_report_weight,
-            sample_weight_column=SAMPLE_WEIGHT if run.size.device_share > 0 else None,
-            concept_patterns=_device_concepts() if run.size.device_concepts else None,
-        ),
-        model=run.size.model,
+        _clip_config(run, run.out / name),
+        model=run.recipe.model,
         tokenizer=run.out / "tokenizer",
         init=init,
-        init_prefixes=(run.size.init_prefix,) if init is not None and run.size.init_prefix else None,
+        init_prefixes=(run.recipe.init_prefix,) if init is not None and run.recipe.init_prefix else None,
         resume=True,
         video_cache=run.videos,
     )
@@ -414,9 +390,9 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
         train,
         target="ef",
         test_dataset=test,
-        attentive_steps=run.size.probe_steps,
+        attentive_steps=run.recipe.probe_steps,
         seed=run.seed,
-        precision=run.size.precision,
+        precision=run.recipe.train.precision,
     )
     write_json(run.out / "probe" / "probe.json", figures)
     return figures
@@ -424,37 +400,29 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
 
 def stage_index(run: DemoRun) -> dict[str, Any]:
     """Embed the test studies' videos and reports and build the search indexes."""
-    import numpy as np
-    import pandas as pd
-
     from echoclip.data.datasets import open_dataset
     from echoclip.data.transforms import VideoTransform
-    from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.models.embed import embed_dataset
     from echoclip.models.factory import get_tokenizer, load_model
     from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import EmbeddingStore, build_index
 
     model_dir = run.out / "clip" / "final"
     model = load_model(model_dir)
-    tokenizer = get_tokenizer(model_dir)
     test = open_dataset(run.manifest, "test", VideoTransform(model.preprocess_config))
-    table = test.table.reset_index(drop=True)
-    videos = embed_videos(model, test)
-    reports = table.drop_duplicates("study_id").reset_index(drop=True)
-    report_emb = embed_reports(model, tokenizer, reports["report"].tolist())
-    meta_cols = ["study_id", "patient_id", "view", "video_path", "report"]
-    ok = np.isfinite(videos).all(axis=1)
-    identity = model_identity(model_dir)
+    stores = run.out / "embeddings"
+    embed_dataset(
+        model,
+        get_tokenizer(model_dir),
+        test,
+        stores,
+        model_identity=model_identity(model_dir),
+        overwrite=True,
+        progress=run.progress,
+    )
     figures: dict[str, Any] = {}
-    for kind, emb, meta in (
-        ("videos", videos[ok], table.loc[ok, meta_cols]),
-        ("reports", report_emb, reports[meta_cols[:2] + ["report"]]),
-    ):
-        store_dir = run.out / "embeddings" / kind
-        shutil.rmtree(store_dir, ignore_errors=True)
-        store = EmbeddingStore.create(store_dir, dim=emb.shape[1], model=identity)
-        store.append(emb.astype("float32"), pd.DataFrame(meta).reset_index(drop=True))
-        index = build_index(store, factory="auto")
+    for kind in ("videos", "reports"):
+        index = build_index(EmbeddingStore(stores / kind), factory="auto")
         index.save(run.out / "index" / kind)
         figures[f"{kind}.size"] = index.size
     return figures
@@ -504,7 +472,7 @@ class _StageBeside:
             theirs,
             run.out / name / "metrics.csv",
         )
-        call = BackgroundCall(_run_stage_alone, run.out, run.size, run.seed, name, theirs)
+        call = BackgroundCall(_run_stage_alone, run.out, run.recipe, run.seed, name, theirs)
         torch.set_num_threads(max(1, threads - theirs))
         return cls(call, threads)
 
@@ -526,14 +494,14 @@ class _StageBeside:
 
 
 def _run_stage_alone(
-    out: Path, size: DemoSize, seed: int, name: str, threads: int
+    out: Path, recipe: DemoRecipe, seed: int, name: str, threads: int
 ) -> tuple[dict[str, Any], float, float | None, str]:
     """Run one stage in this (background) process, quietly, on ``threads`` threads."""
     import torch
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
-    result = jsonable(dict(STAGES)[name](DemoRun(out, size, seed, progress=False)))
+    result = jsonable(dict(STAGES)[name](DemoRun(out, recipe, seed, progress=False)))
     return result, time.perf_counter() - t, peak_rss_mb(), allocator_name()
 
 
@@ -601,10 +569,10 @@ def collect_metrics(run: DemoRun, state: dict[str, Any]) -> dict[str, Any]:
     # "mimalloc" or "system" for each stage: the peaks above depend on it (see echoclip.allocator)
     for stage, name in state.get("allocator", {}).items():
         m[f"memory.{stage}_allocator"] = name
-    for k, v in asdict(run.size).items():
+    for k, v in run.recipe.settings().items():
         m[f"config.{k}"] = v
     m["config.seed"] = run.seed
-    m["config.precision_used"] = resolve_precision(run.size.precision)
+    m["config.precision_used"] = resolve_precision(run.recipe.train.precision)
     return jsonable(m)
 
 
@@ -653,27 +621,23 @@ def format_table(metrics: dict[str, Any]) -> str:
 # -- helpers -------------------------------------------------------------------------
 
 
-def _train_config(run: DemoRun, out: Path, steps: int, lr: float) -> Any:
-    from echoclip.train.config import TrainConfig
-
-    return TrainConfig(
+def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
+    """The recipe's ``[train]`` for one CLIP arm, with the simulator's device concepts and weights."""
+    recipe = run.recipe
+    contrastive = recipe.train.contrastive
+    if recipe.device_concepts:
+        contrastive = contrastive.updated(concept_patterns=_device_concepts())
+    return recipe.train.updated(
         out=str(out),
         seed=run.seed,
-        steps=steps,
-        batch_size=run.size.batch_size,
-        lr=lr,
-        warmup_steps=min(50, steps // 10),
-        precision=run.size.precision,  # type: ignore[arg-type]
-        checkpoint_every=max(1, steps // 4),
-        log_every=max(1, min(10, steps // 10)),
-        keep_last=1,
-        sentence_dropout=0.3,
         progress=run.progress,
+        sample_weight_column=SAMPLE_WEIGHT if recipe.device_share > 0 else None,
+        contrastive=contrastive,
     )
 
 
 def _settings(run: DemoRun) -> dict[str, Any]:
-    return {**asdict(run.size), "seed": run.seed}
+    return {**run.recipe.settings(), "seed": run.seed}
 
 
 def _last_loss(history: list[dict[str, Any]]) -> float | None:

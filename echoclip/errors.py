@@ -1,7 +1,11 @@
-"""Exception types, one per domain, all under :class:`EchoclipError`.
+"""Exception types, one per domain.
 
-The CLI catches :class:`EchoclipError` at the top, prints its message as one line
-and exits 1. Each type also derives from the builtin a caller would expect
+Every error echoclip raises on purpose is an :class:`EchoclipError`, except those of
+the two leaf libraries, which import nothing from echoclip and so define their own:
+:class:`echoclip.tokenizer.TokenizerError` and :class:`echoclip.retrieval.RetrievalError`.
+:func:`package_errors` names all of them; the command line catches those (and
+``OSError`` and ``ValueError`` from bad input) at the top, prints the message as one
+line and exits 1. Each type also derives from the builtin a caller would expect
 (``ValueError`` for bad data), so ``except ValueError`` keeps working.
 """
 
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 
 class EchoclipError(Exception):
-    """Base class of every error echoclip raises on purpose."""
+    """Base class of every error the echoclip core raises on purpose."""
 
 
 class VideoReadError(EchoclipError, ValueError):
@@ -30,3 +34,11 @@ class ConfigError(EchoclipError, ValueError):
 
 class TrainingError(EchoclipError, RuntimeError):
     """A training run cannot go on (e.g. the loss became NaN); the message says where it stopped."""
+
+
+def package_errors() -> tuple[type[Exception], ...]:
+    """The error types of echoclip and of its two leaf libraries (imported on first call)."""
+    from echoclip.retrieval.errors import RetrievalError
+    from echoclip.tokenizer.errors import TokenizerError
+
+    return (EchoclipError, TokenizerError, RetrievalError)

@@ -331,10 +331,21 @@ def _dataset(model: Any, data: Any, split: str | None, *, required: bool) -> Any
 
 def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, device: Any) -> _Part:
     """Embed the videos of ``dataset`` and gather one row of truths per study."""
-    from echoclip.zeroshot.predict import embed_dataset
+    from echoclip.models.embed import encode_videos
 
-    emb, meta = embed_dataset(model, dataset, batch_size=batch_size, num_workers=num_workers, device=device)
-    study_ids = [m.get("study_id", m.get("index", i)) for i, m in enumerate(meta)]
+    out = encode_videos(
+        model,
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        on_error="drop",
+        progress=False,
+    )
+    if len(out.features) == 0:
+        raise DataError(f"{_describe(dataset)}: no video could be read; nothing to evaluate")
+    emb, meta = out.features, out.meta
+    study_ids = [m.get("study_id", m.get("index", int(p))) for p, m in zip(out.positions, meta, strict=True)]
     studies = _studies_from_items(meta, study_ids, getattr(dataset, "table", None))
     skipped = getattr(dataset, "skipped", None)
     return _Part(emb=emb, study_ids=study_ids, studies=studies, skipped=len(skipped) if skipped else 0)

@@ -317,13 +317,14 @@ def build_index(
     metadata: pd.DataFrame | None = None,
     *,
     model: dict[str, Any] | None = None,
+    video_root: str | None = None,
     target_recall: float = 0.95,
     sample_queries: int = 1_000,
     seed: int = 0,
     progress: bool | None = None,
 ) -> Index:
     """Build an index over an array [N, D] or an :class:`EmbeddingStore` (read in batches;
-    its metadata and model come along unless given).
+    its metadata, model and video root come along unless given).
 
     Args:
         factory: ``"auto"`` (see :func:`choose_factory`) or any faiss factory string.
@@ -331,6 +332,8 @@ def build_index(
         metadata: one row per embedding, returned with each hit.
         model: ``{"name", "hash"}`` of the model that made the embeddings, kept in ``info``
             so that :meth:`Index.load` can refuse another model.
+        video_root: the folder that relative ``video_path`` metadata starts from, kept in
+            ``info`` so that a reader of the index finds the videos.
         target_recall: recall@10 the search depth is tuned to reach (approximate indexes).
         sample_queries: indexed vectors used as queries to tune and measure recall.
         progress: show a progress bar while adding (default: for 200k vectors or more).
@@ -347,6 +350,7 @@ def build_index(
     if isinstance(embeddings, EmbeddingStore):
         metadata = embeddings.metadata() if metadata is None else metadata
         model = embeddings.model if model is None else model
+        video_root = embeddings.video_root if video_root is None else video_root
     n, dim = source.n, source.dim
     if n == 0:
         raise RetrievalError("no embeddings to index (0 vectors)")
@@ -392,6 +396,7 @@ def build_index(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "faiss_version": faiss.__version__,
         "model": model,
+        "video_root": video_root,
     }
     info.update(_measure_and_tune(index, source, metric_type, target_recall, sample_queries, rng))
     return Index(index, metadata, info)

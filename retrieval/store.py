@@ -51,6 +51,7 @@ class EmbeddingStore:
         self.dim: int = manifest["dim"]
         self.dtype: str = manifest["dtype"]
         self.model: dict[str, Any] | None = manifest.get("model")
+        self.video_root: str | None = manifest.get("video_root")
         self.columns: list[str] | None = manifest.get("columns")
         self._shards: list[dict[str, Any]] = manifest["shards"]
         self._arrays = [self._open_shard(s) for s in self._shards]
@@ -62,9 +63,11 @@ class EmbeddingStore:
         dim: int,
         dtype: str = "float16",
         model: dict[str, Any] | None = None,
+        video_root: str | None = None,
     ) -> EmbeddingStore:
         """Make an empty store. ``model`` (``{"name", "hash"}``) names the model that makes the
-        embeddings, so an index built from them can refuse a different model later."""
+        embeddings, so an index built from them can refuse a different model later;
+        ``video_root`` is the folder that relative ``video_path`` metadata starts from."""
         path = Path(path)
         if dtype not in DTYPES:
             raise RetrievalError(f"{path}: dtype must be one of {DTYPES}, not {dtype!r}")
@@ -82,6 +85,7 @@ class EmbeddingStore:
             "dim": int(dim),
             "dtype": dtype,
             "model": model,
+            "video_root": video_root,
             "columns": None,
             "shards": [],
         }
@@ -187,6 +191,7 @@ class EmbeddingStore:
             "dim": self.dim,
             "dtype": self.dtype,
             "model": self.model,
+            "video_root": self.video_root,
             "columns": columns,
             "shards": shards,
         }

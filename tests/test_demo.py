@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -9,26 +10,34 @@ import pytest
 
 from echoclip import demo
 from echoclip.allocator import allocator_name
-from echoclip.demo import DemoSize, run_demo
+from echoclip.demo import DemoRecipe, run_demo
 
-TOY = DemoSize(
-    train_studies=20,
-    test_studies=8,
-    image_size=64,
-    frames=32,
-    fps=25.0,
-    pretrain_steps=2,
-    clip_steps=3,
-    batch_size=4,
-    probe_steps=3,
-    device_share=0.15,
-)
+
+def toy_recipe(pretrain_steps: int = 2, clip_steps: int = 3, probe_steps: int = 3) -> DemoRecipe:
+    """The shipped small recipe at toy size: 20 + 8 studies of 64 px, a few steps of 4 clips."""
+    small = DemoRecipe.load("demo-small")
+    return dataclasses.replace(
+        small,
+        train_studies=20,
+        test_studies=8,
+        image_size=64,
+        probe_steps=probe_steps,
+        pretrain=small.pretrain.updated(
+            steps=pretrain_steps, batch_size=4, warmup_steps=0, checkpoint_every=1, log_every=1
+        ),
+        train=small.train.updated(
+            steps=clip_steps, batch_size=4, warmup_steps=0, checkpoint_every=1, log_every=1
+        ),
+    )
+
+
+TOY = toy_recipe()
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    metrics = run_demo(out, size=TOY, seed=0, progress=False)
+    metrics = run_demo(out, TOY, seed=0, progress=False)
     return out, metrics
 
 
@@ -112,11 +121,11 @@ def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
         return stage
 
     monkeypatch.setattr(demo, "STAGES", [(n, wrapped(n)) for n, _ in demo.STAGES])
-    small = DemoSize(**{**TOY.__dict__, "clip_steps": 2, "pretrain_steps": 1, "probe_steps": 1})
+    small = toy_recipe(pretrain_steps=1, clip_steps=2, probe_steps=1)
     with pytest.raises(KeyboardInterrupt):
-        run_demo(out, size=small, progress=False)
+        run_demo(out, small, progress=False)
     assert calls == ["simulate", "tokenizer", "pretrain", "clip"]
-    run_demo(out, size=small, progress=False)
+    run_demo(out, small, progress=False)
     assert calls.count("simulate") == 1 and calls.count("pretrain") == 1 and calls.count("clip") == 2
     with pytest.raises(ValueError, match="other settings"):
-        run_demo(out, size=TOY, progress=False)
+        run_demo(out, TOY, progress=False)

@@ -10,12 +10,15 @@ EXAMPLE = "echoclip demo --out runs/demo --size small --seed 0"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--size",
         default="small",
         choices=["small", "medium", "large"],
-        help="data and compute budget: small (about 12 minutes on 2 CPU cores), medium, large",
+        help="data and compute budget, the shipped recipe configs/recipes/demo-SIZE.toml: small "
+        "(about 15 minutes on 2 CPU cores), medium, large",
     )
+    size.add_argument("--recipe", help="a demo recipe file of your own (a copy of demo-small.toml, edited)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort and of training")
     parser.add_argument(
         "--force", action="store_true", help="redo every stage instead of reusing finished ones"
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     from echoclip.demo import format_table, run_demo
 
-    metrics = run_demo(args.out, size=args.size, seed=args.seed, force=args.force, progress=not args.quiet)
+    recipe = args.recipe or f"demo-{args.size}"
+    metrics = run_demo(args.out, recipe, seed=args.seed, force=args.force, progress=not args.quiet)
     out = Path(args.out)
     print(format_table(metrics))
     print(f"\nmetrics: {out / 'metrics.json'}   plots: {out / 'eval'}   model: {out / 'clip' / 'final'}")
@@ -35,9 +39,6 @@ def run(args: argparse.Namespace) -> int:
         f"search the test set:  echoclip search --index {out / 'index'} "
         f'--model {out / "clip" / "final"} --text "A PACEMAKER LEAD IS SEEN."'
     )
-    print(
-        f"open it in a browser:  echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'} "
-        f"--video-root {out / 'data'}"
-    )
+    print(f"open it in a browser:  echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'}")
     print(f"demo done in {metrics['time.total_s']:.0f} s")
     return 0

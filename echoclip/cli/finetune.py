@@ -51,26 +51,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_loop_arguments(p)
 
 
-# fine-tuning logs and checkpoints more often than contrastive training
-_DEFAULTS = {
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "warmup_steps": 20,
-    "batch_size": 16,
-    "log_every": 5,
-    "checkpoint_every": 100,
-}
-
-
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The :class:`TrainConfig` of a recipe plus flags, and the recipe."""
-    return loop_config_from_args(args, defaults=_DEFAULTS)
+    """The :class:`LoopConfig` of the shipped ``finetune`` recipe, the user's recipe and the flags."""
+    return loop_config_from_args(args, defaults="finetune")
 
 
 def run(args: argparse.Namespace) -> int:
     from echoclip.errors import ConfigError
     from echoclip.finetune.finetune import finetune
-    from echoclip.train.distributed import init_distributed
+    from echoclip.loop.distributed import init_distributed
 
     config, recipe = config_from_args(args)
     try:

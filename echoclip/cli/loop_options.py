@@ -1,12 +1,12 @@
 """Command-line options of the shared training loop (``train``, ``pretrain``, ``finetune``)
-and how they become a :class:`~echoclip.train.config.TrainConfig`."""
+and how they become a :class:`~echoclip.loop.config.LoopConfig` (or a subclass of it)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-# TrainConfig fields that every training command exposes as flags
+# LoopConfig fields that every training command exposes as flags
 LOOP_FLAGS = (
     "epochs",
     "steps",
@@ -30,7 +30,11 @@ LOOP_FLAGS = (
 def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     """Budget, optimizer, precision, checkpointing, distribution and data-loading flags."""
     g = p.add_argument_group("training loop")
-    g.add_argument("--config", help="TOML recipe with a [train] table; flags override it")
+    g.add_argument(
+        "--config",
+        help="TOML recipe (a file, or the name of a shipped one such as demo-small) with a [train] "
+        "table; flags override it",
+    )
     g.add_argument("--epochs", type=int)
     g.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
     g.add_argument("--batch-size", type=int, help="clips per step and per process")
@@ -65,15 +69,18 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loop_config_from_args(
-    args: argparse.Namespace, defaults: dict[str, Any] | None = None, extra_flags: tuple[str, ...] = ()
+    args: argparse.Namespace, config_class: Any = None, defaults: str | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The ``TrainConfig`` of ``defaults``, then the recipe's ``[train]`` table, then the flags
-    (``LOOP_FLAGS`` plus ``extra_flags``); and the whole recipe for the command's own tables."""
-    from echoclip.train.config import TrainConfig, load_recipe
+    """The config of the shipped recipe ``defaults``, then the user's recipe (``--config``),
+    then the flags of ``LOOP_FLAGS``; and the merged recipe for the command's own tables."""
+    from echoclip.loop.config import LoopConfig, load_recipe, merge_recipes
 
-    recipe: dict[str, Any] = load_recipe(args.config) if args.config else {}
-    base = TrainConfig.from_dict({**(defaults or {}), **recipe.get("train", {}), "out": args.out})
-    overrides = {k: getattr(args, k) for k in LOOP_FLAGS + extra_flags}
+    config_class = config_class or LoopConfig
+    recipe: dict[str, Any] = load_recipe(defaults) if defaults else {}
+    if args.config:
+        recipe = merge_recipes(recipe, load_recipe(args.config))
+    base = config_class.from_dict({**recipe.get("train", {}), "out": args.out})
+    overrides = {k: getattr(args, k) for k in LOOP_FLAGS}
     if args.steps is None and args.epochs is not None:
         overrides["steps"] = 0
     return base.updated(**overrides), recipe

@@ -3,8 +3,9 @@
 Each subcommand is a module of ``echoclip.cli`` with ``HELP`` (one line),
 ``EXAMPLE`` (shown by ``--help``), ``add_arguments(parser)`` and ``run(args) -> int``.
 A command module turns flags into library calls; library code never sees ``args``.
-Errors of the package (:class:`echoclip.EchoclipError`) and bad paths end as one
-readable line on stderr and exit code 1; ``--debug`` shows the traceback.
+Errors of the package (:func:`echoclip.errors.package_errors`: every
+:class:`echoclip.EchoclipError` and the leaf libraries' errors) and bad paths end as
+one readable line on stderr and exit code 1; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,10 +36,26 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help texts as written: a lone ``%`` ("EF < 50 %") is a percent sign, not a format.
+
+    argparse %-formats every help string (for ``%(default)s``), so a plain percent sign
+    in one would crash ``--help``.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return None if text is None else re.sub(r"%(?![(%])", "%%", text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoclip",
-        description="Echocardiography video-report foundation models.",
+        description="Echocardiography video-report foundation models: pretraining, contrastive\n"
+        "training, zero-shot prediction and search, on simulated or real echoes.",
+        epilog="start with:\n  echoclip demo            the whole loop on simulated echoes, on a CPU\n"
+        "  echoclip COMMAND --help  each command's options and an example",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -54,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=module.HELP,
             description=module.HELP,
             epilog=f"example:\n  {module.EXAMPLE}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -64,22 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
+    if not getattr(args, "_run", None):  # a bare `echoclip`: say what it can do
         parser.print_help()
-        return 2
+        return 0
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which faiss build loaded is noise
-    from echoclip.errors import EchoclipError
+    from echoclip.errors import package_errors
 
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("echoclip: interrupted", file=sys.stderr)
         return 130
-    except (EchoclipError, OSError, ValueError) as e:
+    except (*package_errors(), OSError, ValueError) as e:
         if args.debug:
             raise
         print(f"echoclip {args.command}: error: {_one_line(e)}", file=sys.stderr)

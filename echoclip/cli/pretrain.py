@@ -66,18 +66,17 @@ _PRETRAIN_FLAGS = (
     "decoder_layers",
     "image_every",
 )
-# a pretraining run logs and checkpoints more often than the TrainConfig defaults
-_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 20, "log_every": 5, "checkpoint_every": 100}
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """The ``TrainConfig`` and ``PretrainConfig`` of a recipe plus flags, and the recipe."""
+    """The ``LoopConfig`` and ``PretrainConfig`` of the shipped ``pretrain`` recipe, the user's
+    recipe and the flags; and the recipe."""
     from dataclasses import replace
 
     from echoclip.errors import ConfigError
     from echoclip.pretrain.objectives import PretrainConfig
 
-    train, recipe = loop_config_from_args(args, defaults=_DEFAULTS)
+    train, recipe = loop_config_from_args(args, defaults="pretrain")
     try:
         options = PretrainConfig(**recipe.get("pretrain", {}))
     except TypeError as e:
@@ -89,8 +88,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoclip.loop.distributed import init_distributed
     from echoclip.pretrain.pretrain import pretrain
-    from echoclip.train.distributed import init_distributed
 
     config, options, recipe = configs_from_args(args)
     result = pretrain(
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 def _probe(args: argparse.Namespace, encoder_dir: Any, seed: int) -> dict[str, Any]:
     """Probe figures of the pretrained and a random encoder on every clip of the data (held-out patients)."""
     from echoclip.data.transforms import PreprocessConfig, VideoTransform
-    from echoclip.pretrain.init import read_encoder
+    from echoclip.models.encoders import read_encoder
     from echoclip.pretrain.pretrain import open_clips
     from echoclip.pretrain.probe import probe_against_random
 

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import echoclip
     from echoclip.errors import ConfigError
-    from echoclip.models.embed import embed_reports, embed_videos
+    from echoclip.models.embed import default_device, embed_reports, embed_videos
     from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import Index, find_index_folder
 
@@ -64,13 +64,14 @@ def run(args: argparse.Namespace) -> int:
     folder = find_index_folder(Path(args.index), target)
     index = Index.load(folder, expected_model_hash=identity["hash"])
     model = echoclip.load_model(args.model)
+    device = args.device or default_device()
     if args.text is not None:
         query = embed_reports(
-            model, echoclip.get_tokenizer(args.model), [args.text], device=args.device, progress=False
+            model, echoclip.get_tokenizer(args.model), [args.text], device=device, progress=False
         )
     else:
         query = embed_videos(
-            model, [echoclip.load_video(args.video)], batch_size=1, device=args.device, progress=False
+            model, [args.video], batch_size=1, device=device, on_error="raise", progress=False
         )
 
     own = _own_rows(index, args.video) if args.video else None
@@ -103,12 +104,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _own_rows(index: Any, video: str) -> Any:
     """The index rows of the query file itself, when it was indexed (else None): the same
-    resolved path, or else the same file name when only one indexed video has it (indexes
-    may keep paths relative to their manifest)."""
+    resolved path (relative paths start from the root the index records), or else the same
+    file name when only one indexed video has it."""
     meta = index.metadata
     if meta is None or "video_path" not in meta.columns:
         return None
-    paths = meta["video_path"].astype(str)
+    root = Path(index.info.get("video_root") or ".")
+    paths = meta["video_path"].astype(str).map(lambda p: str((root / p).resolve()))
     rows = meta[paths == str(Path(video).resolve())]
     if not len(rows):
         rows = meta[paths.map(lambda p: Path(p).name) == Path(video).name]

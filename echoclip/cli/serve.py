@@ -7,7 +7,7 @@ import argparse
 import ipaddress
 
 HELP = "serve a web page and JSON API: search by video or text, zero-shot EF and devices"
-EXAMPLE = "echoclip serve --model runs/demo/clip/final --index runs/demo/index --video-root runs/demo/data"
+EXAMPLE = "echoclip serve --model runs/demo/clip/final --index runs/demo/index"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest upload accepted (default: 64)")
     p.add_argument(
-        "--video-root", help="folder that relative video paths of the index start from (for thumbnails)"
+        "--video-root",
+        help="folder that relative video paths of the index start from, for thumbnails "
+        "(default: the one the index records)",
     )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
 

@@ -77,30 +77,35 @@ def _concept(text: str) -> tuple[str, str]:
     return name.strip(), pattern
 
 
+# ContrastiveConfig fields exposed as flags
+CONTRASTIVE_FLAGS = (
+    "loss",
+    "sentence_dropout",
+    "shuffle_sentences",
+    "sentence_loss_weight",
+    "max_sentences",
+    "sentence_report_weight",
+    "value_loss_weight",
+    "value_sentences",
+)
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The :class:`TrainConfig` of a recipe file plus flags, and the recipe's other tables."""
-    config, recipe = loop_config_from_args(
-        args,
-        extra_flags=(
-            "loss",
-            "sentence_dropout",
-            "shuffle_sentences",
-            "sentence_loss_weight",
-            "max_sentences",
-            "sentence_report_weight",
-            "value_loss_weight",
-            "value_sentences",
-            "sample_weight_column",
-        ),
-    )
+    from echoclip.train.config import TrainConfig
+
+    config, recipe = loop_config_from_args(args, TrainConfig)
+    contrastive = config.contrastive.updated(**{k: getattr(args, k) for k in CONTRASTIVE_FLAGS})
     if args.concepts:
-        config = config.updated(concept_patterns={**config.concept_patterns, **dict(args.concepts)})
-    return config, recipe
+        contrastive = contrastive.updated(
+            concept_patterns={**contrastive.concept_patterns, **dict(args.concepts)}
+        )
+    return config.updated(contrastive=contrastive, sample_weight_column=args.sample_weight_column), recipe
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoclip.loop.distributed import init_distributed
     from echoclip.train.clip import train_clip
-    from echoclip.train.distributed import init_distributed
 
     config, recipe = config_from_args(args)
     result = train_clip(

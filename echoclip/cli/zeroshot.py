@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
 
 
-def open_data(paths: list[str], split: str | None, transform: Any) -> tuple[Any, list[str] | None]:
-    """A dataset for ``--data``, or the videos of the files given (with their paths as study ids)."""
+def open_data(paths: list[str], split: str | None, transform: Any) -> Any:
+    """A dataset for ``--data``, or the video files given (each its own study, named by its path)."""
     from echoclip.data.datasets import open_dataset
-    from echoclip.data.video import load_video
 
     if len(paths) == 1 and (Path(paths[0]).is_dir() or Path(paths[0]).suffix.lower() in TABLE_SUFFIXES):
-        return open_dataset(paths[0], split, transform), None
-    return [transform(load_video(p)) for p in paths], list(paths)
+        return open_dataset(paths[0], split, transform)
+    return list(paths)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from echoclip.data.transforms import VideoTransform
     from echoclip.errors import ConfigError
     from echoclip.models.factory import get_tokenizer, load_model
-    from echoclip.zeroshot.predict import embed_clips, zero_shot
+    from echoclip.zeroshot.predict import video_embeddings, zero_shot
     from echoclip.zeroshot.prompts import load_prompt_set
 
     out = Path(args.out)
@@ -79,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
     split = None if args.split.lower() == "all" else args.split
-    data, study_ids = open_data(args.data, split, VideoTransform(model.preprocess_config))
-    video_emb, found_ids = embed_clips(model, data, batch_size=args.batch_size, num_workers=args.workers)
-    study_ids = study_ids or found_ids
+    data = open_data(args.data, split, VideoTransform(model.preprocess_config))
+    video_emb, study_ids = video_embeddings(model, data, batch_size=args.batch_size, num_workers=args.workers)
+    if isinstance(data, list):  # video files: a row's id is its position; the study is the file
+        study_ids = [data[i] for i in study_ids]
     table = None
     methods: dict[str, str] = {}
     for prompt_set, method in zip(prompt_sets, set_methods, strict=True):
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     assert table is not None
     table.attrs = {"prompt_sets": [ps.name for ps in prompt_sets], "methods": methods}
     _write_table(table, out)
-    skipped = len(getattr(data, "skipped", ()) or ())
+    skipped = len(data) - len(video_emb) if isinstance(data, list) else len(getattr(data, "skipped", ()) or ())
     print(
         f"zero-shot: {len(table)} studies x {len(methods)} targets -> {out}"
         + (f" ({skipped} unreadable videos skipped)" if skipped else "")
@@ -111,10 +110,10 @@ def _method_for(prompt_set: Any, method: str | None) -> str | None:
 
 
 def _write_table(table: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix.lower() == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    from echoclip import atomic
+
+    with atomic.writing(path) as tmp:
+        if path.suffix.lower() == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False)

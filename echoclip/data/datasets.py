@@ -597,3 +597,38 @@ def open_dataset(
     elif not path.is_file():
         raise DataError(f"{path}: data not found (no such manifest or folder)")
     return Manifest(path, split=split, transform=transform)
+
+
+class VideoClips(Dataset):
+    """``n`` clips of each video of a clip dataset: items ``{"video": [n, 3, T, H, W], "index": i}``.
+
+    The video is decoded once and cut where :meth:`ClipSampler.spread` says, at the frame
+    rate of the dataset's (inference) transform. An unreadable video gives ``None`` and
+    is recorded in the dataset's ``skipped`` log. ``cache`` (path -> decoded video) keeps
+    decoded videos for later passes over the same data.
+    """
+
+    def __init__(self, dataset: Any, clips: int = 1, cache: dict[str, Any] | None = None) -> None:
+        if clips < 1:
+            raise ValueError(f"clips per video must be at least 1, got {clips}")
+        self.dataset, self.clips, self.cache = dataset, int(clips), cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        import torch
+
+        ds = self.dataset
+        path = ds.video_path(index)
+        video = self.cache.get(str(path)) if self.cache is not None else None
+        if video is None:
+            try:
+                video = load_video(path, **ds.read_options)
+            except VideoReadError as e:
+                ds.skipped.add(path, str(e).removeprefix(f"{path}: "))
+                return None
+            if self.cache is not None:
+                self.cache[str(path)] = video
+        spread = ds.sampler.spread(video.num_frames, video.fps, self.clips)
+        return {"video": torch.stack([ds.transform(video.frames[idx]) for idx in spread]), "index": index}

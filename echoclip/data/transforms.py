@@ -8,12 +8,12 @@ the exact inference transform travels with the weights (as open_clip's
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from echoclip.data.video import Video, frame_indices
+from echoclip.data.video import Video
 
 # OpenAI CLIP normalisation; the published EchoCLIP uses it too.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -125,6 +125,22 @@ class ClipSampler:
         idx = first + np.floor(np.arange(self.num_frames) * step + 1e-6).astype(np.int64)
         return idx % num_frames
 
+    def spread(self, num_frames: int, source_fps: float, n: int) -> list[np.ndarray]:
+        """Indices of ``n`` clips spread evenly along the video (test-time clip averaging).
+
+        One clip is the centred clip of :meth:`indices`; a video shorter than a clip
+        gives clips that all start at 0 (they loop, as the cine does).
+        """
+        if n < 1:
+            raise ValueError(f"clips per video must be at least 1, got {n}")
+        if n == 1:
+            return [replace(self, start="center").indices(num_frames, source_fps)]
+        step = self.step(source_fps)
+        offsets = np.floor(np.arange(self.num_frames) * step + 1e-6).astype(np.int64)
+        room = max(0, int(math.floor(num_frames - (step * (self.num_frames - 1) + 1))))
+        starts = np.linspace(0, room, n).round().astype(np.int64)
+        return [(s + offsets) % num_frames for s in starts]
+
 
 def cycle_frames_from_heart_rate(heart_rate: float, source_fps: float) -> float:
     """Source frames in one cardiac cycle at ``heart_rate`` beats per minute."""
@@ -170,18 +186,6 @@ def estimate_cycle_frames(frames: np.ndarray, min_frames: int = 4) -> float | No
     return float(lag)
 
 
-def sample_clip(
-    video: Video, num_frames: int, fps: float | None = None, start: int | None = None
-) -> np.ndarray:
-    """``num_frames`` frames of ``video`` at ``fps`` (looping a short cine), centred by default."""
-    step = 1.0 if fps is None else video.fps / fps
-    span = int(np.ceil(num_frames * step))
-    if start is None:
-        start = max(0, (video.num_frames - span) // 2)
-    idx = frame_indices(video.num_frames, video.fps, n=num_frames, target_fps=fps, start=start)
-    return video.frames[idx]
-
-
 def resize_clip_uint8(frames: np.ndarray, size: int) -> np.ndarray:
     """``uint8 [T,H,W,3]`` resized (short side, antialiased bilinear) and centre-cropped to ``size``.
 
@@ -208,9 +212,12 @@ def resize_clip_uint8(frames: np.ndarray, size: int) -> np.ndarray:
 class VideoTransform:
     """Deterministic inference transform: sample, resize, crop, normalise.
 
-    ``VideoTransform(cfg)(video)`` returns ``float32 [3, num_frames, size, size]``.
-    Datasets read only the frames of :attr:`sampler` and pass the clip as an array
-    (taken as is when it has ``num_frames`` frames).
+    ``VideoTransform(cfg)(video)`` returns ``float32 [3, num_frames, size, size]``. The
+    frames of a :class:`Video` are chosen by :attr:`sampler` (a centred clip at the
+    config's frame rate), the one rule for training, indexing and queries alike.
+    Datasets read only those frames and pass the clip as an array, taken as is when it
+    has ``num_frames`` frames; an array of another length is a video at the config's
+    frame rate and is sampled the same way.
     """
 
     def __init__(self, config: PreprocessConfig) -> None:
@@ -223,15 +230,27 @@ class VideoTransform:
 
     def __call__(self, video: Video | np.ndarray, rng: np.random.Generator | None = None) -> Any:
         """The model input of ``video``; ``rng`` drives augmentation in subclasses that augment."""
+
+        cfg = self.config
+        if isinstance(video, Video):
+            frames = video.frames[self.sampler.indices(video.num_frames, video.fps, rng)]
+        else:
+            frames = np.asarray(video)
+            if frames.shape[0] != cfg.num_frames:
+                frames = frames[self.sampler.indices(frames.shape[0], cfg.fps or 1.0, rng)]
+        return self._to_input(frames, rng)
+
+    def clips(self, video: Video, n: int) -> Any:
+        """``n`` clips spread along ``video`` (:meth:`ClipSampler.spread`), ``float32 [n, 3, T, H, W]``."""
+        import torch
+
+        spread = self.sampler.spread(video.num_frames, video.fps, n)
+        return torch.stack([self._to_input(video.frames[idx]) for idx in spread])
+
+    def _to_input(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> Any:
         import torch
 
         cfg = self.config
-        frames = video.frames if isinstance(video, Video) else np.asarray(video)
-        if isinstance(video, Video):
-            frames = sample_clip(video, cfg.num_frames, cfg.fps)
-        elif frames.shape[0] != cfg.num_frames:
-            idx = np.linspace(0, frames.shape[0] - 1, cfg.num_frames).round().astype(int)
-            frames = frames[idx]
         x = self.augment(resize_clip_uint8(np.asarray(frames), cfg.image_size), rng)
         mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)

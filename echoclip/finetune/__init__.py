@@ -4,9 +4,9 @@
 
     from echoclip.finetune import load_finetuned
     from echoclip.finetune.finetune import finetune
-    from echoclip.train.config import TrainConfig
+    from echoclip.loop.config import LoopConfig
 
-    result = finetune("EchoNet-Dynamic", TrainConfig(out="runs/ft", epochs=20, batch_size=16),
+    result = finetune("EchoNet-Dynamic", LoopConfig(out="runs/ft", epochs=20, batch_size=16),
                       init="runs/clip/final", head="stfnet", task="ef", test_clips=4)
     result.metrics["ef"]["mae"]
     model = load_finetuned("runs/ft/final")
@@ -27,7 +27,6 @@ _EXPORTS: dict[str, str] = {
     "Task": "echoclip.finetune.finetune",
     "make_task": "echoclip.finetune.finetune",
     "FineTuneModel": "echoclip.finetune.model",
-    "load_encoder": "echoclip.finetune.model",
     "load_finetuned": "echoclip.finetune.model",
     "HEADS": "echoclip.finetune.heads",
     "create_head": "echoclip.finetune.heads",

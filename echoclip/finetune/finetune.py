@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoclip.errors import ConfigError, DataError, ModelError
-from echoclip.finetune.model import FineTuneModel, load_encoder, read_finetune_info, save_finetuned
+from echoclip.finetune.model import FineTuneModel, read_finetune_info, save_finetuned
 from echoclip.finetune.report import EF_THRESHOLD, predict, task_metrics, write_report
-from echoclip.train.config import TrainConfig
-from echoclip.train.loop import Trainer, TrainResult
+from echoclip.loop.config import LoopConfig
+from echoclip.loop.trainer import Trainer, TrainResult
+from echoclip.models.encoders import load_video_encoder
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def target_matrix(dataset: Any, task: Task) -> np.ndarray:
 
 
 class FineTuneObjective:
-    """The :class:`~echoclip.train.loop.Objective` of fine-tuning: targets by sample index, the
+    """The :class:`~echoclip.loop.trainer.Objective` of fine-tuning: targets by sample index, the
     task's loss, validation figures on the held-out split, and the fine-tuned model directory."""
 
     def __init__(
@@ -203,7 +204,7 @@ class FineTuneResult:
 
 def finetune(
     data: str | os.PathLike[str],
-    config: TrainConfig,
+    config: LoopConfig,
     init: str | os.PathLike[str] = "echoclip-tiny",
     head: str = "stfnet",
     task: str = "ef",
@@ -238,19 +239,19 @@ def finetune(
 
     Example::
 
-        cfg = TrainConfig(out="runs/ft", steps=600, batch_size=16, lr=1e-3)
+        cfg = LoopConfig(out="runs/ft", steps=600, batch_size=16, lr=1e-3)
         result = finetune("EchoNet-Dynamic", cfg, init="runs/clip/final", head="stfnet", test_clips=4)
         result.metrics["ef"]["mae"]
     """
     from echoclip.data.augment import TrainTransform
     from echoclip.data.datasets import open_dataset
     from echoclip.data.transforms import VideoTransform
-    from echoclip.train.distributed import init_distributed
+    from echoclip.loop.distributed import init_distributed
 
     if test_clips < 1:
         raise ConfigError(f"test clips per video must be at least 1, got {test_clips}")
     torch.manual_seed(config.seed)  # the same seed gives the same head, hence the same run
-    encoder, preprocess, origin = load_encoder(init, model, model_overrides)
+    encoder, preprocess, origin = load_video_encoder(init, model, model_overrides)
     transform = TrainTransform(preprocess, seed=config.seed) if augment else VideoTransform(preprocess)
     train_set = open_dataset(data, train_split, transform)
     if len(train_set) == 0:
@@ -341,7 +342,7 @@ def _optional_split(
 
 def _check_resumable(out: Path, net: FineTuneModel, task: Task) -> None:
     """A resumed run must fine-tune the same encoder architecture, head and targets as its checkpoints."""
-    from echoclip.train.checkpoint import latest_checkpoint
+    from echoclip.loop.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(out)
     if checkpoint is None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from echoclip.errors import ConfigError
-from echoclip.pretrain.features import time_steps, tower_kind
+from echoclip.models.features import time_steps, tower_kind
 
 Grid = tuple[int, int, int]
 

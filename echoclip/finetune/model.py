@@ -1,5 +1,5 @@
-"""The fine-tuning model - a video tower whose tokens a head reads - where its encoder comes
-from, and the directory it is saved in.
+"""The fine-tuning model - a video tower whose tokens a head reads - and the directory it is
+saved in (its encoder comes from :func:`echoclip.models.encoders.load_video_encoder`).
 
 A fine-tuned model directory holds ``model.safetensors`` (encoder and head) and
 ``finetune.json`` (the tower config, the head, the targets and their scaling, the
@@ -18,96 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from echoclip import atomic, formats
 from echoclip.data.transforms import PreprocessConfig
 from echoclip.errors import ModelError
 from echoclip.finetune.heads import Grid, create_head, token_grid
-from echoclip.pretrain.features import tokens
-from echoclip.train.optim import NO_DECAY_NAMES
+from echoclip.loop.optim import NO_DECAY_NAMES
+from echoclip.models.features import tokens
 
-FINETUNE_INFO = "finetune.json"
+FINETUNE_INFO = formats.FORMAT_FILES[formats.FINETUNED]
 WEIGHTS = "model.safetensors"
-FORMAT = "echoclip-finetuned"
+FORMAT = formats.FINETUNED
 KINDS = ("regression", "binary")
-
-
-# ---------------------------------------------------------------------------------------
-# where the encoder comes from
-
-
-def load_encoder(
-    init: str | os.PathLike[str],
-    model: str | os.PathLike[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> tuple[nn.Module, PreprocessConfig, str]:
-    """``(video tower, preprocessing, what it is)`` of ``init``.
-
-    ``init`` is a model directory (its video tower), a fine-tuned model directory (its
-    encoder), an encoder checkpoint of ``echoclip pretrain`` (a folder with
-    ``encoder.safetensors``, or its run folder) or a model config name or JSON file (a
-    freshly initialised tower). ``model``, when
-    given, is the architecture the caller expects (a config name, JSON file or model
-    directory); weights of another architecture are a :class:`ModelError`.
-    ``overrides`` change fields of a named config (``{"video": {"image_size": 32}}``).
-    """
-    from echoclip.models.clip_model import default_preprocess
-    from echoclip.pretrain.init import ENCODER_WEIGHTS, build_encoder, load_pretrained_encoder, read_encoder
-    from echoclip.pretrain.pretrain import build_tower, model_config
-
-    path = Path(init)
-    expected = build_tower(model, overrides) if model is not None else None
-    whole = None  # a model holding the tower: a CLIP model directory or a fine-tuned one
-    if path.is_dir() and (path / FINETUNE_INFO).is_file():
-        finetuned = load_finetuned(path)
-        whole = (finetuned.encoder, finetuned.preprocess_config, "finetuned")
-    elif path.is_dir() and (path / "config.json").is_file():
-        from echoclip.models.factory import load_model
-
-        clip_model = load_model(path)
-        whole = (clip_model.video_tower, clip_model.preprocess_config, "model")
-    if whole is not None:
-        source_tower, preprocess, kind = whole
-        if expected is None:
-            return whole
-        from echoclip.models.model_dir import load_weights_checked
-
-        tower, cfg = expected
-        load_weights_checked(tower, source_tower.state_dict(), source=f"{path} (video tower)")
-        shape = {"image_size": cfg.video.image_size, "num_frames": cfg.video.num_frames}
-        return tower, PreprocessConfig.from_dict({**preprocess.to_dict(), **shape}), kind
-    if path.exists() and (
-        (path / ENCODER_WEIGHTS).is_file()
-        or (path / "final" / ENCODER_WEIGHTS).is_file()
-        or path.name == ENCODER_WEIGHTS
-    ):
-        _, info = read_encoder(path)
-        if expected is None:
-            tower = build_encoder(path)
-            preprocess = info.get("preprocess")
-            video = tower.config  # type: ignore[attr-defined]
-            shape = {"image_size": video.image_size, "num_frames": video.num_frames}
-            return tower, PreprocessConfig.from_dict({**(preprocess or {}), **shape}), "encoder"
-        tower, cfg = expected
-        load_pretrained_encoder(tower, path)
-        return tower, default_preprocess(cfg), "encoder"
-    if path.is_dir():
-        raise ModelError(
-            f"{path}: neither a model directory (no config.json) nor an encoder checkpoint (no {ENCODER_WEIGHTS})"
-        )
-    try:
-        named = model_config(init, overrides)
-    except ModelError as e:
-        raise ModelError(
-            f"{init}: not a model directory, an encoder checkpoint or a model config ({e})"
-        ) from None
-    if expected is None:
-        expected = build_tower(init, overrides)
-    tower, cfg = expected
-    if named.video != cfg.video:
-        raise ModelError(
-            f"{init}: its video tower ({named.video.kind}, {named.video.backbone}) is not the one of "
-            f"{model} ({cfg.video.kind}, {cfg.video.backbone}); name one architecture"
-        )
-    return tower, default_preprocess(cfg), "random"
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,14 +230,11 @@ def save_finetuned(model: FineTuneModel, directory: str | os.PathLike[str], **ex
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS
-    save_model(model, str(weights.with_name(weights.name + ".tmp")))
-    os.replace(weights.with_name(weights.name + ".tmp"), weights)
-    info_file = directory / FINETUNE_INFO
-    text = json.dumps({**model.info(), **extra}, indent=2, default=str) + "\n"
-    info_file.with_name(info_file.name + ".tmp").write_text(text)
-    os.replace(info_file.with_name(info_file.name + ".tmp"), info_file)
+    with atomic.writing(directory / WEIGHTS) as tmp:
+        save_model(model, str(tmp))
+    atomic.write_text(
+        directory / FINETUNE_INFO, json.dumps({**model.info(), **extra}, indent=2, default=str) + "\n"
+    )
     return directory
 
 
@@ -371,7 +289,6 @@ def load_finetuned(directory: str | os.PathLike[str]) -> FineTuneModel:
 __all__ = [
     "FineTuneModel",
     "layer_depths",
-    "load_encoder",
     "load_finetuned",
     "read_finetune_info",
     "save_finetuned",

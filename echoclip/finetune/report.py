@@ -1,8 +1,8 @@
 """Predictions with test-time clip averaging, and the evaluation report of a fine-tuned model.
 
 EchoNet-Dynamic scores a video by the mean prediction over clips spread along it;
-:class:`VideoClips` gives every video's ``n`` evenly spaced clips and :func:`predict`
-averages the model's outputs over them. :func:`write_report` writes ``metrics.json``,
+:func:`predict` averages the model's outputs over ``n`` evenly spaced clips
+(:class:`~echoclip.data.datasets.VideoClips`). :func:`write_report` writes ``metrics.json``,
 ``predictions.csv`` and the figures: MAE, RMSE, R² and Pearson's r for EF (plus the
 EF < 50 % classification read off the predicted EF), accuracy, F1 and AUC for binary
 targets, R² of ESV and EDV when they are predicted.
@@ -18,73 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from echoclip.atomic import write_json, write_text
-from echoclip.errors import VideoReadError
 
 EF_THRESHOLD = 50.0
 
 
-def clip_starts(total: int, span: float, n: int) -> np.ndarray:
-    """First frames of ``n`` clips spanning ``span`` source frames, spread evenly over ``total`` frames.
-
-    One clip is centred (as the inference transform takes it); a video shorter than a
-    clip gives clips that all start at 0 (they loop, as the cine does).
-    """
-    room = max(0, int(math.floor(total - span)))
-    if n == 1:
-        return np.array([room // 2])
-    return np.linspace(0, room, n).round().astype(np.int64)
-
-
-class VideoClips(Dataset):
-    """``n`` clips of each video of a clip dataset: items ``{"video": [n, 3, T, H, W], "index": i}``.
-
-    The video is decoded once and cut at :func:`clip_starts`, at the frame rate of the
-    dataset's (inference) transform. An unreadable video gives ``None`` and is recorded
-    in the dataset's ``skipped`` log. ``cache`` (path -> decoded video) keeps decoded
-    videos for later passes over the same data.
-    """
-
-    def __init__(self, dataset: Any, clips: int = 1, cache: dict[str, Any] | None = None) -> None:
-        if clips < 1:
-            raise ValueError(f"clips per video must be at least 1, got {clips}")
-        self.dataset, self.clips, self.cache = dataset, int(clips), cache
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        from echoclip.data.video import load_video
-
-        ds = self.dataset
-        path = ds.video_path(index)
-        video = self.cache.get(str(path)) if self.cache is not None else None
-        if video is None:
-            try:
-                video = load_video(path, **ds.read_options)
-            except VideoReadError as e:
-                ds.skipped.add(path, str(e).removeprefix(f"{path}: "))
-                return None
-            if self.cache is not None:
-                self.cache[str(path)] = video
-        sampler = ds.sampler
-        step = sampler.step(video.fps)
-        offsets = np.floor(np.arange(sampler.num_frames) * step + 1e-6).astype(np.int64)
-        starts = clip_starts(video.num_frames, step * (sampler.num_frames - 1) + 1, self.clips)
-        clips = [ds.transform(video.frames[(s + offsets) % video.num_frames]) for s in starts]
-        return {"video": torch.stack(clips), "index": index}
-
-
-def _collate(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    good = [s for s in samples if s is not None]
-    if not good:
-        return None
-    return {"video": torch.stack([s["video"] for s in good]), "index": [s["index"] for s in good]}
-
-
-@torch.no_grad()
 def predict(
     model: Any,
     dataset: Any,
@@ -99,31 +38,26 @@ def predict(
 
     Regression outputs are in the targets' units and binary ones are probabilities;
     both are averaged over the clips. Videos that fail to load are left out of
-    ``indices``. ``limit`` reads only the first videos; ``cache`` is that of :class:`VideoClips`.
+    ``indices``. ``limit`` reads only the first videos; ``cache`` is that of
+    :class:`~echoclip.data.datasets.VideoClips`.
     """
-    from tqdm.auto import tqdm
+    from echoclip.data.datasets import VideoClips
+    from echoclip.models.embed import encode_videos
 
-    source = VideoClips(dataset, clips, cache)
+    source: Any = VideoClips(dataset, clips, cache)
     if limit is not None and limit < len(source):
-        source = torch.utils.data.Subset(source, range(limit))  # type: ignore[assignment]
-    loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    indices: list[int] = []
-    outputs: list[torch.Tensor] = []
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
-        if batch is None:
-            continue
-        x = batch["video"].to(device)  # [B, n, 3, T, H, W]
-        b, n = x.shape[:2]
-        y = model.predict(x.flatten(0, 1)).reshape(b, n, -1).mean(dim=1)
-        outputs.append(y.float().cpu())
-        indices += batch["index"]
-    model.train(was_training)
-    width = len(getattr(model, "targets", ())) or 1
-    pred = torch.cat(outputs).numpy().astype(np.float64) if outputs else np.zeros((0, width))
-    return np.asarray(indices, dtype=np.int64), pred
+        source = torch.utils.data.Subset(source, range(limit))
+    out = encode_videos(
+        model,
+        source,
+        encode=model.predict,
+        normalize=False,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        on_error="drop",
+    )
+    return out.positions, out.features.astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,4 +149,4 @@ def _plots(out: Path, task: Any, truth: np.ndarray, pred: np.ndarray) -> dict[st
     return written
 
 
-__all__ = ["VideoClips", "clip_starts", "predict", "task_metrics", "write_report"]
+__all__ = ["predict", "task_metrics", "write_report"]

@@ -45,6 +45,9 @@ class EchoCLIP(nn.Module):
         super().__init__()
         self.config = config
         self.preprocess_config = preprocess_config or default_preprocess(config)
+        # the tokenizer the text tower reads (set by create_model and load_model);
+        # save_pretrained writes it as tokenizer.json
+        self.tokenizer: Any = None
         self.video_tower = build_video_tower(config.video, config.embed_dim)
         self.text_tower = build_text_tower(config.text, config.embed_dim)
         self.logit_scale = nn.Parameter(

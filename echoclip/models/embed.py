@@ -1,66 +1,208 @@
-"""Batch embedding of videos and reports into L2-normalised ``float32`` numpy arrays.
+"""The one place that runs a model over videos and texts: batches, device, eval mode, failures.
 
-These are what the retrieval index and zero-shot prediction consume. Work runs on a
-GPU when one is present (the model is moved there), in inference mode, with a
-progress bar.
+Zero-shot prediction, validation during training, evaluation, fine-tuning reports,
+the web service and the command line all call these functions, so a video becomes the
+same embedding whichever way it arrives. Videos may be given as
+
+- a dataset yielding dicts with a ``"video"`` clip (``Manifest``, ``EchoNetDynamic``;
+  an item's other fields travel with it as metadata; ``None`` for an unreadable file),
+- a sequence of file paths, :class:`~echoclip.data.video.Video` objects or ``uint8
+  [T, H, W, 3]`` frames (turned into clips by the model's transform), or
+- preprocessed clips ``float [3, T, H, W]`` (a list, or one ``[N, 3, T, H, W]`` tensor).
+
+What an unreadable video becomes is the caller's explicit choice (``on_error``): a row
+of NaN (``"nan"``, rows stay aligned with the inputs), no row (``"drop"``), or the
+error itself (``"raise"``). The model runs where it is, unless ``device`` is given (then
+it is moved there); :func:`default_device` is the GPU when one is present.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from echoclip.errors import VideoReadError
+from echoclip.errors import ConfigError, DataError, VideoReadError
 
 log = logging.getLogger(__name__)
 
+OnError = Literal["nan", "drop", "raise"]
+ON_ERROR = ("nan", "drop", "raise")
 
-def pick_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given; else the model's device, or the GPU for a model still on the CPU."""
+
+def default_device() -> torch.device:
+    """The GPU when one is present, else the CPU: what the command line runs on by default."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_device(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """Where ``model`` runs: ``device`` when given (the model is moved there), else where it is."""
     if device is not None:
-        return torch.device(device)
-    current = next(model.parameters()).device
-    if current.type == "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return current
+        dev = torch.device(device)
+        model.to(dev)
+        return dev
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
-class _Clips(torch.utils.data.Dataset):
-    """``(position, clip [3,T,H,W] or None)`` for any of the inputs :func:`embed_videos` accepts."""
+@dataclass
+class Encoded:
+    """What :func:`encode_videos` returns: one row per input (``"nan"``) or per readable input."""
 
-    def __init__(self, videos: Any, transform: Any) -> None:
-        self.videos = videos
-        self.transform = transform
+    features: np.ndarray  # [rows, K] float32
+    positions: np.ndarray  # the input position of each row
+    meta: list[dict[str, Any]] = field(default_factory=list)  # each row's other fields (dataset items)
+    failed: list[int] = field(default_factory=list)  # input positions that could not be read
+
+
+class _Inputs(torch.utils.data.Dataset):
+    """``(position, clips [n, 3, T, H, W] or None, metadata)`` of any input :func:`encode_videos` takes."""
+
+    def __init__(
+        self, videos: Any, transform: Any, clips: int, read_options: dict[str, Any], on_error: OnError
+    ) -> None:
+        self.videos, self.transform, self.clips = videos, transform, clips
+        self.read_options, self.on_error = read_options, on_error
 
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, dict[str, Any]]:
         try:
             item = self.videos[i]
+            if isinstance(item, str | os.PathLike):
+                from echoclip.data.video import load_video
+
+                item = load_video(item, **self.read_options)
         except VideoReadError as e:
+            if self.on_error == "raise":
+                raise
             log.warning("skipping item %d: %s", i, e)
-            return i, None
+            return i, None, {}
+        meta: dict[str, Any] = {}
         if isinstance(item, dict):
+            meta = {k: v for k, v in item.items() if k != "video"}
             item = item.get("video")
         if item is None:
-            return i, None
-        if isinstance(item, torch.Tensor):
-            return i, item.float()
+            if self.on_error == "raise":
+                raise VideoReadError(f"item {i}: could not be read (the dataset's skipped list says why)")
+            return i, None, meta
+        return i, self._clips(item), meta
+
+    def _clips(self, item: Any) -> torch.Tensor:
         if isinstance(item, np.ndarray) and item.dtype != np.uint8:
-            return i, torch.from_numpy(item).float()
-        return i, self.transform(item)  # a Video, or uint8 frames [T, H, W, 3]
+            item = torch.from_numpy(item)
+        if isinstance(item, torch.Tensor):
+            x = item.float()
+            return x if x.ndim == 5 else x[None]
+        if self.clips > 1:
+            return self.transform.clips(item, self.clips)
+        return self.transform(item)[None]  # a Video, or uint8 frames [T, H, W, 3]
 
 
-def _collate(batch: list[tuple[int, torch.Tensor | None]]) -> tuple[int, list[int], torch.Tensor | None]:
-    """``(batch size, positions read, their clips stacked)``: unreadable samples drop out here."""
-    kept = [(i, clip) for i, clip in batch if clip is not None]
-    clips = torch.stack([clip for _, clip in kept]) if kept else None
-    return len(batch), [i for i, _ in kept], clips
+def _collate(batch: list[Any]) -> tuple[int, list[int], torch.Tensor | None, list[dict[str, Any]]]:
+    """``(batch size, positions read, their clips [B, n, 3, T, H, W], their metadata)``."""
+    kept = [(i, x, m) for i, x, m in batch if x is not None]
+    clips = torch.stack([x for _, x, _ in kept]) if kept else None
+    return len(batch), [i for i, _, _ in kept], clips, [m for _, _, m in kept]
+
+
+def encode_videos(
+    model: Any,
+    videos: Any,
+    *,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    normalize: bool = True,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    on_error: OnError = "nan",
+    clips: int = 1,
+    transform: Any = None,
+    read_options: dict[str, Any] | None = None,
+) -> Encoded:
+    """Run ``encode`` over every video, in eval and inference mode.
+
+    ``encode`` maps clips ``[B, 3, T, H, W]`` to outputs ``[B, K]``; by default the
+    model's ``encode_video`` (unit length when ``normalize``).
+
+    ``clips > 1`` takes that many clips spread along each decoded video (a dataset
+    item may also hold ``[n, 3, T, H, W]``); their outputs are averaged (and, with
+    ``normalize``, scaled to unit length again). ``read_options`` go to
+    :func:`~echoclip.data.video.load_video` for inputs given as paths (``fps=`` for a
+    file that does not record its frame rate).
+    """
+    from tqdm.auto import tqdm
+
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    if clips < 1:
+        raise ConfigError(f"clips per video must be at least 1, got {clips}")
+    videos = _as_sequence(videos)
+    if transform is None and _needs_transform(videos):
+        transform = model_transform(model)
+    dev = model_device(model, device)
+    if encode is None:
+        encode = functools.partial(model.encode_video, normalize=normalize)
+    inputs = _Inputs(videos, transform, clips, dict(read_options or {}), on_error)
+    loader = torch.utils.data.DataLoader(
+        inputs,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+    )
+    chunks: list[np.ndarray] = []
+    positions: list[int] = []
+    meta: list[dict[str, Any]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(total=len(inputs), unit="video", disable=not progress) as bar:
+            for n, idx, batch, batch_meta in loader:
+                if batch is not None:
+                    chunks.append(_run_batch(encode, batch.to(dev, non_blocking=True), normalize))
+                    positions.extend(idx)
+                    meta.extend(batch_meta)
+                bar.update(n)
+    finally:
+        model.train(was_training)
+    read = set(positions)
+    failed = [i for i in range(len(inputs)) if i not in read]
+    if failed:
+        log.warning("%d of %d videos could not be read", len(failed), len(inputs))
+    width = chunks[0].shape[1] if chunks else int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+    rows = np.asarray(positions, dtype=np.int64)
+    if on_error == "nan":
+        full = np.full((len(inputs), width), np.nan, dtype=np.float32)
+        full[rows] = features
+        by_position = dict(zip(positions, meta, strict=True))
+        return Encoded(
+            full, np.arange(len(inputs)), [by_position.get(i, {}) for i in range(len(inputs))], failed
+        )
+    return Encoded(features, rows, meta, failed)
+
+
+def _run_batch(
+    encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, normalize: bool
+) -> np.ndarray:
+    """``[B, n, 3, T, H, W]`` -> ``[B, K]``: the outputs of each item's clips, averaged."""
+    b, n = x.shape[:2]
+    out = encode(x.flatten(0, 1).float())
+    if n > 1:
+        out = out.reshape(b, n, -1).mean(dim=1)
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+    return out.float().cpu().numpy()
 
 
 def embed_videos(
@@ -68,48 +210,33 @@ def embed_videos(
     videos: Any,
     batch_size: int = 16,
     *,
+    on_error: OnError = "nan",
+    clips: int = 1,
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    transform: Any = None,
+    read_options: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Video embeddings ``float32 [N, D]``, one unit-norm row per input, in input order.
+    """Video embeddings ``float32 [N, D]``, unit length, in input order.
 
-    ``videos`` is a dataset yielding dicts with a ``"video"`` clip (``Manifest``,
-    ``EchoNetDynamic``), a sequence of :class:`~echoclip.data.video.Video` objects or
-    ``uint8 [T, H, W, 3]`` frames (preprocessed with the model's transform), or
-    preprocessed clips ``float [3, T, H, W]`` (a list or one ``[N, 3, T, H, W]`` tensor).
-    A sample that cannot be read gets a row of NaN, and the count is logged.
+    An unreadable video gets a row of NaN (``on_error="nan"``), no row (``"drop"``) or
+    raises its :class:`~echoclip.errors.VideoReadError` (``"raise"``). Example::
+
+        emb = echoclip.embed_videos(model, ["a.dcm", "b.avi"], on_error="raise")
     """
-    from tqdm.auto import tqdm
-
-    from echoclip.data.transforms import VideoTransform
-
-    dev = pick_device(model, device)
-    model.to(dev)
-    clips = _Clips(videos, VideoTransform(model.preprocess_config))
-    loader = torch.utils.data.DataLoader(
-        clips,
+    return encode_videos(
+        model,
+        videos,
         batch_size=batch_size,
+        on_error=on_error,
+        clips=clips,
+        device=device,
         num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=dev.type == "cuda",
-    )
-    out = np.full((len(clips), model.config.embed_dim), np.nan, dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), tqdm(total=len(clips), unit="video", disable=not progress) as bar:
-            for n, idx, batch in loader:
-                if batch is not None:
-                    features = model.encode_video(batch.to(dev, non_blocking=True), normalize=True)
-                    out[idx] = features.float().cpu().numpy()
-                bar.update(n)
-    finally:
-        model.train(was_training)
-    failed = int(np.isnan(out[:, 0]).sum())
-    if failed:
-        log.warning("%d of %d videos could not be read; their rows are NaN", failed, len(out))
-    return out
+        progress=progress,
+        transform=transform,
+        read_options=read_options,
+    ).features
 
 
 def embed_reports(
@@ -120,25 +247,179 @@ def embed_reports(
     *,
     device: str | torch.device | None = None,
     progress: bool = True,
+    context_length: int | None = None,
 ) -> np.ndarray:
-    """Report embeddings ``float32 [N, D]``, unit norm, in input order."""
+    """Report embeddings ``float32 [N, D]``, unit length, in input order.
+
+    ``context_length`` (tokens per text) defaults to the model's.
+    """
     from tqdm.auto import tqdm
 
     if isinstance(texts, str):
         raise TypeError("embed_reports takes a sequence of texts, not one string")
-    dev = pick_device(model, device)
-    model.to(dev)
+    dev = model_device(model, device)
     texts = list(texts)
-    out = np.empty((len(texts), model.config.embed_dim), dtype=np.float32)
+    if context_length is None:
+        context_length = getattr(model, "context_length", None)
+    chunks: list[np.ndarray] = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), tqdm(total=len(texts), unit="report", disable=not progress) as bar:
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start : start + batch_size]
-                ids = tokenizer(chunk, context_length=model.context_length).to(dev)
-                out[start : start + len(chunk)] = model.encode_text(ids, normalize=True).float().cpu().numpy()
+                ids = (
+                    tokenizer(chunk)
+                    if context_length is None
+                    else tokenizer(chunk, context_length=context_length)
+                )
+                ids = torch.as_tensor(ids, dtype=torch.long).to(dev)
+                chunks.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
                 bar.update(len(chunk))
     finally:
         model.train(was_training)
-    return out
+    dim = int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+
+
+def model_transform(model: Any) -> Any:
+    """The model's inference transform (from its ``preprocess_config``)."""
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.errors import ModelError
+
+    config = getattr(model, "preprocess_config", None)
+    if config is None:
+        raise ModelError("the model has no preprocess_config; pass transform= to turn videos into clips")
+    return VideoTransform(config)
+
+
+def _as_sequence(videos: Any) -> Any:
+    """A sequence of items (or a dataset) from any accepted input."""
+    from echoclip.data.video import Video
+
+    if isinstance(videos, Video | str | os.PathLike):
+        return [videos]
+    if isinstance(videos, torch.Tensor):
+        if videos.ndim == 4:
+            return [videos]
+        if videos.ndim == 5:
+            return list(videos)
+        raise DataError(f"clips must be [3, T, H, W] or [N, 3, T, H, W], got {list(videos.shape)}")
+    if isinstance(videos, np.ndarray):
+        if videos.ndim == 4 and videos.dtype == np.uint8:
+            return [videos]
+        return list(videos)
+    if not (hasattr(videos, "__getitem__") and hasattr(videos, "__len__")):
+        raise DataError(
+            f"cannot take videos from a {type(videos).__name__}; give file paths, Videos, clips or a dataset"
+        )
+    if len(videos) == 0:
+        raise DataError("no videos given")
+    return videos
+
+
+def _needs_transform(videos: Any) -> bool:
+    """Whether some inputs are not clips yet (a dataset transforms its own items)."""
+    if not isinstance(videos, list | tuple):
+        return False
+    return not all(
+        isinstance(v, torch.Tensor) or (isinstance(v, np.ndarray) and v.dtype != np.uint8) for v in videos
+    )
+
+
+# columns of a search result; manifest columns of these names are kept as manifest_<name>
+RESULT_COLUMNS = ("query", "rank", "score", "row")
+
+
+@dataclass
+class StoredEmbeddings:
+    """What :func:`embed_dataset` wrote."""
+
+    out: Any  # pathlib.Path of the folder holding videos/ and reports/
+    videos: int  # rows of the video store
+    reports: int  # rows of the report store (0: the data set has no reports, and no store)
+    skipped: int  # videos that could not be read (listed in skipped.csv)
+    dim: int
+
+
+def embed_dataset(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    out: str | os.PathLike[str],
+    *,
+    model_identity: dict[str, str] | None = None,
+    dtype: str = "float16",
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StoredEmbeddings:
+    """Embed a data set's videos and distinct reports into two embedding stores, atomically.
+
+    Writes ``out/videos`` (one row per readable video, with every manifest column),
+    ``out/reports`` (one row per distinct report of a study; none when the data set has
+    no reports) and ``out/skipped.csv``. Video paths are kept relative to the data set's
+    root, which both stores record (``video_root``), so that a search result leads back
+    to its file wherever the stores are opened. ``model_identity`` (``{"name", "hash"}``,
+    from :func:`~echoclip.models.model_dir.model_identity`) lets an index refuse queries
+    embedded by another model. Example::
+
+        dataset = open_dataset("runs/sim", "test", VideoTransform(model.preprocess_config))
+        embed_dataset(model, tokenizer, dataset, "runs/emb", model_identity=model_identity(model_dir))
+    """
+    from pathlib import Path
+
+    from echoclip import atomic
+    from echoclip.data.datasets import write_skip_report
+    from echoclip.retrieval import EmbeddingStore, RetrievalError
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RetrievalError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+        if not any((out / n / "store.json").is_file() for n in ("videos", "reports")):
+            raise RetrievalError(f"{out}: exists and holds no embeddings; refusing to replace it")
+    encoded = encode_videos(
+        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+    )
+    readable = np.isfinite(encoded.features).all(axis=1)
+    video_meta = _video_metadata(dataset)[readable].reset_index(drop=True)
+    report_meta = _report_metadata(dataset.table)
+    reports = embed_reports(
+        model, tokenizer, report_meta["report"].tolist(), device=device, progress=progress
+    )
+    dim = int(encoded.features.shape[1])
+    root = str(Path(dataset.root).resolve())
+    with atomic.writing_dir(out) as tmp:
+        videos = EmbeddingStore.create(tmp / "videos", dim, dtype, model=model_identity, video_root=root)
+        videos.append(encoded.features[readable], video_meta)
+        if len(report_meta):
+            store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
+            store.append(reports, report_meta)
+        write_skip_report(dataset.skipped, tmp / "skipped.csv")
+    return StoredEmbeddings(out, int(readable.sum()), len(report_meta), int((~readable).sum()), dim)
+
+
+def _video_metadata(dataset: Any) -> Any:
+    """One row per video: every manifest column, ``video_path`` relative to the data set's root."""
+    from pathlib import Path
+
+    table = dataset.table.copy()
+    root = Path(dataset.root).resolve()
+    paths = []
+    for i in range(len(table)):
+        path = Path(dataset.video_path(i)).resolve()
+        paths.append(str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
+    table["video_path"] = paths
+    return table.rename(columns={c: f"manifest_{c}" for c in table.columns if c in RESULT_COLUMNS})
+
+
+def _report_metadata(table: Any) -> Any:
+    """One row per distinct (study, report); empty reports (EchoNet-Dynamic has none) dropped."""
+    keep = [c for c in ("study_id", "patient_id", "report", "split") if c in table.columns]
+    if "report" not in table.columns:
+        return table.iloc[:0][keep].assign(report=[])
+    reports = table.loc[table["report"].astype(str).str.strip() != "", keep]
+    return reports.drop_duplicates(subset=["study_id", "report"]).reset_index(drop=True)

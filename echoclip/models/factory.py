@@ -150,6 +150,7 @@ def create_model(
         cfg = cfg.replace(text=text_changes)
 
     model = EchoCLIP(cfg)
+    model.tokenizer = tokenizer  # what save_pretrained writes as tokenizer.json
     if cfg.text.value_embeddings:
         values = getattr(tokenizer, "value_token_values", None)
         if values is None:

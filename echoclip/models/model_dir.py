@@ -1,9 +1,9 @@
 """The model directory, echoclip's unit of exchange::
 
-    config.json         the ModelConfig
+    config.json         the ModelConfig, and "format": "echoclip-model"
     model.safetensors   the weights (never a pickle)
     preprocess.json     the PreprocessConfig of the inputs
-    tokenizer.json      the tokenizer, when one was given (loadable by transformers'
+    tokenizer.json      the tokenizer the model reads (loadable by transformers'
                         PreTrainedTokenizerFast); models using open_clip's CLIP
                         tokenizer need none
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from echoclip import atomic, formats
 from echoclip.data.transforms import PreprocessConfig
 from echoclip.errors import ModelError
 from echoclip.models.config import ModelConfig
@@ -50,28 +49,38 @@ def portable_config(model: EchoCLIP) -> ModelConfig:
 
 
 def save_model_dir(model: EchoCLIP, path: str | os.PathLike[str], tokenizer: Any = None) -> Path:
-    """Write ``model`` (and ``tokenizer``) as a model directory at ``path``, atomically."""
+    """Write ``model`` and its tokenizer as a model directory at ``path``, atomically.
+
+    ``tokenizer`` defaults to the one the model was created or loaded with
+    (``model.tokenizer``); a model whose config reads a trained tokenizer (``echo``)
+    and has none is a :class:`ModelError`, never a directory that cannot be loaded.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ModelError(f"{path}: exists and is not a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        _write_json(tmp / CONFIG_FILE, portable_config(model).to_dict())
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None and model.config.tokenizer != "clip":
+        raise ModelError(
+            f"{path}: model {model.config.name!r} reads a {model.config.tokenizer!r} tokenizer but has none to "
+            "save; pass save_pretrained(dir, tokenizer=...) or create the model with tokenizer="
+        )
+    with atomic.writing_dir(path, unique=True) as tmp:
+        _write_json(tmp / CONFIG_FILE, {"format": formats.MODEL, **portable_config(model).to_dict()})
         _write_json(tmp / PREPROCESS_FILE, model.preprocess_config.to_dict())
         _save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
         if tokenizer is not None:
             _save_tokenizer(tokenizer, tmp, model.config)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def read_config(path: str | os.PathLike[str]) -> ModelConfig:
     """The :class:`ModelConfig` of a model directory."""
-    return ModelConfig.from_dict(_read_json(Path(path) / CONFIG_FILE))
+    data = _read_json(Path(path) / CONFIG_FILE)
+    fmt = data.pop("format", formats.MODEL)
+    if fmt != formats.MODEL:
+        raise ModelError(f"{Path(path) / CONFIG_FILE}: format {fmt!r} is not {formats.MODEL!r}")
+    return ModelConfig.from_dict(data)
 
 
 def load_model_dir(path: str | os.PathLike[str]) -> EchoCLIP:
@@ -91,6 +100,10 @@ def load_model_dir(path: str | os.PathLike[str]) -> EchoCLIP:
         raise ModelError(f"{path}: {e}") from None
     model = EchoCLIP(config, preprocess)
     load_weights_checked(model, load_safetensors(path / WEIGHTS_FILE), source=str(path / WEIGHTS_FILE))
+    if (path / TOKENIZER_FILE).is_file():
+        from echoclip.tokenizer import EchoTokenizer
+
+        model.tokenizer = EchoTokenizer.load(path / TOKENIZER_FILE)
     return model.eval()
 
 
@@ -152,22 +165,8 @@ def _save_tokenizer(tokenizer: Any, folder: Path, config: ModelConfig) -> None:
         raise ModelError(f"cannot save a tokenizer of type {type(tokenizer).__name__} (it has no save(dir))")
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, old / path.name)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(file: Path, data: Any) -> None:
-    with open(file, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+    file.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _read_json(file: Path) -> Any:

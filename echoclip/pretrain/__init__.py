@@ -6,7 +6,7 @@
     from echoclip.pretrain.pretrain import pretrain
 
     period = estimate_period(video.frames)                 # cardiac period in frames
-    result = pretrain("runs/sim", TrainConfig(out="runs/ssl", steps=300), model="echoclip-tiny")
+    result = pretrain("runs/sim", LoopConfig(out="runs/ssl", steps=300), model="echoclip-tiny")
     load_pretrained_encoder(clip_model, result.final_dir)  # -> LoadReport
     probe(result.final_dir, dataset, target="ef")          # ridge / attentive probe R², MAE
 
@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
     "make_masks": "echoclip.pretrain.masking",
     "PretrainConfig": "echoclip.pretrain.objectives",
     "probe": "echoclip.pretrain.probe",
-    "load_pretrained_encoder": "echoclip.pretrain.init",
-    "LoadReport": "echoclip.pretrain.init",
+    "load_pretrained_encoder": "echoclip.models.encoders",
+    "LoadReport": "echoclip.models.encoders",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoclip.errors import ModelError
-from echoclip.pretrain.features import videomae_tokens_by_time
+from echoclip.models.features import videomae_tokens_by_time
 from echoclip.pretrain.masking import make_mask, token_grid
 from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce

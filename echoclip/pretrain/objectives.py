@@ -1,7 +1,7 @@
 """What the pretraining objectives share: their options, per-sample randomness, collation,
 held-out loss and saving; and the choice of objective by the kind of video tower.
 
-Objectives follow :class:`echoclip.train.loop.Objective`, so pretraining runs in the
+Objectives follow :class:`echoclip.loop.trainer.Objective`, so pretraining runs in the
 same loop as CLIP training (checkpoints, exact resume, metrics, TensorBoard).
 """
 
@@ -22,7 +22,7 @@ from echoclip.pretrain.masking import check_mask_options
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Options of self-supervised pretraining (the training budget is a ``TrainConfig``).
+    """Options of self-supervised pretraining (the training budget is a ``LoopConfig``).
 
     Attributes:
         mask, ratio: the token mask of masked modelling (``videomae`` towers).
@@ -142,7 +142,7 @@ class PretrainObjective:
         """The whole pretraining model (for resuming) and the encoder checkpoint (for ``--init``)."""
         from safetensors.torch import save_model
 
-        from echoclip.pretrain.init import save_encoder
+        from echoclip.models.encoders import save_encoder
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def build_objective(
     ``image_dir`` receives reconstruction images; ``preprocess`` (a ``PreprocessConfig``)
     says how to turn model input back into pixels for them.
     """
-    from echoclip.pretrain.features import tower_kind
+    from echoclip.models.features import tower_kind
 
     if tower_kind(tower) == "videomae":
         from echoclip.pretrain.mae import MaskedVideoModel, MaskedVideoObjective

@@ -18,40 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from echoclip.errors import DataError
+from echoclip.loop.config import LoopConfig
+from echoclip.loop.trainer import Trainer, TrainResult
+from echoclip.models.encoders import build_tower
 from echoclip.pretrain.objectives import PretrainConfig, build_objective
-from echoclip.train.config import TrainConfig
-from echoclip.train.loop import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def model_config(model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None) -> Any:
-    """The :class:`ModelConfig` of a config name, a JSON file or a model directory."""
-    from echoclip.models.config import load_config_file
-    from echoclip.models.factory import get_model_config
-    from echoclip.models.model_dir import read_config
-
-    path = Path(model)
-    if path.is_dir():
-        cfg = read_config(path)
-    elif str(model).endswith(".json"):
-        cfg = load_config_file(path)
-    else:
-        cfg = get_model_config(str(model))
-    return cfg.replace(**dict(overrides)) if overrides else cfg
-
-
-def build_tower(
-    model: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
-) -> tuple[nn.Module, Any]:
-    """A freshly initialised video tower of a model config, and that config."""
-    from echoclip.models.video_towers import build_video_tower
-
-    cfg = model_config(model, overrides)
-    return build_video_tower(cfg.video, cfg.embed_dim), cfg
 
 
 def open_clips(
@@ -68,7 +42,7 @@ def open_clips(
 
 def pretrain(
     data: str | os.PathLike[str],
-    config: TrainConfig,
+    config: LoopConfig,
     model: str | os.PathLike[str] = "echoclip-tiny",
     mask: str | None = None,
     ratio: float | None = None,
@@ -91,7 +65,7 @@ def pretrain(
 
     Example::
 
-        cfg = TrainConfig(out="runs/ssl", steps=300, batch_size=16, lr=1e-3, precision="bf16")
+        cfg = LoopConfig(out="runs/ssl", steps=300, batch_size=16, lr=1e-3, precision="bf16")
         result = pretrain("runs/sim", cfg, model="echoclip-vit-tiny", mask="tube", ratio=0.9)
         clip_model = echoclip.create_model("echoclip-vit-tiny")
         load_pretrained_encoder(clip_model, result.final_dir)

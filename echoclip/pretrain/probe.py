@@ -4,7 +4,7 @@ The encoder is frozen and run once over the data set. Two probes read its featur
 
 - ridge: a ridge regression (scikit-learn, regularisation chosen by cross-validation)
   on pooled features - the mean and the spread over time of the encoder's features
-  (:func:`echoclip.pretrain.features.pooled_features`);
+  (:func:`echoclip.models.features.pooled_features`);
 - attentive: a small cross-attention pooler over all tokens (ViT tokens or frame
   features) with a linear head, trained a few hundred steps. Masked-modelling
   features are known to be weak for linear probes and better read by attention.
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoclip.errors import DataError
-from echoclip.precision import autocast
-from echoclip.pretrain.features import (
+from echoclip.models.features import (
     pooled_features,
     time_steps,
     tokens,
@@ -33,11 +32,12 @@ from echoclip.pretrain.features import (
     video_tower,
     videomae_tokens_by_time,
 )
+from echoclip.precision import autocast
 
 
 def _encoder(model_or_encoder: Any) -> nn.Module:
     if isinstance(model_or_encoder, str | os.PathLike):
-        from echoclip.pretrain.init import build_encoder
+        from echoclip.models.encoders import build_encoder
 
         return build_encoder(model_or_encoder)
     return video_tower(model_or_encoder)
@@ -248,8 +248,8 @@ def probe_against_random(
     Returns ``{"pretrained": {...}, "random": {...}}``; ``kwargs`` go to :func:`probe`.
     """
     from echoclip.models.config import VideoTowerConfig
+    from echoclip.models.encoders import build_encoder, read_encoder
     from echoclip.models.video_towers import build_video_tower
-    from echoclip.pretrain.init import build_encoder, read_encoder
 
     pretrained = build_encoder(encoder_dir)
     _, info = read_encoder(encoder_dir)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from echoclip.pretrain.features import time_features
+from echoclip.models.features import time_features
 from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
 from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
 from echoclip.pretrain.views import mlp, nt_xent, two_views, view_major

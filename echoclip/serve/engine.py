@@ -41,7 +41,7 @@ class Engine:
         video_root: str | os.PathLike[str] | None = None,
     ) -> None:
         import echoclip
-        from echoclip.models.embed import pick_device
+        from echoclip.models.embed import default_device, model_device
         from echoclip.models.model_dir import model_identity
         from echoclip.zeroshot.predict import encode_prompts, model_logit_scale
         from echoclip.zeroshot.prompts import load_prompt_set
@@ -51,8 +51,8 @@ class Engine:
         self.model_hash = identity["hash"]
         self.indexes = load_indexes(Path(index_dir), identity["hash"])
         self.model = echoclip.load_model(model_dir)
-        self.device = pick_device(self.model, device)
-        self.model.to(self.device).eval()
+        self.device = model_device(self.model, device or default_device())
+        self.model.eval()
         self.tokenizer = echoclip.get_tokenizer(model_dir)
         self.prompt_sets = [load_prompt_set(p) for p in prompt_sets]
         texts = [t for ps in self.prompt_sets for t in ps.texts()]
@@ -60,7 +60,11 @@ class Engine:
         self.logit_scale = model_logit_scale(self.model)
         # one query at a time through the model: parallel requests would only share the same cores
         self._lock = threading.Lock()
-        # indexes may keep video paths relative to their data set's folder
+        # indexes keep video paths relative to their data set's folder, which they record
+        if video_root is None:
+            video_root = next(
+                (i.info.get("video_root") for i in self.indexes.values() if i.info.get("video_root")), None
+            )
         self.video_root = Path(video_root) if video_root is not None else None
         self.thumbnail = lru_cache(maxsize=THUMBNAILS_CACHED)(self._thumbnail)
 
@@ -75,7 +79,7 @@ class Engine:
         from echoclip.models.embed import embed_videos
 
         with self._lock:
-            emb = embed_videos(self.model, [video], batch_size=1, device=self.device, progress=False)
+            emb = embed_videos(self.model, [video], batch_size=1, on_error="raise", progress=False)
         return emb[0]
 
     def embed_text(self, text: str) -> np.ndarray:
@@ -83,7 +87,7 @@ class Engine:
         from echoclip.models.embed import embed_reports
 
         with self._lock:
-            emb = embed_reports(self.model, self.tokenizer, [text], device=self.device, progress=False)
+            emb = embed_reports(self.model, self.tokenizer, [text], progress=False)
         return emb[0]
 
     def search(self, target: str, query: np.ndarray, k: int) -> list[dict[str, Any]]:

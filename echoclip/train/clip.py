@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from echoclip.errors import DataError
+from echoclip.loop.trainer import Trainer, TrainResult
 from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import ContrastiveObjective
-from echoclip.train.loop import Trainer, TrainResult
 from echoclip.train.pairs import StudyPairs
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def train_clip(
     torch.manual_seed(config.seed)  # the same seed gives the same initial weights, hence the same run
     net, tok = build_clip_model(model, tokenizer, model_overrides)
     if init is not None:
-        from echoclip.pretrain.init import load_pretrained_encoder
+        from echoclip.models.encoders import load_pretrained_encoder
 
         report = load_pretrained_encoder(net, init, prefixes=init_prefixes)
         log.info("initialised the video tower from %s: %s", init, report.summary())
@@ -111,19 +111,10 @@ def train_clip(
             val_set.preload(progress=False, cache=video_cache)
     objective = ContrastiveObjective(
         tok,
-        loss=config.loss,
-        context_length=config.context_length,
-        sentence_dropout=config.sentence_dropout,
-        shuffle_sentences=config.shuffle_sentences,
+        config.contrastive,
         seed=config.seed,
         val_dataset=val_set,
         zero_shot_prompts=zero_shot_prompts,
-        sentence_loss_weight=config.sentence_loss_weight,
-        max_sentences=config.max_sentences,
-        value_loss_weight=config.value_loss_weight,
-        value_sentences=config.value_sentences,
-        sentence_report_weight=config.sentence_report_weight,
-        concept_patterns=config.concept_patterns,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

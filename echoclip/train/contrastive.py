@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from echoclip.errors import ConfigError
+from echoclip.train.config import ContrastiveConfig
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -288,45 +289,25 @@ class ContrastiveObjective:
     ``value_loss_weight > 0`` adds :func:`value_order_loss` on up to ``value_sentences``
     of the batch's sentences that state integers (an EF, a pressure), each with
     ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
+
+    The names above are fields of its :class:`~echoclip.train.config.ContrastiveConfig`.
     """
 
     def __init__(
         self,
         tokenizer: Callable[..., torch.Tensor],
-        loss: str = "clip",
-        context_length: int = 77,
-        sentence_dropout: float = 0.3,
-        shuffle_sentences: bool = False,
+        config: ContrastiveConfig | None = None,
+        *,
         seed: int = 0,
         val_dataset: Any | None = None,
-        val_batch_size: int = 64,
         zero_shot_prompts: str | dict | None = None,
-        sentence_loss_weight: float = 0.0,
-        max_sentences: int = 0,
-        value_loss_weight: float = 0.0,
-        value_sentences: int = 32,
-        value_variants: int = 6,
-        value_sigma: float = 3.0,
-        sentence_report_weight: float = 0.0,
-        concept_patterns: Mapping[str, str | re.Pattern[str]] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
-        self.loss_name = loss
-        self.context_length = context_length
-        self.sentence_dropout = sentence_dropout
-        self.shuffle_sentences = shuffle_sentences
+        self.config = config if config is not None else ContrastiveConfig()
         self.seed = seed
         self.val_dataset = val_dataset
-        self.val_batch_size = val_batch_size
         self.zero_shot_prompts = zero_shot_prompts
-        self.sentence_loss_weight = sentence_loss_weight
-        self.max_sentences = max_sentences
-        self.value_loss_weight = value_loss_weight
-        self.value_sentences = value_sentences
-        self.value_variants = value_variants
-        self.value_sigma = value_sigma
-        self.sentence_report_weight = sentence_report_weight
-        self.concepts = ConceptMatcher(concept_patterns)
+        self.concepts = ConceptMatcher(self.config.concept_patterns)
         self._loss_fn: nn.Module | None = None
         self._number_tokens: tuple[dict[int, int], frozenset[int]] | None = None
 
@@ -352,38 +333,38 @@ class ContrastiveObjective:
             augment_report(
                 s["report"],
                 sample_rng(self.seed, epoch, int(s.get("index", i))),
-                self.sentence_dropout,
-                self.shuffle_sentences,
+                self.config.sentence_dropout,
+                self.config.shuffle_sentences,
             )
             for i, s in enumerate(samples)
         ]
         batch = {
             "video": torch.stack([s["video"] for s in samples]),
-            "text": self.tokenizer(reports, context_length=self.context_length),
+            "text": self.tokenizer(reports, context_length=self.config.context_length),
         }
-        uses_sentences = self.sentence_loss_weight > 0 or self.sentence_report_weight > 0
-        if not uses_sentences and self.value_loss_weight <= 0:
+        uses_sentences = self.config.sentence_loss_weight > 0 or self.config.sentence_report_weight > 0
+        if not uses_sentences and self.config.value_loss_weight <= 0:
             return batch
         # every sentence of the full report, including those the dropout left out
         sentences, holders = sentence_targets([s["report"] for s in samples])
-        if self.value_loss_weight > 0:
+        if self.config.value_loss_weight > 0:
             batch.update(self._value_variants(sentences, holders, samples, epoch))
         if uses_sentences:
             if not sentences:
                 return batch
-            if 0 < self.max_sentences < len(sentences):
+            if 0 < self.config.max_sentences < len(sentences):
                 # a random subset keeps the term unbiased (each sentence's loss stands alone)
                 # and bounds the text tower's work per step
                 indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
                 rng = random.Random(f"{self.seed}:{epoch}:sentences:{indices}")
                 keep = sorted(self._sentence_subset(sentences, rng))
                 sentences, holders = [sentences[k] for k in keep], holders[keep]
-            batch["sentences"] = self.tokenizer(sentences, context_length=self.context_length)
+            batch["sentences"] = self.tokenizer(sentences, context_length=self.config.context_length)
             batch["sentence_holders"] = holders
             if self.concepts:
                 full = [s["report"] for s in samples]
                 batch["sentence_ignore"] = self.concepts.shared(sentences, full)
-            if self.sentence_report_weight > 0:
+            if self.config.sentence_report_weight > 0:
                 batch["sentence_report_holders"] = report_holders(sentences, reports)
                 if self.concepts:
                     batch["sentence_report_ignore"] = self.concepts.shared(sentences, reports)
@@ -396,11 +377,11 @@ class ContrastiveObjective:
             if self.concepts
             else []
         )
-        if len(named) >= self.max_sentences:
-            return rng.sample(named, self.max_sentences)
+        if len(named) >= self.config.max_sentences:
+            return rng.sample(named, self.config.max_sentences)
         named_set = set(named)
         others = [k for k in range(len(sentences)) if k not in named_set]
-        return named + rng.sample(others, self.max_sentences - len(named))
+        return named + rng.sample(others, self.config.max_sentences - len(named))
 
     def _value_variants(
         self, sentences: list[str], holders: torch.Tensor, samples: list[Any], epoch: int
@@ -413,10 +394,10 @@ class ContrastiveObjective:
         integer_tokens, other_numbers = self.number_tokens()
         variants, offsets, kept = [], [], []
         for k in order:
-            if len(kept) == self.value_sentences:
+            if len(kept) == self.config.value_sentences:
                 break
-            ids = self.tokenizer([sentences[k]], context_length=self.context_length)[0]
-            shifted = shifted_values(ids, integer_tokens, rng, self.value_variants, other_numbers)
+            ids = self.tokenizer([sentences[k]], context_length=self.config.context_length)[0]
+            shifted = shifted_values(ids, integer_tokens, rng, self.config.value_variants, other_numbers)
             if shifted is not None:
                 variants.append(shifted[0])
                 offsets.append(shifted[1])
@@ -436,7 +417,7 @@ class ContrastiveObjective:
         from open_clip.loss import ClipLoss, SigLipLoss
 
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        if self.loss_name == "siglip":
+        if self.config.loss == "siglip":
             return SigLipLoss(rank=rank, world_size=world)
         return ClipLoss(
             local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world
@@ -452,7 +433,7 @@ class ContrastiveObjective:
             sentences = batch["sentences"].to(device)
             sentence_features = model.encode_text(sentences, normalize=True)
         variant_features = None
-        if self.value_loss_weight > 0 and "value_variants" in batch:
+        if self.config.value_loss_weight > 0 and "value_variants" in batch:
             variants = batch["value_variants"].to(device)
             variant_features = model.encode_text(variants.flatten(0, 1), normalize=True)
             variant_features = variant_features.view(*variants.shape[:2], -1)
@@ -464,7 +445,7 @@ class ContrastiveObjective:
             text_features = out["text_features"].float()
             scale = out["logit_scale"].float()
             bias = out.get("logit_bias")
-            if self.loss_name == "siglip":
+            if self.config.loss == "siglip":
                 if bias is None:
                     raise ValueError(
                         "the siglip loss needs a model with a logit_bias (set logit_bias_init in its config)"
@@ -473,7 +454,7 @@ class ContrastiveObjective:
             else:
                 loss = self._loss_fn(video_features, text_features, scale)
             figures = {"loss": float(loss.detach()), "logit_scale": float(scale.detach())}
-            if sentence_features is not None and self.sentence_loss_weight > 0:
+            if sentence_features is not None and self.config.sentence_loss_weight > 0:
                 sentence_loss = sentence_to_video_loss(
                     sentence_features.float(),
                     video_features,
@@ -483,7 +464,7 @@ class ContrastiveObjective:
                 )
                 figures["report_loss"] = figures["loss"]
                 figures["sentence_loss"] = float(sentence_loss.detach())
-                loss = loss + self.sentence_loss_weight * sentence_loss
+                loss = loss + self.config.sentence_loss_weight * sentence_loss
                 figures["loss"] = float(loss.detach())
             if sentence_features is not None and "sentence_report_holders" in batch:
                 text_loss = sentence_to_report_loss(
@@ -495,7 +476,7 @@ class ContrastiveObjective:
                 )
                 figures.setdefault("report_loss", figures["loss"])
                 figures["sentence_report_loss"] = float(text_loss.detach())
-                loss = loss + self.sentence_report_weight * text_loss
+                loss = loss + self.config.sentence_report_weight * text_loss
                 figures["loss"] = float(loss.detach())
             if variant_features is not None:
                 value_loss = value_order_loss(
@@ -504,11 +485,11 @@ class ContrastiveObjective:
                     video_features,
                     batch["value_holders"].to(device),
                     scale,
-                    self.value_sigma,
+                    self.config.value_sigma,
                 )
                 figures.setdefault("report_loss", figures["loss"])
                 figures["value_loss"] = float(value_loss.detach())
-                loss = loss + self.value_loss_weight * value_loss
+                loss = loss + self.config.value_loss_weight * value_loss
                 figures["loss"] = float(loss.detach())
         return loss, figures
 
@@ -535,37 +516,18 @@ class ContrastiveObjective:
         return figures
 
     def _embed_validation(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        device = next(model.parameters()).device
-        videos: list[torch.Tensor] = []
-        reports: list[str] = []
-        efs: list[float] = []
-        v_out, t_out = [], []
+        from echoclip.models.embed import embed_reports, encode_videos
 
-        def flush() -> None:
-            if not videos:
-                return
-            v = model.encode_video(torch.stack(videos).to(device), normalize=True)
-            t = model.encode_text(
-                self.tokenizer(reports, context_length=self.context_length).to(device), normalize=True
-            )
-            v_out.append(v.float().cpu().numpy())
-            t_out.append(t.float().cpu().numpy())
-            videos.clear()
-            reports.clear()
-
-        for i in range(len(self.val_dataset)):
-            sample = self.val_dataset[i]
-            if sample is None:
-                continue
-            videos.append(sample["video"])
-            reports.append(sample["report"])
-            efs.append(float(sample.get("ef", float("nan"))))
-            if len(videos) == self.val_batch_size:
-                flush()
-        flush()
-        if not v_out:
+        batch = self.config.val_batch_size
+        videos = encode_videos(model, self.val_dataset, batch_size=batch, on_error="drop", progress=False)
+        if len(videos.features) == 0:
             return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)
-        return np.concatenate(v_out), np.concatenate(t_out), np.asarray(efs)
+        reports = [m["report"] for m in videos.meta]
+        texts = embed_reports(
+            model, self.tokenizer, reports, batch, progress=False, context_length=self.config.context_length
+        )
+        efs = np.asarray([float(m.get("ef", float("nan"))) for m in videos.meta])
+        return videos.features, texts, efs
 
     def _zero_shot_ef(self, model: nn.Module, video_emb: np.ndarray, efs: np.ndarray) -> dict[str, float]:
         if self.zero_shot_prompts is None or not np.isfinite(efs).any():

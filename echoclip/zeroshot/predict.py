@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echoclip.errors import ConfigError, DataError, ModelError
+from echoclip.errors import ConfigError, DataError
 from echoclip.zeroshot.calibration import Calibration
 from echoclip.zeroshot.prompts import (
     BinaryTarget,
@@ -43,8 +43,7 @@ from echoclip.zeroshot.scoring import DEFAULT_LOGIT_SCALE, default_method, get_s
 __all__ = [
     "zero_shot",
     "encode_prompts",
-    "embed_clips",
-    "embed_dataset",
+    "video_embeddings",
     "score_embeddings",
     "resolve_methods",
     "model_logit_scale",
@@ -70,14 +69,17 @@ def zero_shot(
     num_workers: int = 0,
     transform: Any = None,
     device: Any = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Predict every target of a prompt set for every study, with no labelled training.
 
     Args:
         model: an EchoCLIP-like model (``encode_video``, ``encode_text``, ``logit_scale``).
         tokenizer: callable ``texts -> LongTensor [B, L]`` matching the model.
-        data: ``Video`` objects, clips ``float [3,T,H,W]`` (or a batch ``[B,3,T,H,W]``), a
-            dataset of dicts with ``"video"`` and ``"study_id"``, or embeddings ``[N, D]``.
+        data: video file paths, ``Video`` objects, clips ``float [3,T,H,W]`` (or a batch
+            ``[B,3,T,H,W]``), a dataset of dicts with ``"video"`` and ``"study_id"``, or
+            embeddings ``[N, D]``. Files that cannot be read are skipped and counted (a
+            warning); their studies are absent from the result.
         prompts: a shipped prompt set name, a JSON file, a dict or a :class:`PromptSet`.
         method: one method for the targets of its kind (others use the defaults: the
             target's own ``method`` where the prompt set names one, else ``echoclip_rank``;
@@ -86,6 +88,8 @@ def zero_shot(
         study_ids: the study of each video or embedding row; rows of one study are
             scored together. Default: the dataset's ``study_id``, else one study per row.
         transform: turns a ``Video`` into model input; default: the model's preprocess config.
+        read_options: for file paths, options of ``load_video`` (``{"fps": 30}`` for files
+            that do not record their frame rate).
 
     Returns:
         One row per study, in order of first appearance: ``study_id``, ``n_clips``, then
@@ -94,8 +98,14 @@ def zero_shot(
     """
     prompt_set = load_prompt_set(prompts)
     methods = resolve_methods(prompt_set, method)
-    video_emb, found_ids = embed_clips(
-        model, data, batch_size=batch_size, num_workers=num_workers, transform=transform, device=device
+    video_emb, found_ids = video_embeddings(
+        model,
+        data,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        transform=transform,
+        device=device,
+        read_options=read_options,
     )
     if study_ids is None:
         study_ids = found_ids
@@ -253,16 +263,6 @@ def _unique(texts: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def _device(model: Any, device: Any) -> Any:
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _weights_fingerprint(model: Any) -> int:
     """Changes when any parameter is replaced or updated in place (optimiser steps, loading)."""
     return hash(tuple((p.data_ptr(), p._version) for p in model.parameters()))
@@ -283,7 +283,7 @@ def encode_prompts(
     and tokenizer until the model's weights change; pass ``cache=False`` for texts
     asked once (reports).
     """
-    import torch
+    from echoclip.models.embed import embed_reports
 
     texts = _unique(texts)
     context_length = getattr(model, "context_length", None)
@@ -293,19 +293,7 @@ def encode_prompts(
         store = _cache_for(model, tokenizer)
     if store is not None and key in store:
         return store[key]
-    dev = _device(model, device)
-    chunks = []
-    with _evaluating(model), torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
-            ids = (
-                tokenizer(batch)
-                if context_length is None
-                else tokenizer(batch, context_length=context_length)
-            )
-            ids = torch.as_tensor(ids, dtype=torch.long).to(dev)
-            chunks.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    emb = embed_reports(model, tokenizer, texts, batch_size, device=device, progress=False)
     result = {t: emb[i] for i, t in enumerate(texts)}
     if store is not None:
         store[key] = result
@@ -325,21 +313,7 @@ def _cache_for(model: Any, tokenizer: Any) -> dict[Any, Any] | None:
         return None
 
 
-class _evaluating:
-    """Put a model in eval mode for a block and restore its mode after."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = bool(getattr(self.model, "training", False))
-        self.model.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.model.train(self.was_training)
-
-
-def embed_clips(
+def video_embeddings(
     model: Any,
     data: Any,
     *,
@@ -347,105 +321,35 @@ def embed_clips(
     num_workers: int = 0,
     transform: Any = None,
     device: Any = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, list[Any]]:
     """Normalised video embeddings ``float32 [N, D]`` and a study id per row.
 
     Rows of ``[N, D]`` input are taken as embeddings already (normalised again).
-    Dataset items that failed to load (``None``) are skipped; the dataset reports them.
+    Anything else goes through :func:`echoclip.models.embed.encode_videos`; videos that
+    cannot be read are left out (the count is logged, and a dataset's ``skipped``
+    record says which files and why).
     """
     import torch
 
-    from echoclip.data.video import Video
+    from echoclip.models.embed import encode_videos
 
-    if isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim == 2:
+    if isinstance(data, np.ndarray | torch.Tensor) and data.ndim == 2:
         emb = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, 1e-12), list(range(len(emb)))
-    if isinstance(data, Video) or (isinstance(data, torch.Tensor) and data.ndim == 4):
-        data = [data]
-    if isinstance(data, torch.Tensor) and data.ndim == 5:
-        data = list(data)
-    if isinstance(data, (list, tuple)):
-        if not data:
-            raise DataError("no videos given")
-        prepare = transform
-        if prepare is None and not all(isinstance(item, torch.Tensor) for item in data):
-            prepare = _model_transform(model)
-        clips = [item if isinstance(item, torch.Tensor) else prepare(item) for item in data]
-        batches = (
-            (torch.stack(clips[i : i + batch_size]), list(range(i, min(i + batch_size, len(clips)))))
-            for i in range(0, len(clips), batch_size)
-        )
-        return _encode_batches(model, batches, device)
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        emb, meta = embed_dataset(model, data, batch_size=batch_size, num_workers=num_workers, device=device)
-        return emb, [m.get("study_id", m.get("index", i)) for i, m in enumerate(meta)]
-    raise DataError(
-        f"cannot take videos from a {type(data).__name__}; give Videos, clips, a dataset or embeddings"
+    out = encode_videos(
+        model,
+        data,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        transform=transform,
+        device=device,
+        read_options=dict(read_options or {}),
+        on_error="drop",
+        progress=False,
     )
-
-
-def embed_dataset(
-    model: Any, dataset: Any, *, batch_size: int = 16, num_workers: int = 0, device: Any = None
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Embeddings ``[N, D]`` of a dataset's videos and each item's other fields (ids, report, labels).
-
-    Items that failed to load (``None``) are skipped; the count is logged, and the
-    dataset's own record (``dataset.skipped``) says which files and why.
-    """
-    import torch
-
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_items, shuffle=False
-    )
-    meta: list[dict[str, Any]] = []
-
-    def batches() -> Any:
-        for batch in loader:
-            if batch is not None:
-                meta.extend(batch["meta"])
-                yield batch["video"], batch["meta"]
-
-    emb, _ = _encode_batches(model, batches(), device)
-    skipped = getattr(dataset, "skipped", None)
-    if skipped:
-        log.warning("%d videos could not be read and were skipped", len(skipped))
-    return emb, meta
-
-
-def _model_transform(model: Any) -> Any:
-    from echoclip.data.transforms import VideoTransform
-
-    config = getattr(model, "preprocess_config", None)
-    if config is None:
-        raise ModelError("the model has no preprocess_config; pass transform= to turn videos into clips")
-    return VideoTransform(config)
-
-
-def _collate_items(batch: list[Any]) -> dict[str, Any] | None:
-    """Stack the clips of the items that loaded; keep each item's other fields as they are."""
-    import torch
-
-    items = [b for b in batch if b is not None]
-    if not items:
-        return None
-    return {
-        "video": torch.stack([torch.as_tensor(b["video"]) for b in items]),
-        "meta": [{k: v for k, v in b.items() if k != "video"} for b in items],
-    }
-
-
-def _encode_batches(model: Any, batches: Any, device: Any) -> tuple[np.ndarray, list[Any]]:
-    import torch
-
-    dev = _device(model, device)
-    chunks, ids = [], []
-    with _evaluating(model), torch.inference_mode():
-        for clips, batch_ids in batches:
-            chunks.append(
-                model.encode_video(clips.to(dev, torch.float32), normalize=True).float().cpu().numpy()
-            )
-            ids.extend(batch_ids)
-    if not chunks:
+    if len(out.features) == 0:
         raise DataError("no video could be read; nothing to score")
-    return np.concatenate(chunks), ids
+    ids = [m.get("study_id", m.get("index", int(p))) for p, m in zip(out.positions, out.meta, strict=True)]
+    return out.features, ids

@@ -12,16 +12,16 @@ import torch
 from safetensors.torch import load_file
 
 from echoclip.cli.main import main
-from echoclip.data.datasets import open_dataset
-from echoclip.data.transforms import VideoTransform
+from echoclip.data.datasets import VideoClips, open_dataset
+from echoclip.data.transforms import ClipSampler, VideoTransform
 from echoclip.errors import DataError, ModelError
 from echoclip.finetune.finetune import FineTuneObjective, finetune, make_task, target_matrix
-from echoclip.finetune.model import FineTuneModel, load_encoder, load_finetuned
-from echoclip.finetune.report import VideoClips, clip_starts, predict
+from echoclip.finetune.model import FineTuneModel, load_finetuned
+from echoclip.finetune.report import predict
+from echoclip.loop.checkpoint import latest_checkpoint
+from echoclip.loop.config import LoopConfig
+from echoclip.models.encoders import load_video_encoder, save_encoder
 from echoclip.models.factory import create_model
-from echoclip.pretrain.init import save_encoder
-from echoclip.train.checkpoint import latest_checkpoint
-from echoclip.train.config import TrainConfig
 
 from .conftest import TINY
 
@@ -39,7 +39,7 @@ def _config(out, **kw):
         progress=False,
         seed=3,
     )
-    return TrainConfig(**{**base, **kw})
+    return LoopConfig(**{**base, **kw})
 
 
 def test_finetune_writes_a_model_and_a_report_that_load(sim, tmp_path):
@@ -87,7 +87,7 @@ def test_cli_on_an_echonet_dynamic_folder(echonet, tmp_path, capsys):
     start = create_model("echoclip-tiny", **TINY).video_tower.state_dict()
     # frozen: the encoder's weights are those of the seeded initialisation it started from
     torch.manual_seed(0)
-    tower, _, _ = load_encoder("echoclip-tiny", overrides=TINY)
+    tower, _, _ = load_video_encoder("echoclip-tiny", overrides=TINY)
     assert torch.equal(
         weights["encoder.backbone.blocks.0.weight"], tower.state_dict()["backbone.blocks.0.weight"]
     )
@@ -197,7 +197,7 @@ def test_init_of_another_architecture(sim, tmp_path, capsys):
     encoder = save_encoder(frames, tmp_path / "enc", info={"preprocess": {"fps": 12.5}})
     vit = "echoclip-vit-tiny"
     with pytest.raises(ModelError, match="video.kind='frames'"):
-        load_encoder(encoder, model=vit)
+        load_video_encoder(encoder, model=vit)
     code = main(
         ["finetune", "--data", str(sim), "--init", str(encoder), "--model", vit, "--out", str(tmp_path / "x")]
     )
@@ -205,25 +205,27 @@ def test_init_of_another_architecture(sim, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "kind" in err and str(tmp_path / "enc") in err
     with pytest.raises(ModelError, match="not a model directory, an encoder checkpoint or a model config"):
-        load_encoder(tmp_path / "nothing-here")
+        load_video_encoder(tmp_path / "nothing-here")
     with pytest.raises(ModelError, match="name one architecture"):
-        load_encoder("echoclip-tiny", model=vit)
-    tower, preprocess, kind = load_encoder(encoder)  # the checkpoint alone rebuilds its own tower
+        load_video_encoder("echoclip-tiny", model=vit)
+    tower, preprocess, kind = load_video_encoder(encoder)  # the checkpoint alone rebuilds its own tower
     assert kind == "encoder" and preprocess.image_size == 32 and preprocess.fps == 12.5
     assert all(torch.equal(v, frames.state_dict()[k]) for k, v in tower.state_dict().items())
 
 
 def test_test_time_clips(sim):
-    assert clip_starts(64, 16, 1).tolist() == [24]
-    assert clip_starts(64, 16, 4).tolist() == [0, 16, 32, 48]
-    assert clip_starts(10, 16, 3).tolist() == [0, 0, 0]
+    sampler = ClipSampler(num_frames=16)
+    assert [s[0] for s in sampler.spread(64, 25.0, 1)] == [24]
+    assert [s[0] for s in sampler.spread(64, 25.0, 4)] == [0, 16, 32, 48]
+    assert [s[0] for s in sampler.spread(10, 25.0, 3)] == [0, 0, 0]
+    assert np.array_equal(sampler.spread(61, 25.0, 1)[0], sampler.indices(61, 25.0))
     transform = VideoTransform(create_model("echoclip-tiny", **TINY).preprocess_config)
     test = open_dataset(sim, "test", transform)
     item = VideoClips(test, 3)[0]
     assert item["video"].shape == (3, 3, 8, 32, 32) and item["index"] == 0
     assert torch.equal(VideoClips(test, 1)[0]["video"][0], test[0]["video"])  # one clip: the centred one
     torch.manual_seed(0)
-    model = FineTuneModel(load_encoder("echoclip-tiny", overrides=TINY)[0], "linear", ("ef", "esv"))
+    model = FineTuneModel(load_video_encoder("echoclip-tiny", overrides=TINY)[0], "linear", ("ef", "esv"))
     model.eval()
     index, pred = predict(model, test, clips=3, batch_size=3)
     assert index.tolist() == [0, 1, 2, 3] and pred.shape == (4, 2)
@@ -250,15 +252,15 @@ def test_init_from_a_model_directory_or_a_finetuned_one(tmp_path):
     torch.manual_seed(0)
     clip_model = create_model("echoclip-tiny", **TINY)
     clip_model.save_pretrained(tmp_path / "clip")
-    tower, preprocess, kind = load_encoder(tmp_path / "clip")
+    tower, preprocess, kind = load_video_encoder(tmp_path / "clip")
     assert kind == "model" and preprocess == clip_model.preprocess_config
     own = clip_model.video_tower.state_dict()
     assert all(torch.equal(v, own[k]) for k, v in tower.state_dict().items())
     with pytest.raises(ModelError, match="weights do not match"):
-        load_encoder(tmp_path / "clip", model="echoclip-vit-tiny")
+        load_video_encoder(tmp_path / "clip", model="echoclip-vit-tiny")
 
     from echoclip.finetune.model import save_finetuned
 
     save_finetuned(FineTuneModel(tower, "attentive", ("ef",)), tmp_path / "ft")
-    again, _, kind = load_encoder(tmp_path / "ft", model="echoclip-tiny", overrides=TINY)
+    again, _, kind = load_video_encoder(tmp_path / "ft", model="echoclip-tiny", overrides=TINY)
     assert kind == "finetuned" and all(torch.equal(v, own[k]) for k, v in again.state_dict().items())

@@ -8,8 +8,8 @@ import torch
 from echoclip.errors import ConfigError
 from echoclip.finetune.heads import HEADS, create_head, time_pooled, token_grid
 from echoclip.finetune.model import FineTuneModel, layer_depths
+from echoclip.loop.optim import build_optimizer
 from echoclip.models.factory import create_model
-from echoclip.train.optim import build_optimizer
 
 from .conftest import TINY
 

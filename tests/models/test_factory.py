@@ -19,6 +19,7 @@ from echoclip.models.factory import (
     list_models,
     load_model,
 )
+from echoclip.tokenizer import EchoTokenizer
 
 TINY = ["echoclip-tiny", "echoclip-tiny-frames", "echoclip-vit-tiny"]
 REPORTS = ["LV EJECTION FRACTION IS 35%.", "Normal left ventricular size and function. EF 60 %."]
@@ -109,10 +110,10 @@ def test_siglip_bias_and_learnable_scale(stand_in_tokenizer):
 def test_model_directory_replaces_an_existing_one_atomically(stand_in_tokenizer, tmp_path):
     target = tmp_path / "final"
     a = create_model("echoclip-tiny-frames", tokenizer=stand_in_tokenizer)
-    a.save_pretrained(target)
+    a.save_pretrained(target, tokenizer=EchoTokenizer())
     torch.manual_seed(1)
     b = create_model("echoclip-tiny-frames", tokenizer=stand_in_tokenizer)
-    b.save_pretrained(target)
+    b.save_pretrained(target, tokenizer=EchoTokenizer())
     assert [p.name for p in tmp_path.iterdir()] == ["final"]  # no temporary or old folder left behind
     loaded = load_model(target)
     torch.testing.assert_close(loaded.state_dict(), b.state_dict(), rtol=0, atol=0, equal_nan=True)
@@ -163,7 +164,7 @@ def test_mismatched_checkpoint_lists_missing_and_unexpected_keys(stand_in_tokeni
     from safetensors.torch import load_file, save_file
 
     model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer)
-    path = model.save_pretrained(tmp_path / "m")
+    path = model.save_pretrained(tmp_path / "m", tokenizer=EchoTokenizer())
     weights = load_file(path / "model.safetensors")
     weights["video_tower.extra.weight"] = torch.zeros(1)
     del weights["video_tower.proj.weight"]
@@ -180,7 +181,7 @@ def test_mismatched_checkpoint_lists_missing_and_unexpected_keys(stand_in_tokeni
 
 def test_pretrained_loads_the_weights_of_a_model_directory(stand_in_tokenizer, tmp_path):
     model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer)
-    model.save_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m", tokenizer=EchoTokenizer())
     torch.manual_seed(5)
     again = create_model("echoclip-tiny", pretrained=tmp_path / "m", tokenizer=stand_in_tokenizer)
     torch.testing.assert_close(again.state_dict(), model.state_dict(), rtol=0, atol=0, equal_nan=True)
@@ -188,7 +189,8 @@ def test_pretrained_loads_the_weights_of_a_model_directory(stand_in_tokenizer, t
 
 @pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "preprocess.json"])
 def test_model_directory_missing_a_file_names_it(missing, stand_in_tokenizer, tmp_path):
-    path = create_model("echoclip-tiny-frames", tokenizer=stand_in_tokenizer).save_pretrained(tmp_path / "m")
+    model = create_model("echoclip-tiny-frames", tokenizer=stand_in_tokenizer)
+    path = model.save_pretrained(tmp_path / "m", tokenizer=EchoTokenizer())
     (path / missing).unlink()
     with pytest.raises(ModelError, match=missing):
         load_model(path)
@@ -197,12 +199,15 @@ def test_model_directory_missing_a_file_names_it(missing, stand_in_tokenizer, tm
 
 
 def test_saved_config_records_the_tokenizer_ids(stand_in_tokenizer, tmp_path):
-    path = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).save_pretrained(tmp_path / "m")
+    model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer)
+    path = model.save_pretrained(tmp_path / "m", tokenizer=EchoTokenizer())
     saved = json.loads((path / "config.json").read_text())
     assert saved["text"]["vocab_size"] == 360 and saved["text"]["eos_token_id"] == 2
+    assert saved["format"] == "echoclip-model"
     assert json.loads((path / "preprocess.json").read_text())["fps"] == 12.5
+    (path / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match="tokenizer.json"):
-        get_tokenizer(path)  # an echo-tokenizer model saved without its tokenizer
+        get_tokenizer(path)  # an echo-tokenizer model directory without its tokenizer
 
 
 def test_clip_tokenizer_for_published_configs(tmp_path):
@@ -251,3 +256,18 @@ def test_full_size_configs_encode_save_and_load(name, stand_in_tokenizer, tmp_pa
     with torch.no_grad():
         assert (loaded.encode_video(x, normalize=True) - v).abs().max() == 0
         assert (loaded.encode_text(ids, normalize=True) - t).abs().max() == 0
+
+
+def test_save_pretrained_writes_the_models_own_tokenizer_or_says_why_not(tmp_path):
+    tok = EchoTokenizer.train(REPORTS * 3)
+    model = create_model("echoclip-tiny", tokenizer=tok)
+    model.save_pretrained(tmp_path / "with")  # the tokenizer it was created with
+    assert (tmp_path / "with" / "tokenizer.json").is_file()
+    assert get_tokenizer(tmp_path / "with").encode(REPORTS[0]) == tok.encode(REPORTS[0])
+    loaded = load_model(tmp_path / "with")
+    loaded.save_pretrained(tmp_path / "again")  # a loaded model keeps its tokenizer too
+    assert get_tokenizer(tmp_path / "again").encode(REPORTS[0]) == tok.encode(REPORTS[0])
+    model.tokenizer = None
+    with pytest.raises(ModelError, match="has none to save"):
+        model.save_pretrained(tmp_path / "without")
+    assert not (tmp_path / "without").exists()

@@ -12,6 +12,7 @@ from echoclip.models.frames import MeanAggregation, StatsAggregation
 from echoclip.models.text_towers import ClipTextTower, eos_positions, length_groups, row_lengths
 from echoclip.models.value_embedding import ValueEmbedding
 from echoclip.models.video_towers import build_video_tower
+from echoclip.tokenizer import EchoTokenizer
 
 
 def clips(model, n=2, seed=0):
@@ -142,7 +143,7 @@ def test_timm_backbone_per_frame(stand_in_tokenizer, tmp_path):
     with torch.no_grad():
         v = model.encode_video(x, normalize=True)
     assert v.shape == (2, model.config.embed_dim)
-    loaded = load_model(model.save_pretrained(tmp_path / "timm"))
+    loaded = load_model(model.save_pretrained(tmp_path / "timm", tokenizer=EchoTokenizer()))
     with torch.no_grad():
         assert (loaded.encode_video(x, normalize=True) - v).abs().max() == 0
 
@@ -215,7 +216,7 @@ def test_hf_text_tower_from_a_config(pool, stand_in_tokenizer, tmp_path):
         # padding is masked: the same texts with fewer pad tokens give the same embeddings
         torch.testing.assert_close(model.encode_text(ids[:, :40], normalize=True), t, atol=1e-5, rtol=0)
     assert t.shape == (2, 128)
-    loaded = load_model(model.save_pretrained(tmp_path / "hf"))
+    loaded = load_model(model.save_pretrained(tmp_path / "hf", tokenizer=EchoTokenizer()))
     with torch.no_grad():
         assert (loaded.encode_text(ids, normalize=True) - t).abs().max() == 0
 
@@ -227,7 +228,7 @@ def test_hf_text_tower_from_a_local_folder_saves_a_portable_directory(stand_in_t
     BertModel(BertConfig(vocab_size=stand_in_tokenizer.vocab_size, **cfg)).save_pretrained(tmp_path / "bert")
     text = {"kind": "hf", "pool": "cls", "hf_path": str(tmp_path / "bert")}
     model = create_model("echoclip-tiny-frames", tokenizer=stand_in_tokenizer, text=text).eval()
-    out = model.save_pretrained(tmp_path / "model")
+    out = model.save_pretrained(tmp_path / "model", tokenizer=EchoTokenizer())
     for f in (tmp_path / "bert").iterdir():
         f.unlink()
     loaded = load_model(out)
@@ -275,7 +276,7 @@ def test_value_tokens_start_close_to_their_neighbours_only_with_value_embeddings
 
 def test_value_map_is_saved_with_the_weights(stand_in_tokenizer, tmp_path):
     model = create_model("echoclip-tiny", tokenizer=stand_in_tokenizer)
-    loaded = load_model(model.save_pretrained(tmp_path / "m"))
+    loaded = load_model(model.save_pretrained(tmp_path / "m", tokenizer=EchoTokenizer()))
     values = loaded.text_tower.values.token_values
     assert values[stand_in_tokenizer.first_value + 42].item() == 42.0
     assert torch.isnan(values[stand_in_tokenizer.first_byte]).item()

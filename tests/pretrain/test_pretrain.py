@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 from echoclip.cli.main import main
 from echoclip.data.synthetic import simulate_dataset
 from echoclip.models.factory import create_model
-from echoclip.pretrain.init import load_pretrained_encoder
+from echoclip.models.encoders import load_pretrained_encoder
 from echoclip.pretrain.objectives import PretrainConfig, build_objective
 from echoclip.pretrain.pretrain import pretrain
-from echoclip.train.checkpoint import latest_checkpoint
+from echoclip.loop.checkpoint import latest_checkpoint
 from echoclip.train.config import TrainConfig
-from echoclip.train.loop import Trainer
+from echoclip.loop.trainer import Trainer
 
 from .clips import BeatingClips
 

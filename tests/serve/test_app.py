@@ -189,9 +189,10 @@ def test_a_missing_index_fails_at_start(served, tmp_path):
         create_app(served["model"], tmp_path)
 
 
-def test_relative_video_paths_start_from_video_root(served, tmp_path):
-    """An index that keeps paths relative to its data set (as the demo's does) shows stills
-    once told where that data set is, and says so when it is not."""
+def test_relative_video_paths_start_from_the_root_the_index_records(served, tmp_path):
+    """An index keeps video paths relative to its data set and records where that is: the
+    page shows stills without being told, and --video-root points elsewhere when the data moved."""
+    import json
     import shutil
 
     import pandas as pd
@@ -199,14 +200,19 @@ def test_relative_video_paths_start_from_video_root(served, tmp_path):
 
     from echoclip.serve.app import create_app
 
-    index = shutil.copytree(served["index"], tmp_path / "idx")
-    meta = pd.read_parquet(index / "videos" / "metadata.parquet")
-    meta["video_path"] = [str(Path(p).relative_to(served["sim"])) for p in meta["video_path"]]
-    meta.to_parquet(index / "videos" / "metadata.parquet")
+    meta = pd.read_parquet(served["index"] / "videos" / "metadata.parquet")
+    assert not any(Path(p).is_absolute() for p in meta["video_path"])
+    r = TestClient(create_app(served["model"], served["index"])).get("/api/videos/0/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
 
+    index = shutil.copytree(served["index"], tmp_path / "idx")
+    info_file = index / "videos" / "info.json"
+    info = json.loads(info_file.read_text())
+    moved = shutil.copytree(info["video_root"], tmp_path / "moved")
+    info_file.write_text(json.dumps({**info, "video_root": str(tmp_path / "gone")}))
     assert TestClient(create_app(served["model"], index)).get("/api/videos/0/thumbnail").json() == {
         "detail": "the file of video 0 cannot be read on the server"
     }
-    client = TestClient(create_app(served["model"], index, video_root=served["sim"]))
+    client = TestClient(create_app(served["model"], index, video_root=moved))
     r = client.get("/api/videos/0/thumbnail")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"

@@ -13,15 +13,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from toy import ToyClip, ToyClips, toy_tokenizer  # noqa: E402
 
-from echoclip.train.config import TrainConfig  # noqa: E402
+from echoclip.loop.trainer import Trainer  # noqa: E402
+from echoclip.train.config import ContrastiveConfig, TrainConfig  # noqa: E402
 from echoclip.train.contrastive import ContrastiveObjective  # noqa: E402
-from echoclip.train.loop import Trainer  # noqa: E402
 
 
 def main(out: str, batch_size: int, strategy: str = "ddp", steps: int = 1, resume: bool = False) -> None:
     torch.manual_seed(0)
     model = ToyClip()
-    objective = ContrastiveObjective(toy_tokenizer, context_length=8, sentence_dropout=0.0)
+    objective = ContrastiveObjective(toy_tokenizer, ContrastiveConfig(context_length=8, sentence_dropout=0.0))
     config = TrainConfig(
         out=out,
         steps=steps,

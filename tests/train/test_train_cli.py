@@ -147,8 +147,8 @@ def test_unreadable_or_missing_data(sim, tmp_path, capsys):
 
 
 def test_init_prefix_loads_only_part_of_a_pretrained_tower(sim, tmp_path, capsys, caplog):
+    from echoclip.models.encoders import save_encoder
     from echoclip.models.factory import create_model
-    from echoclip.pretrain.init import save_encoder
 
     torch.manual_seed(3)
     encoder = save_encoder(create_model("echoclip-tiny").video_tower, tmp_path / "ssl")
@@ -169,14 +169,14 @@ def test_concepts_come_from_the_recipe_and_the_flags(tmp_path):
     from echoclip.cli import train as train_cli
 
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text("[train]\nsteps = 5\n\n[train.concept_patterns]\ntavr = '\\btav[ri]\\b'\n")
+    recipe.write_text("[train]\nsteps = 5\n\n[train.contrastive.concept_patterns]\ntavr = '\\btav[ri]\\b'\n")
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
     base = ["--data", "x", "--config", str(recipe)]
     config, _ = train_cli.config_from_args(parser.parse_args(base))
-    assert config.concept_patterns == {"tavr": r"\btav[ri]\b"} and config.steps == 5
+    assert config.contrastive.concept_patterns == {"tavr": r"\btav[ri]\b"} and config.steps == 5
     args = parser.parse_args([*base, "--concept", "tavr=transcatheter", "--concept", "clip= mitraclip=x"])
     config, _ = train_cli.config_from_args(args)
-    assert config.concept_patterns == {"tavr": "transcatheter", "clip": " mitraclip=x"}
+    assert config.contrastive.concept_patterns == {"tavr": "transcatheter", "clip": " mitraclip=x"}
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--concept", "no-equals-sign"])

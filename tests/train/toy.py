@@ -28,6 +28,40 @@ def toy_tokenizer(texts, context_length: int = 8) -> torch.Tensor:
     return out
 
 
+def blank_tokenizer(texts, context_length: int = 8) -> torch.Tensor:
+    """All-padding token ids: for tests of which sentences a batch holds, not of what they say."""
+    return torch.zeros(len(texts), 4, dtype=torch.long)
+
+
+def toy_objective(val_dataset=None, **fields):
+    """A contrastive objective over the toy tokenizer; ``fields`` of its ContrastiveConfig."""
+    from echoclip.train.config import ContrastiveConfig
+    from echoclip.train.contrastive import ContrastiveObjective
+
+    config = ContrastiveConfig(context_length=8, sentence_dropout=0.3, **fields)
+    return ContrastiveObjective(toy_tokenizer, config, val_dataset=val_dataset)
+
+
+def toy_config(tmp_path, **kw):
+    """A short run of the toy model: 12 steps of 8 clips, a checkpoint every 4."""
+    from echoclip.train.config import TrainConfig
+
+    base = dict(
+        out=str(tmp_path / "run"),
+        steps=12,
+        batch_size=8,
+        lr=3e-2,
+        warmup_steps=2,
+        checkpoint_every=4,
+        log_every=1,
+        tensorboard=False,
+        progress=False,
+        seed=3,
+    )
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
 class ToyClip(nn.Module):
     def __init__(self, dim: int = 16) -> None:
         super().__init__()

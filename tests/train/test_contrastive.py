@@ -1,4 +1,4 @@
-"""The training loop: learning, exact resume, atomic checkpoints, bad input."""
+"""The contrastive objective: sentence, concept and value terms, study pairs, sampling weights."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import random
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from echoclip.errors import ConfigError, DataError, TrainingError
-from echoclip.train.checkpoint import latest_checkpoint, list_checkpoints
-from echoclip.train.config import TrainConfig
+from echoclip.errors import ConfigError, DataError
+from echoclip.loop.trainer import Trainer
+from echoclip.train.config import ContrastiveConfig
 from echoclip.train.contrastive import (
     ConceptMatcher,
     ContrastiveObjective,
@@ -24,136 +23,7 @@ from echoclip.train.contrastive import (
     shifted_values,
     value_order_loss,
 )
-from echoclip.train.loop import EpochSampler, Trainer
-
-from .toy import ToyClip, ToyClips, toy_tokenizer
-
-
-def blank_tokenizer(texts, context_length: int = 8) -> torch.Tensor:
-    """All-padding token ids: for tests of which sentences a batch holds, not of what they say."""
-    return torch.zeros(len(texts), 4, dtype=torch.long)
-
-
-def _objective(**kw) -> ContrastiveObjective:
-    return ContrastiveObjective(toy_tokenizer, context_length=8, sentence_dropout=0.3, **kw)
-
-
-def _config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        out=str(tmp_path / "run"),
-        steps=12,
-        batch_size=8,
-        lr=3e-2,
-        warmup_steps=2,
-        checkpoint_every=4,
-        log_every=1,
-        tensorboard=False,
-        progress=False,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def test_loss_falls_and_run_writes_outputs(tmp_path):
-    torch.manual_seed(0)
-    result = Trainer(ToyClip(), _objective(), ToyClips(64), _config(tmp_path, steps=40)).fit()
-    losses = [float(r["loss"]) for r in result.history if r.get("loss") not in (None, "")]
-    assert len(losses) == 40
-    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
-    assert (result.final_dir / "model.safetensors").is_file()
-    assert result.metrics_csv.read_text().startswith("step,")
-    assert len(list_checkpoints(tmp_path / "run")) == 2  # keep_last
-
-
-def test_resume_after_crash_gives_identical_weights_and_metrics(tmp_path):
-    torch.manual_seed(0)
-    reference = Trainer(ToyClip(), _objective(), ToyClips(40), _config(tmp_path / "a")).fit()
-
-    class Crash(ContrastiveObjective):
-        def loss(self, model, batch, step):
-            if step == 10:
-                raise KeyboardInterrupt  # a kill between checkpoints (step 8) and the end
-            return super().loss(model, batch, step)
-
-    torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(
-            ToyClip(), Crash(toy_tokenizer, context_length=8), ToyClips(40), _config(tmp_path / "b")
-        ).fit()
-    assert latest_checkpoint(tmp_path / "b" / "run").name == "step_00000008"
-    torch.manual_seed(123)  # the resumed process starts from different global RNG state
-    resumed = Trainer(ToyClip(), _objective(), ToyClips(40), _config(tmp_path / "b"), resume=True).fit()
-
-    a = load_file(reference.final_dir / "model.safetensors")
-    b = load_file(resumed.final_dir / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert reference.metrics_csv.read_text() == resumed.metrics_csv.read_text()
-
-
-def test_a_data_worker_trains_the_same_weights_as_loading_in_process(tmp_path):
-    # every item and every report's augmentation is seeded by its index, not by the process
-    runs = []
-    for workers in (0, 1):
-        torch.manual_seed(0)
-        objective = _objective(sentence_loss_weight=1.0, max_sentences=2)
-        cfg = _config(tmp_path / f"w{workers}", steps=6, num_workers=workers)
-        runs.append(
-            load_file(Trainer(ToyClip(), objective, ToyClips(40), cfg).fit().final_dir / "model.safetensors")
-        )
-    assert runs[0].keys() == runs[1].keys()
-    for k in runs[0]:
-        assert torch.equal(runs[0][k], runs[1][k]), k
-
-
-def test_half_written_checkpoint_is_ignored(tmp_path):
-    Trainer(ToyClip(), _objective(), ToyClips(40), _config(tmp_path, steps=4)).fit()
-    run = tmp_path / "run"
-    (run / "checkpoints" / "step_00000008.tmp").mkdir()
-    (run / "checkpoints" / "step_00000012").mkdir()  # no train_state.pt: incomplete
-    assert latest_checkpoint(run).name == "step_00000004"
-
-
-def test_epoch_sampler_splits_ranks_like_one_big_batch():
-    one = EpochSampler(20, seed=1, epoch=2).indices()
-    r0 = EpochSampler(20, seed=1, epoch=2, rank=0, world_size=2).indices()
-    r1 = EpochSampler(20, seed=1, epoch=2, rank=1, world_size=2).indices()
-    assert sorted(one[:8]) == sorted(r0[:4] + r1[:4])
-    assert EpochSampler(20, 1, 2, start=5).indices() == one[5:]
-    assert EpochSampler(20, 1, 3).indices() != one
-
-
-def test_weighted_epoch_sampler_draws_in_proportion_and_resumes():
-    weights = [0.0] * 5 + [1.0] * 10 + [10.0] * 5  # a tenth of the weight each on the last five
-    sampler = EpochSampler(2000, seed=1, epoch=0, weights=weights * 100)
-    drawn = torch.tensor(sampler.indices()) % 20
-    assert len(drawn) == 2000
-    assert not (drawn < 5).any()  # weight 0: never drawn
-    heavy = float((drawn >= 15).float().mean())
-    assert 0.75 < heavy < 0.87  # 50 of 60 parts of the weight
-    again = EpochSampler(2000, seed=1, epoch=0, weights=weights * 100, start=300).indices()
-    assert again == sampler.indices()[300:]
-    assert EpochSampler(2000, seed=1, epoch=1, weights=weights * 100).indices() != sampler.indices()
-    for bad in ([1.0] * 19, [1.0] * 19 + [-1.0], [1.0] * 19 + [float("nan")], [0.0] * 20):
-        with pytest.raises(DataError, match="sample weights"):
-            EpochSampler(20, seed=1, epoch=0, weights=bad)
-
-
-def test_trainer_draws_studies_by_the_data_sets_sample_weights(tmp_path):
-    class Weighted(ToyClips):
-        def __init__(self) -> None:
-            super().__init__(32, bad=set(range(8)))
-            self.sample_weights = [0.0] * 8 + [1.0] * 24  # the unreadable clips are never drawn
-
-    torch.manual_seed(0)
-    data = Weighted()
-    Trainer(ToyClip(), _objective(), data, _config(tmp_path, steps=6)).fit()
-    assert data.skipped == []
-    unweighted = ToyClips(32, bad=set(range(8)))
-    Trainer(ToyClip(), _objective(), unweighted, _config(tmp_path / "b", steps=6)).fit()
-    assert unweighted.skipped  # without weights the same run reads them
+from tests.train.toy import ToyClip, ToyClips, blank_tokenizer, toy_config, toy_objective
 
 
 def test_study_pairs_read_weights_from_a_manifest_column():
@@ -189,42 +59,6 @@ def test_report_augmentation_never_drops_everything():
     assert len(set(same)) == 1
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
-    class NaNAt(ContrastiveObjective):
-        def loss(self, model, batch, step):
-            loss, fig = super().loss(model, batch, step)
-            if step == 5:
-                loss = loss * float("nan")
-                fig["loss"] = float("nan")
-            return loss, fig
-
-    with pytest.raises(TrainingError, match="step 6.*step_00000004"):
-        Trainer(ToyClip(), NaNAt(toy_tokenizer, context_length=8), ToyClips(40), _config(tmp_path)).fit()
-
-
-@pytest.mark.parametrize(
-    "kw, error",
-    [
-        (dict(lr=0.0), ConfigError),
-        (dict(lr=float("nan")), ConfigError),
-        (dict(batch_size=0), ConfigError),
-        (dict(loss="triplet"), ConfigError),
-    ],
-)
-def test_bad_config(tmp_path, kw, error):
-    with pytest.raises(error):
-        _config(tmp_path, **kw)
-
-
-def test_bad_data(tmp_path):
-    with pytest.raises(DataError, match="empty"):
-        Trainer(ToyClip(), _objective(), ToyClips(0), _config(tmp_path)).fit()
-    with pytest.raises(DataError, match="larger than"):
-        Trainer(ToyClip(), _objective(), ToyClips(6), _config(tmp_path)).fit()
-    with pytest.raises(DataError, match="no readable"):
-        Trainer(ToyClip(), _objective(), ToyClips(16, bad=set(range(16))), _config(tmp_path)).fit()
-
-
 def test_study_pairs_draw_one_video_per_study_and_skip_empty_reports():
     from echoclip.train.pairs import StudyPairs
 
@@ -243,31 +77,6 @@ def test_study_pairs_draw_one_video_per_study_and_skip_empty_reports():
     assert pairs.sample_weights is None
     with pytest.raises(DataError, match="2 sample weights for 6 videos"):
         StudyPairs(base, ["s1", "s1", "s1", "s2", "s3", "s3"], weights=[1, 2])
-
-
-def test_validation_every_n_steps_and_on_the_final_weights(tmp_path):
-    torch.manual_seed(0)
-    objective = _objective(val_dataset=ToyClips(16, seed=1))
-    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=10, val_every=4)).fit()
-    validated = [
-        int(r["step"]) for r in result.history if r.get("val/video_to_report.recall@5") not in (None, "")
-    ]
-    # the starting weights, every 4 steps, and the end even right after a mid-run validation
-    assert validated == [0, 4, 8, 10]
-    assert result.validation["n"] == 16.0
-
-
-def test_validation_before_training_leaves_the_run_unchanged(tmp_path):
-    weights = []
-    for name, val_every in (("plain", 0), ("validated", 5)):
-        torch.manual_seed(0)
-        objective = _objective(val_dataset=ToyClips(16, seed=1))
-        config = _config(tmp_path / name, steps=6, val_every=val_every)
-        result = Trainer(ToyClip(), objective, ToyClips(64), config).fit()
-        weights.append(load_file(result.final_dir / "model.safetensors"))
-    assert weights[0].keys() == weights[1].keys()
-    for key in weights[0]:
-        assert torch.equal(weights[0][key], weights[1][key]), key
 
 
 def test_sentence_targets_merge_the_same_sentence_across_reports():
@@ -323,10 +132,12 @@ def test_sentence_loss_leaves_other_phrasings_of_its_concept_out_of_the_negative
 def test_collate_masks_other_phrasings_for_the_videos_and_for_the_reports_as_read():
     objective = ContrastiveObjective(
         blank_tokenizer,
-        sentence_dropout=0.5,
-        sentence_loss_weight=1.0,
-        sentence_report_weight=1.0,
-        concept_patterns={"tavr": r"\btav[ri]\b|transcatheter"},
+        ContrastiveConfig(
+            sentence_dropout=0.5,
+            sentence_loss_weight=1.0,
+            sentence_report_weight=1.0,
+            concept_patterns={"tavr": r"\btav[ri]\b|transcatheter"},
+        ),
         seed=1,
     )
     reports = ["TAVR IN SITU. EF 50%. NORMAL RV.", "TRANSCATHETER VALVE SEATED. EF 30%. SMALL LA.", "EF 60%."]
@@ -342,7 +153,7 @@ def test_collate_masks_other_phrasings_for_the_videos_and_for_the_reports_as_rea
         read_as[("TRANSCATHETER" in augmented)] = bool(batch["sentence_report_ignore"][tavr, 1])
     # the report side reads them after sentence dropout: masked only when the phrase is kept
     assert read_as == {True: True, False: False}
-    plain = _objective(sentence_loss_weight=1.0).collate([ToyClips(4)[0]], epoch=0)
+    plain = toy_objective(sentence_loss_weight=1.0).collate([ToyClips(4)[0]], epoch=0)
     assert "sentence_ignore" not in plain and "sentence_holders" in plain
 
 
@@ -350,7 +161,7 @@ def test_the_sentence_terms_leave_out_what_the_concept_masks_mark():
     torch.manual_seed(0)
     model = ToyClip()
     # one concept named in two words: a RED sentence is no longer a negative of GREEN clips
-    objective = _objective(
+    objective = toy_objective(
         sentence_loss_weight=1.0, sentence_report_weight=1.0, concept_patterns={"warm": "RED|GREEN"}
     )
     data = ToyClips(16)
@@ -371,13 +182,13 @@ def test_the_sentence_terms_leave_out_what_the_concept_masks_mark():
 
 def test_training_config_rejects_a_bad_concept_pattern(tmp_path):
     with pytest.raises(ConfigError, match="concept_patterns\\['tavr'\\]"):
-        _config(tmp_path, concept_patterns={"tavr": "(tavr"})
+        toy_config(tmp_path, contrastive=ContrastiveConfig(concept_patterns={"tavr": "(tavr"}))
 
 
 def test_sentence_term_trains_and_is_logged(tmp_path):
     torch.manual_seed(0)
-    objective = _objective(sentence_loss_weight=1.0)
-    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=30)).fit()
+    objective = toy_objective(sentence_loss_weight=1.0)
+    result = Trainer(ToyClip(), objective, ToyClips(64), toy_config(tmp_path, steps=30)).fit()
     rows = [r for r in result.history if r.get("sentence_loss") not in (None, "")]
     assert len(rows) == 30
     first, last = float(rows[0]["sentence_loss"]), float(rows[-1]["sentence_loss"])
@@ -407,8 +218,8 @@ def test_sentence_to_report_loss_skips_sentences_no_report_holds():
 
 def test_sentence_report_term_trains_and_is_logged(tmp_path):
     torch.manual_seed(0)
-    objective = _objective(sentence_report_weight=1.0)
-    result = Trainer(ToyClip(), objective, ToyClips(64), _config(tmp_path, steps=30)).fit()
+    objective = toy_objective(sentence_report_weight=1.0)
+    result = Trainer(ToyClip(), objective, ToyClips(64), toy_config(tmp_path, steps=30)).fit()
     rows = [r for r in result.history if r.get("sentence_report_loss") not in (None, "")]
     assert len(rows) == 30
     # the toy reports name their class in every sentence: the text tower finds a
@@ -424,10 +235,7 @@ def test_sentence_report_term_trains_and_is_logged(tmp_path):
 
 def test_max_sentences_draws_a_repeatable_subset():
     objective = ContrastiveObjective(
-        blank_tokenizer,
-        sentence_dropout=0.0,
-        sentence_loss_weight=1.0,
-        max_sentences=3,
+        blank_tokenizer, ContrastiveConfig(sentence_dropout=0.0, sentence_loss_weight=1.0, max_sentences=3)
     )
     samples = [
         {"video": torch.zeros(2), "report": f"A{i}. B{i}. Shared sentence.", "index": i} for i in range(4)
@@ -451,7 +259,8 @@ def test_max_sentences_takes_the_sentences_naming_a_concept_first():
 
     def kept_sentences(epoch: int, **kw) -> list[str]:
         objective = ContrastiveObjective(
-            tokenizer, sentence_dropout=0.0, sentence_loss_weight=1.0, max_sentences=3, **kw
+            tokenizer,
+            ContrastiveConfig(sentence_dropout=0.0, sentence_loss_weight=1.0, max_sentences=3, **kw),
         )
         objective.collate(samples, epoch)
         return tokenized[-1]
@@ -476,7 +285,7 @@ def test_contrastive_loss_is_computed_in_fp32_under_bf16_autocast():
     from open_clip.loss import ClipLoss
 
     torch.manual_seed(0)
-    model, objective = ToyClip(), _objective(sentence_loss_weight=1.0)
+    model, objective = ToyClip(), toy_objective(sentence_loss_weight=1.0)
     data = ToyClips(16)
     batch = objective.collate([data[i] for i in range(16)], epoch=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -581,12 +390,13 @@ def test_value_term_trains_and_is_logged(tmp_path):
     model = ToyClip()
     model.embed = torch.nn.Embedding(NUMBER_BASE + 102, 32, padding_idx=0)
     objective = ContrastiveObjective(
-        numeric_tokenizer, context_length=8, sentence_dropout=0.3, value_loss_weight=1.0, value_sentences=8
+        numeric_tokenizer,
+        ContrastiveConfig(context_length=8, sentence_dropout=0.3, value_loss_weight=1.0, value_sentences=8),
     )
     batch = objective.collate([NumberClips(8)[i] for i in range(8)], epoch=0)
     assert batch["value_variants"].shape[1:] == (7, 8)
     assert batch["value_holders"].any(dim=1).all()
-    result = Trainer(model, objective, NumberClips(64), _config(tmp_path, steps=40)).fit()
+    result = Trainer(model, objective, NumberClips(64), toy_config(tmp_path, steps=40)).fit()
     rows = [r for r in result.history if r.get("value_loss") not in (None, "")]
     assert len(rows) == 40
     first = sum(float(r["value_loss"]) for r in rows[:5]) / 5
@@ -598,6 +408,6 @@ def test_value_term_trains_and_is_logged(tmp_path):
 
 
 def test_value_term_needs_a_tokenizer_with_number_tokens():
-    objective = _objective(value_loss_weight=1.0)
+    objective = toy_objective(value_loss_weight=1.0)
     with pytest.raises(ConfigError, match="value_token_values"):
         objective.collate([ToyClips(4)[i] for i in range(4)], epoch=0)

@@ -15,9 +15,7 @@ import copy
 import csv
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +28,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from echoclip import atomic
 from echoclip.errors import DataError, TrainingError
-from echoclip.precision import autocast
-from echoclip.train.checkpoint import (
+from echoclip.loop.checkpoint import (
     latest_checkpoint,
     load_train_state,
     load_weights,
@@ -40,8 +38,8 @@ from echoclip.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from echoclip.train.config import TrainConfig
-from echoclip.train.distributed import (
+from echoclip.loop.config import LoopConfig
+from echoclip.loop.distributed import (
     DistInfo,
     all_reduce_mean,
     average_gradients,
@@ -53,7 +51,8 @@ from echoclip.train.distributed import (
     load_full_optimizer_state,
     shard_model,
 )
-from echoclip.train.optim import build_optimizer, cosine_with_warmup
+from echoclip.loop.optim import build_optimizer, cosine_with_warmup
+from echoclip.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +179,10 @@ class MetricsLog:
         return cols
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic.writing(self.path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._columns() or ["step"])
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.path)
 
     def add(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -208,7 +205,7 @@ class Trainer:
 
     Example::
 
-        result = Trainer(model, objective, dataset, TrainConfig(out="runs/x", steps=100)).fit()
+        result = Trainer(model, objective, dataset, LoopConfig(out="runs/x", steps=100)).fit()
     """
 
     def __init__(
@@ -216,7 +213,7 @@ class Trainer:
         model: nn.Module,
         objective: Objective,
         dataset: Dataset,
-        config: TrainConfig,
+        config: LoopConfig,
         resume: bool = False,
     ) -> None:
         self.model = model
@@ -413,11 +410,8 @@ class Trainer:
         final_dir = out / "final"
         whole = self._whole_model(model)
         if info.is_main:
-            tmp = out / "final.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.objective.save_model(whole, tmp)
-            shutil.rmtree(final_dir, ignore_errors=True)
-            os.replace(tmp, final_dir)
+            with atomic.writing_dir(final_dir) as tmp:
+                self.objective.save_model(whole, tmp)
         barrier(info)
         metrics.close()
         return TrainResult(

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from echoclip.errors import ModelError
+from echoclip.models.encoders import build_encoder, load_pretrained_encoder, read_encoder, save_encoder
 from echoclip.models.factory import create_model
-from echoclip.pretrain.init import build_encoder, load_pretrained_encoder, read_encoder, save_encoder
 
 VIT = {"video": {"image_size": 32, "num_frames": 4, "patch_size": 8, "width": 32, "layers": 1, "heads": 2}}
 

@@ -1,15 +1,16 @@
 """Atomic training checkpoints and exact resume.
 
-A checkpoint is a folder ``<out>/checkpoints/step_XXXXXXXX/`` holding ``model/`` (a
-model directory users can load) and ``train_state.pt`` (optimizer, scheduler, step,
-data position) plus ``rng_rank<R>.pt`` per rank. It is written as
-``step_XXXXXXXX.tmp`` and renamed when complete, so a run killed while writing
+A checkpoint is a folder ``<out>/checkpoints/step_XXXXXXXX/`` holding ``model/`` (what
+the objective saves: a model directory users can load, or an encoder checkpoint),
+``train_state.pt`` (optimizer, scheduler, step, data position), ``rng_rank<R>.pt``
+per rank and ``checkpoint.json`` (its format and step). It is written as
+``step_XXXXXXXX.tmp`` and swapped in when complete, so a run killed while writing
 leaves a ``.tmp`` folder that :func:`latest_checkpoint` ignores.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import random
 import re
 import shutil
@@ -21,7 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from echoclip import atomic, formats
+
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
+CHECKPOINT_INFO = formats.FORMAT_FILES[formats.CHECKPOINT]
 
 
 def checkpoint_dir(out: str | Path, step: int) -> Path:
@@ -93,18 +97,14 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` atomically; keep only the newest ``keep_last``."""
     final = checkpoint_dir(out, step)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_model(model, tmp / "model")
-    for r, state in enumerate(rank_states):
-        torch.save(state, tmp / f"rng_rank{r}.pt")
-    torch.save(train_state, tmp / "train_state.pt")
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic.writing_dir(final) as tmp:
+        save_model(model, tmp / "model")
+        for r, state in enumerate(rank_states):
+            torch.save(state, tmp / f"rng_rank{r}.pt")
+        torch.save(train_state, tmp / "train_state.pt")
+        (tmp / CHECKPOINT_INFO).write_text(
+            json.dumps({"format": formats.CHECKPOINT, "step": int(step), "model": "model"}, indent=2) + "\n"
+        )
     for old in list_checkpoints(out)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -116,10 +116,3 @@ def load_train_state(directory: Path, rank: int = 0) -> tuple[dict[str, Any], di
     rng_file = directory / f"rng_rank{rank}.pt"
     rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.exists() else None
     return state, rng
-
-
-def _fsync_dir(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
