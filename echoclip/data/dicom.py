@@ -14,21 +14,24 @@ Only the frames a clip needs are decoded, plus a few evenly spaced frames that l
 the sector: the pixels that change over time. Everything outside it - ECG trace,
 burnt-in text, calipers - is set to black, and the frame is cropped to the
 ultrasound region of the header (SequenceOfUltrasoundRegions) or, without one, to
-the sector. The returned metadata is de-identified (see :mod:`echoclip.data.deid`).
+the sector. The returned metadata is de-identified (see :mod:`echoclip.data.deid`), and
+errors name the file with the components that hold its patient's data replaced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 
-from echoclip.data.deid import dicom_meta, identifying_values, redact
+from echoclip.data.deid import dicom_meta, identifying_labels, redact, redact_path
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
 
@@ -74,18 +77,77 @@ def read_dicom(
     Raises:
         VideoReadError: not DICOM, no pixel data, truncated, no decoder for the
             transfer syntax, no frame timing, or varying pixels that convert to flat
-            frames. Messages never carry patient data.
+            frames. Messages never carry the header's patient data: the file is named
+            with each path component holding one replaced whole (``.../[patient]/IM1.dcm``,
+            also the error's ``path``) and the cause with such values as ``[redacted]``.
     """
     path = Path(path)
-    ds = _read_dataset(path)
-    phi = identifying_values(ds)
+    phi: dict[str, str] | None = None
+    with _pydicom_quiet():
+        try:
+            ds = _read_dataset(path)
+            phi = identifying_labels(ds) if len(ds) else None
+            return _read_pixels(ds, path, indices, n, target_fps, start, fps, crop, mask, salt)
+        except VideoReadError as e:
+            shown, reason = _redacted(str(e), path, phi if phi is not None else _header_labels(path))
+            raise VideoReadError(f"{shown}: {reason}", path=shown, reason=reason) from None
+        except (ValueError, TypeError) as e:
+            # Caller errors (bad indices) keep their type; the text is still redacted.
+            shown, reason = _redacted(str(e), path, phi if phi is not None else _header_labels(path))
+            raise type(e)(f"{shown}: {reason}") from None
+
+
+def _redacted(message: str, path: Path, phi: dict[str, str]) -> tuple[PurePath, str]:
+    """The file and the cause of a ``"<path>: <cause>"`` message, each without patient data.
+
+    The path is redacted by whole components and the cause by whole words, apart: a
+    header value such as "OB" must not be cut out of the middle of a file name.
+    """
+    reason = message.removeprefix(f"{path}: ")
+    return redact_path(path, values=phi), redact(reason, values=phi)
+
+
+def _header_labels(path: Path) -> dict[str, str]:
+    """The identifying values of a file whose full read failed, from its header alone.
+
+    A file cut off in its pixel data parses as an empty data set, yet its header - and
+    the patient's name, which may also be in its path - is intact.
+    """
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return identifying_labels(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception:  # nothing readable: nothing known to redact
+            return {}
+
+
+_reading = threading.local()
+
+
+class _DropInReader(logging.Filter):
+    """Drops pydicom's log records made inside :func:`read_dicom` (in that thread only).
+
+    pydicom logs the full path of a file it finds odd, and quotes element values; the
+    error the reader raises gives the cause without either.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_reading, "active", False)
+
+
+@contextmanager
+def _pydicom_quiet() -> Iterator[None]:
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(f, _DropInReader) for f in logger.filters):
+        logger.addFilter(_DropInReader())
+    outer = getattr(_reading, "active", False)
+    _reading.active = True
     try:
-        return _read_pixels(ds, path, indices, n, target_fps, start, fps, crop, mask, salt)
-    except VideoReadError as e:
-        raise VideoReadError(redact(str(e), values=phi)) from None
-    except (ValueError, TypeError) as e:
-        # Caller errors (bad indices) keep their type; the text is still redacted.
-        raise type(e)(redact(str(e), values=phi)) from None
+        yield
+    finally:
+        _reading.active = outer
 
 
 def _read_dataset(path: Path) -> Any:

@@ -65,7 +65,7 @@ class VideoClips(Dataset):
             try:
                 video = load_video(path, **ds.read_options)
             except VideoReadError as e:
-                ds.skipped.add(path, str(e).removeprefix(f"{path}: "))
+                ds.skipped.add(path, e)
                 return None
             if self.cache is not None:
                 self.cache[str(path)] = video
