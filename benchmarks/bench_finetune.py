@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from echoclip.finetune.finetune import finetune
-    from echoclip.train.config import TrainConfig
+    from echoclip.loop.config import LoopConfig
 
     torch.set_num_threads(args.threads)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-finetune-"))
@@ -126,7 +126,7 @@ def main() -> None:
     for head in args.heads.split(","):
         for frozen in (True, False):
             name = f"{head}.{'frozen' if frozen else 'unfrozen'}"
-            config = TrainConfig(
+            config = LoopConfig(
                 out=str(work / "runs" / name),
                 steps=args.frozen_steps if frozen else args.unfrozen_steps,
                 batch_size=args.batch_size,

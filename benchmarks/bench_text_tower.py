@@ -29,19 +29,22 @@ def main() -> None:
     import torch
 
     from echoclip.data.synthetic import DEVICE_PATTERNS, simulate_reports
-    from echoclip.demo import SIZES
+    from echoclip.demo import DemoRecipe
     from echoclip.models.factory import create_model
     from echoclip.tokenizer import EchoTokenizer
     from echoclip.train.contrastive import ContrastiveObjective
 
     torch.manual_seed(0)
     reports = simulate_reports(1000, seed=0)
-    tok = EchoTokenizer.train(reports, phrase_min_frequency=SIZES["small"].phrase_min_frequency)
+    recipe = DemoRecipe.load("demo-small")  # the demo's recipe, so that the texts are those its steps encode
+    tok = EchoTokenizer.train(reports, phrase_min_frequency=recipe.phrase_min_frequency)
     model = create_model("echoclip-tiny", tokenizer=tok).train()
-    size = SIZES["small"]  # the demo's recipe, so that the texts are those its steps encode
-    objective = ContrastiveObjective(tok, ContrastiveConfig(sentence_loss_weight=size.sentence_loss_weight, max_sentences=size.max_sentences, value_loss_weight=size.value_loss_weight, value_sentences=size.value_sentences, sentence_report_weight=size.sentence_report_weight, concept_patterns=DEVICE_PATTERNS if size.device_concepts else None), seed=0)
+    contrastive = recipe.train.contrastive
+    if recipe.device_concepts:
+        contrastive = contrastive.updated(concept_patterns={k: p.pattern for k, p in DEVICE_PATTERNS.items()})
+    objective = ContrastiveObjective(tok, contrastive, seed=0)
     batches = []
-    n = size.batch_size
+    n = recipe.train.batch_size
     for k in range(args.steps + 1):
         samples = [
             {"report": reports[i], "video": torch.zeros(1), "index": i} for i in range(k * n, k * n + n)

@@ -11,13 +11,25 @@ line and exits 1. Each type also derives from the builtin a caller would expect
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 
 class EchoclipError(Exception):
     """Base class of every error the echoclip core raises on purpose."""
 
 
 class VideoReadError(EchoclipError, ValueError):
-    """A file could not be read as a video. The message names the file and the cause."""
+    """A file could not be read as a video. The message names the file and the cause.
+
+    A reader may also give the two parts apart: ``path``, the file as the message
+    names it (patient data replaced, one component per component of the path it was
+    given), and ``reason``. Datasets use them to name the file relative to their root.
+    """
+
+    def __init__(self, message: str, *, path: PurePath | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 class DataError(EchoclipError, ValueError):

@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     assert table is not None
     table.attrs = {"prompt_sets": [ps.name for ps in prompt_sets], "methods": methods}
     _write_table(table, out)
-    skipped = len(data) - len(video_emb) if isinstance(data, list) else len(getattr(data, "skipped", ()) or ())
+    skipped = (
+        len(data) - len(video_emb) if isinstance(data, list) else len(getattr(data, "skipped", ()) or ())
+    )
     print(
         f"zero-shot: {len(table)} studies x {len(methods)} targets -> {out}"
         + (f" ({skipped} unreadable videos skipped)" if skipped else "")

@@ -9,7 +9,10 @@ Only the frames of the clip are decoded (the transform's :class:`ClipSampler` sa
 which). A file that cannot be read does not stop a run: its item is ``None``,
 :func:`collate_skip` drops it, and ``dataset.skipped`` records the file and the
 reason - also for files read in DataLoader worker processes - so the run can end
-with :func:`write_skip_report` (a logged table and ``skipped.csv``).
+with :func:`write_skip_report` (a logged table and ``skipped.csv``). Files are named
+there, in logs and in errors relative to the dataset's root, with path components
+that hold the file's identifying header values replaced
+(:func:`echoclip.data.deid.shown_path`): hospital exports name folders after patients.
 
 Randomness (clip start, augmentation) comes from ``(seed, epoch, index)``; call
 ``set_epoch`` at the start of each epoch.
@@ -27,13 +30,14 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from echoclip.data.augment import sample_rng
+from echoclip.data.deid import hash_uid, read_failure, shown_path
 from echoclip.data.transforms import (
     ClipSampler,
     PreprocessConfig,
@@ -67,10 +71,16 @@ _LABEL_PREFIXES: tuple[str, ...] = ("device_", "finding_")
 
 @dataclass(frozen=True)
 class SkipRecord:
-    """A file a dataset could not read, and why."""
+    """A file a dataset could not read, and why.
+
+    ``path`` is the file as shown (see :func:`~echoclip.data.deid.shown_path`); ``key``,
+    a salted hash of the real path, tells apart two files shown alike (two patients'
+    ``[patient]/IM0001.dcm``) without keeping the real path.
+    """
 
     path: str
     reason: str
+    key: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -84,26 +94,42 @@ class SkipLog(Sequence[SkipRecord]):
     counts every skipped file however many workers there were.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else None
         self._owner = os.getpid()
         self._local: dict[str, SkipRecord] = {}
         self._seen_here: set[str] = set()
         self._spool = Path(tempfile.gettempdir()) / f"echoclip-skipped-{uuid.uuid4().hex}"
         weakref.finalize(self, _remove_spool, self._spool, self._owner)
 
-    def add(self, path: str | os.PathLike[str], reason: str) -> bool:
-        """Record a skipped file; True the first time this process records it."""
-        record = SkipRecord(str(path), reason)
-        if record.path in self._seen_here:
+    def add(self, path: str | os.PathLike[str], reason: str | BaseException) -> bool:
+        """Record a skipped file, and log it; True the first time this process records it.
+
+        ``reason`` is the reader's error (best: its parts name the file without patient
+        data) or the cause as text. The record names the file relative to ``root``.
+        """
+        key = _path_key(path)
+        if key in self._seen_here:
             return False
-        self._seen_here.add(record.path)
+        self._seen_here.add(key)
+        if isinstance(reason, BaseException):
+            shown, text = read_failure(path, reason, self.root)
+        else:
+            shown, text = shown_path(path, self.root), reason
+        record = SkipRecord(shown, text, key)
+        log.warning("skipping %s", record)
         if os.getpid() == self._owner:
-            self._local[record.path] = record
+            self._local[key] = record
             return True
         self._spool.mkdir(parents=True, exist_ok=True)
         with open(self._spool / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps([record.path, record.reason]) + "\n")
+            f.write(json.dumps([record.path, record.reason, record.key]) + "\n")
         return True
+
+    def get(self, path: str | os.PathLike[str]) -> SkipRecord | None:
+        """The record of ``path`` (the real path, as read), or None if it was not skipped."""
+        key = _path_key(path)
+        return next((r for r in self._records() if r.key == key), None)
 
     def _records(self) -> list[SkipRecord]:
         records = dict(self._local)
@@ -111,11 +137,11 @@ class SkipLog(Sequence[SkipRecord]):
             for part in sorted(self._spool.glob("*.jsonl")):
                 for line in part.read_text(encoding="utf-8").splitlines():
                     try:
-                        path, reason = json.loads(line)
+                        shown, reason, key = json.loads(line)
                     except ValueError:
                         continue  # a line cut short by a killed worker
-                    records.setdefault(path, SkipRecord(path, reason))
-        return sorted(records.values(), key=lambda r: r.path)
+                    records.setdefault(key, SkipRecord(shown, reason, key))
+        return sorted(records.values(), key=lambda r: (r.path, r.key))
 
     def __len__(self) -> int:
         return len(self._records())
@@ -134,6 +160,10 @@ class SkipLog(Sequence[SkipRecord]):
         return write_skip_report(self, Path(out_dir) / "skipped.csv")
 
 
+def _path_key(path: str | os.PathLike[str]) -> str:
+    return hash_uid(os.path.abspath(path))
+
+
 def _remove_spool(spool: Path, owner: int) -> None:
     if os.getpid() != owner or not spool.is_dir():
         return
@@ -142,13 +172,14 @@ def _remove_spool(spool: Path, owner: int) -> None:
     spool.rmdir()
 
 
-def write_skip_report(skipped: Iterable[SkipRecord | tuple[str, str]], path: str | os.PathLike[str]) -> Path:
+def write_skip_report(skipped: Iterable[SkipRecord | tuple[str, ...]], path: str | os.PathLike[str]) -> Path:
     """Write the skipped files as CSV (``file,reason``) atomically and log them as a table.
 
     The file is written even when nothing was skipped, so a run's outputs always say so.
+    Records name files as the datasets showed them (see :class:`SkipRecord`).
     """
-    records = [r if isinstance(r, SkipRecord) else SkipRecord(str(r[0]), str(r[1])) for r in skipped]
-    records = list({r.path: r for r in records}.values())
+    records = [r if isinstance(r, SkipRecord) else SkipRecord(*map(str, r)) for r in skipped]
+    records = list({r.key or r.path: r for r in records}.values())
     path = Path(path)
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -215,7 +246,7 @@ class ClipDataset(Dataset):
         self.read_options = dict(read_options or {})
         self._preloaded: dict[str, Any] = {}
         self.epoch = 0
-        self.skipped = SkipLog()
+        self.skipped = SkipLog(root)
         has_rate = "heart_rate" in self.table.columns
         self._heart_rates = _float_columns(self.table, ["heart_rate"])[:, 0] if has_rate else None
 
@@ -239,9 +270,7 @@ class ClipDataset(Dataset):
             heart_rate = None if self._heart_rates is None else float(self._heart_rates[index])
             frames = self.read_clip(path, rng, heart_rate)
         except VideoReadError as e:
-            reason = str(e).removeprefix(f"{path}: ")
-            if self.skipped.add(path, reason):
-                log.warning("skipping %s: %s", path, reason)
+            self.skipped.add(path, e)
             return None
         if isinstance(self.transform, VideoTransform):
             video = self.transform(frames, rng)
@@ -299,9 +328,7 @@ class ClipDataset(Dataset):
                 results, total=len(paths), desc="decode", unit="video", disable=not progress
             ):
                 if isinstance(result, VideoReadError):
-                    reason = str(result).removeprefix(f"{path}: ")
-                    if self.skipped.add(path, reason):
-                        log.warning("skipping %s: %s", path, reason)
+                    self.skipped.add(path, result)
                 else:
                     self._preloaded[path] = result
 
@@ -311,8 +338,9 @@ class ClipDataset(Dataset):
         cached = self._preloaded.get(str(path))
         if cached is not None and not sampler.cycle:
             return cached.frames[sampler.indices(cached.num_frames, cached.fps, rng)]
-        if self._preloaded and cached is None and any(r.path == str(path) for r in self.skipped):
-            raise VideoReadError(f"{path}: {next(r.reason for r in self.skipped if r.path == str(path))}")
+        skipped = self.skipped.get(path) if self._preloaded and cached is None else None
+        if skipped is not None:
+            raise VideoReadError(str(skipped), path=PurePath(skipped.path), reason=skipped.reason)
         rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
         if not sampler.cycle or rate_known:
 
@@ -326,7 +354,7 @@ class ClipDataset(Dataset):
         video = load_video(path, **self.read_options)
         period = estimate_cycle_frames(video.frames)
         if period is None:
-            log.info("%s: no cardiac cycle found; sampling a plain clip", path)
+            log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
             idx = replace(sampler, cycle=False).indices(video.num_frames, video.fps, rng)
         else:
             idx = sampler.indices(video.num_frames, video.fps, rng, period)
@@ -626,7 +654,7 @@ class VideoClips(Dataset):
             try:
                 video = load_video(path, **ds.read_options)
             except VideoReadError as e:
-                ds.skipped.add(path, str(e).removeprefix(f"{path}: "))
+                ds.skipped.add(path, e)
                 return None
             if self.cache is not None:
                 self.cache[str(path)] = video

@@ -6,7 +6,9 @@ hashes of the study and series UIDs, so that videos of one study can be grouped
 without the UIDs themselves. Everything else in the header - names, ids, dates,
 institutions - stays in the file. :func:`redact` removes those values from any text
 that could still carry them (a decoder's error message, say) before it is raised or
-logged.
+logged, and :func:`redact_path` from the path of the file, whose folders are often
+named after the patient in hospital exports. :func:`shown_path` is how datasets name a
+file in logs, errors and ``skipped.csv``: relative to the data root the user passed.
 
 The salt comes from the ``salt`` argument, else the ``ECHOCLIP_DEID_SALT``
 environment variable, else a fixed project default. Set your own salt for real
@@ -17,52 +19,57 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 SALT_ENV = "ECHOCLIP_DEID_SALT"
 _DEFAULT_SALT = "echoclip-deid-v1"
 
-# Header elements that identify a person, a place or a date, by DICOM keyword. Their
-# values are redacted from any text we emit; none of them is ever copied into metadata.
-IDENTIFYING_KEYWORDS: tuple[str, ...] = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthDate",
-    "PatientBirthTime",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "MedicalRecordLocator",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "ContentDate",
-    "InstanceCreationDate",
-    "AcquisitionDateTime",
-    "StudyTime",
-    "SeriesTime",
-    "AcquisitionTime",
-    "ContentTime",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "OperatorsName",
-    "StationName",
-    "DeviceSerialNumber",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SOPInstanceUID",
-    "FrameOfReferenceUID",
-)
+# Header elements that identify a person, a place or a date, by DICOM keyword, and the
+# word that stands in for their value in a path. Their values are redacted from any text
+# we emit; none of them is ever copied into metadata.
+IDENTIFYING_LABELS: dict[str, str] = {
+    "PatientName": "patient",
+    "PatientID": "patient",
+    "IssuerOfPatientID": "patient",
+    "OtherPatientIDs": "patient",
+    "OtherPatientNames": "patient",
+    "PatientBirthDate": "date",
+    "PatientBirthTime": "time",
+    "PatientBirthName": "patient",
+    "PatientMotherBirthName": "patient",
+    "PatientAddress": "patient",
+    "PatientTelephoneNumbers": "patient",
+    "MedicalRecordLocator": "patient",
+    "AccessionNumber": "study",
+    "StudyID": "study",
+    "StudyDate": "date",
+    "SeriesDate": "date",
+    "AcquisitionDate": "date",
+    "ContentDate": "date",
+    "InstanceCreationDate": "date",
+    "AcquisitionDateTime": "date",
+    "StudyTime": "time",
+    "SeriesTime": "time",
+    "AcquisitionTime": "time",
+    "ContentTime": "time",
+    "InstitutionName": "institution",
+    "InstitutionAddress": "institution",
+    "InstitutionalDepartmentName": "institution",
+    "ReferringPhysicianName": "staff",
+    "PerformingPhysicianName": "staff",
+    "NameOfPhysiciansReadingStudy": "staff",
+    "OperatorsName": "staff",
+    "StationName": "device",
+    "DeviceSerialNumber": "device",
+    "StudyInstanceUID": "uid",
+    "SeriesInstanceUID": "uid",
+    "SOPInstanceUID": "uid",
+    "FrameOfReferenceUID": "uid",
+}
+IDENTIFYING_KEYWORDS: tuple[str, ...] = tuple(IDENTIFYING_LABELS)
 
 # Ultrasound-region attributes worth keeping: where the image is and how big a pixel is.
 _REGION_KEYWORDS: dict[str, str] = {
@@ -133,8 +140,13 @@ def identifying_values(ds: Any) -> list[str]:
     Person names are split into their components too, so a family name alone is
     also caught.
     """
-    values: set[str] = set()
-    for keyword in IDENTIFYING_KEYWORDS:
+    return sorted(identifying_labels(ds), key=len, reverse=True)
+
+
+def identifying_labels(ds: Any) -> dict[str, str]:
+    """The identifying strings of a dataset, each with the word that replaces it in a path."""
+    labels: dict[str, str] = {}
+    for keyword, label in IDENTIFYING_LABELS.items():
         try:
             value = ds.get(keyword, None)
         except Exception:  # a malformed element must not stop redaction of the others
@@ -146,16 +158,110 @@ def identifying_values(ds: Any) -> list[str]:
             text = str(item).strip()
             if not text:
                 continue
-            values.add(text)
-            values.update(part.strip() for part in text.replace("=", "^").split("^") if len(part.strip()) > 1)
-    return sorted(values, key=len, reverse=True)
+            labels.setdefault(text, label)
+            for part in text.replace("=", "^").split("^"):
+                if len(part.strip()) > 1:
+                    labels.setdefault(part.strip(), label)
+    return labels
 
 
-def redact(text: str, ds: Any | None = None, values: list[str] | None = None) -> str:
-    """``text`` with every identifying value of ``ds`` (or ``values``) replaced by ``[redacted]``."""
+Values = Mapping[str, str] | Iterable[str]
+
+
+def _matcher(values: Values) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+    """One pattern for every value, matching it only as a whole word, and the labels by folded value.
+
+    A value counts only where it is not part of a longer run of letters and digits:
+    the modality-like "OB" must not eat into the file name ``OBXXXX1A.dcm``, while
+    ``DOE^JANE`` is found in ``DOE^JANE_0001.dcm`` (``_`` separates words in file names).
+    """
+    labels = dict(values) if isinstance(values, Mapping) else dict.fromkeys(values, "redacted")
+    labels = {k: v for k, v in labels.items() if k}
+    if not labels:
+        return None, {}
+    ordered = sorted(labels, key=len, reverse=True)  # the whole name before its parts
+    alternation = "|".join(re.escape(v) for v in ordered)
+    pattern = re.compile(rf"(?<![^\W_])(?:{alternation})(?![^\W_])", re.IGNORECASE)
+    return pattern, {k.casefold(): v for k, v in labels.items()}
+
+
+def redact(text: str, ds: Any | None = None, values: Values | None = None) -> str:
+    """``text`` with every identifying value of ``ds`` (or ``values``) replaced by ``[redacted]``.
+
+    Only whole values are replaced, never parts of other words: a value counts where
+    no letter or digit adjoins it, so a header value "OB" leaves ``OBXXXX1A.dcm`` whole.
+    """
     if values is None:
-        values = identifying_values(ds) if ds is not None else []
-    for value in values:
-        if value in text:
-            text = text.replace(value, "[redacted]")
-    return text
+        values = identifying_labels(ds) if ds is not None else {}
+    pattern, _ = _matcher(values)
+    return text if pattern is None else pattern.sub("[redacted]", text)
+
+
+def redact_path(
+    path: str | os.PathLike[str], ds: Any | None = None, values: Values | None = None
+) -> PurePath:
+    """``path`` with each identifying value in its components replaced by a label.
+
+    A folder named after the patient becomes ``[patient]``, a file ``DOE^JANE_01.dcm``
+    ``[patient]_01.dcm``; the result has as many components as ``path``, so it can
+    still be cut relative to a data root (see :func:`shown_path`).
+    """
+    if values is None:
+        values = identifying_labels(ds) if ds is not None else {}
+    path = PurePath(path)
+    pattern, labels = _matcher(values)
+    if pattern is None:
+        return path
+
+    def label(match: re.Match[str]) -> str:
+        return f"[{labels.get(match.group(0).casefold(), 'redacted')}]"
+
+    parts = [part if part == path.anchor else pattern.sub(label, part) for part in path.parts]
+    return PurePath(*parts)
+
+
+def shown_path(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    redacted: str | os.PathLike[str] | None = None,
+) -> str:
+    """How a data file is named in logs, errors and ``skipped.csv``.
+
+    Relative to ``root`` (the data root the user passed) when the file lies under it:
+    the folders above the root are the user's own and, in hospital exports, often
+    carry names. ``redacted`` is the path as a reader named it (``VideoReadError.path``,
+    with identifying header values replaced); it is cut to the same components.
+    A ``redacted`` name of another shape is shown as it is.
+
+    Example: ``shown_path("/exports/DOE^JANE/IM1.dcm", "/exports",
+    "/exports/[patient]/IM1.dcm")`` is ``"[patient]/IM1.dcm"``.
+    """
+    path = PurePath(path)
+    parts = path.parts
+    if redacted is not None:
+        redacted = PurePath(redacted)
+        if len(redacted.parts) != len(parts):
+            return str(redacted)
+        parts = redacted.parts
+    if root is not None:
+        try:
+            inside = PurePath(os.path.abspath(path)).relative_to(os.path.abspath(root))
+        except ValueError:
+            inside = None
+        if inside is not None and inside.parts:
+            parts = parts[len(parts) - len(inside.parts) :]
+    return str(PurePath(*parts))
+
+
+def read_failure(
+    path: str | os.PathLike[str], error: BaseException, root: str | os.PathLike[str] | None = None
+) -> tuple[str, str]:
+    """``(shown path, reason)`` of a file a reader could not read, for logs and skip reports.
+
+    Uses the parts a reader gave apart (``VideoReadError.path``, ``.reason``); for a
+    reader that gave only a message ``"<path>: <reason>"`` the reason is cut from it.
+    """
+    reason = getattr(error, "reason", None)
+    if reason is None:
+        reason = str(error).removeprefix(f"{path}: ")
+    return shown_path(path, root, getattr(error, "path", None)), reason

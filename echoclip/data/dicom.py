@@ -4,33 +4,38 @@ Colour is where published echo pipelines go wrong, so the conversion is explicit
 pixels are decoded *raw* (``pydicom.pixels`` decoders with ``raw=True``) and the
 photometric interpretation the decoder reports for what it returned decides the one
 conversion applied - YBR_FULL/YBR_FULL_422 through ``convert_color_space``, PALETTE
-COLOR through ``apply_color_lut``, MONOCHROME1 inverted, MONOCHROME2 as is. (pydicom's
-``ds.pixel_array`` already converts YBR to RGB while the header still says YBR;
-converting again gives the well-known green tint.)
+COLOR through the file's palette read in its own byte order (:func:`palette_table`),
+MONOCHROME1 inverted, MONOCHROME2 as is. (pydicom's ``ds.pixel_array`` already converts
+YBR to RGB while the header still says YBR; converting again gives the well-known green
+tint.) A conversion that turns varying pixels into flat frames raises rather than
+return a blank video.
 
 Only the frames a clip needs are decoded, plus a few evenly spaced frames that locate
 the sector: the pixels that change over time. Everything outside it - ECG trace,
 burnt-in text, calipers - is set to black, and the frame is cropped to the
 ultrasound region of the header (SequenceOfUltrasoundRegions) or, without one, to
-the sector. The returned metadata is de-identified (see :mod:`echoclip.data.deid`).
+the sector. The returned metadata is de-identified (see :mod:`echoclip.data.deid`), and
+errors name the file with the components that hold its patient's data replaced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 
-from echoclip.data.deid import dicom_meta, identifying_values, redact
+from echoclip.data.deid import dicom_meta, identifying_labels, redact, redact_path
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
 
-__all__ = ["read_dicom", "write_dicom", "find_sector", "dicom_frame_rate"]
+__all__ = ["read_dicom", "write_dicom", "find_sector", "dicom_frame_rate", "palette_table"]
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +76,78 @@ def read_dicom(
 
     Raises:
         VideoReadError: not DICOM, no pixel data, truncated, no decoder for the
-            transfer syntax, no frame timing. Messages never carry patient data.
+            transfer syntax, no frame timing, or varying pixels that convert to flat
+            frames. Messages never carry the header's patient data: the file is named
+            with each path component holding one replaced whole (``.../[patient]/IM1.dcm``,
+            also the error's ``path``) and the cause with such values as ``[redacted]``.
     """
     path = Path(path)
-    ds = _read_dataset(path)
-    phi = identifying_values(ds)
+    phi: dict[str, str] | None = None
+    with _pydicom_quiet():
+        try:
+            ds = _read_dataset(path)
+            phi = identifying_labels(ds) if len(ds) else None
+            return _read_pixels(ds, path, indices, n, target_fps, start, fps, crop, mask, salt)
+        except VideoReadError as e:
+            shown, reason = _redacted(str(e), path, phi if phi is not None else _header_labels(path))
+            raise VideoReadError(f"{shown}: {reason}", path=shown, reason=reason) from None
+        except (ValueError, TypeError) as e:
+            # Caller errors (bad indices) keep their type; the text is still redacted.
+            shown, reason = _redacted(str(e), path, phi if phi is not None else _header_labels(path))
+            raise type(e)(f"{shown}: {reason}") from None
+
+
+def _redacted(message: str, path: Path, phi: dict[str, str]) -> tuple[PurePath, str]:
+    """The file and the cause of a ``"<path>: <cause>"`` message, each without patient data.
+
+    The path is redacted by whole components and the cause by whole words, apart: a
+    header value such as "OB" must not be cut out of the middle of a file name.
+    """
+    reason = message.removeprefix(f"{path}: ")
+    return redact_path(path, values=phi), redact(reason, values=phi)
+
+
+def _header_labels(path: Path) -> dict[str, str]:
+    """The identifying values of a file whose full read failed, from its header alone.
+
+    A file cut off in its pixel data parses as an empty data set, yet its header - and
+    the patient's name, which may also be in its path - is intact.
+    """
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return identifying_labels(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception:  # nothing readable: nothing known to redact
+            return {}
+
+
+_reading = threading.local()
+
+
+class _DropInReader(logging.Filter):
+    """Drops pydicom's log records made inside :func:`read_dicom` (in that thread only).
+
+    pydicom logs the full path of a file it finds odd, and quotes element values; the
+    error the reader raises gives the cause without either.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_reading, "active", False)
+
+
+@contextmanager
+def _pydicom_quiet() -> Iterator[None]:
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(f, _DropInReader) for f in logger.filters):
+        logger.addFilter(_DropInReader())
+    outer = getattr(_reading, "active", False)
+    _reading.active = True
     try:
-        return _read_pixels(ds, path, indices, n, target_fps, start, fps, crop, mask, salt)
-    except VideoReadError as e:
-        raise VideoReadError(redact(str(e), values=phi)) from None
-    except (ValueError, TypeError) as e:
-        # Caller errors (bad indices) keep their type; the text is still redacted.
-        raise type(e)(redact(str(e), values=phi)) from None
+        yield
+    finally:
+        _reading.active = outer
 
 
 def _read_dataset(path: Path) -> Any:
@@ -253,6 +318,10 @@ def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
     fast_jpeg = tsyntax in (JPEGBaseline8Bit, JPEGExtended12Bit) and "pillow" in decoder.available_plugins
     plugin = "pillow" if fast_jpeg else ""
     out: list[np.ndarray] = []
+    palette: tuple[np.ndarray, int] | None = None
+    # A conversion that maps varying stored values to one colour has misread the file
+    # (a palette in the wrong byte order once gave all-black videos): say so, not black.
+    stored_varies = converted_varies = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -260,7 +329,14 @@ def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
                 ds, indices=[int(i) for i in indices], raw=True, decoding_plugin=plugin
             )
             for arr, info in frames:
-                out.append(_to_rgb8(arr, str(info["photometric_interpretation"]), ds, path))
+                photometric = str(info["photometric_interpretation"])
+                if photometric == "PALETTE COLOR" and palette is None:
+                    palette = palette_table(ds, path)
+                rgb = _to_rgb8(arr, photometric, ds, path, palette)
+                if not converted_varies:
+                    converted_varies = not _is_constant(rgb)
+                    stored_varies = stored_varies or not _is_constant(arr)
+                out.append(rgb)
         except VideoReadError:
             raise
         except Exception as e:  # decoders raise many types for broken data
@@ -268,7 +344,18 @@ def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
             raise VideoReadError(f"{path}: cannot decode pixel data ({_short(reason)})") from None
     if len(out) != len(indices):
         raise VideoReadError(f"{path}: pixel data holds {len(out)} of {len(indices)} requested frames")
+    if stored_varies and not converted_varies:
+        raise VideoReadError(
+            f"{path}: every frame is one flat colour after converting {photometric} to RGB although "
+            f"the stored pixels vary (bits stored {ds.get('BitsStored', '?')}): refusing to return a blank video"
+        )
     return out
+
+
+def _is_constant(arr: np.ndarray) -> bool:
+    """Whether every pixel of one frame ``[H,W]`` or ``[H,W,C]`` has the same value."""
+    pixels = arr.reshape(-1, arr.shape[-1]) if arr.ndim == 3 else arr.reshape(-1, 1)
+    return bool((pixels == pixels[0]).all())
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -276,9 +363,14 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _to_rgb8(arr: np.ndarray, photometric: str, ds: Any, path: Path) -> np.ndarray:
-    """One decoded frame in ``photometric`` (as the decoder reports it) -> ``uint8 [H,W,3]`` RGB."""
-    from pydicom.pixels import apply_color_lut, convert_color_space
+def _to_rgb8(
+    arr: np.ndarray, photometric: str, ds: Any, path: Path, palette: tuple[np.ndarray, int] | None = None
+) -> np.ndarray:
+    """One decoded frame in ``photometric`` (as the decoder reports it) -> ``uint8 [H,W,3]`` RGB.
+
+    ``palette`` is the file's :func:`palette_table`, read once per video.
+    """
+    from pydicom.pixels import convert_color_space
 
     if photometric in ("YBR_FULL", "YBR_FULL_422"):
         # The decoder already undid the 4:2:2 subsampling; what remains is full-range YCbCr.
@@ -287,17 +379,75 @@ def _to_rgb8(arr: np.ndarray, photometric: str, ds: Any, path: Path) -> np.ndarr
         # JPEG 2000 decoders apply the inverse RCT/ICT themselves and return RGB.
         return _to_uint8(arr, ds)
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
-        if bits > 8:
-            rgb = rgb >> (bits - 8)
-        return rgb.astype(np.uint8)
+        table, first = palette if palette is not None else palette_table(ds, path)
+        # Values below the first mapped one take the first entry, above the last the last.
+        index = np.clip(arr.astype(np.int64) - first, 0, len(table) - 1)
+        return table[index]
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         grey = _grey_to_uint8(arr, ds)
         if photometric == "MONOCHROME1":
             grey = 255 - grey  # MONOCHROME1: the lowest value is white
         return np.repeat(grey[..., None], 3, axis=-1)
     raise VideoReadError(f"{path}: photometric interpretation {photometric!r} is not supported")
+
+
+def palette_table(ds: Any, path: Path | str = "") -> tuple[np.ndarray, int]:
+    """The palette of a PALETTE COLOR image as ``uint8 [N, 3]`` RGB, and the first stored value it maps.
+
+    The table data are read in the byte order of the file's transfer syntax (pydicom's
+    ``apply_color_lut`` reads them as little endian whatever the file says, which gave
+    all-black videos for big-endian files). Entries become 8 bits by what they hold:
+    16-bit entries keep their high byte; a table whose every entry fits in 8 bits is
+    8-bit, whatever its descriptor says (8-bit values in 16-bit words are common, and a
+    16-bit palette that dark would show nothing).
+    """
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor", None)
+    try:
+        entries, first, declared = (int(v) for v in descriptor)
+    except (TypeError, ValueError):
+        raise VideoReadError(
+            f"{path}: PALETTE COLOR image without a valid Red Palette Color Lookup Table Descriptor"
+        ) from None
+    entries = entries or 2**16  # 0 means 65536 entries
+    if "RedPaletteColorLookupTableData" in ds:
+        table = np.stack(
+            [_palette_channel(ds, colour, entries, path) for colour in ("Red", "Green", "Blue")], 1
+        )
+    elif "SegmentedRedPaletteColorLookupTableData" in ds:
+        from pydicom.pixels import apply_color_lut
+
+        # pydicom expands segmented tables in the file's byte order; the ramp reads the table out.
+        table = np.asarray(apply_color_lut(np.arange(first, first + entries), ds))[:, :3]
+    else:
+        raise VideoReadError(f"{path}: PALETTE COLOR image without palette data")
+    top = int(table.max(initial=0))
+    bits = 8 if top <= 255 else max(declared, top.bit_length())
+    return (table.astype(np.int64) >> (bits - 8)).astype(np.uint8), first
+
+
+def _palette_channel(ds: Any, colour: str, entries: int, path: Path | str) -> np.ndarray:
+    """One channel's palette entries as integers, read in the file's byte order."""
+    value = ds[f"{colour}PaletteColorLookupTableData"].value
+    if not isinstance(value, (bytes, bytearray)):  # stored as US: pydicom has decoded it
+        data = np.asarray(value, dtype=np.int64).ravel()
+    elif len(value) >= 2 * entries:
+        data = np.frombuffer(value, dtype=("<" if _little_endian(ds) else ">") + "u2")
+    else:
+        data = np.frombuffer(value, dtype=np.uint8)
+    if len(data) < entries:
+        raise VideoReadError(
+            f"{path}: the {colour.lower()} palette holds {len(data)} entries; its descriptor says {entries}"
+        )
+    return data[:entries].astype(np.int64)
+
+
+def _little_endian(ds: Any) -> bool:
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        return bool(tsyntax.is_little_endian)
+    except (AttributeError, ValueError):
+        encoding = getattr(ds, "original_encoding", (None, True))
+        return encoding[1] is not False
 
 
 def _to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:

@@ -36,6 +36,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from echoclip.data.augment import sample_rng
 from echoclip.data.datasets import Manifest, SkipRecord, write_skip_report
+from echoclip.data.deid import shown_path
 from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform, resize_clip_uint8
 from echoclip.errors import DataError
 
@@ -154,7 +155,7 @@ def write_shards(
     for stale in out.glob("shard-*.tar.tmp"):
         stale.unlink()  # left by a killed run
 
-    def finish(k: int, count: int, skipped: list[tuple[str, str]]) -> None:
+    def finish(k: int, count: int, skipped: list[tuple[str, ...]]) -> None:
         done[_shard_name(k)] = {"count": count, "rows": _rows(k, config.shard_size, n), "skipped": skipped}
         _save_state(out, state)
 
@@ -177,7 +178,7 @@ def write_shards(
                     finish(k, count, skipped)
                     bar.update(len(range(*_rows(k, config.shard_size, n))))
 
-    skipped_records = [SkipRecord(p, r) for v in done.values() for p, r in v["skipped"]]
+    skipped_records = [SkipRecord(*entry) for v in done.values() for entry in v["skipped"]]
     write_skip_report(skipped_records, out / "skipped.csv")
     shards = sorted(done)
     return ShardSummary(out, shards, sum(v["count"] for v in done.values()), skipped_records, resumed)
@@ -199,7 +200,7 @@ _JOB_MANIFESTS: dict[Any, Manifest] = {}
 
 def _write_shard_job(
     manifest: Path, out: Path, k: int, config: ShardConfig, read_options: dict[str, Any] | None
-) -> tuple[int, list[tuple[str, str]]]:
+) -> tuple[int, list[tuple[str, ...]]]:
     key = (manifest, config, json.dumps(read_options, sort_keys=True, default=str))
     if key not in _JOB_MANIFESTS:  # one manifest read per worker process, not per shard
         _JOB_MANIFESTS[key] = _open_manifest(manifest, config, read_options)
@@ -208,7 +209,7 @@ def _write_shard_job(
 
 def _write_shard(
     ds: Manifest, out: Path, k: int, config: ShardConfig, advance: Callable[[int], Any]
-) -> tuple[int, list[tuple[str, str]]]:
+) -> tuple[int, list[tuple[str, ...]]]:
     """Write shard ``k`` (rows ``[k*S, (k+1)*S)``) atomically; return its sample count and skipped files."""
     import webdataset as wds
 
@@ -222,9 +223,9 @@ def _write_shard(
             item = ds[row]
             advance(1)
             if item is None:
-                path = str(ds.video_path(row))
-                record = next((r for r in ds.skipped if r.path == path), SkipRecord(path, "unreadable"))
-                skipped.append((record.path, record.reason))
+                path = ds.video_path(row)
+                record = ds.skipped.get(path) or SkipRecord(shown_path(path, ds.root), "unreadable")
+                skipped.append((record.path, record.reason, record.key))
                 continue
             writer.write(
                 {

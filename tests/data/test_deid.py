@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import traceback
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 
 from echoclip.cli.main import main as cli_main
 from echoclip.data.datasets import Manifest
-from echoclip.data.deid import SALT_ENV, dicom_meta, hash_uid, identifying_values, redact
+from echoclip.data.deid import (
+    SALT_ENV,
+    dicom_meta,
+    hash_uid,
+    identifying_values,
+    redact,
+    redact_path,
+    shown_path,
+)
 from echoclip.data.dicom import write_dicom
 from echoclip.data.shards import ShardDataset
 from echoclip.data.transforms import PreprocessConfig, VideoTransform
@@ -145,3 +154,111 @@ def test_redact_removes_values_and_name_parts() -> None:
     assert "Jorkens" in values and "PID-93817265" in values
     text = redact("decoder failed near Jorkens, PID-93817265 (19230417)", ds)
     assert text == "decoder failed near [redacted], [redacted] ([redacted])"
+
+
+def test_redaction_replaces_whole_values_only() -> None:
+    values = ["OB", "DOE^JANE", "DOE", "JANE"]
+    assert (
+        redact("/data/OBXXXX1A_2frame.dcm: no timing", values=values)
+        == "/data/OBXXXX1A_2frame.dcm: no timing"
+    )
+    assert redact("near OB, Jane Doe and DOE^JANE", values=values) == (
+        "near [redacted], [redacted] [redacted] and [redacted]"
+    )
+    assert (
+        str(redact_path("/data/OB/OBXXXX1A.dcm", values={"OB": "patient"})) == "/data/[patient]/OBXXXX1A.dcm"
+    )
+    labels = {"DOE^JANE": "patient", "DOE": "patient", "JANE": "patient", "19870923": "date"}
+    shown = redact_path("/exports/19870923/DOE^JANE/DOE^JANE_0001.dcm", values=labels)
+    assert str(shown) == "/exports/[date]/[patient]/[patient]_0001.dcm"
+    assert shown_path("/exports/19870923/DOE^JANE/x.dcm", "/exports", shown.with_name("x.dcm")) == (
+        "[date]/[patient]/x.dcm"
+    )
+
+
+def test_short_header_value_inside_a_file_name_is_kept(tmp_path: Path) -> None:
+    """The header value "OB" once turned ``OBXXXX1A_2frame.dcm`` into ``[redacted]XXXX1A_2frame.dcm``."""
+    path = write_dicom(_cine(), tmp_path / "OBXXXX1A_2frame.dcm", fps=None, tags={"PatientName": "OB^^^^"})
+    with pytest.raises(VideoReadError) as err:
+        load_video(path)
+    assert str(err.value).startswith(f"{path}: no frame timing")
+    assert err.value.path == path and "[redacted]" not in str(err.value)
+
+
+PATIENT = "DOE^JANE"
+
+
+def _assert_no_patient(text: str, where: str) -> None:
+    for needle in (PATIENT, "DOE", "JANE"):
+        assert needle.casefold() not in text.casefold(), f"{needle!r} leaked into {where}: {text[:300]}"
+
+
+def test_patient_named_folders_and_files_are_shown_redacted_and_relative(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    """An export whose folder and file names hold the patient's name, as hospital exports do."""
+    caplog.set_level(logging.DEBUG)
+    root = tmp_path / "export"
+    folder = root / PATIENT / "echo"
+    folder.mkdir(parents=True)
+    tags = {"PatientName": PATIENT, "PatientID": "PID-0007"}
+    good = write_dicom(_cine(), folder / "IM0001.dcm", fps=30, tags=tags)
+    untimed = write_dicom(_cine(1), folder / f"{PATIENT}_0002.dcm", fps=None, tags=tags)
+    no_pixels = folder / f"{PATIENT}.dcm"
+    ds = pydicom.dcmread(good)
+    del ds.PixelData
+    ds.save_as(no_pixels)
+    data = write_dicom(_cine(2), folder / "IM0004.dcm", fps=30, compression="jpeg", tags=tags).read_bytes()
+    truncated = folder / "IM0004.dcm"
+    truncated.write_bytes(data[: int(len(data) * 0.7)])
+    bad = {untimed: "no frame timing", no_pixels: "no pixel data", truncated: ""}
+    manifest = root / "manifest.csv"
+    pd.DataFrame(
+        {
+            "video_path": [str(p.relative_to(root)) for p in (good, *bad)],
+            "report": ["LV EF 55%."] * 4,
+            "patient_id": ["anon-1"] * 4,
+            "study_id": ["study-1"] * 4,
+        }
+    ).to_csv(manifest, index=False)
+    caplog.clear()
+
+    # errors of the reader: the path as given, each patient-named component replaced whole
+    for path, cause in bad.items():
+        with pytest.raises(VideoReadError) as err:
+            load_video(path)
+        message = "".join(traceback.format_exception(err.value))
+        _assert_no_patient(message, "an error")
+        shown = str(err.value).removeprefix(f"{err.value.path}: ")
+        assert cause in shown and str(err.value.path).startswith(str(root))
+        assert Path(str(err.value.path).replace("[patient]", PATIENT)) == path  # not garbled
+
+    # the dataset's log and report: relative to the root, and to nothing above it
+    dataset = Manifest(manifest, transform=VideoTransform(PreprocessConfig(image_size=16, num_frames=4)))
+    assert dataset[0] is not None and [dataset[i] for i in (1, 2, 3)] == [None, None, None]
+    shown = sorted(r.path for r in dataset.skipped)
+    assert shown == sorted(
+        ["[patient]/echo/[patient]_0002.dcm", "[patient]/echo/[patient].dcm", "[patient]/echo/IM0004.dcm"]
+    )
+    for record in dataset.skipped:
+        assert (root / record.path.replace("[patient]", PATIENT)).is_file()  # not garbled
+    report = dataset.skipped.report(tmp_path / "run")
+    with open(report, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == shown
+    assert {r["file"]: r["reason"] for r in rows}["[patient]/echo/[patient].dcm"].startswith("no pixel data")
+
+    # the same through the command line, which writes shards, their state and skipped.csv
+    out = tmp_path / "shards"
+    assert cli_main(["preprocess", "--manifest", str(manifest), "--out", str(out), "--size", "16"]) == 0
+    with open(out / "skipped.csv", newline="") as f:
+        assert sorted(r["file"] for r in csv.DictReader(f)) == shown
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "[patient]/echo/[patient]_0002.dcm" in logged and str(root) not in logged
+    _assert_no_patient(logged, "the log")
+    captured = capsys.readouterr()
+    _assert_no_patient(captured.out + captured.err, "console output")
+    for path in [*(tmp_path / "run").rglob("*"), *out.rglob("*")]:
+        if path.is_file():
+            _assert_no_patient(path.read_bytes().decode("latin-1"), path.name)

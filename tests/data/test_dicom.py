@@ -364,3 +364,91 @@ def test_pydicom_data_ultrasound_files_load() -> None:
     aloka = load_video(get_testdata_file("gdcm-US-ALOKA-16.dcm"))  # 16-bit palette indices
     assert aloka.frames.dtype == np.uint8 and aloka.frames.max() > 100
     assert aloka.frames.shape[1:3] == (392, 304)
+
+
+@pytest.mark.parametrize("byte_order", ["little", "big"])
+@pytest.mark.parametrize("entries", ["8-bit", "16-bit", "8-bit values in 16-bit words"])
+def test_palette_colours_in_every_byte_order_and_entry_size(
+    tmp_path: Path, byte_order: str, entries: str
+) -> None:
+    """Palette entries of 8 or 16 bits, little- or big-endian, with a first mapped value of 2.
+
+    The 16-bit entries carry the colour in the high byte and a non-zero low byte, so a
+    table read in the wrong byte order cannot come out right by symmetry.
+    """
+    from pydicom.uid import ExplicitVRBigEndian
+
+    big = byte_order == "big"
+    lut = np.zeros((16, 3), dtype=np.int64)
+    lut[: len(BARS)] = BARS
+    stored = np.broadcast_to(np.repeat(np.arange(8, dtype=np.uint8) + 2, 8), (2, 16, 64)).copy()
+    expected = BARS[stored - 2]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian if big else ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.3.1", generate_uid(), "US"
+    ds.FrameTime = "20.0"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 2, 16, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = stored.tobytes()
+    ds["PixelData"].VR = "OB"
+    order = ">" if big else "<"
+    for colour, channel in zip(("Red", "Green", "Blue"), range(3), strict=True):
+        ds[f"{colour}PaletteColorLookupTableDescriptor"] = pydicom.DataElement(
+            0x00281101 + channel, "US", [16, 2, 8 if entries == "8-bit" else 16]
+        )
+        if entries == "8-bit":
+            data = lut[:, channel].astype(np.uint8).tobytes()
+        elif entries == "16-bit":
+            data = (lut[:, channel] * 256 + 0x11).astype(f"{order}u2").tobytes()
+        else:
+            data = lut[:, channel].astype(f"{order}u2").tobytes()
+        ds[f"{colour}PaletteColorLookupTableData"] = pydicom.DataElement(0x00281201 + channel, "OW", data)
+    path = tmp_path / "palette.dcm"
+    ds.save_as(path, enforce_file_format=True, little_endian=not big, implicit_vr=False)
+    video = load_video(path, crop=False, mask=False)
+    np.testing.assert_array_equal(video.frames, expected)
+
+
+def test_palette_that_is_misread_raises_instead_of_returning_black(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import echoclip.data.dicom as dicom
+
+    stored = np.broadcast_to(np.repeat(np.arange(8, dtype=np.uint8), 8), (3, 16, 64)).copy()
+    tags: dict[str, object] = {}
+    for colour in ("Red", "Green", "Blue"):
+        tags[f"{colour}PaletteColorLookupTableDescriptor"] = [256, 0, 16]
+        tags[f"{colour}PaletteColorLookupTableData"] = (np.arange(256, dtype="<u2") * 257).tobytes()
+    path = _write(tmp_path / "palette.dcm", stored, "PALETTE COLOR", False, **tags)
+    assert load_video(path, crop=False, mask=False).frames.max() > 0
+
+    # A conversion that loses the stored values (the big-endian bug read 16-bit
+    # entries with their bytes swapped, then kept the high byte: zero everywhere).
+    def wrong_order(ds: object, path: object = "") -> tuple[np.ndarray, int]:
+        return np.zeros((256, 3), dtype=np.uint8), 0
+
+    monkeypatch.setattr(dicom, "palette_table", wrong_order)
+    with pytest.raises(VideoReadError, match=r"palette\.dcm: every frame is one flat colour.*PALETTE COLOR"):
+        load_video(path)
+
+
+def test_grey_pixels_scaled_to_one_level_raise(tmp_path: Path) -> None:
+    """16 bits stored but values below 128: scaled by the bit depth every pixel is 0."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.3.1", generate_uid(), "US"
+    ds.FrameTime = "20.0"
+    grey = np.random.default_rng(0).integers(0, 100, (3, 16, 16), dtype=np.uint16)
+    ds.set_pixel_data(grey, "MONOCHROME2", 16)
+    path = tmp_path / "dim.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(VideoReadError, match=r"dim\.dcm: every frame is one flat colour.*bits stored 16"):
+        load_video(path, crop=False, mask=False)
+    flat = ds.copy()
+    flat.set_pixel_data(np.full((3, 16, 16), 40, dtype=np.uint16), "MONOCHROME2", 16)
+    flat.save_as(tmp_path / "flat.dcm", enforce_file_format=True)
+    assert load_video(tmp_path / "flat.dcm", crop=False, mask=False).frames.max() == 0  # truly flat: fine

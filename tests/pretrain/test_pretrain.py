@@ -10,13 +10,13 @@ from safetensors.torch import load_file
 
 from echoclip.cli.main import main
 from echoclip.data.synthetic import simulate_dataset
-from echoclip.models.factory import create_model
+from echoclip.loop.checkpoint import latest_checkpoint
+from echoclip.loop.trainer import Trainer
 from echoclip.models.encoders import load_pretrained_encoder
+from echoclip.models.factory import create_model
 from echoclip.pretrain.objectives import PretrainConfig, build_objective
 from echoclip.pretrain.pretrain import pretrain
-from echoclip.loop.checkpoint import latest_checkpoint
 from echoclip.train.config import TrainConfig
-from echoclip.loop.trainer import Trainer
 
 from .clips import BeatingClips
 

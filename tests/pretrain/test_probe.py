@@ -8,8 +8,8 @@ import torch
 
 from echoclip.errors import DataError
 from echoclip.models.config import VideoTowerConfig
-from echoclip.models.frames import FrameTower
 from echoclip.models.encoders import save_encoder
+from echoclip.models.frames import FrameTower
 from echoclip.pretrain.probe import attentive_probe, probe, probe_against_random, split_by_group
 
 from .clips import BeatingClips
