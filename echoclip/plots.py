@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from echoclip import atomic
+
 __all__ = [
     "save_figure",
     "regression_figure",
@@ -38,10 +40,8 @@ def _figure(width: float, height: float) -> Any:
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` as a PNG via a temporary name, so no reader sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic.writing(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

@@ -59,6 +59,25 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         return list(self._items.items())
 
+    def values(self) -> list[T]:
+        return list(self._items.values())
+
+    def pop(self, name: str) -> T:
+        """Remove and return the object registered as ``name``."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __setitem__(self, name: str, obj: T) -> None:
+        """``REGISTRY["mine"] = MyThing``: register, replacing what the name held."""
+        self.add(name, obj, overwrite=True)
+
+    def __delitem__(self, name: str) -> None:
+        self.pop(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

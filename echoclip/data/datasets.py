@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.deid import hash_uid, read_failure, shown_path
 from echoclip.data.transforms import (
@@ -185,10 +186,7 @@ def write_skip_report(skipped: Iterable[SkipRecord | tuple[str, ...]], path: str
     writer = csv.writer(buf)
     writer.writerow(["file", "reason"])
     writer.writerows([r.path, r.reason] for r in records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, buf.getvalue())
     if records:
         log.warning(
             "skipped %d unreadable files (listed in %s):\n%s", len(records), path, format_skip_table(records)

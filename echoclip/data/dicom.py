@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from echoclip import atomic
 from echoclip.data.deid import dicom_meta, identifying_labels, redact, redact_path
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
@@ -671,13 +672,8 @@ def write_dicom(
     for keyword, value in (tags or {}).items():
         setattr(ds, keyword, value)
 
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic.writing(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.datasets import Manifest, SkipRecord, write_skip_report
 from echoclip.data.deid import shown_path
@@ -215,9 +216,8 @@ def _write_shard(
 
     first, last = _rows(k, config.shard_size, len(ds))
     final = out / _shard_name(k)
-    tmp = final.with_name(final.name + ".tmp")
     count, skipped = 0, []
-    with open(tmp, "wb") as f:
+    with atomic.writing(final) as tmp, open(tmp, "wb") as f:
         writer = wds.TarWriter(f, mtime=0)
         for row in range(first, last):
             item = ds[row]
@@ -241,9 +241,6 @@ def _write_shard(
             )
             count += 1
         writer.close()
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
     return count, skipped
 
 
@@ -258,13 +255,7 @@ def _load_state(out: Path) -> dict[str, Any] | None:
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
-    path = out / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(out / STATE_FILE, json.dumps(state, indent=1))
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from echoclip import atomic
 from echoclip.errors import VideoReadError
+from echoclip.registry import Registry
 
 __all__ = [
     "Video",
@@ -96,7 +98,7 @@ class _ReaderEntry:
     priority: int
 
 
-_READERS: dict[str, _ReaderEntry] = {}
+_READERS: Registry[_ReaderEntry] = Registry("video reader", ValueError)
 
 
 def register_reader(name: str, sniff: Sniffer, priority: int = 0) -> Callable[[Reader], Reader]:
@@ -138,11 +140,7 @@ def load_video(path: str | os.PathLike[str], reader: str | None = None, **kwargs
     path = Path(path)
     _ensure_builtin_readers()
     if reader is not None:
-        try:
-            entry = _READERS[reader]
-        except KeyError:
-            raise ValueError(f"unknown reader {reader!r}; known: {sorted(_READERS)}") from None
-        return entry.read(path, **kwargs)
+        return _READERS.get(reader).read(path, **kwargs)
     head = _read_head(path)
     for entry in sorted(_READERS.values(), key=lambda e: -e.priority):
         if entry.sniff(head):
@@ -419,35 +417,29 @@ def save_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T,H,W,3], got {frames.dtype} {tuple(frames.shape)}")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     rate = _fps_fraction(fps)
     fmt = {".avi": "avi", ".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}.get(path.suffix.lower())
-    try:
-        with av.open(str(tmp), mode="w", format=fmt) as out:
-            stream = out.add_stream(codec, rate=rate)
-            stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-            if codec == "mjpeg":
-                stream.pix_fmt = "yuvj444p"
-                ctx = stream.codec_context
-                ctx.flags |= av.codec.context.Flags.qscale
-                ctx.qmin = ctx.qmax = quality
-                ctx.global_quality = quality * 118  # FF_QP2LAMBDA: the fixed quantiser ``-q:v``
-            elif codec == "ffv1":
-                stream.pix_fmt = "bgr0"
-            elif codec == "libx264":
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "18"}
-            for i, f in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-                frame.pts = i
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode():
+    with atomic.writing(path) as tmp, av.open(str(tmp), mode="w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
+        if codec == "mjpeg":
+            stream.pix_fmt = "yuvj444p"
+            ctx = stream.codec_context
+            ctx.flags |= av.codec.context.Flags.qscale
+            ctx.qmin = ctx.qmax = quality
+            ctx.global_quality = quality * 118  # FF_QP2LAMBDA: the fixed quantiser ``-q:v``
+        elif codec == "ffv1":
+            stream.pix_fmt = "bgr0"
+        elif codec == "libx264":
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18"}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
                 out.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        for packet in stream.encode():
+            out.mux(packet)
     return path
 
 

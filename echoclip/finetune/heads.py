@@ -24,6 +24,7 @@ from torch import nn
 
 from echoclip.errors import ConfigError
 from echoclip.models.features import time_steps, tower_kind
+from echoclip.registry import Registry
 
 Grid = tuple[int, int, int]
 
@@ -215,11 +216,10 @@ class STFNetHead(nn.Module):
         return self.mlp(fused)
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "linear": LinearHead,
-    "attentive": AttentiveHead,
-    "stfnet": STFNetHead,
-}
+HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
+HEADS["linear"] = LinearHead
+HEADS["attentive"] = AttentiveHead
+HEADS["stfnet"] = STFNetHead
 
 
 def create_head(name: str, width: int, grid: Grid, outputs: int, **options: object) -> nn.Module:
@@ -230,10 +230,7 @@ def create_head(name: str, width: int, grid: Grid, outputs: int, **options: obje
         head = create_head("stfnet", width=128, grid=(16, 1, 1), outputs=1)
         y = head(tokens)   # tokens [B, 16, 128] -> [B, 1]
     """
-    try:
-        cls = HEADS[name]
-    except KeyError:
-        raise ConfigError(f"unknown head {name!r}; known: {sorted(HEADS)}") from None
+    cls = HEADS.get(name)
     try:
         return cls(width, tuple(grid), outputs, **options)
     except TypeError as e:

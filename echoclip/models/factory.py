@@ -37,9 +37,10 @@ from echoclip.models.model_dir import (
     load_weights_checked,
     read_config,
 )
+from echoclip.registry import Registry
 
 # configs added by add_model_config; they take precedence over built-in ones
-_ADDED: dict[str, ModelConfig] = {}
+_ADDED: Registry[ModelConfig] = Registry("model config", ModelError)
 
 
 @functools.cache
@@ -230,16 +231,11 @@ def _echoclip_r_tokenizer(cfg: ModelConfig) -> Any:
 
 
 # tokenizer kind -> the tokenizer a config of that kind reads before any training
-TOKENIZERS: dict[str, Callable[[ModelConfig], Any]] = {
-    "echo": _echo_tokenizer,
-    "clip": _clip_tokenizer,
-    "echoclip-r": _echoclip_r_tokenizer,
-}
+TOKENIZERS: Registry[Callable[[ModelConfig], Any]] = Registry("tokenizer kind", ModelError)
+TOKENIZERS["echo"] = _echo_tokenizer
+TOKENIZERS["clip"] = _clip_tokenizer
+TOKENIZERS["echoclip-r"] = _echoclip_r_tokenizer
 
 
 def _default_tokenizer(cfg: ModelConfig) -> Any:
-    try:
-        make = TOKENIZERS[cfg.tokenizer]
-    except KeyError:
-        raise ModelError(f"unknown tokenizer kind {cfg.tokenizer!r}; known: {sorted(TOKENIZERS)}") from None
-    return make(cfg)
+    return TOKENIZERS.get(cfg.tokenizer)(cfg)

@@ -22,6 +22,7 @@ from echoclip.errors import ModelError
 from echoclip.models.checkpointing import set_hf_checkpointing
 from echoclip.models.config import TextTowerConfig
 from echoclip.models.value_embedding import ValueEmbedding
+from echoclip.registry import Registry
 
 
 def mean_over_tokens(x: torch.Tensor, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -229,15 +230,10 @@ class HFTextTower(nn.Module):
         return self.proj(mean_over_tokens(x, ids, self.config.pad_token_id))
 
 
-TEXT_TOWERS: dict[str, Callable[[TextTowerConfig, int], nn.Module]] = {
-    "clip": ClipTextTower,
-    "hf": HFTextTower,
-}
+TEXT_TOWERS: Registry[Callable[[TextTowerConfig, int], nn.Module]] = Registry("text tower", ModelError)
+TEXT_TOWERS["clip"] = ClipTextTower
+TEXT_TOWERS["hf"] = HFTextTower
 
 
 def build_text_tower(cfg: TextTowerConfig, embed_dim: int) -> nn.Module:
-    try:
-        tower = TEXT_TOWERS[cfg.kind]
-    except KeyError:
-        raise ModelError(f"unknown text tower {cfg.kind!r}; known: {sorted(TEXT_TOWERS)}") from None
-    return tower(cfg, embed_dim)
+    return TEXT_TOWERS.get(cfg.kind)(cfg, embed_dim)

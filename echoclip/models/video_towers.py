@@ -16,17 +16,13 @@ from echoclip.models.config import VideoTowerConfig
 from echoclip.models.frames import FrameTower
 from echoclip.models.torchvision_towers import TorchvisionTower
 from echoclip.models.videomae import VideoMAETower
+from echoclip.registry import Registry
 
-VIDEO_TOWERS: dict[str, Callable[[VideoTowerConfig, int], nn.Module]] = {
-    "videomae": VideoMAETower,
-    "frames": FrameTower,
-    "torchvision": TorchvisionTower,
-}
+VIDEO_TOWERS: Registry[Callable[[VideoTowerConfig, int], nn.Module]] = Registry("video tower", ModelError)
+VIDEO_TOWERS["videomae"] = VideoMAETower
+VIDEO_TOWERS["frames"] = FrameTower
+VIDEO_TOWERS["torchvision"] = TorchvisionTower
 
 
 def build_video_tower(cfg: VideoTowerConfig, embed_dim: int) -> nn.Module:
-    try:
-        tower = VIDEO_TOWERS[cfg.kind]
-    except KeyError:
-        raise ModelError(f"unknown video tower {cfg.kind!r}; known: {sorted(VIDEO_TOWERS)}") from None
-    return tower(cfg, embed_dim)
+    return VIDEO_TOWERS.get(cfg.kind)(cfg, embed_dim)

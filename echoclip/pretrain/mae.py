@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echoclip import atomic
 from echoclip.errors import ModelError
 from echoclip.models.features import videomae_tokens_by_time
 from echoclip.pretrain.masking import make_mask, token_grid
@@ -308,10 +309,8 @@ class MaskedVideoObjective(PretrainObjective):
             ],
             axis=0,
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        Image.fromarray(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic.writing(path) as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
         return path
 
 

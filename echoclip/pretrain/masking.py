@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from echoclip.errors import ConfigError
+from echoclip.registry import Registry
 
 Grid = tuple[int, int, int]
 
@@ -56,16 +57,14 @@ def shared_spatial_mask(grid: Grid, ratio: float, generator: torch.Generator | N
     return spatial.repeat(t)
 
 
-MASKS: dict[str, Callable[[Grid, float, torch.Generator | None], torch.Tensor]] = {
-    "random": random_mask,
-    "tube": shared_spatial_mask,
-    "consistent": shared_spatial_mask,
-}
+MASKS: Registry[Callable[[Grid, float, torch.Generator | None], torch.Tensor]] = Registry("mask")
+MASKS["random"] = random_mask
+MASKS["tube"] = shared_spatial_mask
+MASKS["consistent"] = shared_spatial_mask
 
 
 def check_mask_options(kind: str, ratio: float) -> None:
-    if kind not in MASKS:
-        raise ConfigError(f"unknown mask {kind!r}; known: {sorted(MASKS)}")
+    MASKS.get(kind)
     if not (isinstance(ratio, int | float) and 0.0 < ratio < 1.0):
         raise ConfigError(f"mask ratio must be between 0 and 1 (exclusive), got {ratio!r}")
 

@@ -71,6 +71,7 @@ from typing import Any
 
 import numpy as np
 
+from echoclip import atomic
 from echoclip.errors import ConfigError
 
 __all__ = [
@@ -354,14 +355,7 @@ def load_prompt_set(prompts: str | os.PathLike[str] | Mapping[str, Any] | Prompt
 def save_prompt_set(prompt_set: PromptSet, path: str | os.PathLike[str]) -> Path:
     """Write ``prompt_set`` (with its calibrations) as JSON, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(prompt_set.to_dict(), f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(prompt_set.to_dict(), indent=2) + "\n")
     return path
 
 

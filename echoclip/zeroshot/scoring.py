@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from echoclip.errors import ConfigError
+from echoclip.registry import Registry
 
 if TYPE_CHECKING:
     from echoclip.zeroshot.calibration import Calibration
@@ -53,7 +54,10 @@ __all__ = [
 # CLIP clamps its learned temperature at 100; used when a model gives none.
 DEFAULT_LOGIT_SCALE = 100.0
 
-SCORERS: dict[str, dict[str, Callable[..., np.ndarray]]] = {"regression": {}, "binary": {}, "categorical": {}}
+# target kind -> its scoring methods by name
+SCORERS: dict[str, Registry[Callable[..., np.ndarray]]] = {
+    kind: Registry(f"{kind} scoring method") for kind in ("regression", "binary", "categorical")
+}
 
 # What zero_shot uses when no method is named: EchoCLIP's published choices, except
 # that a binary target with negative prompts is scored by ``contrast`` (see
@@ -81,20 +85,15 @@ def register_scorer(kind: str, name: str) -> Callable[[Callable[..., np.ndarray]
     if kind not in SCORERS:
         raise ConfigError(f"unknown target kind {kind!r}; known: {sorted(SCORERS)}")
 
-    def decorator(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        SCORERS[kind][name] = fn
-        return fn
-
-    return decorator
+    return SCORERS[kind].register(name, overwrite=True)
 
 
 def get_scorer(kind: str, name: str) -> Callable[..., np.ndarray]:
     """The scoring function ``name`` for targets of ``kind``; a :class:`ConfigError` if there is none."""
-    try:
-        return SCORERS[kind][name]
-    except KeyError:
-        known = {k: sorted(v) for k, v in SCORERS.items()}
-        raise ConfigError(f"unknown method {name!r} for {kind} targets; known methods: {known}") from None
+    if kind in SCORERS and name in SCORERS[kind]:
+        return SCORERS[kind].get(name)
+    known = {k: v.names() for k, v in SCORERS.items()}
+    raise ConfigError(f"unknown method {name!r} for {kind} targets; known methods: {known}")
 
 
 def kinds_of_method(name: str) -> list[str]:
@@ -106,7 +105,7 @@ def require_method(name: str) -> list[str]:
     """:func:`kinds_of_method`, or a :class:`ConfigError` listing every method when there is none."""
     kinds = kinds_of_method(name)
     if not kinds:
-        known = "; ".join(f"{kind}: {', '.join(sorted(methods))}" for kind, methods in SCORERS.items())
+        known = "; ".join(f"{kind}: {', '.join(methods.names())}" for kind, methods in SCORERS.items())
         raise ConfigError(f"unknown method {name!r}; known methods: {known}")
     return kinds
 

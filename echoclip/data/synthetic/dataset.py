@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from echoclip import atomic
 from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS, VIEWS, Patient, rng_for
 from echoclip.data.synthetic.cohort import plan_cohort, report_rng, study_state
 from echoclip.data.synthetic.reports import write_report
@@ -169,7 +170,7 @@ def simulate_dataset(
             "codec": codec,
         }
         (tmp / "simulation.json").write_text(json.dumps(info, indent=2) + "\n")
-        _replace_dir(tmp, out)
+        atomic.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -202,15 +203,3 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     with process_pool(workers) as pool:
         yield pool
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an old ``out`` is moved aside first and removed after."""
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.exists():
-        shutil.rmtree(old)

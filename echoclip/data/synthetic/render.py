@@ -22,6 +22,7 @@ import numpy as np
 
 from echoclip.data.synthetic.anatomy import CardiacState, Timing, clip_timing, lv_axes, lv_fill
 from echoclip.data.synthetic.overlay import burn_in
+from echoclip.registry import Registry
 
 __all__ = [
     "Sector",
@@ -635,12 +636,12 @@ def _scene_psax(state: CardiacState, m: Motion, pose: Pose) -> Scene:
     return Scene(layers, lv, regions, devices, [], bottom)
 
 
-SCENES: dict[str, Callable[[CardiacState, Motion, Pose], Scene]] = {
-    "A4C": _scene_a4c,
-    "A2C": _scene_a2c,
-    "PLAX": _scene_plax,
-    "PSAX": _scene_psax,
-}
+# view -> the scene of that cut through the heart
+SCENES: Registry[Callable[[CardiacState, Motion, Pose], Scene]] = Registry("view", ValueError)
+SCENES["A4C"] = _scene_a4c
+SCENES["A2C"] = _scene_a2c
+SCENES["PLAX"] = _scene_plax
+SCENES["PSAX"] = _scene_psax
 
 
 # ---------------------------------------------------------------------------------------
@@ -816,10 +817,7 @@ def render_view(
     rng: np.random.Generator,
 ) -> Rendered:
     """Render one clip of ``state`` in ``view`` (``"A4C"``, ``"A2C"``, ``"PLAX"``, ``"PSAX"``)."""
-    try:
-        scene_of = SCENES[view]
-    except KeyError:
-        raise ValueError(f"unknown view {view!r}; known: {sorted(SCENES)}") from None
+    scene_of = SCENES.get(view)
     timing = clip_timing(state.heart_rate, fps, frames, rng)
     motion = heart_motion(state, timing, frames)
     pose = Pose(
