@@ -187,6 +187,8 @@ def model_identity(model_dir: str | os.PathLike[str]) -> dict[str, str]:
     files that decide its embeddings (config, weights, tokenizer, preprocessing). Indexes
     record it so that they refuse queries embedded by another model."""
     folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such model directory")
     digest = hashlib.sha256()
     for name in IDENTITY_FILES:
         file = folder / name
