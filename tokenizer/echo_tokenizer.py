@@ -251,10 +251,9 @@ class EchoTokenizer:
         The value tokens and placeholders are matched after the normalizer there
         (``normalized``), as they are matched in cleaned text here.
         """
-        data = json.loads(self._backend.to_str())
         with_cleaning = Tokenizer.from_str(self._backend.to_str())
         with_cleaning.normalizer = self._clean.normalizer()
-        data["normalizer"] = json.loads(with_cleaning.to_str())["normalizer"]
+        data = json.loads(with_cleaning.to_str())
         for token in data["added_tokens"]:
             token["normalized"] = not token["special"]
         return Tokenizer.from_str(json.dumps(data)).to_str(pretty=pretty)
@@ -347,8 +346,7 @@ class EchoTokenizer:
     def __reduce__(self) -> tuple[Any, ...]:
         # for data-loader workers: rebuilt from its JSON, with the large word cache; with the
         # normalizer only where it is at hand (built, or loaded), else a worker builds its own
-        has_normalizer = self._clean.has_normalizer
-        state = self.to_str() if has_normalizer else self._backend.to_str()
+        state = self.to_str() if self._clean.has_normalizer else self._backend.to_str()
         return (_from_json, (state, self.cleaning.to_dict()))
 
     # ------------------------------------------------------------------ internals

@@ -289,12 +289,16 @@ def test_lossless_on_10000_simulated_reports() -> None:
     assert failures == []
 
 
-def test_pickles_for_data_loader_workers(trained: EchoTokenizer, held_out: list[str]) -> None:
+def test_pickles_for_data_loader_workers(trained: EchoTokenizer, held_out: list[str], tmp_path: Path) -> None:
     import pickle
 
     copy = pickle.loads(pickle.dumps(trained))
     assert copy.cleaning == trained.cleaning
     assert torch.equal(copy(held_out[:20]), trained(held_out[:20]))
+    # a loaded tokenizer travels with the normalizer of its file
+    trained.save(tmp_path)
+    loaded = pickle.loads(pickle.dumps(EchoTokenizer.load(tmp_path)))
+    assert loaded.encode_batch(OUT_OF_DOMAIN) == trained.encode_batch(OUT_OF_DOMAIN)
 
 
 @pytest.mark.parametrize("which", ["untrained", "trained"])
