@@ -1,7 +1,7 @@
 """EchoTokenizer: compact, lossless and fast tokenization of echo reports.
 
-A report is cleaned in Python (:mod:`.cleaning`), then tokenized by a ``tokenizers``
-(Rust) pipeline that is saved as one ``tokenizer.json``:
+A report is cleaned (:mod:`.cleaning`), then tokenized by a ``tokenizers`` (Rust)
+pipeline that is saved as one ``tokenizer.json``:
 
 1. value tokens (:mod:`.values`: integers 0-100, decimals and severity words, each a
    whole number or word) and the placeholders ``<DATE>``/``<ID>`` are matched first,
@@ -27,12 +27,16 @@ pool at ``argmax(ids)`` (as open_clip's does) find it. The special tokens are lo
 case and cannot occur in upper-cased text; with upper-casing switched off, this class
 still encodes a literal ``<eos>`` in a report as text.
 
-``tokenizer.json`` loads in ``tokenizers.Tokenizer.from_file`` and
-``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` and gives the same ids as
-this class *on cleaned text*: those loaders do not clean (``tokenizer.clean(report)``
-first). ``save`` also writes ``tokenizer_config.json`` (special tokens, context length
-and the cleaning options), which ``transformers.AutoTokenizer.from_pretrained(dir)``
-reads.
+``tokenizer.json`` carries the cleaning as its normalizer (and the value tokens as
+added tokens matched after it), so ``tokenizers.Tokenizer.from_file``,
+``transformers.PreTrainedTokenizerFast(tokenizer_file=...)`` and
+``transformers.AutoTokenizer.from_pretrained(dir)`` give the ids of this class on raw
+reports: ``<bos>``, the ids of :meth:`EchoTokenizer.encode`, ``<eos>`` (what
+``add_special_tokens=True``, their default, adds). ``save`` also writes
+``tokenizer_config.json`` (the class ``PreTrainedTokenizerFast``, special tokens,
+context length and the cleaning options). In memory the pipeline has no normalizer:
+this class cleans first, ASCII text in Python (:class:`~.cleaning.Cleaner`), and
+encodes the cleaned text.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class EchoTokenizer:
     """
 
     def __init__(self, backend: Tokenizer | None = None, cleaning: CleaningConfig | None = None) -> None:
+        """``backend`` is the pipeline of cleaned text; one with a normalizer (a saved file) cleans with it."""
         cleaning = cleaning or CleaningConfig()
         if backend is None:
             backend = bpe.tokenizer(bpe.base_vocab(), [])
@@ -115,7 +120,7 @@ class EchoTokenizer:
                 f"the tokenizer has no {', '.join(missing)} token: not an echoclip tokenizer"
             )
         self.cleaning = cleaning
-        self._clean = Cleaner(cleaning)
+        self._clean = Cleaner(cleaning, normalizer=backend.normalizer)
         self._backend = _prepared(backend)
         self._fast = StretchEncoder.for_backend(self._backend, CACHE_CAPACITY)
         self.pad_token_id: int = backend.token_to_id(PAD)
@@ -197,7 +202,7 @@ class EchoTokenizer:
             "split_special_tokens": True,
             "echoclip": {"format": FORMAT, "cleaning": self.cleaning.to_dict()},
         }
-        _write_atomic(directory / TOKENIZER_FILE, self._backend.to_str(pretty=True))
+        _write_atomic(directory / TOKENIZER_FILE, self.to_str(pretty=True))
         _write_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2))
         return directory / TOKENIZER_FILE
 
@@ -237,8 +242,21 @@ class EchoTokenizer:
 
     @property
     def backend(self) -> Tokenizer:
-        """The ``tokenizers.Tokenizer`` that encodes cleaned text (what ``tokenizer.json`` holds)."""
+        """The ``tokenizers.Tokenizer`` that encodes cleaned text (``tokenizer.json`` adds the cleaning to it)."""
         return self._backend
+
+    def to_str(self, pretty: bool = False) -> str:
+        """The JSON of ``tokenizer.json``: the pipeline with the cleaning as its normalizer.
+
+        The value tokens and placeholders are matched after the normalizer there
+        (``normalized``), as they are matched in cleaned text here.
+        """
+        with_cleaning = Tokenizer.from_str(self._backend.to_str())
+        with_cleaning.normalizer = self._clean.normalizer()
+        data = json.loads(with_cleaning.to_str())
+        for token in data["added_tokens"]:
+            token["normalized"] = not token["special"]
+        return Tokenizer.from_str(json.dumps(data)).to_str(pretty=pretty)
 
     def clean(self, text: str) -> str:
         """The text the tokenizer actually encodes (see :mod:`echoclip.tokenizer.cleaning`)."""
@@ -326,8 +344,10 @@ class EchoTokenizer:
         return f"EchoTokenizer(vocab_size={self.vocab_size}, uppercase={self.cleaning.uppercase})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # for data-loader workers: rebuilt from its JSON, with the large word cache
-        return (_from_json, (self._backend.to_str(), self.cleaning.to_dict()))
+        # for data-loader workers: rebuilt from its JSON, with the large word cache; with the
+        # normalizer only where it is at hand (built, or loaded), else a worker builds its own
+        state = self.to_str() if self._clean.has_normalizer else self._backend.to_str()
+        return (_from_json, (state, self.cleaning.to_dict()))
 
     # ------------------------------------------------------------------ internals
 
@@ -365,14 +385,21 @@ def _from_json(backend: str, cleaning: dict[str, Any]) -> EchoTokenizer:
 
 
 def _prepared(tok: Tokenizer) -> Tokenizer:
-    """Check that ``tok`` is an EchoTokenizer pipeline and give its model a large word cache.
+    """Check that ``tok`` is an EchoTokenizer pipeline, make it one of cleaned text, and give its model a large word cache.
 
-    The cache (which ``tokenizer.json`` does not store) remembers the tokens of each
+    Cleaned text needs no normalizer, and its added tokens match it as it is. The
+    cache (which ``tokenizer.json`` does not store) remembers the tokens of each
     stretch between values; reports repeat their stretches, so most are found there.
     """
-    model = json.loads(tok.to_str())["model"]
+    data = json.loads(tok.to_str())
+    model = data["model"]
     if model.get("type") != "BPE" or not model.get("byte_fallback"):
         raise TokenizerError("the tokenizer model is not a byte-fallback BPE: not an echoclip tokenizer")
+    if data.get("normalizer") is not None or any(t["normalized"] for t in data["added_tokens"]):
+        data["normalizer"] = None
+        for token in data["added_tokens"]:
+            token["normalized"] = False
+        tok = Tokenizer.from_str(json.dumps(data))
     tok.model = bpe.bpe_model(model["vocab"], bpe.merge_pairs(model["merges"]), cache_capacity=CACHE_CAPACITY)
     # a literal "<eos>" in a report is text (it cannot occur at all in upper-cased text)
     tok.encode_special_tokens = True

@@ -13,6 +13,41 @@ its values. The id layout, reproduced here exactly:
 - ``<bos>`` and ``<eos>`` are the two ids after the last value id; padding is 0, and
   a longer sequence is cut to the context length with ``<eos>`` last.
 
+The weights saw reports cleaned by fixed rules, and a phrase matches only text
+cleaned the same way, so the rules are reproduced one for one, in their order
+(:meth:`EchoClipRTokenizer.clean`):
+
+1. text of fewer than two characters is left as it is; other text is upper-cased
+   and stripped, and a backtick becomes an apostrophe;
+2. ``^``, ``‡`` (the value separator) and the letters ``CRLF`` (a line break as
+   exported) are removed;
+3. a period becomes ``". "`` unless it stands between two digits or between a digit
+   and an end of the text (``4.5`` stays a number; ``NORMAL.THE`` splits);
+4. square brackets are removed;
+5. ``WAS`` -> ``IS``, ``WERE`` -> ``ARE``, ``AND/OR`` -> ``AND`` (whole words);
+   ``NORMALLY``, ``MILDLY``, ``MODERATELY``, ``SEVERELY`` lose their ``LY`` and
+   ``PULMONARY ARTERY`` becomes ``PA`` (anywhere in a word);
+6. dates ``dd/dd/dddd`` and then ``dd.dd.dddd`` are removed;
+7. code-like tokens, a letter followed by digits, a period and optional digits
+   (``I50.9``), are removed;
+8. whitespace before ``MMHG``, ``MM``, ``CM`` and ``%`` is removed (``20 MMHG`` ->
+   ``20MMHG``), then a single whitespace character before a period;
+9. every run of whitespace becomes one space, and ``" + "`` becomes ``+``;
+10. ``+CVPMMHG`` becomes ``MMHG``: a pressure written "30 + CVP mmHg" (right atrial
+    pressure added) reads as ``30MMHG``;
+11. the text is stripped and ends with one space (phrases end with a space);
+12. the final period is added to the sentences listed in :data:`ADD_PERIOD`
+    (``LV EJECTION FRACTION IS 60%`` -> ``... 60%.``) where no period follows;
+13. runs of periods become one period.
+
+Values are then taken out: every number (digits, optionally a point and more
+digits, so a period right after an integer goes with it: ``IS 5.`` leaves ``IS <#>``)
+and every severity word (``MILD``, ``MODERATE``, ``SEVERE``, the two combinations,
+``VERY SEVERE``) not preceded by a letter. In the text with ``<#>`` in their place,
+two sentences are rewritten to their phrase (:data:`REWRITES`): the long form of the
+normal inferior vena cava sentence, and ``ANALYSIS.:`` after the wall motion
+heading.
+
 **This mode is lossy**: text that no phrase matches becomes ``[UNK]`` and is dropped
 with its values, silently in the original. Here every call counts what it dropped
 (:attr:`EchoClipRTokenizer.dropped_share`, :meth:`EchoClipRTokenizer.encode_with_stats`).
@@ -51,30 +86,79 @@ VALUE_VOCAB: tuple[str, ...] = (
 )
 PLACEHOLDER = "<#>"
 
-# cleaning, in order (see EchoClipRTokenizer.clean)
-_REMOVE = re.compile(r"\^|CRLF|‡|\[|\]")
-_DATES = re.compile(r"\d{2}/\d{2}/\d{4}|\d{2}\.\d{2}\.\d{4}")
-_ICD = re.compile(r"\b[A-Z]\d{2}\.[0-9A-Z]{0,4}\b")
-_WORDS = [
-    (re.compile(r"\bWAS\b"), "IS"),
+# Sentences that the published cleaning ends with a period where none follows (12.):
+# reports often leave it out, and the phrases have it.
+ADD_PERIOD: tuple[str, ...] = (
+    "THE PEAK TRANSAORTIC GRADIENT IS <#>MMHG",
+    "THE MEAN TRANSAORTIC GRADIENT IS <#>MMHG",
+    "LV EJECTION FRACTION IS <#>%",
+    "ESTIMATED PA PRESSURE IS <#>MMHG",
+    "RESTING SEGMENTAL WALL MOTION ANALYSIS",
+    "THE IVC DIAMETER IS <#>MM",
+    "EST RV/RA PRESSURE GRADIENT IS <#>MMHG",
+    "ESTIMATED PEAK RVSP IS <#>MMHG",
+    "HEART FAILURE, UNSPECIFIED",
+    "CHEST PAIN, UNSPECIFIED",
+    "SINUS OF VALSALVA: <#>CM",
+    "THE PEAK TRANSMITRAL GRADIENT IS <#>MMHG",
+    "THE MEAN TRANSMITRAL GRADIENT IS <#>MMHG",
+    "ASCENDING AORTA <#>CM",
+    "ESTIMATED PA SYSTOLIC PRESSURE IS <#>MMHG",
+    "ICD_CODE SHORTNESS BREATH",
+    "ICD_CODE ABNORMAL ELECTROCARDIOGRAM ECG EKG",
+    "SHORTNESS BREATH",
+    "ABNORMAL ELECTROCARDIOGRAM ECG EKG",
+    "THE LEFT ATRIAL APPENDAGE IS NORMAL IN APPEARANCE WITH NO EVIDENCE OF THROMBUS",
+)
+# Rewrites of the text with <#> in place of the values, applied before phrase matching:
+# other wordings of a sentence whose phrase the weights know.
+REWRITES: tuple[tuple[str, str], ...] = (
+    (
+        "THE INFERIOR VENA CAVA IS NORMAL IN SIZE AND SHOWS A NORMAL RESPIRATORY COLLAPSE, "
+        "CONSISTENT WITH NORMAL RIGHT ATRIAL PRESSURE (<#>MMHG).",
+        "THE INFERIOR VENA CAVA SHOWS A NORMAL RESPIRATORY COLLAPSE "
+        "CONSISTENT WITH NORMAL RIGHT ATRIAL PRESSURE (<#>MMHG).",
+    ),
+    ("RESTING SEGMENTAL WALL MOTION ANALYSIS.:", "RESTING SEGMENTAL WALL MOTION ANALYSIS."),
+)
+
+# A value as the published code reads it: note that ``\d`` is any Unicode digit and
+# that an integer takes a period right after it ("5." in "IS 5. THE").
+_NUMBER = r"\d+\.?\d*"
+# The cleaning rules (see the module docstring), in their order. Regular expressions
+# with Python's default (Unicode) classes, as the weights were trained with.
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\^|CRLF|‡"), ""),  # 2.
+    (re.compile(r"(?<=\D)\.|\.(?=\D)"), ". "),  # 3. a period not between digits (or a digit and an end)
+    (re.compile(r"\[|\]"), ""),  # 4.
+    (re.compile(r"\bWAS\b"), "IS"),  # 5.
     (re.compile(r"\bWERE\b"), "ARE"),
     (re.compile(r"\bAND/OR\b"), "AND"),
-    (re.compile(r"NORMALLY"), "NORMAL"),
-    (re.compile(r"MILDLY"), "MILD"),
-    (re.compile(r"MODERATELY"), "MODERATE"),
-    (re.compile(r"SEVERELY"), "SEVERE"),
-    (re.compile(r"PULMONARY ARTERY"), "PA"),
-]
-_SPACE_BEFORE_UNIT = re.compile(r"(?<=\d)\s+(?=%|(?:MMHG|MM|CM)\b)")
-_SENTENCE_PERIOD = re.compile(
-    r"\.(?!\d)\s*|(?<!\d)\.\s*"
-)  # a period not followed by a digit, or not after one
-_SPACE_BEFORE_PERIOD = re.compile(r"\s+\.")
-_PERIODS = re.compile(r"\.(?:\s*\.)+")
-_WHITESPACE = re.compile(r"\s+")
-# values: numbers (digits, optionally a point and more digits) and severity words not preceded by a letter
+    (re.compile("NORMALLY"), "NORMAL"),
+    (re.compile("MILDLY"), "MILD"),
+    (re.compile("MODERATELY"), "MODERATE"),
+    (re.compile("SEVERELY"), "SEVERE"),
+    (re.compile("PULMONARY ARTERY"), "PA"),
+    (re.compile(r"\d{2}/\d{2}/\d{4}"), ""),  # 6.
+    (re.compile(r"\d{2}\.\d{2}\.\d{4}"), ""),
+    (re.compile(r"[A-Z]\d+\.\d*\b"), ""),  # 7.
+    (re.compile(r"\s+(?=MMHG|MM|CM|%)"), ""),  # 8.
+    (re.compile(r"\s\."), "."),
+    (re.compile(r"\s+"), " "),  # 9.
+    (re.compile(r"\s\+\s"), "+"),
+    (re.compile(r"\+CVPMMHG"), "MMHG"),  # 10.
+)
+# 12.: each sentence with its values as numbers, not already followed by a period
+_MISSING_PERIOD = re.compile(
+    "|".join(
+        "(?:" + re.escape(sentence).replace(re.escape(PLACEHOLDER), f"(?:{_NUMBER})") + r")(?!\.)"
+        for sentence in ADD_PERIOD
+    )
+)
+_PERIODS = re.compile(r"\.+")  # 13.
+# values: numbers and severity words not preceded by a letter (a combination before its first word)
 _VALUE = re.compile(
-    r"\d+\.?\d*|(?<![A-Z])(?:" + "|".join(sorted(map(re.escape, SEVERITY_WORDS), key=len, reverse=True)) + ")"
+    _NUMBER + r"|(?<![A-Za-z])(?:MODERATE/SEVERE|MILD/MODERATE|MILD|MODERATE|SEVERE|VERY SEVERE)"
 )
 _NON_SPACE = re.compile(r"\S")
 _SENTENCE_END = re.compile(r"(?<=\. )")
@@ -145,31 +229,35 @@ class EchoClipRTokenizer:
 
     @staticmethod
     def clean(text: str) -> str:
-        """EchoCLIP-R's cleaning: upper case; ``WAS``->``IS``, ``WERE``->``ARE``, ``AND/OR``->``AND``,
-        ``NORMALLY``->``NORMAL``, ``MILDLY``->``MILD`` (and ``MODERATELY``, ``SEVERELY``),
-        ``PULMONARY ARTERY``->``PA``; dates (dd/dd/dddd, dd.dd.dddd), ICD codes, ``^``,
-        ``CRLF``, ``‡`` and square brackets removed; units joined to numbers (``55 %``->``55%``);
-        sentence periods followed by one space, whitespace collapsed, one space at the end
-        (phrases end with a space)."""
+        """The published EchoCLIP-R cleaning, rule for rule (see the module docstring).
+
+        >>> EchoClipRTokenizer.clean("LV ejection fraction was 55 %")
+        'LV EJECTION FRACTION IS 55%. '
+        """
         if not isinstance(text, str):
             raise TypeError(f"a report must be str, not {type(text).__name__}")
-        text = _REMOVE.sub("", text.upper())
-        text = _DATES.sub("", text)
-        text = _ICD.sub("", text)
-        for pattern, replacement in _WORDS:
+        if len(text) < 2:
+            return text
+        text = text.upper().strip().replace("`", "'")
+        for pattern, replacement in _RULES:
             text = pattern.sub(replacement, text)
-        text = _SPACE_BEFORE_UNIT.sub("", text)
-        text = _SPACE_BEFORE_PERIOD.sub(".", text)
-        text = _PERIODS.sub(".", text)
-        text = _SENTENCE_PERIOD.sub(". ", text)
-        text = _WHITESPACE.sub(" ", text).strip()
-        return text + " " if text else ""
+        text = text.strip() + " "
+        text = _MISSING_PERIOD.sub(lambda m: m.group() + ".", text)
+        return _PERIODS.sub(".", text)
+
+    @staticmethod
+    def template(cleaned: str) -> tuple[list[str], str]:
+        """The values of a cleaned report and its text with ``<#>`` in their place, rewritten (:data:`REWRITES`)."""
+        values = _VALUE.findall(cleaned)
+        text = _VALUE.sub(PLACEHOLDER, cleaned)
+        for before, after in REWRITES:
+            text = text.replace(before, after)
+        return values, text
 
     def encode_with_stats(self, text: str) -> TemplateEncoding:
         """Ids of one report (``<bos>``, phrases and values, ``<eos>``; not padded or truncated) and what was dropped."""
         cleaned = self.clean(text)
-        values = _VALUE.findall(cleaned)
-        template = _VALUE.sub(PLACEHOLDER, cleaned)
+        values, template = self.template(cleaned)
         encoding = self._phrases.encode(template, add_special_tokens=False)
         ids = [self.bos_token_id]
         dropped = 0
@@ -246,7 +334,7 @@ def learn_phrase_file(
     """
     counts: Counter[str] = Counter()
     for report in reports:
-        template = _VALUE.sub(PLACEHOLDER, EchoClipRTokenizer.clean(report))
+        _, template = EchoClipRTokenizer.template(EchoClipRTokenizer.clean(report))
         counts.update(s for s in _SENTENCE_END.split(template) if s.strip())
     lines = [sentence for sentence, count in counts.most_common(max_phrases) if count >= min_frequency]
     path = Path(path)

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echoclip.tokenizer import Cleaner, CleaningConfig, clean
+from echoclip.tokenizer.cleaning import WHITESPACE
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,58 @@ def test_cleaning_without_upper_casing_is_idempotent(text: str) -> None:
     cleaner = Cleaner(CleaningConfig(uppercase=False))
     once = cleaner(text)
     assert cleaner(once) == once
+
+
+# ---------------------------------------------------------------- the normalizer in tokenizer.json
+
+CONFIGS = st.builds(
+    CleaningConfig,
+    unicode_form=st.sampled_from(["NFKC", "NFC", None]),
+    remove_control=st.booleans(),
+    uppercase=st.booleans(),
+    collapse_whitespace=st.booleans(),
+    mask_dates=st.booleans(),
+    mask_identifiers=st.booleans(),
+)
+# the characters of dates, identifiers, labels and whitespace, so that the patterns fire often
+REPORTISH = st.text(
+    alphabet=st.sampled_from(list("0123456789/.-:# ,()ABCDEIMNRSTUJYabcdmnrst\t\n\r\x0b\x0c\x1c\x01\x7f")),
+    max_size=60,
+) | st.sampled_from(
+    [
+        "Study date 03/14/2023, MRN: 12345678, acc # AB1234",
+        "seen 14.03.23 and 2023-03-14, on 14 Mar 2023 and March 14th, 2023",
+        "dx I50.9 and I25.10; uid 1.2.840.10008.5.1 phone (310) 555-0123",
+        "Medical record no. 00123456; patient id: 1234-56",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | REPORTISH, CONFIGS)
+def test_the_normalizer_cleans_ascii_text_as_python_does(text: str, config: CleaningConfig) -> None:
+    # non-ASCII text is cleaned by the normalizer itself; ASCII text by Python, the same steps
+    cleaner = Cleaner(config)
+    assert cleaner.normalizer().normalize_str(text) == cleaner(text)
+
+
+def test_the_normalizer_cleans_simulated_reports_as_python_does(held_out: list[str]) -> None:
+    cleaner = Cleaner()
+    normalizer = cleaner.normalizer()
+    assert all(report.isascii() for report in held_out)
+    assert [normalizer.normalize_str(r) for r in held_out] == [cleaner(r) for r in held_out]
+
+
+def test_non_ascii_text_is_cleaned_by_the_normalizer() -> None:
+    cleaner = Cleaner()
+    text = "né le 03/14/2023\u00a0: ＭＲＮ １２３４５６７８ \u0430\u0301 \ud800ǰ"
+    assert cleaner(text) == "NÉ LE <DATE> : MRN <ID> \u0410\u0301 J\u030c"
+    assert cleaner.normalizer().normalize_str(text.replace("\ud800", "")) == cleaner(text)
+
+
+def test_whitespace_is_what_python_splits_on() -> None:
+    import re
+    import sys
+
+    everything = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    assert re.findall(f"[{WHITESPACE}]", everything) == [c for c in everything if c.isspace()]

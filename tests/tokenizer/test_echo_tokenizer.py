@@ -103,29 +103,91 @@ def test_bad_context_length(untrained: EchoTokenizer) -> None:
             untrained("text", context_length=bad)  # type: ignore[arg-type]
 
 
-def test_save_load_and_loaders_give_identical_ids(
+# Reports unlike the simulator's: lower and mixed case, dates, identifiers, unicode
+# spaces and digits, accents, tabs and line breaks.
+OUT_OF_DOMAIN = [
+    "lv ejection fraction is 55 %. normal lv size.",
+    "Echo on 03/14/2023: LVEF 35%, moderate MR.",
+    "MRN: 12345678\nAccession # AB123456\tStudy date 2023-03-14",
+    "Patient\u00a0seen 14 Mar 2023; EF\u00a050-55%.",
+    "ＬＶＥＦ ５５％, full-width digits and letters",
+    "Dr. Müller notes trace TR; São Paulo referral, naïve café",
+    "Ejection fraction was estimated at 60 % by Simpson\u2019s biplane method.",
+    "\tIndented\r\nwindows line ends\r\nand  double  spaces ",
+    "Severe AS: AVA 0.8 cm², mean gradient 45 mmHg, Vmax 4.2 m/s.",
+    "Pacemaker lead seen in RA/RV. ICD code I50.9 and I25.10.",
+    "Phone 310-555-0123; uid 1.2.840.10008.5.1.4",
+    "Mild–moderate MR (≥2+), E/e\u2032 14, LAVI 40 mL/m²",
+    "patient id: 1234-5678 · medical record no. 00123456",
+    "The LV is ﬁne; ligature ﬁ and Ⅻ roman numeral",
+    "Ǆ ǰ ß ŉ ΐ: letters whose upper case is longer or decomposed",
+    "Стресс-эхо: ФВ ЛЖ 55%, а\u0301кцент",
+    "Zero\u200bwidth\u200dspace, soft\u00adhyphen and bidi \u202ework\u202c",
+    "ΕΚΚΕΝΤΡΟ jet; τριγλώχινα mild regurgitation",
+    "RVSP 35 + CVP mmHg on March 14, 2023",
+    "  leading and trailing\u3000ideographic space\u2028line separator  ",
+]
+
+
+def test_out_of_domain_reports_are_varied() -> None:
+    assert len(OUT_OF_DOMAIN) == 20 and sum(not r.isascii() for r in OUT_OF_DOMAIN) >= 12
+
+
+def test_save_load_and_loaders_give_identical_ids_on_raw_text(
     trained: EchoTokenizer, corpus: list[str], held_out: list[str], tmp_path: Path
 ) -> None:
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = trained.save(tmp_path / "tok")
     assert path == tmp_path / "tok" / "tokenizer.json" and not list((tmp_path / "tok").glob("*.tmp"))
+    config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     loaded = EchoTokenizer.load(tmp_path / "tok")
     rust = Tokenizer.from_file(str(path))
     hf = PreTrainedTokenizerFast(tokenizer_file=str(path))
     auto = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert isinstance(auto, PreTrainedTokenizerFast)
     assert auto.pad_token_id == 0 and auto.eos_token_id == trained.eos_token_id
 
-    reports = (corpus + held_out)[:1000]
-    assert len(reports) == 1000
-    cleaned = [trained.clean(r) for r in reports]
-    ours = [[trained.bos_token_id, *ids, trained.eos_token_id] for ids in trained.encode_batch(reports)]
-    assert [e.ids for e in rust.encode_batch(cleaned)] == ours
-    assert hf(cleaned)["input_ids"] == ours
-    assert auto(cleaned)["input_ids"] == ours
-    assert [loaded.encode(r) for r in reports[:50]] == [ids[1:-1] for ids in ours[:50]]
-    assert hf.decode(ours[0], skip_special_tokens=True) == cleaned[0]
-    assert torch.equal(loaded(reports[:20]), trained(reports[:20]))
+    simulated = (corpus + held_out)[:1000]
+    assert len(simulated) == 1000
+    for reports in (simulated, OUT_OF_DOMAIN):
+        # <bos> ids <eos>: what the loaders add by default, and what __call__ puts before the padding
+        ours = trained.encode_batch(reports, add_special_tokens=True)
+        assert auto(reports)["input_ids"] == ours
+        assert hf(reports)["input_ids"] == ours
+        assert [e.ids for e in rust.encode_batch(reports)] == ours
+        assert auto(reports, add_special_tokens=False)["input_ids"] == trained.encode_batch(reports)
+        assert loaded.encode_batch(reports) == trained.encode_batch(reports)
+        cleaned = [trained.clean(r) for r in reports]
+        assert auto(cleaned)["input_ids"] == ours  # cleaning twice changes nothing
+        assert [hf.decode(ids, skip_special_tokens=True) for ids in ours] == cleaned
+    assert torch.equal(loaded(simulated[:20]), trained(simulated[:20]))
+    assert loaded(OUT_OF_DOMAIN)[:, :5].tolist() == [row[:5] for row in ours]
+
+
+def test_ids_of_simulated_reports_are_those_of_before_the_normalizer(
+    trained: EchoTokenizer, corpus: list[str], held_out: list[str]
+) -> None:
+    """The demo's figures depend on these ids: moving the cleaning into tokenizer.json
+    must not change a single one (hash of the ids this test's tokenizer gave before)."""
+    import hashlib
+
+    ids = trained.encode_batch((corpus + held_out)[:1000])
+    assert sum(map(len, ids)) == 45668 and trained.vocab_size == 3129
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+    assert digest == "8c4f5aaeaf8cda1a9fe41a6e2c22555219cbc151adf41f736154231c0342f068"
+
+
+def test_a_file_without_the_normalizer_still_loads(
+    trained: EchoTokenizer, held_out: list[str], tmp_path: Path
+) -> None:
+    (tmp_path / "tokenizer.json").write_text(trained.backend.to_str())
+    old = EchoTokenizer.load(tmp_path)
+    assert old.encode_batch(held_out[:50] + OUT_OF_DOMAIN) == trained.encode_batch(
+        held_out[:50] + OUT_OF_DOMAIN
+    )
+    assert Tokenizer.from_str(old.to_str()).normalizer is not None
 
 
 def test_cleaning_options_travel_with_the_files(corpus: list[str], tmp_path: Path) -> None:
@@ -227,12 +289,16 @@ def test_lossless_on_10000_simulated_reports() -> None:
     assert failures == []
 
 
-def test_pickles_for_data_loader_workers(trained: EchoTokenizer, held_out: list[str]) -> None:
+def test_pickles_for_data_loader_workers(trained: EchoTokenizer, held_out: list[str], tmp_path: Path) -> None:
     import pickle
 
     copy = pickle.loads(pickle.dumps(trained))
     assert copy.cleaning == trained.cleaning
     assert torch.equal(copy(held_out[:20]), trained(held_out[:20]))
+    # a loaded tokenizer travels with the normalizer of its file
+    trained.save(tmp_path)
+    loaded = pickle.loads(pickle.dumps(EchoTokenizer.load(tmp_path)))
+    assert loaded.encode_batch(OUT_OF_DOMAIN) == trained.encode_batch(OUT_OF_DOMAIN)
 
 
 @pytest.mark.parametrize("which", ["untrained", "trained"])
