@@ -76,7 +76,9 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
 
 
 def test_every_leaf_command_has_a_missing_input_case(tmp_path):
-    leaves = {" ".join(p) for p in COMMAND_PATHS if not any(q[: len(p)] == p and q != p for q in COMMAND_PATHS)}
+    leaves = {
+        " ".join(p) for p in COMMAND_PATHS if not any(q[: len(p)] == p and q != p for q in COMMAND_PATHS)
+    }
     assert leaves == set(_missing_input(tmp_path))
 
 
