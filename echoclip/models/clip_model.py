@@ -71,6 +71,11 @@ class EchoCLIP(nn.Module):
 
     def encode_video(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``float [B, 3, T, H, W] -> [B, D]`` (unit norm with ``normalize=True``)."""
+        self._check_video(video)
+        x = self.video_tower(video)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def _check_video(self, video: torch.Tensor) -> None:
         if video.ndim != 5 or tuple(video.shape[1:]) != self.video_shape:
             expected = ", ".join(str(n) for n in self.video_shape)
             raise ModelError(
@@ -78,8 +83,22 @@ class EchoCLIP(nn.Module):
                 f"(batch, channels, frames, height, width), got {list(video.shape)}; "
                 "preprocess videos with the transform of create_model_and_transforms"
             )
-        x = self.video_tower(video)
-        return F.normalize(x, dim=-1) if normalize else x
+
+    @property
+    def embeds_frames(self) -> bool:
+        """Whether the video tower embeds each frame (a ``frames`` tower with ``mean``
+        aggregation, as the published EchoCLIP): zero-shot then ranks prompts per frame."""
+        return bool(getattr(self.video_tower, "embeds_frames", False))
+
+    def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
+        """``float [B, 3, T, H, W] -> [B, T, D]``: every frame's unit-length embedding.
+
+        Only for towers that :attr:`embeds_frames`; ``encode_video`` is their mean.
+        """
+        self._check_video(video)
+        if not self.embeds_frames:
+            raise ModelError(f"{self.config.name}: its video tower does not embed single frames")
+        return self.video_tower.frame_embeddings(video)
 
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """``Long [B, L] -> [B, D]``, ``L <= context_length`` (unit norm with ``normalize=True``)."""

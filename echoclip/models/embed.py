@@ -131,8 +131,8 @@ def encode_videos(
 ) -> Encoded:
     """Run ``encode`` over every video, in eval and inference mode.
 
-    ``encode`` maps clips ``[B, 3, T, H, W]`` to outputs ``[B, K]``; by default the
-    model's ``encode_video`` (unit length when ``normalize``).
+    ``encode`` maps clips ``[B, 3, T, H, W]`` to outputs ``[B, K]`` (or one per frame,
+    ``[B, T, K]``); by default the model's ``encode_video`` (unit length when ``normalize``).
 
     ``clips > 1`` takes that many clips spread along each decoded video (a dataset
     item may also hold ``[n, 3, T, H, W]``); their outputs are averaged (and, with
@@ -179,11 +179,11 @@ def encode_videos(
     failed = [i for i in range(len(inputs)) if i not in read]
     if failed:
         log.warning("%d of %d videos could not be read", len(failed), len(inputs))
-    width = chunks[0].shape[1] if chunks else int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    width = int(getattr(getattr(model, "config", None), "embed_dim", 0))
     features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
     rows = np.asarray(positions, dtype=np.int64)
     if on_error == "nan":
-        full = np.full((len(inputs), width), np.nan, dtype=np.float32)
+        full = np.full((len(inputs), *features.shape[1:]), np.nan, dtype=np.float32)
         full[rows] = features
         by_position = dict(zip(positions, meta, strict=True))
         return Encoded(
@@ -195,9 +195,15 @@ def encode_videos(
 def _run_batch(
     encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, normalize: bool
 ) -> np.ndarray:
-    """``[B, n, 3, T, H, W]`` -> ``[B, K]``: the outputs of each item's clips, averaged."""
+    """``[B, n, 3, T, H, W]`` -> ``[B, K]``: the outputs of each item's clips, averaged.
+
+    An ``encode`` with one output per frame (``[B*n, T, K]``) keeps them all instead:
+    ``[B, n*T, K]``, each item's frames of every clip in order.
+    """
     b, n = x.shape[:2]
     out = encode(x.flatten(0, 1).float())
+    if out.ndim == 3:
+        return out.reshape(b, n * out.shape[1], -1).float().cpu().numpy()
     if n > 1:
         out = out.reshape(b, n, -1).mean(dim=1)
         if normalize:

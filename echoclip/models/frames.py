@@ -6,7 +6,10 @@ published EchoCLIP, whose video embedding is the mean of its frame embeddings).
 
 Aggregations:
 
-- ``mean``: EchoCLIP's average of frame features; blind to motion.
+- ``mean``: EchoCLIP's video embedding: every frame is embedded (projected) and scaled
+  to unit length, then the frames are averaged, in the published order; blind to
+  motion. Zero-shot scoring can rank prompts per frame instead, as the published code
+  does (:meth:`FrameTower.frame_embeddings`).
 - ``stats``: mean, standard deviation and range (max - min) over time, concatenated,
   then an MLP. The spread over time is how much each feature changes through the
   heart cycle, which a per-frame network cannot see otherwise; on small budgets it
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from echoclip.errors import ModelError
@@ -177,5 +181,20 @@ class FrameTower(nn.Module):
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)
         return self.backbone(frames).reshape(b, t, -1)
 
+    @property
+    def embeds_frames(self) -> bool:
+        """Whether each frame has an embedding of its own (``mean`` aggregation, as EchoCLIP)."""
+        return isinstance(self.aggregation, MeanAggregation)
+
+    def frame_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings of every frame, ``[B, T, D]`` (``mean`` aggregation only)."""
+        if not self.embeds_frames:
+            raise ModelError(
+                f"video: a {self.config.aggregation!r} aggregation has no per-frame embeddings (only 'mean')"
+            )
+        return F.normalize(self.proj(self.forward_features(x)), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embeds_frames:
+            return self.aggregation(self.frame_embeddings(x))
         return self.proj(self.aggregation(self.forward_features(x)))

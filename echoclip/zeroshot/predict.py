@@ -70,6 +70,7 @@ def zero_shot(
     transform: Any = None,
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
+    per_frame: bool | None = None,
 ) -> pd.DataFrame:
     """Predict every target of a prompt set for every study, with no labelled training.
 
@@ -90,6 +91,13 @@ def zero_shot(
         transform: turns a ``Video`` into model input; default: the model's preprocess config.
         read_options: for file paths, options of ``load_video`` (``{"fps": 30}`` for files
             that do not record their frame rate).
+        per_frame: score every frame of every clip, as the published EchoCLIP does
+            (regression: prompts ranked per frame, the ranked values averaged over
+            frames and clips, the median of the top share; binary: similarities
+            averaged over frames). Default: for models whose video tower embeds frames
+            (``model.embeds_frames``: a ``frames`` tower with ``mean`` aggregation,
+            which includes checkpoints loaded with ``load_open_clip_checkpoint``);
+            otherwise each clip's video embedding is scored.
 
     Returns:
         One row per study, in order of first appearance: ``study_id``, ``n_clips``, then
@@ -98,6 +106,8 @@ def zero_shot(
     """
     prompt_set = load_prompt_set(prompts)
     methods = resolve_methods(prompt_set, method)
+    if per_frame is None:
+        per_frame = bool(getattr(model, "embeds_frames", False))
     video_emb, found_ids = video_embeddings(
         model,
         data,
@@ -106,6 +116,7 @@ def zero_shot(
         transform=transform,
         device=device,
         read_options=read_options,
+        per_frame=per_frame,
     )
     if study_ids is None:
         study_ids = found_ids
@@ -170,13 +181,16 @@ def score_embeddings(
 ) -> pd.DataFrame:
     """Score precomputed, normalised embeddings: the model-free half of :func:`zero_shot`.
 
+    ``video_emb`` is ``[N, D]`` (a row per clip) or ``[N, T, D]`` (a row per clip of
+    ``T`` frame embeddings, scored frame by frame as EchoCLIP scores them).
+
     ``text_emb`` maps every prompt text of the set to its embedding ``[D]``.
     """
     prompt_set = load_prompt_set(prompt_set)
     if not isinstance(methods, dict) or set(methods) != set(prompt_set.targets):
         methods = resolve_methods(prompt_set, methods)
     video_emb = np.asarray(video_emb, dtype=np.float32)
-    if video_emb.ndim != 2 or len(video_emb) == 0:
+    if video_emb.ndim not in (2, 3) or len(video_emb) == 0:
         raise DataError(f"no videos to score (embeddings of shape {video_emb.shape})")
     if len(study_ids) != len(video_emb):
         raise DataError(f"got {len(study_ids)} study ids for {len(video_emb)} videos")
@@ -244,7 +258,8 @@ def _per_study(score: Any, video_emb: np.ndarray, groups: list[tuple[Any, np.nda
     for study_indices in by_count.values():
         for start in range(0, len(study_indices), _STUDIES_PER_CHUNK):
             chunk = study_indices[start : start + _STUDIES_PER_CHUNK]
-            clips = np.stack([video_emb[groups[i][1]] for i in chunk])  # [n, K, D]
+            clips = np.stack([video_emb[groups[i][1]] for i in chunk])  # [n, K, D] or [n, K, T, D]
+            clips = clips.reshape(len(chunk), -1, clips.shape[-1])  # a study's frames of every clip
             scores = np.asarray(score(clips))
             for j, i in enumerate(chunk):
                 results[i] = scores[j]
@@ -322,10 +337,11 @@ def video_embeddings(
     transform: Any = None,
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
+    per_frame: bool = False,
 ) -> tuple[np.ndarray, list[Any]]:
-    """Normalised video embeddings ``float32 [N, D]`` and a study id per row.
+    """Normalised video embeddings ``float32 [N, D]`` (``[N, T, D]`` per frame) and a study id per row.
 
-    Rows of ``[N, D]`` input are taken as embeddings already (normalised again).
+    Rows of ``[N, D]`` (or ``[N, T, D]``) input are taken as embeddings already (normalised again).
     Anything else goes through :func:`echoclip.models.embed.encode_videos`; videos that
     cannot be read are left out (the count is logged, and a dataset's ``skipped``
     record says which files and why).
@@ -334,13 +350,14 @@ def video_embeddings(
 
     from echoclip.models.embed import encode_videos
 
-    if isinstance(data, np.ndarray | torch.Tensor) and data.ndim == 2:
+    if isinstance(data, np.ndarray | torch.Tensor) and data.ndim in (2, 3):
         emb = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32)
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        norms = np.linalg.norm(emb, axis=-1, keepdims=True)
         return emb / np.maximum(norms, 1e-12), list(range(len(emb)))
     out = encode_videos(
         model,
         data,
+        encode=model.encode_frames if per_frame else None,
         batch_size=batch_size,
         num_workers=num_workers,
         transform=transform,

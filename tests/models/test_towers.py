@@ -39,10 +39,13 @@ def test_frame_tower_folds_frames_into_the_batch(stand_in_tokenizer):
         single = model.video_tower.backbone(x[1, :, 5][None])
         assert per_frame.shape == (2, 16, 128)
         torch.testing.assert_close(per_frame[1, 5], single[0], atol=1e-5, rtol=0)
-        # mean aggregation is EchoCLIP's: the projection of the average frame feature
-        torch.testing.assert_close(
-            model.encode_video(x), model.video_tower.proj(per_frame.mean(1)), atol=1e-5, rtol=0
-        )
+        # mean aggregation is EchoCLIP's: each frame projected and scaled to unit length, then averaged
+        frames = model.encode_frames(x)
+        assert frames.shape == (2, 16, model.config.embed_dim)
+        torch.testing.assert_close(frames.norm(dim=-1), torch.ones(2, 16))
+        expected = torch.nn.functional.normalize(model.video_tower.proj(per_frame), dim=-1).mean(1)
+        torch.testing.assert_close(model.encode_video(x), expected, atol=1e-6, rtol=0)
+    assert model.embeds_frames and not create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).embeds_frames
 
 
 @pytest.mark.parametrize("aggregation", ["stats", "transformer"])
