@@ -74,6 +74,7 @@ def evaluate(
     batch_size: int = 16,
     num_workers: int = 0,
     device: Any = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
 
@@ -89,6 +90,8 @@ def evaluate(
         calibration_data, calibration_split: labelled studies for calibrating binary
             scores; by default the ``calibration_split`` of the same manifest, if it has one.
         metrics_csv: a training run's metrics, for the loss-curve plot.
+        read_options: for a manifest or folder, options of ``load_video`` for every file
+            (``{"fps": 30}`` for files that record no frame rate).
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -106,7 +109,7 @@ def evaluate(
         if unknown:
             raise ConfigError(f"methods given for {unknown}, which no evaluated prompt set has")
     metrics_csv = _find_metrics_csv(metrics_csv)
-    dataset = _dataset(model, dataset_or_manifest, split, required=True)
+    dataset = _dataset(model, dataset_or_manifest, split, required=True, read_options=read_options)
     table = getattr(dataset, "table", None)
     if explicit and isinstance(table, pd.DataFrame):  # fail before embedding a single video
         _check_labels(sets, table.columns)
@@ -114,7 +117,7 @@ def evaluate(
     if calibration_data is not None or (_is_manifest_like(dataset_or_manifest) and calibration_split):
         source = calibration_data if calibration_data is not None else dataset_or_manifest
         calibration_dataset = _dataset(
-            model, source, calibration_split, required=calibration_data is not None
+            model, source, calibration_split, required=calibration_data is not None, read_options=read_options
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +310,9 @@ def _describe(data: Any) -> str:
     return os.fspath(data) if _is_manifest_like(data) else type(data).__name__
 
 
-def _dataset(model: Any, data: Any, split: str | None, *, required: bool) -> Any:
+def _dataset(
+    model: Any, data: Any, split: str | None, *, required: bool, read_options: Mapping[str, Any] | None = None
+) -> Any:
     """``data`` itself, or the dataset of one split of a manifest or folder.
 
     With ``required=False`` a split the data does not have gives ``None``.
@@ -317,7 +322,9 @@ def _dataset(model: Any, data: Any, split: str | None, *, required: bool) -> Any
         from echoclip.data.transforms import VideoTransform
 
         try:
-            data = open_dataset(data, split, VideoTransform(model.preprocess_config))
+            data = open_dataset(
+                data, split, VideoTransform(model.preprocess_config), read_options=dict(read_options or {})
+            )
         except DataError:
             if required:
                 raise

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from echoclip.cli.video_options import add_video_arguments, read_options
+
 HELP = "embed the videos and reports of a data set with a trained model"
 EXAMPLE = "echoclip embed --model runs/clip/final --data runs/sim --split test --out runs/emb"
 
@@ -29,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds embeddings")
+    add_video_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = echoclip.load_model(args.model)
     identity = model_identity(args.model)
-    dataset = open_dataset(args.data, args.split, VideoTransform(model.preprocess_config))
+    dataset = open_dataset(
+        args.data, args.split, VideoTransform(model.preprocess_config), read_options=read_options(args)
+    )
     done = embed_dataset(
         model,
         echoclip.get_tokenizer(args.model),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from echoclip.cli.video_options import add_video_arguments, read_options
+
 HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retrieval, with plots"
 EXAMPLE = "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
 
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", help="scoring method for the targets of its kind (see `echoclip zeroshot --help`)"
     )
+    add_video_arguments(p)
     p.add_argument(
         "--metrics-csv",
         help="training metrics for the loss-curve plot (default: metrics.csv beside or above the model)",
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=device,
+        read_options=read_options(args),
     )
     print(f"evaluate: {_headline(metrics)} -> {Path(args.out) / 'summary.md'}")
     return 0

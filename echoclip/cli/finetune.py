@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from echoclip.cli.loop_options import add_loop_arguments, loop_config_from_args
+from echoclip.cli.video_options import read_options
 
 HELP = "fine-tune a video encoder with a linear, attentive or STF-Net head (EF, EF < 50 %, findings)"
 EXAMPLE = (
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         preload=args.preload,
         plots=not args.no_plots,
+        read_options=read_options(args),
     )
     if not init_distributed().is_main:
         return 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from echoclip.cli.video_options import add_video_arguments
+
 # LoopConfig fields that every training command exposes as flags
 LOOP_FLAGS = (
     "epochs",
@@ -66,6 +68,7 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
         help="decode every training video once (small data sets, many epochs)",
     )
     g.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint")
+    add_video_arguments(p)
 
 
 def loop_config_from_args(

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from echoclip.cli.loop_options import add_loop_arguments, loop_config_from_args
+from echoclip.cli.video_options import read_options
 
 HELP = "pretrain a video tower without labels (masked modelling, periodic and invariance losses)"
 EXAMPLE = (
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         model_overrides=recipe.get("model"),
         augment=not args.no_augment,
         preload=args.preload,
+        read_options=read_options(args),
     )
     if not init_distributed().is_main:
         return 0
@@ -129,7 +131,9 @@ def _probe(args: argparse.Namespace, encoder_dir: Any, seed: int) -> dict[str, A
 
     _, info = read_encoder(encoder_dir)
     preprocess = PreprocessConfig.from_dict(info["preprocess"])
-    dataset = open_clips(args.data, None, VideoTransform(preprocess), seed=seed)
+    dataset = open_clips(
+        args.data, None, VideoTransform(preprocess), seed=seed, read_options=read_options(args)
+    )
     figures = probe_against_random(
         encoder_dir, dataset, target=args.probe, seed=seed, attentive_steps=args.probe_steps
     )

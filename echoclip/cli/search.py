@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from echoclip.cli.video_options import add_video_arguments, read_options
+
 HELP = "search an index with a video file or a text query"
 EXAMPLE = (
     'echoclip search --index runs/index --model runs/clip/final --text "SEVERE MITRAL REGURGITATION." --k 5'
@@ -41,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_video_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         query = embed_videos(
-            model, [args.video], batch_size=1, device=device, on_error="raise", progress=False
+            model,
+            [args.video],
+            batch_size=1,
+            device=device,
+            on_error="raise",
+            progress=False,
+            read_options=read_options(args),
         )
 
     own = _own_rows(index, args.video) if args.video else None

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from echoclip.cli.loop_options import add_loop_arguments, loop_config_from_args
+from echoclip.cli.video_options import read_options
 
 HELP = "train a video-report CLIP model on a manifest or a simulated data set"
 EXAMPLE = (
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         model_overrides=recipe.get("model"),
         augment=not args.no_augment,
         preload=args.preload,
+        read_options=read_options(args),
     )
     if init_distributed().is_main:
         last = next((r for r in reversed(result.history) if r.get("loss") not in (None, "")), {})

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from echoclip.cli.video_options import add_video_arguments, read_options
+
 HELP = "predict targets (EF, devices, findings, views) from videos with text prompts, no labelled training"
 EXAMPLE = (
     "echoclip zeroshot --model runs/clip/final --data runs/sim --split test "
@@ -42,14 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    add_video_arguments(p)
 
 
-def open_data(paths: list[str], split: str | None, transform: Any) -> Any:
+def open_data(paths: list[str], split: str | None, transform: Any, options: dict[str, Any]) -> Any:
     """A dataset for ``--data``, or the video files given (each its own study, named by its path)."""
     from echoclip.data.datasets import open_dataset
 
     if len(paths) == 1 and (Path(paths[0]).is_dir() or Path(paths[0]).suffix.lower() in TABLE_SUFFIXES):
-        return open_dataset(paths[0], split, transform)
+        return open_dataset(paths[0], split, transform, read_options=options)
     return list(paths)
 
 
@@ -77,8 +80,15 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
     split = None if args.split.lower() == "all" else args.split
-    data = open_data(args.data, split, VideoTransform(model.preprocess_config))
-    video_emb, study_ids = video_embeddings(model, data, batch_size=args.batch_size, num_workers=args.workers)
+    data = open_data(args.data, split, VideoTransform(model.preprocess_config), read_options(args))
+    video_emb, study_ids = video_embeddings(
+        model,
+        data,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        read_options=read_options(args),
+        per_frame=model.embeds_frames,
+    )
     if isinstance(data, list):  # video files: a row's id is its position; the study is the file
         study_ids = [data[i] for i in study_ids]
     table = None

@@ -608,21 +608,29 @@ def _trace_mask(lines: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def open_dataset(
-    path: str | os.PathLike[str], split: str | Sequence[str] | None, transform: Any = None
+    path: str | os.PathLike[str],
+    split: str | Sequence[str] | None,
+    transform: Any = None,
+    *,
+    read_options: dict[str, Any] | None = None,
 ) -> Any:
     """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
-    EchoNet-Dynamic folder (``split=None``: every row). What every command's ``--data`` means."""
+    EchoNet-Dynamic folder (``split=None``: every row). What every command's ``--data`` means.
+
+    ``read_options`` go to :func:`~echoclip.data.video.load_video` for every file
+    (``{"fps": 30}``: the frame rate of files that record none; ``--fps`` on the command line).
+    """
     path = Path(path)
     if path.is_dir():
         if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
-            return EchoNetDynamic(path, split=split or "all", transform=transform)
+            return EchoNetDynamic(path, split=split or "all", transform=transform, read_options=read_options)
         found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
         if not found:
             raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
         path = found[0]
     elif not path.is_file():
         raise DataError(f"{path}: data not found (no such manifest or folder)")
-    return Manifest(path, split=split, transform=transform)
+    return Manifest(path, split=split, transform=transform, read_options=read_options)
 
 
 class VideoClips(Dataset):

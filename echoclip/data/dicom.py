@@ -280,7 +280,7 @@ def dicom_frame_rate(
         return 1.0, "still"
     raise VideoReadError(
         f"{path}: no frame timing in the header (FrameTime, FrameTimeVector, CineRate or "
-        "RecommendedDisplayFrameRate); pass fps= to read it"
+        "RecommendedDisplayFrameRate); give its frame rate to read it (--fps, or fps= in Python)"
     )
 
 

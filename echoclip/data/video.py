@@ -234,7 +234,9 @@ def read_container(
         declared = float(stream.average_rate or stream.base_rate or stream.guessed_rate or 0)
         fps = declared if declared > 0 else float(fps or 0)
         if not fps > 0:
-            raise VideoReadError(f"{path}: the video stream has no frame rate; pass fps= to read it")
+            raise VideoReadError(
+                f"{path}: the video stream has no frame rate; give it to read the file (--fps, or fps= in Python)"
+            )
         total = _count_frames(container, stream, fps)
         if callable(indices):
             if total is None:

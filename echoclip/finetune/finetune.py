@@ -226,6 +226,7 @@ def finetune(
     preload: bool = False,
     video_cache: dict[str, Any] | None = None,
     plots: bool = True,
+    read_options: Mapping[str, Any] | None = None,
 ) -> FineTuneResult:
     """Fine-tune the video encoder of ``init`` with a ``head`` on ``task``; score it on ``test_split``.
 
@@ -253,7 +254,8 @@ def finetune(
     torch.manual_seed(config.seed)  # the same seed gives the same head, hence the same run
     encoder, preprocess, origin = load_video_encoder(init, model, model_overrides)
     transform = TrainTransform(preprocess, seed=config.seed) if augment else VideoTransform(preprocess)
-    train_set = open_dataset(data, train_split, transform)
+    options = dict(read_options or {})  # for load_video: {"fps": 30} for files that record no frame rate
+    train_set = open_dataset(data, train_split, transform, read_options=options)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
     the_task = make_task(task, list(train_set.table.columns), loss, labels, volumes)
@@ -279,7 +281,7 @@ def finetune(
         _check_resumable(Path(config.out), net, the_task)
     if preload or video_cache is not None:
         train_set.preload(progress=config.progress, cache=video_cache)
-    val_set, y_val = _optional_split(data, val_split, VideoTransform(preprocess), the_task)
+    val_set, y_val = _optional_split(data, val_split, VideoTransform(preprocess), the_task, options)
     info = {"init": str(init), "init_kind": origin}
     objective = FineTuneObjective(the_task, y_train, val_set, y_val, batch_size=config.batch_size, info=info)
     result = Trainer(net, objective, train_set, config, resume=resume).fit()
@@ -287,7 +289,7 @@ def finetune(
     metrics: dict[str, Any] = {}
     metrics_path: Path | None = None
     if init_distributed().is_main and test_split:
-        test_set = open_dataset(data, test_split, VideoTransform(preprocess))
+        test_set = open_dataset(data, test_split, VideoTransform(preprocess), read_options=options)
         y_test = target_matrix(test_set, the_task)
         index, pred = predict(
             net,
@@ -324,14 +326,14 @@ def finetune(
 
 
 def _optional_split(
-    data: str | os.PathLike[str], split: str | None, transform: Any, task: Task
+    data: str | os.PathLike[str], split: str | None, transform: Any, task: Task, read_options: dict[str, Any]
 ) -> tuple[Any, np.ndarray | None]:
     from echoclip.data.datasets import open_dataset
 
     if not split:
         return None, None
     try:
-        dataset = open_dataset(data, split, transform)
+        dataset = open_dataset(data, split, transform, read_options=read_options)
     except DataError:
         log.info("no %r split in %s: fine-tuning without validation", split, data)
         return None, None

@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 
 
 def open_clips(
-    data: str | os.PathLike[str], split: str | None, transform: Any, seed: int | None = None
+    data: str | os.PathLike[str],
+    split: str | None,
+    transform: Any,
+    seed: int | None = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """A clip dataset of a manifest (or a folder holding one) or of an EchoNet-Dynamic folder."""
     from echoclip.data.datasets import open_dataset
 
-    dataset = open_dataset(data, split, transform)
+    dataset = open_dataset(data, split, transform, read_options=dict(read_options or {}))
     if seed is not None:
         dataset.seed = int(seed)
     return dataset
@@ -55,13 +59,15 @@ def pretrain(
     augment: bool = True,
     preload: bool = False,
     video_cache: dict[str, Any] | None = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Pretrain the video tower of ``model`` on the clips of ``data``; returns the run's result.
 
     ``mask``, ``ratio`` and ``periodic_weight`` override the fields of ``options``
     (a :class:`PretrainConfig`). The encoder checkpoint is ``result.final_dir``.
     ``preload`` decodes every video once; ``video_cache`` (a dict, path -> decoded
-    video; implies ``preload``) keeps them for later runs in this process.
+    video; implies ``preload``) keeps them for later runs in this process. ``read_options``
+    go to ``load_video`` for every file (``{"fps": 30}`` for files that record no frame rate).
 
     Example::
 
@@ -84,7 +90,7 @@ def pretrain(
     tower, cfg = build_tower(model, model_overrides)
     preprocess = default_preprocess(cfg)
     transform = TrainTransform(preprocess, seed=config.seed) if augment else VideoTransform(preprocess)
-    train_set = open_clips(data, train_split, transform, seed=config.seed)
+    train_set = open_clips(data, train_split, transform, seed=config.seed, read_options=read_options)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
     if preload or video_cache is not None:  # decode each video once (small data sets, many epochs)
@@ -92,7 +98,9 @@ def pretrain(
     val_set = None
     if val_split:
         try:
-            val_set = open_clips(data, val_split, VideoTransform(preprocess), seed=config.seed)
+            val_set = open_clips(
+                data, val_split, VideoTransform(preprocess), seed=config.seed, read_options=read_options
+            )
         except DataError:
             log.info("no %r split in %s: pretraining without a held-out loss", val_split, data)
     out = Path(config.out)

@@ -54,6 +54,7 @@ def train_clip(
     preload: bool = False,
     video_cache: dict[str, Any] | None = None,
     init_prefixes: Sequence[str] | None = None,
+    read_options: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a video-report CLIP model on the studies of a manifest.
 
@@ -66,7 +67,8 @@ def train_clip(
     tower (only its tensors under ``init_prefixes``, e.g. ``("backbone.",)``, when given); ``tokenizer`` is an ``EchoTokenizer`` (or a folder with ``tokenizer.json``).
     ``preload=True`` decodes every video once into memory (small data sets, many epochs);
     ``video_cache`` (a dict, path -> decoded video; implies ``preload``) keeps them for
-    later runs on the same videos in this process.
+    later runs on the same videos in this process. ``read_options`` go to ``load_video``
+    for every file (``{"fps": 30}`` for files that record no frame rate).
     """
     import torch
 
@@ -87,6 +89,7 @@ def train_clip(
         data,
         split=train_split,
         transform=_train_transform(preprocess, config.seed) if augment else VideoTransform(preprocess),
+        read_options=dict(read_options or {}),
     )
     if len(train_set) == 0:
         raise DataError(f"{data}: no studies in split {train_split!r}")
@@ -102,7 +105,12 @@ def train_clip(
     val_set = None
     if val_split:
         try:
-            val_set = open_dataset(data, split=val_split, transform=VideoTransform(preprocess))
+            val_set = open_dataset(
+                data,
+                split=val_split,
+                transform=VideoTransform(preprocess),
+                read_options=dict(read_options or {}),
+            )
         except DataError:
             val_set = None
         if val_set is not None and len(val_set) == 0:
