@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 import uuid
@@ -38,13 +39,12 @@ from torch.utils.data import Dataset
 
 from echoclip import atomic
 from echoclip.data.augment import sample_rng
+from echoclip.data.cardiac import estimate_period, period_from_heart_rate
 from echoclip.data.deid import hash_uid, read_failure, shown_path
 from echoclip.data.transforms import (
     ClipSampler,
     PreprocessConfig,
     VideoTransform,
-    cycle_frames_from_heart_rate,
-    estimate_cycle_frames,
     resize_clip_uint8,
 )
 from echoclip.data.video import Video, load_video
@@ -243,6 +243,10 @@ class ClipDataset(Dataset):
         self.seed = int(seed if seed is not None else getattr(self.transform, "seed", 0))
         self.read_options = dict(read_options or {})
         self._preloaded: dict[str, Any] = {}
+        self._periods: dict[str, float] = {}  # path -> cardiac period of the whole video, in its frames
+        # estimate the period of videos without a heart rate on the whole video, once per file
+        # (a full decode); objectives that use the period (pretraining) set it
+        self.needs_period = False
         self.epoch = 0
         self.skipped = SkipLog(root)
         has_rate = "heart_rate" in self.table.columns
@@ -266,7 +270,7 @@ class ClipDataset(Dataset):
         path = self.video_path(index)
         try:
             heart_rate = None if self._heart_rates is None else float(self._heart_rates[index])
-            frames = self.read_clip(path, rng, heart_rate)
+            frames, period = self.read_clip(path, rng, heart_rate)
         except VideoReadError as e:
             self.skipped.add(path, e)
             return None
@@ -274,7 +278,7 @@ class ClipDataset(Dataset):
             video = self.transform(frames, rng)
         else:
             video = self.transform(frames)
-        return self._item(index, video)
+        return {**self._item(index, video), "period": period}
 
     def preload(self, progress: bool = True, cache: dict[str, Any] | None = None) -> None:
         """Decode every video once and keep it in memory; clips are then cut from memory.
@@ -330,33 +334,67 @@ class ClipDataset(Dataset):
                 else:
                     self._preloaded[path] = result
 
-    def read_clip(self, path: Path, rng: np.random.Generator, heart_rate: float | None = None) -> np.ndarray:
-        """The clip's frames ``uint8 [T,H,W,3]``, decoding only those (except to find a cycle)."""
+    def read_clip(
+        self, path: Path, rng: np.random.Generator, heart_rate: float | None = None
+    ) -> tuple[np.ndarray, float]:
+        """The clip's frames ``uint8 [T,H,W,3]`` and its cardiac period in clip frames (``nan``: unknown).
+
+        Only the clip's frames are decoded, unless a whole cycle must be found. The
+        period comes from the heart rate when the table gives one, else from the whole
+        video when it is decoded anyway (in memory, or for a cycle): a clip may hold
+        less than the beat and a half an estimate needs.
+        """
         sampler = self.sampler
+        rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
         cached = self._preloaded.get(str(path))
         if cached is not None and not sampler.cycle:
-            return cached.frames[sampler.indices(cached.num_frames, cached.fps, rng)]
+            source = (
+                period_from_heart_rate(heart_rate, cached.fps)
+                if rate_known
+                else self._video_period(path, cached)
+            )
+            step = sampler.step(cached.fps)
+            return cached.frames[sampler.indices(cached.num_frames, cached.fps, rng)], source / step
         skipped = self.skipped.get(path) if self._preloaded and cached is None else None
         if skipped is not None:
             raise VideoReadError(str(skipped), path=PurePath(skipped.path), reason=skipped.reason)
-        rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
+        if not sampler.cycle and not rate_known and self.needs_period and str(path) not in self._periods:
+            video = load_video(path, **self.read_options)  # once per file: the period of the whole video
+            idx = sampler.indices(video.num_frames, video.fps, rng)
+            return video.frames[idx], self._video_period(path, video) / sampler.step(video.fps)
         if not sampler.cycle or rate_known:
+            seen: dict[str, float] = {}
 
             def select(total: int, fps: float) -> np.ndarray:
-                cycle = cycle_frames_from_heart_rate(heart_rate, fps) if sampler.cycle else None
+                seen["fps"] = fps
+                cycle = period_from_heart_rate(heart_rate, fps) if sampler.cycle else None
                 return sampler.indices(total, fps, rng, cycle)
 
-            return load_video(path, indices=select, **self.read_options).frames
+            frames = load_video(path, indices=select, **self.read_options).frames
+            fps = seen["fps"]
+            period = (
+                period_from_heart_rate(heart_rate, fps)
+                if rate_known
+                else self._periods.get(str(path), math.nan)
+            )
+            return frames, period / sampler.step(fps, period if sampler.cycle else None)
         # No heart rate: read the cine, measure its period, and fall back to a plain
         # clip when the loop shows no clear beat.
         video = load_video(path, **self.read_options)
-        period = estimate_cycle_frames(video.frames)
-        if period is None:
+        period = self._video_period(path, video)
+        if not math.isfinite(period):
             log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
-            idx = replace(sampler, cycle=False).indices(video.num_frames, video.fps, rng)
-        else:
-            idx = sampler.indices(video.num_frames, video.fps, rng, period)
-        return video.frames[idx]
+            plain = replace(sampler, cycle=False)
+            return video.frames[plain.indices(video.num_frames, video.fps, rng)], math.nan
+        idx = sampler.indices(video.num_frames, video.fps, rng, period)
+        return video.frames[idx], period / sampler.step(video.fps, period)
+
+    def _video_period(self, path: Path, video: Video) -> float:
+        """The cardiac period of a whole decoded video in its frames, estimated once per file."""
+        key = str(path)
+        if key not in self._periods:
+            self._periods[key] = estimate_period(video.frames)
+        return self._periods[key]
 
     def _item(self, index: int, video: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -142,50 +142,6 @@ class ClipSampler:
         return [(s + offsets) % num_frames for s in starts]
 
 
-def cycle_frames_from_heart_rate(heart_rate: float, source_fps: float) -> float:
-    """Source frames in one cardiac cycle at ``heart_rate`` beats per minute."""
-    if not (math.isfinite(heart_rate) and heart_rate > 0):
-        raise ValueError(f"heart rate must be a positive number, got {heart_rate!r}")
-    return source_fps * 60.0 / heart_rate
-
-
-def estimate_cycle_frames(frames: np.ndarray, min_frames: int = 4) -> float | None:
-    """The cardiac period of a cine in frames, from the self-similarity of its frames.
-
-    Frames one beat apart look alike: the mean correlation between frames ``lag``
-    apart peaks at the period. Returns None when no clear peak exists (fewer than
-    two beats, a still loop).
-    """
-    from scipy.signal import find_peaks
-
-    x = np.asarray(frames)
-    if x.ndim == 4:
-        x = x.mean(axis=-1)
-    t = x.shape[0]
-    if t < 2 * min_frames + 1:
-        return None
-    step = max(1, min(x.shape[1], x.shape[2]) // 32)
-    flat = x[:, ::step, ::step].reshape(t, -1).astype(np.float64)
-    flat -= flat.mean(axis=0)
-    norms = np.linalg.norm(flat, axis=1, keepdims=True)
-    flat /= np.maximum(norms, 1e-9)
-    sim = flat @ flat.T
-    max_lag = t - min_frames
-    curve = np.array([np.diagonal(sim, lag).mean() for lag in range(max_lag)])
-    peaks, props = find_peaks(curve, prominence=0.1)
-    peaks = peaks[peaks >= min_frames]
-    if peaks.size == 0:
-        return None
-    lag = int(peaks[0])
-    # Refine to a fraction of a frame with a parabola through the peak and its neighbours.
-    if 0 < lag < len(curve) - 1:
-        a, b, c = curve[lag - 1], curve[lag], curve[lag + 1]
-        denom = a - 2 * b + c
-        if denom < 0:
-            return lag + 0.5 * (a - c) / denom
-    return float(lag)
-
-
 def resize_clip_uint8(frames: np.ndarray, size: int) -> np.ndarray:
     """``uint8 [T,H,W,3]`` resized (short side, antialiased bilinear) and centre-cropped to ``size``.
 

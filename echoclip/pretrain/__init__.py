@@ -20,7 +20,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "estimate_period": "echoclip.pretrain.periodic",
+    "estimate_period": "echoclip.data.cardiac",
     "make_mask": "echoclip.pretrain.masking",
     "make_masks": "echoclip.pretrain.masking",
     "PretrainConfig": "echoclip.pretrain.objectives",

@@ -28,8 +28,14 @@ from echoclip import atomic
 from echoclip.errors import ModelError
 from echoclip.models.features import videomae_tokens_by_time
 from echoclip.pretrain.masking import make_mask, token_grid
-from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
-from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
+from echoclip.pretrain.objectives import (
+    PretrainConfig,
+    PretrainObjective,
+    clip_periods,
+    sample_generator,
+    stack_videos,
+)
+from echoclip.pretrain.periodic import periodic_infonce
 from echoclip.pretrain.views import mlp, nt_xent, two_views, view_major
 
 
@@ -204,8 +210,12 @@ class MaskedVideoObjective(PretrainObjective):
         video, indices = stacked
         cfg = self.config
         generators = [sample_generator(self.seed, epoch, i) for i in indices]
+        stretch = None
         if cfg.invariance_weight > 0:
-            video = torch.stack([two_views(clip, g) for clip, g in zip(video, generators, strict=True)])
+            views, stretches = zip(
+                *(two_views(clip, g) for clip, g in zip(video, generators, strict=True)), strict=True
+            )
+            video, stretch = torch.stack(views), torch.stack(stretches)
         per_clip = video.shape[1] if video.ndim == 6 else 1
         masks = torch.stack(
             [
@@ -215,8 +225,7 @@ class MaskedVideoObjective(PretrainObjective):
         )
         batch = {"video": video, "mask": masks if video.ndim == 6 else masks[:, 0]}
         if cfg.periodic_weight > 0:
-            flat = video.flatten(0, 1) if video.ndim == 6 else video
-            batch["period"] = estimate_periods(flat).view(masks.shape[:2] if video.ndim == 6 else (-1,))
+            batch["period"] = clip_periods(samples, video, stretch)
         return batch
 
     def compute(
@@ -238,7 +247,11 @@ class MaskedVideoObjective(PretrainObjective):
             periods = batch["period"] / self.tubelet_size
             periodic, anchors = periodic_infonce(out["frames"], periods, cfg.temperature)
             loss = loss + cfg.periodic_weight * periodic
-            figures.update(periodic=float(periodic.detach()), periodic_anchors=float(anchors))
+            figures.update(
+                periodic=float(periodic.detach()),
+                periodic_anchors=float(anchors),
+                period_found=float(torch.isfinite(batch["period"]).float().mean()),
+            )
         if cfg.invariance_weight > 0 and paired:
             half = len(video) // 2
             invariance = nt_xent(out["clip"][:half], out["clip"][half:], cfg.temperature)

@@ -18,6 +18,7 @@ from torch import nn
 
 from echoclip.errors import ConfigError
 from echoclip.pretrain.masking import check_mask_options
+from echoclip.pretrain.periodic import estimate_periods
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,26 @@ def stack_videos(samples: list[Any]) -> tuple[torch.Tensor, list[int]] | None:
     if not good:
         return None
     return torch.stack([s["video"] for s in good]), [int(s.get("index", i)) for i, s in enumerate(good)]
+
+
+def clip_periods(
+    samples: list[Any], clips: torch.Tensor, stretch: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The cardiac period of every clip in its frames, ``float [B]`` or ``[B, V]`` (``nan``: none).
+
+    A sample's own ``period`` (its dataset's, from a heart rate or the whole video)
+    comes first, scaled by the ``stretch [B, V]`` of its views; the others are
+    estimated on the clip itself, which needs about one and a half beats.
+    ``clips`` are the model inputs, ``[B, 3, T, H, W]`` or ``[B, V, 3, T, H, W]``.
+    """
+    good = [s for s in samples if s is not None]
+    known = torch.tensor([float(s.get("period", float("nan"))) for s in good], dtype=torch.float32)
+    periods = known if stretch is None else known[:, None] * stretch
+    missing = ~torch.isfinite(periods)
+    if bool(missing.any()):
+        flat = clips.flatten(0, 1) if clips.ndim == 6 else clips
+        periods[missing] = estimate_periods(flat[missing.flatten()])
+    return periods
 
 
 class PretrainObjective:

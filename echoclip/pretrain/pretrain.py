@@ -93,6 +93,8 @@ def pretrain(
     train_set = open_clips(data, train_split, transform, seed=config.seed, read_options=read_options)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
+    # the periodic term reads each clip's period: from the table's heart rate, else the whole video
+    train_set.needs_period = options.periodic_weight > 0
     if preload or video_cache is not None:  # decode each video once (small data sets, many epochs)
         train_set.preload(progress=config.progress, cache=video_cache)
     val_set = None
@@ -101,6 +103,7 @@ def pretrain(
             val_set = open_clips(
                 data, val_split, VideoTransform(preprocess), seed=config.seed, read_options=read_options
             )
+            val_set.needs_period = options.periodic_weight > 0
         except DataError:
             log.info("no %r split in %s: pretraining without a held-out loss", val_split, data)
     out = Path(config.out)

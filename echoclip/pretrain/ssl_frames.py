@@ -20,8 +20,14 @@ import torch
 from torch import nn
 
 from echoclip.models.features import time_features
-from echoclip.pretrain.objectives import PretrainConfig, PretrainObjective, sample_generator, stack_videos
-from echoclip.pretrain.periodic import estimate_periods, periodic_infonce
+from echoclip.pretrain.objectives import (
+    PretrainConfig,
+    PretrainObjective,
+    clip_periods,
+    sample_generator,
+    stack_videos,
+)
+from echoclip.pretrain.periodic import periodic_infonce
 from echoclip.pretrain.views import mlp, nt_xent, two_views, view_major
 
 
@@ -74,14 +80,16 @@ class FrameSSLObjective(PretrainObjective):
         if stacked is None:
             return None
         video, indices = stacked
-        views = [
-            two_views(clip, sample_generator(self.seed, epoch, i))
-            for clip, i in zip(video, indices, strict=True)
-        ]
+        views, stretch = zip(
+            *(
+                two_views(clip, sample_generator(self.seed, epoch, i))
+                for clip, i in zip(video, indices, strict=True)
+            ),
+            strict=True,
+        )
         batch = {"video": torch.stack(views)}  # [B, 2, 3, T, H, W]
         if self.config.periodic_weight > 0:
-            flat = batch["video"].flatten(0, 1)
-            batch["period"] = estimate_periods(flat).view(len(indices), 2)
+            batch["period"] = clip_periods(samples, batch["video"], torch.stack(stretch))
         return batch
 
     def compute(
@@ -102,6 +110,10 @@ class FrameSSLObjective(PretrainObjective):
             periods = view_major(batch["period"])
             periodic, anchors = periodic_infonce(out["frames"], periods, cfg.temperature)
             loss = loss + cfg.periodic_weight * periodic
-            figures.update(periodic=float(periodic.detach()), periodic_anchors=float(anchors))
+            figures.update(
+                periodic=float(periodic.detach()),
+                periodic_anchors=float(anchors),
+                period_found=float(torch.isfinite(periods).float().mean()),
+            )
         figures["loss"] = float(loss.detach())
         return loss, figures

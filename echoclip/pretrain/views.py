@@ -42,6 +42,12 @@ def _noise(shape: torch.Size, g: torch.Generator) -> torch.Tensor:
 
 def augment_view(clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """A random view of a normalised clip ``[3, T, H, W]`` (same shape): crop, speed, direction, intensity."""
+    return augment_view_and_stretch(clip, g)[0]
+
+
+def augment_view_and_stretch(clip: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, float]:
+    """:func:`augment_view` and how much it stretched time: a period of ``P`` clip frames
+    lasts ``P * stretch`` frames of the view."""
     c, t, h, w = clip.shape
     # playback speed: a random stretch of 70-100 % of the clip resampled to T frames
     span = _uniform(g, 0.7, 1.0) * (t - 1)
@@ -67,7 +73,7 @@ def augment_view(clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     # contrast and brightness (in normalised units), then speckle-like noise
     x = x * _uniform(g, 0.7, 1.3) + _uniform(g, -0.3, 0.3)
     x = x + 0.1 * _noise(x.shape, g)
-    return x.contiguous()
+    return x.contiguous(), float((t - 1) / span) if span > 0 else 1.0
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -85,9 +91,11 @@ def mlp(width_in: int, width_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width_in, width_in), nn.GELU(), nn.Linear(width_in, width_out))
 
 
-def two_views(clip: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """``[3, T, H, W] -> [2, 3, T, H, W]``: two independent random views."""
-    return torch.stack([augment_view(clip, g), augment_view(clip, g)])
+def two_views(clip: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[3, T, H, W] -> [2, 3, T, H, W]``: two independent random views, and how much each
+    stretched time (``float [2]``, see :func:`augment_view_and_stretch`)."""
+    first, second = augment_view_and_stretch(clip, g), augment_view_and_stretch(clip, g)
+    return torch.stack([first[0], second[0]]), torch.tensor([first[1], second[1]])
 
 
 def view_major(x: torch.Tensor) -> torch.Tensor:

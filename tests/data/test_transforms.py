@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from echoclip.data.augment import AugmentConfig, TrainTransform, augment_clip, sample_rng
+from echoclip.data.cardiac import estimate_period, period_from_heart_rate
 from echoclip.data.transforms import (
     ClipSampler,
     PreprocessConfig,
     VideoTransform,
-    cycle_frames_from_heart_rate,
-    estimate_cycle_frames,
     resize_clip_uint8,
 )
 from echoclip.data.video import Video
@@ -46,7 +47,7 @@ def test_short_video_loops() -> None:
 
 def test_cycle_spans_exactly_one_beat() -> None:
     sampler = ClipSampler(num_frames=8, cycle=True, start="first")
-    period = cycle_frames_from_heart_rate(75, 50.0)  # 0.8 s at 50 fps = 40 frames
+    period = period_from_heart_rate(75, 50.0)  # 0.8 s at 50 fps = 40 frames
     assert period == pytest.approx(40)
     np.testing.assert_array_equal(sampler.indices(200, 50.0, cycle_frames=period), np.arange(0, 40, 5))
     assert sampler.output_fps(50.0, period) == pytest.approx(10)
@@ -67,14 +68,14 @@ def _beating(t: int, period: float, size: int = 32) -> np.ndarray:
 
 
 @pytest.mark.parametrize("period", [17.0, 23.5])
-def test_estimate_cycle_frames_finds_the_period(period: float) -> None:
-    assert estimate_cycle_frames(_beating(96, period)) == pytest.approx(period, abs=0.6)
+def test_estimate_period_finds_the_period(period: float) -> None:
+    assert estimate_period(_beating(96, period)) == pytest.approx(period, abs=0.6)
 
 
-def test_estimate_cycle_frames_none_without_a_beat() -> None:
+def test_estimate_period_is_nan_without_a_beat() -> None:
     still = np.repeat(_beating(1, 10.0), 40, axis=0)
-    assert estimate_cycle_frames(still) is None
-    assert estimate_cycle_frames(_beating(6, 10.0)) is None
+    assert math.isnan(estimate_period(still))
+    assert math.isnan(estimate_period(_beating(3, 10.0)))
 
 
 def test_video_transform_shape_and_normalisation() -> None:

@@ -45,7 +45,9 @@ def test_frame_tower_folds_frames_into_the_batch(stand_in_tokenizer):
         torch.testing.assert_close(frames.norm(dim=-1), torch.ones(2, 16))
         expected = torch.nn.functional.normalize(model.video_tower.proj(per_frame), dim=-1).mean(1)
         torch.testing.assert_close(model.encode_video(x), expected, atol=1e-6, rtol=0)
-    assert model.embeds_frames and not create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).embeds_frames
+    assert (
+        model.embeds_frames and not create_model("echoclip-tiny", tokenizer=stand_in_tokenizer).embeds_frames
+    )
 
 
 @pytest.mark.parametrize("aggregation", ["stats", "transformer"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -115,3 +116,55 @@ def test_periodic_infonce_prefers_phase_features():
     assert n == t and feats.grad[0].abs().sum() > 0 and feats.grad[1].abs().sum() == 0
     none, n = periodic_infonce(feats, torch.tensor([float("nan"), 1.0]))
     assert n == 0 and float(none.detach()) == 0.0 and none.requires_grad
+
+
+def _clip_periods(data, heart_rate: bool):
+    """Each clip's period from a dataset of ``data`` (the demo's clip rate) and its true period."""
+    from echoclip.data.augment import TrainTransform
+    from echoclip.data.datasets import Manifest
+    from echoclip.data.transforms import PreprocessConfig
+
+    table = pd.read_parquet(data / "manifest.parquet")
+    if not heart_rate:
+        table.drop(columns="heart_rate").to_parquet(data / "no_rate.parquet")
+    dataset = Manifest(
+        data / ("manifest.parquet" if heart_rate else "no_rate.parquet"),
+        transform=TrainTransform(PreprocessConfig(image_size=32, num_frames=16, fps=12.5), seed=0),
+    )
+    dataset.needs_period = True
+    found = np.array([dataset[i]["period"] for i in range(len(dataset))])
+    return found, 12.5 * 60 / table["heart_rate"].to_numpy()
+
+
+def test_clips_get_their_period_from_the_heart_rate_or_the_whole_video(tmp_path):
+    """The demo's videos (32 frames at 25 fps, 1.28 s) hold less than the beat and a half a
+    clip estimate needs at 50-70 bpm; the dataset gives every clip its study's period."""
+    from echoclip.data.synthetic import simulate_dataset
+
+    short = simulate_dataset(tmp_path / "short", n=40, seed=3, size=32, frames=32, fps=25.0, progress=False)
+    found, truth = _clip_periods(short, heart_rate=True)
+    assert np.abs(found - truth).max() < 1e-3 * truth.max()
+    assert (60 * 12.5 / truth <= 70).sum() >= 5  # slow hearts among them
+
+    long = simulate_dataset(tmp_path / "long", n=40, seed=4, size=32, frames=96, fps=25.0, progress=False)
+    found, truth = _clip_periods(long, heart_rate=False)  # 3.8 s videos: the whole video's estimate
+    within = np.abs(found - truth) <= 0.1 * truth
+    assert within.mean() >= 0.95, (found, truth)
+
+
+def test_pretraining_batches_carry_the_periods_of_their_clips():
+    from echoclip.pretrain.objectives import PretrainConfig, clip_periods
+    from echoclip.pretrain.views import two_views
+
+    clips = torch.randn(3, 3, 16, 16, 16)
+    samples = [
+        {"video": c, "index": i, "period": p}
+        for i, (c, p) in enumerate(zip(clips, [8.0, 12.5, float("nan")], strict=True))
+    ]
+    views, stretch = zip(
+        *(two_views(c, torch.Generator().manual_seed(i)) for i, c in enumerate(clips)), strict=True
+    )
+    periods = clip_periods(samples, torch.stack(views), torch.stack(stretch))
+    assert periods.shape == (3, 2)
+    assert torch.allclose(periods[:2], torch.tensor([[8.0], [12.5]]) * torch.stack(stretch)[:2])
+    assert bool((torch.stack(stretch) >= 1.0).all()) and PretrainConfig().periodic_weight > 0
