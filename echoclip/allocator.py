@@ -2,11 +2,11 @@
 
 A CLIP step allocates and frees tensors of 16-64 MB whose sizes change from step to step
 (the sentence term's shapes follow each batch's reports). glibc's malloc either maps
-fresh zeroed pages for each of them (a step takes about 1.5x as long) or, with
-``MALLOC_MMAP_MAX_=0``, keeps them on a heap that fragments: a demo run grew from 3 to
-10 GB in its second CLIP run. Under mimalloc the same run stays at 2.5 GB at the speed
-of the fast glibc setting, with identical results. An allocator has to be loaded before
-the process starts, so this module only finds it and says which one a process runs on::
+fresh zeroed pages for each of them (slower steps) or, with ``MALLOC_MMAP_MAX_=0``, keeps
+them on a heap that fragments and grows through a long run. mimalloc is as fast as the
+latter and stays flat, with identical results (the measurements are in
+docs/experiments.md). An allocator has to be loaded before the process starts, so this
+module only finds it and says which one a process runs on::
 
     LD_PRELOAD=$(python -m echoclip.allocator) echoclip demo
 

@@ -370,7 +370,7 @@ def _evaluate(run: DemoRun, model_dir: str, out: str) -> dict[str, Any]:
         split="test",
         calibration_split="val",
         metrics_csv=run.out / model_dir / "metrics.csv",
-        num_workers=min(2, os.cpu_count() or 1),  # decoding overlaps embedding: 15 s -> 11 s
+        num_workers=min(2, os.cpu_count() or 1),  # decoding overlaps embedding
     )
 
 
@@ -429,18 +429,17 @@ def stage_index(run: DemoRun) -> dict[str, Any]:
 
 
 # The ablation trains in a process of its own, beside the SSL arm, each process on half
-# the threads: on 2 cores a CLIP step takes 0.58 s on two threads and 0.74-0.80 s on one
-# beside the other run, so the two arms take about 575 s instead of 770. It starts after
-# pretraining, not at once, so that the two arms end together: beside the ablation from
-# the start, pretraining took 114 s instead of 68, the SSL arm ended 90 s after the
-# ablation, and seed 0's demo took 708 s instead of 693. A rerun whose SSL arm is done trains the ablation
-# here, on every thread.
+# the threads: a CLIP step on half the threads is slower, but not twice as slow, so two
+# such runs side by side end well before two full-width runs one after the other. It
+# starts after pretraining, not at once, so that the two arms end together (started at
+# once, it slowed pretraining and the SSL arm ended last). A rerun whose SSL arm is done
+# trains the ablation here, on every thread. Measurements: docs/experiments.md.
 BESIDE = "clip_scratch"
 BESIDE_FROM = "pretrain"
 
 # Both CLIP runs come before any evaluation: in one process, a CLIP run after `evaluate`
-# grew by about 15 MB a step (14 GB by the end of the ablation on 2026-12-03), one after
-# another CLIP run did not. The cause is not found yet.
+# grew in memory step by step, one after another CLIP run did not (docs/experiments.md).
+# The cause is not found yet.
 STAGES: list[tuple[str, Stage]] = [
     ("simulate", stage_simulate),
     ("tokenizer", stage_tokenizer),

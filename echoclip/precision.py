@@ -1,10 +1,9 @@
 """Which number format to compute in: ``fp32``, ``bf16`` autocast, or ``auto``.
 
 ``auto`` picks bf16 where the hardware computes it natively: on a GPU, and on a CPU
-with AVX-512 BF16 or AMX units, where bf16 autocast made the tiny tower's training step
-about twice as fast (the frame CNN's forward and backward 0.10 s instead of 0.20 s for
-640 frames). Elsewhere the CPU emulates bf16 and its convolutions run many times slower
-than fp32, so ``auto`` stays in fp32 there.
+with AVX-512 BF16 or AMX units, where bf16 autocast makes the tiny tower's training step
+markedly faster (docs/experiments.md). Elsewhere the CPU emulates bf16 and its
+convolutions run many times slower than fp32, so ``auto`` stays in fp32 there.
 """
 
 from __future__ import annotations

@@ -11,10 +11,9 @@ vectors     index                              why
                                                size) restores the exact order
 ==========  =================================  ===========================================
 
-``HNSW32`` is available by name but not chosen: in ``benchmarks/bench_retrieval.py``
-(512-d, two CPU cores) it took 185 s to build 250k vectors and answered 410 queries/s at
-recall@10 0.956, where fast-scan IVF-PQ with re-ranking built 1M vectors in 70 s and
-answered 2,174 queries/s at recall@10 0.959 (121x exact search in torch).
+``HNSW32`` is available by name but not chosen: in ``benchmarks/bench_retrieval.py`` it
+built far more slowly and answered fewer queries per second than fast-scan IVF-PQ with
+re-ranking at a like recall (the figures are in docs/experiments.md).
 
 After building, it measures recall@10 against exact search on a sample of the indexed
 vectors used as queries (their own row left out of both answers), tunes the search

@@ -323,7 +323,7 @@ class ClipDataset(Dataset):
                 video = Video(resize_clip_uint8(video.frames, size), video.fps, video.meta)
             return path, video
 
-        # the decoder releases the GIL: threads decode in parallel (1.6x on 2 cores)
+        # the decoder releases the GIL: threads decode in parallel
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             results = pool.map(decode, paths)
             for path, result in tqdm(

@@ -115,8 +115,8 @@ class TextTowerConfig:
             embedding, so that prompts over a range of values start ordered.
         value_frequencies, value_scale: Fourier features of ``value / value_scale``.
             Fewer frequencies make a smoother value axis: ``echoclip-tiny`` uses 3
-            (periods of 2, 1 and 0.5 ``value_scale``), which took the demo's zero-shot
-            EF MAE on seeds 0-2 from 4.78/4.74/4.46 (6 frequencies) to 3.91/4.76/4.24.
+            (periods of 2, 1 and 0.5 ``value_scale``), which read EF better in zero-shot
+            than 6 (docs/experiments.md).
     """
 
     kind: str = "clip"

@@ -47,8 +47,8 @@ def row_lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 # A group's fixed cost, in padded tokens: one more call of the tower's layers. On 2 CPU
-# cores (echoclip-tiny's text tower) 32 to 128 timed alike; grouping cut the demo's text
-# work per CLIP step (40 reports, 128 sentences, 70 value variants) from 0.34 s to 0.25 s
+# cores (echoclip-tiny's text tower) 32 to 128 timed alike. What grouping saves a demo
+# step: benchmarks/bench_text_tower.py and docs/experiments.md
 GROUP_COST_TOKENS = 64
 
 

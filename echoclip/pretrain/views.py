@@ -61,8 +61,7 @@ def augment_view_and_stretch(clip: torch.Tensor, g: torch.Generator) -> tuple[to
         x = x.flip(1)
     # random resized crop, 80-100 % of the area: a crop of half the frame can cut the
     # pacemaker lead (at the edge of the right heart) out of one view, and matching the
-    # views then teaches the encoder to ignore it (demo seed 0: pacemaker AUC 0.52 after
-    # 50-100 % crops, 0.92 after 80-100 %)
+    # views then teaches the encoder to ignore it (docs/experiments.md)
     area = _uniform(g, 0.8, 1.0) * h * w
     ratio = math.exp(_uniform(g, math.log(0.8), math.log(1.25)))
     ch, cw = min(h, round(math.sqrt(area / ratio))), min(w, round(math.sqrt(area * ratio)))

@@ -35,9 +35,8 @@ goes. Every prompt of every target is then asked inside each context (``{}``
 replaced by the prompt) instead of alone. A model trained on whole reports reads a
 lone sentence as an odd, short report; inside an ordinary report the sentence is the
 only thing that differs between the positive and the negative prompts, so their
-contrast measures that sentence (mean device AUC on the test studies of three of four
-demo models: 0.84 -> 0.94, 0.73 -> 0.93, 0.82 -> 0.87; it fell, 0.67 -> 0.60, only for a
-model that had not learned devices at all).
+contrast measures that sentence (on demo models, contexts raised the mean device AUC of
+every model that had learned devices; docs/experiments.md).
 
 Keys of a target:
 
