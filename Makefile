@@ -6,9 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 # The demo runs on mimalloc where it is installed (x86_64 Linux; echoclip.allocator):
-# as fast as glibc with MALLOC_MMAP_MAX_=0, without that heap's fragmentation (a demo run
-# stayed at 2.5 GB instead of growing to 10). Elsewhere glibc maps tensors of 16 MB and
-# more afresh, which keeps memory bounded at some cost in speed.
+# as fast as glibc with MALLOC_MMAP_MAX_=0, without that heap's fragmentation. Elsewhere
+# glibc maps tensors of 16 MB and more afresh, which keeps memory bounded at some cost in speed.
 export MALLOC_MMAP_THRESHOLD_ ?= 16777216
 export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
 

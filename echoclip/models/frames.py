@@ -12,8 +12,7 @@ Aggregations:
   does (:meth:`FrameTower.frame_embeddings`).
 - ``stats``: mean, standard deviation and range (max - min) over time, concatenated,
   then an MLP. The spread over time is how much each feature changes through the
-  heart cycle, which a per-frame network cannot see otherwise; on small budgets it
-  learned ejection fraction where a temporal transformer and a VideoMAE did not.
+  heart cycle, which a per-frame network cannot see otherwise.
 - ``transformer``: a small transformer over the frame sequence (PanEcho-style).
 """
 

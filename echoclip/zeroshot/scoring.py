@@ -70,10 +70,8 @@ def default_method(kind: str, has_negatives: bool = False) -> str:
 
     Binary targets with negative prompts: ``contrast``. The similarity of a video to a
     lone positive prompt also carries what the video says about *any* short sentence
-    of the topic; on the demo's model that offset ranked studies with an Impella below
-    those without (AUC 0.02 by ``similarity``, 0.72 by ``contrast``), and ``contrast``
-    raised the mean AUC over the shipped devices from 0.60 to 0.70 and over findings
-    from 0.53 to 0.70.
+    of the topic, an offset that can rank studies with a device below those without;
+    subtracting the negative prompts removes it (docs/experiments.md has the figures).
     """
     if kind == "binary" and has_negatives:
         return "contrast"
