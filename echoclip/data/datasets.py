@@ -339,62 +339,59 @@ class ClipDataset(Dataset):
     ) -> tuple[np.ndarray, float]:
         """The clip's frames ``uint8 [T,H,W,3]`` and its cardiac period in clip frames (``nan``: unknown).
 
-        Only the clip's frames are decoded, unless a whole cycle must be found. The
-        period comes from the heart rate when the table gives one, else from the whole
-        video when it is decoded anyway (in memory, or for a cycle): a clip may hold
-        less than the beat and a half an estimate needs.
+        Only the clip's frames are decoded, unless a whole cycle must be found or the
+        period must be estimated on the whole video (once per file, when
+        :attr:`needs_period` is set). The period comes from the table's heart rate, else
+        the file's (DICOM HeartRate), else the whole video: a clip may hold less than the
+        beat and a half an estimate needs.
         """
         sampler = self.sampler
-        rate_known = heart_rate is not None and np.isfinite(heart_rate) and heart_rate > 0
+        if heart_rate is not None and not (np.isfinite(heart_rate) and heart_rate > 0):
+            heart_rate = None
         cached = self._preloaded.get(str(path))
         if cached is not None and not sampler.cycle:
-            source = (
-                period_from_heart_rate(heart_rate, cached.fps)
-                if rate_known
-                else self._video_period(path, cached)
-            )
-            step = sampler.step(cached.fps)
-            return cached.frames[sampler.indices(cached.num_frames, cached.fps, rng)], source / step
+            period = self._source_period(path, cached, heart_rate, whole=self.needs_period)
+            idx = sampler.indices(cached.num_frames, cached.fps, rng)
+            return cached.frames[idx], period / sampler.step(cached.fps)
         skipped = self.skipped.get(path) if self._preloaded and cached is None else None
         if skipped is not None:
             raise VideoReadError(str(skipped), path=PurePath(skipped.path), reason=skipped.reason)
-        if not sampler.cycle and not rate_known and self.needs_period and str(path) not in self._periods:
-            video = load_video(path, **self.read_options)  # once per file: the period of the whole video
-            idx = sampler.indices(video.num_frames, video.fps, rng)
-            return video.frames[idx], self._video_period(path, video) / sampler.step(video.fps)
-        if not sampler.cycle or rate_known:
+        whole = sampler.cycle and heart_rate is None  # a cycle of unknown length: measure it
+        whole = whole or (self.needs_period and heart_rate is None and str(path) not in self._periods)
+        if not whole:
             seen: dict[str, float] = {}
 
             def select(total: int, fps: float) -> np.ndarray:
                 seen["fps"] = fps
-                cycle = period_from_heart_rate(heart_rate, fps) if sampler.cycle else None
+                cycle = period_from_heart_rate(heart_rate, fps) if sampler.cycle and heart_rate else None
                 return sampler.indices(total, fps, rng, cycle)
 
-            frames = load_video(path, indices=select, **self.read_options).frames
-            fps = seen["fps"]
-            period = (
-                period_from_heart_rate(heart_rate, fps)
-                if rate_known
-                else self._periods.get(str(path), math.nan)
-            )
-            return frames, period / sampler.step(fps, period if sampler.cycle else None)
-        # No heart rate: read the cine, measure its period, and fall back to a plain
-        # clip when the loop shows no clear beat.
+            video = load_video(path, indices=select, **self.read_options)
+            period = self._source_period(path, video, heart_rate, whole=False, fps=seen["fps"])
+            return video.frames, period / sampler.step(seen["fps"], period if sampler.cycle else None)
         video = load_video(path, **self.read_options)
-        period = self._video_period(path, video)
-        if not math.isfinite(period):
+        period = self._source_period(path, video, heart_rate, whole=True)
+        if sampler.cycle and not math.isfinite(period):
             log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
             plain = replace(sampler, cycle=False)
             return video.frames[plain.indices(video.num_frames, video.fps, rng)], math.nan
-        idx = sampler.indices(video.num_frames, video.fps, rng, period)
-        return video.frames[idx], period / sampler.step(video.fps, period)
+        cycle = period if sampler.cycle else None
+        idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
+        return video.frames[idx], period / sampler.step(video.fps, cycle)
 
-    def _video_period(self, path: Path, video: Video) -> float:
-        """The cardiac period of a whole decoded video in its frames, estimated once per file."""
+    def _source_period(
+        self, path: Path, video: Video, heart_rate: float | None, whole: bool, fps: float | None = None
+    ) -> float:
+        """The cardiac period in the file's frames: the table's heart rate, the header's, or an
+        estimate on the whole video (remembered per file); ``nan`` when none is known."""
+        fps = video.fps if fps is None else fps
+        rate = heart_rate or video.meta.get("heart_rate")
+        if rate:
+            return period_from_heart_rate(float(rate), fps)
         key = str(path)
-        if key not in self._periods:
+        if whole and key not in self._periods:
             self._periods[key] = estimate_period(video.frames)
-        return self._periods[key]
+        return self._periods.get(key, math.nan)
 
     def _item(self, index: int, video: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -18,6 +18,7 @@ data: with the default, anyone can recompute the hash of a known UID.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -125,7 +126,18 @@ def dicom_meta(ds: Any, salt: str | None = None) -> dict[str, Any]:
     regions = ultrasound_regions(ds)
     if regions:
         meta["ultrasound_regions"] = regions
+    heart_rate = _positive_number(ds.get("HeartRate", None))  # beats per minute at acquisition
+    if heart_rate is not None:
+        meta["heart_rate"] = heart_rate
     return meta
+
+
+def _positive_number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
 
 
 def _uid_name(uid: Any) -> str:

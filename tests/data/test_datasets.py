@@ -383,3 +383,23 @@ def test_manifest_on_a_simulated_folder(tmp_path: Path) -> None:
     devices = [c for c in table.columns if c.startswith("device_")]
     assert devices and {c: item["labels"][c] for c in devices} == {c: float(table[c].iat[0]) for c in devices}
     assert not list(ds.skipped)
+
+
+def test_a_clips_period_comes_from_the_dicom_header_heart_rate(tmp_path):
+    """A cine whose header records HeartRate gives every clip its period, though the clip is
+    shorter than a beat; without it (and no table column) the period is unknown."""
+    import math
+
+    import pandas as pd
+
+    from echoclip.data.dicom import write_dicom
+    from echoclip.data.transforms import PreprocessConfig, VideoTransform
+
+    frames = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    write_dicom(frames, tmp_path / "a.dcm", fps=25.0, tags={"HeartRate": 60})
+    write_dicom(frames, tmp_path / "b.dcm", fps=25.0)
+    rows = [{"video_path": f"{n}.dcm", "report": "", "patient_id": n, "study_id": n} for n in "ab"]
+    pd.DataFrame(rows).to_parquet(tmp_path / "manifest.parquet")
+    dataset = Manifest(tmp_path / "manifest.parquet", transform=VideoTransform(PreprocessConfig(32, 8, 12.5)))
+    assert dataset[0]["period"] == pytest.approx(12.5)  # 60 bpm: one beat a second, 12.5 clip frames
+    assert math.isnan(dataset[1]["period"])
