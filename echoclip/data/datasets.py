@@ -41,11 +41,11 @@ from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.cardiac import estimate_period, period_from_heart_rate
 from echoclip.data.deid import hash_uid, read_failure, shown_path
+from echoclip.data.scale import table_scales
 from echoclip.data.transforms import (
     ClipSampler,
     PreprocessConfig,
     VideoTransform,
-    resize_clip_uint8,
 )
 from echoclip.data.video import Video, load_video
 from echoclip.errors import DataError, VideoReadError
@@ -251,6 +251,8 @@ class ClipDataset(Dataset):
         self.skipped = SkipLog(root)
         has_rate = "heart_rate" in self.table.columns
         self._heart_rates = _float_columns(self.table, ["heart_rate"])[:, 0] if has_rate else None
+        # per-row centimetres per pixel from the table (cm_per_px or cm_per_px_x/_y), else the file's
+        self._scales = table_scales(self.table)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the randomness of ``epoch`` (clip starts, augmentation)."""
@@ -270,12 +272,14 @@ class ClipDataset(Dataset):
         path = self.video_path(index)
         try:
             heart_rate = None if self._heart_rates is None else float(self._heart_rates[index])
-            frames, period = self.read_clip(path, rng, heart_rate)
+            frames, period, scale = self.read_clip(path, rng, heart_rate)
         except VideoReadError as e:
             self.skipped.add(path, e)
             return None
+        if self._scales is not None and self._scales[index] is not None and str(path) not in self._preloaded:
+            scale = self._scales[index]  # the table's scale, unless preloading applied it already
         if isinstance(self.transform, VideoTransform):
-            video = self.transform(frames, rng)
+            video = self.transform(frames, rng, cm_per_px=scale)
         else:
             video = self.transform(frames)
         return {**self._item(index, video), "period": period}
@@ -301,16 +305,18 @@ class ClipDataset(Dataset):
 
         from tqdm.auto import tqdm
 
-        size = self.transform.config.image_size if isinstance(self.transform, VideoTransform) else None
+        transform = self.transform if isinstance(self.transform, VideoTransform) else None
+        geometry = None if transform is None else (transform.config.image_size, transform.config.field_cm)
         if cache is not None:
             held = next(iter(cache.values()), None)
-            if held is not None and size is not None and held.frames.shape[1:3] != (size, size):
+            if held is not None and geometry is not None and held.meta.get("geometry") != geometry:
                 raise ValueError(
-                    f"the shared video cache holds {held.frames.shape[2]}x{held.frames.shape[1]} frames; "
-                    f"this dataset's transform needs {size}x{size}: share a cache only between datasets "
-                    "of the same image size"
+                    f"the shared video cache holds frames of size and field {held.meta.get('geometry')}; "
+                    f"this dataset's transform needs {geometry}: share a cache only between datasets "
+                    "of the same image size and field of view"
                 )
             self._preloaded = cache
+        scales = {str(self.video_path(i)): s for i, s in enumerate(self._scales or []) if s is not None}
         paths = list(dict.fromkeys(str(self.video_path(i)) for i in range(len(self))))
         paths = [p for p in paths if p not in self._preloaded]
 
@@ -319,8 +325,9 @@ class ClipDataset(Dataset):
                 video = load_video(path, **self.read_options)
             except VideoReadError as e:
                 return path, e
-            if size is not None:
-                video = Video(resize_clip_uint8(video.frames, size), video.fps, video.meta)
+            if transform is not None:
+                frames, scale = transform.resized(video.frames, scales.get(path, video.meta.get("cm_per_px")))
+                video = Video(frames, video.fps, {**video.meta, "cm_per_px": scale, "geometry": geometry})
             return path, video
 
         # the decoder releases the GIL: threads decode in parallel
@@ -336,8 +343,9 @@ class ClipDataset(Dataset):
 
     def read_clip(
         self, path: Path, rng: np.random.Generator, heart_rate: float | None = None
-    ) -> tuple[np.ndarray, float]:
-        """The clip's frames ``uint8 [T,H,W,3]`` and its cardiac period in clip frames (``nan``: unknown).
+    ) -> tuple[np.ndarray, float, Any]:
+        """The clip's frames ``uint8 [T,H,W,3]``, its cardiac period in clip frames (``nan``:
+        unknown) and the file's centimetres per pixel (``None``: unknown).
 
         Only the clip's frames are decoded, unless a whole cycle must be found or the
         period must be estimated on the whole video (once per file, when
@@ -352,7 +360,7 @@ class ClipDataset(Dataset):
         if cached is not None and not sampler.cycle:
             period = self._source_period(path, cached, heart_rate, whole=self.needs_period)
             idx = sampler.indices(cached.num_frames, cached.fps, rng)
-            return cached.frames[idx], period / sampler.step(cached.fps)
+            return cached.frames[idx], period / sampler.step(cached.fps), cached.meta.get("cm_per_px")
         skipped = self.skipped.get(path) if self._preloaded and cached is None else None
         if skipped is not None:
             raise VideoReadError(str(skipped), path=PurePath(skipped.path), reason=skipped.reason)
@@ -368,16 +376,18 @@ class ClipDataset(Dataset):
 
             video = load_video(path, indices=select, **self.read_options)
             period = self._source_period(path, video, heart_rate, whole=False, fps=seen["fps"])
-            return video.frames, period / sampler.step(seen["fps"], period if sampler.cycle else None)
+            step = sampler.step(seen["fps"], period if sampler.cycle else None)
+            return video.frames, period / step, video.meta.get("cm_per_px")
         video = load_video(path, **self.read_options)
         period = self._source_period(path, video, heart_rate, whole=True)
         if sampler.cycle and not math.isfinite(period):
             log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
             plain = replace(sampler, cycle=False)
-            return video.frames[plain.indices(video.num_frames, video.fps, rng)], math.nan
+            idx = plain.indices(video.num_frames, video.fps, rng)
+            return video.frames[idx], math.nan, video.meta.get("cm_per_px")
         cycle = period if sampler.cycle else None
         idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
-        return video.frames[idx], period / sampler.step(video.fps, cycle)
+        return video.frames[idx], period / sampler.step(video.fps, cycle), video.meta.get("cm_per_px")
 
     def _source_period(
         self, path: Path, video: Video, heart_rate: float | None, whole: bool, fps: float | None = None

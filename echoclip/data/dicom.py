@@ -33,6 +33,7 @@ import numpy as np
 
 from echoclip import atomic
 from echoclip.data.deid import dicom_meta, identifying_labels, redact, redact_path
+from echoclip.data.scale import region_scale
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
 
@@ -247,6 +248,8 @@ def _read_pixels(
         fps_source=fps_source,
         crop_box=box,
         sector_masked=bool(mask and keep is not None),
+        # the pixel size of the region the image lies in (the one kept); unknown without one
+        cm_per_px=region_scale(region),
     )
     return Video(frames, out_fps, meta)
 
@@ -478,7 +481,7 @@ def _grey_to_uint8(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 
 def _image_region(regions: list[dict[str, Any]], rows: int, cols: int) -> dict[str, int] | None:
-    """The largest 2-D image region that lies inside the frame, or None.
+    """The largest 2-D image region that lies inside the frame (with its pixel size), or None.
 
     Some files (resized exports, for one) keep the region of the original frame size;
     a region outside the frame is ignored rather than trusted.
@@ -499,7 +502,7 @@ def _image_region(regions: list[dict[str, Any]], rows: int, cols: int) -> dict[s
     if not fits:
         return None
     best = max(fits, key=lambda r: (r["x1"] - r["x0"]) * (r["y1"] - r["y0"]))
-    return {k: int(best[k]) for k in ("x0", "y0", "x1", "y1")}
+    return {**best, **{k: int(best[k]) for k in ("x0", "y0", "x1", "y1")}}
 
 
 def _region_mask(region: dict[str, int] | None, rows: int, cols: int) -> np.ndarray | None:
@@ -711,8 +714,8 @@ def _region_item(region: dict[str, int | float]) -> Any:
     item.RegionLocationMinY0 = int(region["y0"])
     item.RegionLocationMaxX1 = int(region["x1"])
     item.RegionLocationMaxY1 = int(region["y1"])
-    item.PhysicalUnitsXDirection = 3  # cm
-    item.PhysicalUnitsYDirection = 3
+    item.PhysicalUnitsXDirection = int(region.get("units_x", 3))  # 3: cm
+    item.PhysicalUnitsYDirection = int(region.get("units_y", 3))
     item.PhysicalDeltaX = float(region.get("delta_x", 0.03))
     item.PhysicalDeltaY = float(region.get("delta_y", 0.03))
     return item

@@ -38,7 +38,7 @@ from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.datasets import Manifest, SkipRecord, write_skip_report
 from echoclip.data.deid import shown_path
-from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform, resize_clip_uint8
+from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
 from echoclip.errors import DataError
 
 __all__ = ["ShardConfig", "ShardSummary", "write_shards", "ShardDataset", "STATE_FILE"]
@@ -57,6 +57,8 @@ class ShardConfig:
     fps: float | None = None
     shard_size: int = 256
     split: str | None = None
+    # the physical field of view clips of known scale are resampled to (PreprocessConfig.field_cm)
+    field_cm: float | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 1 or self.num_frames < 1 or self.shard_size < 1:
@@ -80,14 +82,11 @@ class ShardSummary:
         return text + f"; {len(self.skipped)} files skipped (see {self.out_dir / 'skipped.csv'})"
 
 
-class _Uint8Clip:
-    """The preprocessing transform: the clip resized and centre-cropped, kept ``uint8``."""
+class _Uint8Clip(VideoTransform):
+    """The preprocessing transform: the clip at the model's size and field of view, kept ``uint8``."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return resize_clip_uint8(frames, self.size)
+    def _to_input(self, frames: np.ndarray, rng: Any = None, cm_per_px: Any = None) -> np.ndarray:
+        return self.resized(frames, cm_per_px)[0]
 
 
 def _open_manifest(manifest: Path, config: ShardConfig, read_options: dict[str, Any] | None) -> Manifest:
@@ -95,7 +94,14 @@ def _open_manifest(manifest: Path, config: ShardConfig, read_options: dict[str, 
     return Manifest(
         manifest,
         split=config.split,
-        transform=_Uint8Clip(config.image_size),
+        transform=_Uint8Clip(
+            PreprocessConfig(
+                image_size=config.image_size,
+                num_frames=config.num_frames,
+                fps=config.fps,
+                field_cm=config.field_cm,
+            )
+        ),
         clip=clip,
         read_options=read_options,
     )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from echoclip.data.scale import Scale, as_scale, cropped_scale, resample_to_field
 from echoclip.data.video import Video
 
 # OpenAI CLIP normalisation; the published EchoCLIP uses it too.
@@ -32,6 +33,9 @@ class PreprocessConfig:
         num_frames: frames per clip.
         fps: frames per second the clip is resampled to; ``None`` keeps the source rate.
         mean, std: per-channel normalisation of pixel values in [0, 1].
+        field_cm: the physical field of view of a clip (see :mod:`echoclip.data.scale`):
+            a clip of known scale is resampled to a ``field_cm`` square, so a pixel is
+            always ``field_cm / image_size`` cm; ``None`` resizes the whole frame.
     """
 
     image_size: int = 112
@@ -39,6 +43,7 @@ class PreprocessConfig:
     fps: float | None = None
     mean: tuple[float, float, float] = ECHO_MEAN
     std: tuple[float, float, float] = ECHO_STD
+    field_cm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,30 +189,52 @@ class VideoTransform:
         """Which frames a dataset should read for this transform: a centred clip."""
         return ClipSampler(num_frames=self.config.num_frames, fps=self.config.fps, start="center")
 
-    def __call__(self, video: Video | np.ndarray, rng: np.random.Generator | None = None) -> Any:
-        """The model input of ``video``; ``rng`` drives augmentation in subclasses that augment."""
-
+    def __call__(
+        self, video: Video | np.ndarray, rng: np.random.Generator | None = None, cm_per_px: Any = None
+    ) -> Any:
+        """The model input of ``video``; ``rng`` drives random clip starts and augmentation
+        in subclasses that augment. ``cm_per_px`` is the scale of frames given as an array
+        (a :class:`Video` carries its own in ``meta``)."""
         cfg = self.config
         if isinstance(video, Video):
             frames = video.frames[self.sampler.indices(video.num_frames, video.fps, rng)]
+            cm_per_px = video.meta.get("cm_per_px") if cm_per_px is None else cm_per_px
         else:
             frames = np.asarray(video)
             if frames.shape[0] != cfg.num_frames:
                 frames = frames[self.sampler.indices(frames.shape[0], cfg.fps or 1.0, rng)]
-        return self._to_input(frames, rng)
+        return self._to_input(frames, rng, cm_per_px)
 
     def clips(self, video: Video, n: int) -> Any:
         """``n`` clips spread along ``video`` (:meth:`ClipSampler.spread`), ``float32 [n, 3, T, H, W]``."""
         import torch
 
         spread = self.sampler.spread(video.num_frames, video.fps, n)
-        return torch.stack([self._to_input(video.frames[idx]) for idx in spread])
+        scale = video.meta.get("cm_per_px")
+        return torch.stack([self._to_input(video.frames[idx], None, scale) for idx in spread])
 
-    def _to_input(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> Any:
+    def resized(self, frames: np.ndarray, cm_per_px: Any = None) -> tuple[np.ndarray, Scale | None]:
+        """Frames at the model's size and field of view, and their scale after it (``None``: unknown).
+
+        The one geometric step of every path (transforms, preloaded datasets, shards).
+        """
+        cfg = self.config
+        scale = as_scale(cm_per_px)
+        if cfg.field_cm and scale is not None:
+            out = resample_to_field(np.asarray(frames), scale, cfg.field_cm, cfg.image_size)
+            return out, (cfg.field_cm / cfg.image_size,) * 2
+        _, h, w, _ = np.shape(frames)
+        return resize_clip_uint8(np.asarray(frames), cfg.image_size), cropped_scale(
+            scale, h, w, cfg.image_size
+        )
+
+    def _to_input(
+        self, frames: np.ndarray, rng: np.random.Generator | None = None, cm_per_px: Any = None
+    ) -> Any:
         import torch
 
         cfg = self.config
-        x = self.augment(resize_clip_uint8(np.asarray(frames), cfg.image_size), rng)
+        x = self.augment(self.resized(frames, cm_per_px)[0], rng)
         mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)
         return ((x - mean) / std).contiguous()

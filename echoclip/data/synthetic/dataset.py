@@ -146,6 +146,7 @@ def simulate_dataset(
                     "edv": truth.edv,
                     "esv": truth.esv,
                     "heart_rate": truth.heart_rate,
+                    "cm_per_px": truth.cm_per_px,
                     "fps": float(fps),
                     "split": split,
                     "visit": state.visit,

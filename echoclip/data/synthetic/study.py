@@ -114,6 +114,7 @@ def render_study(
         "height": size,
         "width": size,
         "depth_cm": rendered.depth_cm,
+        "cm_per_px": (rendered.cm_per_px, rendered.cm_per_px),
         "sector": rendered.sector.as_meta(),
     }
     truth = StudyTruth(
