@@ -68,6 +68,10 @@ class DemoRecipe:
     device_concepts: bool
     init_prefix: str
     probe_steps: int
+    # the physical field of view of every clip, in cm (PreprocessConfig.field_cm); 0: off
+    field_cm: float
+    # train the CLIP arm from scratch too (beside the pretrained one) and evaluate it
+    ablation: bool
     pretrain: LoopConfig
     train: TrainConfig
 
@@ -88,6 +92,22 @@ class DemoRecipe:
             missing, unknown = sorted(names - set(demo)), sorted(set(demo) - names)
             raise ConfigError(f"{source}: [demo] table lacks {missing} / has unknown {unknown}")
         return cls(**demo, pretrain=pretrain, train=train)
+
+    def stages(self) -> list[tuple[str, Stage]]:
+        """The stages this recipe runs: the ablation's two only with ``ablation``, the
+        probes only with ``probe_steps``."""
+        skipped = set() if self.ablation else {"clip_scratch", "evaluate_scratch"}
+        if not self.probe_steps:
+            skipped.add("probe")
+        return [(name, stage) for name, stage in STAGES if name not in skipped]
+
+    def model_overrides(self) -> dict[str, Any] | None:
+        """Changes to the model config the recipe asks for: its field of view."""
+        if not self.field_cm:
+            return None
+        from echoclip.models.factory import get_model_config
+
+        return {"preprocess": {**get_model_config(self.model).preprocess, "field_cm": float(self.field_cm)}}
 
     def settings(self) -> dict[str, Any]:
         """The recipe as flat names (``metrics.json``'s ``config.*``; a rerun's check of its folder)."""
@@ -208,12 +228,19 @@ def _run_stages(run: DemoRun, state: dict[str, Any]) -> None:
         state["wall_s"] = round(wall_before + time.perf_counter() - t0, 1)
         write_json(run.out / "stages.json", state)
 
-    names = [name for name, _ in STAGES]
-    start_at, join_at = names.index(BESIDE_FROM) + 1, names.index(BESIDE)
+    stages = run.recipe.stages()
+    names = [name for name, _ in stages]
+    start_at = names.index(BESIDE_FROM) + 1
+    join_at = names.index(BESIDE) if BESIDE in names else -1
     beside: _StageBeside | None = None
     try:
-        for i, (name, stage) in enumerate(STAGES):
-            if i == start_at and BESIDE not in done and any(n not in done for n in names[i:join_at]):
+        for i, (name, stage) in enumerate(stages):
+            if (
+                i == start_at
+                and join_at > 0
+                and BESIDE not in done
+                and any(n not in done for n in names[i:join_at])
+            ):
                 beside = _StageBeside.start(run, BESIDE)
             if name in done:
                 log.info("demo: %s already done (%.0f s); reusing it", name, done[name])
@@ -312,6 +339,7 @@ def stage_pretrain(run: DemoRun) -> dict[str, Any]:
         run.manifest,
         run.recipe.pretrain.updated(out=str(run.out / "ssl"), seed=run.seed, progress=run.progress),
         model=run.recipe.model,
+        model_overrides=run.recipe.model_overrides(),
         train_split="train",
         val_split=None,
         resume=True,
@@ -335,6 +363,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
         run.manifest,
         _clip_config(run, run.out / name),
         model=run.recipe.model,
+        model_overrides=run.recipe.model_overrides(),
         tokenizer=run.out / "tokenizer",
         init=init,
         init_prefixes=(run.recipe.init_prefix,) if init is not None and run.recipe.init_prefix else None,

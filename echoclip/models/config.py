@@ -182,7 +182,7 @@ class ModelConfig:
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
         if not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
             raise ModelError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
-        bad = sorted(set(self.preprocess) - {"fps", "mean", "std"})
+        bad = sorted(set(self.preprocess) - {"fps", "mean", "std", "field_cm"})
         if bad:
             raise ModelError(
                 f"preprocess: unknown keys {bad}; the video tower sets image_size and num_frames"

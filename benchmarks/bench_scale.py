@@ -1,0 +1,154 @@
+"""Chamber size with and without physical scale, on the demo's recipe and data.
+
+Per seed, the demo's recipe is trained twice on the same simulated studies: once with every
+clip resampled to a fixed field of view (``field_cm``: a pixel is always the same number
+of centimetres, so a dilated heart covers more pixels) and once with the whole frame
+resized (the baseline: the imaging depth follows the heart, so every heart fills the
+frame). Both arms run side by side, each in a process of its own on one thread, without
+the demo's ablation and probes. Prints one JSON line: for each seed and arm the zero-shot
+AUCs of the four size findings (LV dilation, RV dilation, LA enlargement, LV
+hypertrophy) and their mean, EF MAE against the mean predictor and Pearson r, the worst
+device AUC and video->report recall@10; for the scale arm also the size findings when the
+test videos' scale is unknown (the fallback: the whole frame resized).
+
+    python benchmarks/bench_scale.py [--seeds 0 1 2] [--field-cm 24] [--out runs/bench_scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+SIZE_FINDINGS = ("lv_dilation", "rv_dilation", "la_enlargement", "lv_hypertrophy")
+DEVICES = ("pacemaker", "tavr", "surgical_valve", "mitraclip", "impella")
+
+
+def _arm(out: Path, recipe: Any, seed: int) -> dict[str, Any]:
+    """One demo run on one thread (in a process of its own, or in this one)."""
+    import torch
+
+    from echoclip.demo import run_demo
+
+    torch.set_num_threads(1)
+    return run_demo(out, recipe, seed=seed, progress=False)
+
+
+def _r(value: Any) -> Any:
+    return None if value is None else round(float(value), 4)
+
+
+def _size_aucs(auc: dict[str, Any]) -> dict[str, Any]:
+    known = [v for v in auc.values() if v is not None]  # None: the test set lacks a class
+    return {
+        **{f"{f}.auc": _r(v) for f, v in auc.items()},
+        "size.mean_auc": _r(sum(known) / len(known)) if known else None,
+    }
+
+
+def _figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    auc = {f: metrics.get(f"zeroshot.finding.{f}.auc") for f in SIZE_FINDINGS}
+    return {
+        **_size_aucs(auc),
+        "ef.mae_ratio": _r(metrics["zeroshot.ef.mae"] / metrics["zeroshot.ef.mae_mean_baseline"]),
+        "ef.pearson": _r(metrics["zeroshot.ef.pearson"]),
+        "device.min_auc": _r(min((metrics.get(f"zeroshot.device.{d}.auc") or 1.0) for d in DEVICES)),
+        "recall@10": _r(metrics["retrieval.video_to_report.recall@10"]),
+    }
+
+
+def _unknown_scale(run: Path) -> dict[str, Any]:
+    """The size findings of a scale-trained model on test videos whose scale is not given."""
+    import pandas as pd
+
+    from echoclip.evaluate import evaluate
+    from echoclip.models.factory import get_tokenizer, load_model
+
+    table = pd.read_parquet(run / "data" / "manifest.parquet")
+    table.drop(columns="cm_per_px").to_parquet(run / "data" / "manifest_no_scale.parquet")
+    model_dir = run / "clip" / "final"
+    metrics = evaluate(
+        load_model(model_dir),
+        get_tokenizer(model_dir),
+        run / "data" / "manifest_no_scale.parquet",
+        run / "eval_no_scale",
+        prompt_sets=["findings"],
+        split="test",
+        calibration_split=None,
+    )
+    return _size_aucs({f: metrics["zero_shot"].get(f, {}).get("auc") for f in SIZE_FINDINGS})
+
+
+def _machine() -> str:
+    import os
+
+    cpu = platform.processor() or "cpu"
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--field-cm", type=float, default=24.0)
+    parser.add_argument("--recipe", default="demo-small")
+    parser.add_argument("--out", default="runs/bench_scale")
+    args = parser.parse_args()
+
+    from echoclip.demo import DemoRecipe, DemoRun, stage_simulate
+    from echoclip.processes import BackgroundCall
+
+    base = dataclasses.replace(DemoRecipe.load(args.recipe), ablation=False, probe_steps=0)
+    arms = {
+        "scale": dataclasses.replace(base, field_cm=args.field_cm),
+        "no_scale": dataclasses.replace(base, field_cm=0.0),
+    }
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    for seed in args.seeds:
+        runs = {name: out / f"seed{seed}-{name}" for name in arms}
+        if not (runs["scale"] / "data" / "manifest.parquet").is_file():
+            stage_simulate(DemoRun(runs["scale"], arms["scale"], seed, progress=False))
+        if not (runs["no_scale"] / "data").is_dir():
+            shutil.copytree(runs["scale"] / "data", runs["no_scale"] / "data")
+        beside = BackgroundCall(_arm, runs["no_scale"], arms["no_scale"], seed)
+        try:
+            scale = _arm(runs["scale"], arms["scale"], seed)
+            no_scale = beside.result()
+        finally:
+            beside.stop()
+        results[f"seed{seed}"] = {
+            "scale": {**_figures(scale), "unknown_scale": _unknown_scale(runs["scale"])},
+            "no_scale": _figures(no_scale),
+        }
+    gains = [_r(r["scale"]["size.mean_auc"] - r["no_scale"]["size.mean_auc"]) for r in results.values()]
+    print(
+        json.dumps(
+            {
+                "benchmark": "scale",
+                "date": date.today().isoformat(),
+                "machine": _machine(),
+                "recipe": args.recipe,
+                "field_cm": args.field_cm,
+                "seeds": results,
+                "size.mean_auc_gain": gains,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
