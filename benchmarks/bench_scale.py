@@ -89,12 +89,9 @@ def _machine() -> str:
     import os
 
     cpu = platform.processor() or "cpu"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
     return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
 
 
