@@ -129,3 +129,23 @@ def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
     assert calls.count("simulate") == 1 and calls.count("pretrain") == 1 and calls.count("clip") == 2
     with pytest.raises(ValueError, match="other settings"):
         run_demo(out, TOY, progress=False)
+
+
+def test_a_recipe_without_the_ablation_or_probes_runs_the_pretrained_arm_alone():
+    lean = dataclasses.replace(TOY, ablation=False, probe_steps=0)
+    assert [name for name, _ in lean.stages()] == [
+        "simulate",
+        "tokenizer",
+        "pretrain",
+        "clip",
+        "evaluate",
+        "index",
+    ]
+    assert [name for name, _ in TOY.stages()] == [name for name, _ in demo.STAGES]
+
+
+def test_a_field_of_view_reaches_the_models_preprocessing():
+    assert TOY.model_overrides() is None
+    wide = dataclasses.replace(TOY, field_cm=24.0).model_overrides()
+    assert wide["preprocess"]["field_cm"] == 24.0 and wide["preprocess"]["fps"] == 12.5
+    assert DemoRecipe.load("demo-small").settings()["field_cm"] == 0.0
