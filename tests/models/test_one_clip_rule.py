@@ -103,3 +103,17 @@ def test_search_embed_and_embed_videos_give_identical_embeddings(folder, monkeyp
     assert np.abs(stored - direct[order]).max() == 0
     assert np.abs(searched - direct).max() == 0
     assert np.abs(batched - direct).max() < 1e-6
+
+
+def test_zero_shot_takes_file_paths_as_embed_videos_does(folder):
+    model_dir = folder / "model"
+    model, tokenizer = echoclip.load_model(model_dir), echoclip.get_tokenizer(model_dir)
+    paths = [str(folder / "videos" / f"v{i}.avi") for i in range(3)]
+    from_paths = echoclip.zero_shot(model, tokenizer, paths, prompts="ejection_fraction")
+    from_embeddings = echoclip.zero_shot(
+        model, tokenizer, echoclip.embed_videos(model, paths, progress=False), prompts="ejection_fraction"
+    )
+    assert (
+        len(from_paths) == 3
+        and from_paths["ejection_fraction"].tolist() == from_embeddings["ejection_fraction"].tolist()
+    )
