@@ -120,15 +120,17 @@ def format_value(value: float) -> str:
     return f"{value:.10f}".rstrip("0").rstrip(".")
 
 
-def expand_template(template: str, values: Iterable[float]) -> list[str]:
-    """One prompt per value, with ``<#>`` replaced by the value.
+def expand_template(template: str, values: Iterable[float], decimals: int | None = None) -> list[str]:
+    """One prompt per value, with ``<#>`` replaced by the value (with ``decimals`` digits
+    after the point when given: ``3.0 CM`` as reports write a measurement).
 
     >>> expand_template("LV EJECTION FRACTION IS <#>%.", [35, 40])
     ['LV EJECTION FRACTION IS 35%.', 'LV EJECTION FRACTION IS 40%.']
     """
     if PLACEHOLDER not in template:
         raise ConfigError(f"template {template!r} has no {PLACEHOLDER} placeholder for the value")
-    return [template.replace(PLACEHOLDER, format_value(v)) for v in values]
+    write = format_value if decimals is None else (lambda v: f"{float(v):.{decimals}f}")
+    return [template.replace(PLACEHOLDER, write(v)) for v in values]
 
 
 def in_contexts(prompts: Sequence[str], contexts: Sequence[str]) -> list[str]:
@@ -188,7 +190,9 @@ class RegressionTarget:
     def prompts(self) -> list[list[str]]:
         """``prompts()[v][p]``: template ``p`` (in each context, if any) written with candidate value ``v``."""
         templates = in_contexts(self.templates, self.contexts)
-        per_template = [expand_template(t, self.values()) for t in templates]
+        # a grid finer than 1 is written with as many decimals as its step has (3.0, 3.1 cm)
+        decimals = max(0, -math.floor(math.log10(self.step) + 1e-9)) if self.step < 1 else None
+        per_template = [expand_template(t, self.values(), decimals) for t in templates]
         return [list(texts) for texts in zip(*per_template, strict=True)]
 
     def texts(self) -> list[str]:

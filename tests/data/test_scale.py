@@ -115,3 +115,5 @@ def test_the_simulator_records_its_scale(tmp_path):
     table = pd.read_parquet(sim / "manifest.parquet")
     depth_cm = table["cm_per_px"] * 32
     assert (depth_cm > 10).all() and (depth_cm < 60).all()
+    # the sizes its reports state, for the measurements prompt set
+    assert table["lvidd_cm"].between(3, 9).all() and table["la_volume_index"].between(10, 100).all()

@@ -283,3 +283,9 @@ def test_bad_files_and_names(tmp_path) -> None:
     bad.write_text(json.dumps(_regression(templates=["LVEF."])))
     with pytest.raises(ConfigError, match=re.escape(str(bad))):
         load_prompt_set(bad)
+
+
+def test_measurement_prompts_write_values_as_reports_do():
+    lvidd = load_prompt_set("measurements").targets["lvidd"]
+    assert lvidd.texts()[:3] == ["LVIDD 3.0 CM.", "LV CAVITY SIZE (LVIDD 3.0 CM).", "LVIDD 3.1 CM."]
+    assert load_prompt_set("ejection_fraction").texts()[0].endswith(" 5%.")  # whole numbers stay whole

@@ -147,6 +147,10 @@ def simulate_dataset(
                     "esv": truth.esv,
                     "heart_rate": truth.heart_rate,
                     "cm_per_px": truth.cm_per_px,
+                    # the sizes reports state (the measurements prompt set reads them)
+                    "lvidd_cm": round(state.lvidd, 1),
+                    "ivsd_cm": round(state.wall_cm, 1),
+                    "la_volume_index": round(state.la_index),
                     "fps": float(fps),
                     "split": split,
                     "visit": state.visit,
