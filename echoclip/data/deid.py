@@ -126,13 +126,14 @@ def dicom_meta(ds: Any, salt: str | None = None) -> dict[str, Any]:
     regions = ultrasound_regions(ds)
     if regions:
         meta["ultrasound_regions"] = regions
-    heart_rate = _positive_number(ds.get("HeartRate", None))  # beats per minute at acquisition
+    heart_rate = positive_number(ds.get("HeartRate", None))  # beats per minute at acquisition
     if heart_rate is not None:
         meta["heart_rate"] = heart_rate
     return meta
 
 
-def _positive_number(value: Any) -> float | None:
+def positive_number(value: Any) -> float | None:
+    """A header value as a positive finite number, else None (absent, malformed, zero)."""
     try:
         x = float(value)
     except (TypeError, ValueError):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from echoclip import atomic
-from echoclip.data.deid import dicom_meta, identifying_labels, redact, redact_path
+from echoclip.data.deid import dicom_meta, identifying_labels, positive_number, redact, redact_path
 from echoclip.data.scale import region_scale
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
@@ -263,16 +263,16 @@ def dicom_frame_rate(
     RecommendedDisplayFrameRate, then the caller's ``fps`` for a file without timing.
     A single frame without timing is a still: 1 fps.
     """
-    frame_time = _positive_float(ds.get("FrameTime", None))
+    frame_time = positive_number(ds.get("FrameTime", None))
     if frame_time:
         return 1000.0 / frame_time, "FrameTime"
     vector = ds.get("FrameTimeVector", None)
     if vector is not None and not isinstance(vector, (str, bytes)) and len(vector) > 1:
-        steps = [_positive_float(v) for v in list(vector)[1:]]  # the first entry is 0 by definition
+        steps = [positive_number(v) for v in list(vector)[1:]]  # the first entry is 0 by definition
         if steps and all(steps):
             return 1000.0 / float(np.mean(steps)), "FrameTimeVector"
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = _positive_float(ds.get(keyword, None))
+        rate = positive_number(ds.get(keyword, None))
         if rate:
             return rate, keyword
     if fps is not None:
@@ -285,14 +285,6 @@ def dicom_frame_rate(
         f"{path}: no frame timing in the header (FrameTime, FrameTimeVector, CineRate or "
         "RecommendedDisplayFrameRate); give its frame rate to read it (--fps, or fps= in Python)"
     )
-
-
-def _positive_float(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) and x > 0 else None
 
 
 def _uid_name(uid: Any) -> str:
