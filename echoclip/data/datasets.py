@@ -276,8 +276,8 @@ class ClipDataset(Dataset):
         except VideoReadError as e:
             self.skipped.add(path, e)
             return None
-        if self._scales is not None and self._scales[index] is not None and str(path) not in self._preloaded:
-            scale = self._scales[index]  # the table's scale, unless preloading applied it already
+        if str(path) not in self._preloaded:  # preloading applied the table's scale already
+            scale = self.scale_of(index, scale)
         if isinstance(self.transform, VideoTransform):
             video = self.transform(frames, rng, cm_per_px=scale)
         else:
@@ -388,6 +388,12 @@ class ClipDataset(Dataset):
         cycle = period if sampler.cycle else None
         idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
         return video.frames[idx], period / sampler.step(video.fps, cycle), video.meta.get("cm_per_px")
+
+    def scale_of(self, index: int, file_scale: Any) -> Any:
+        """The centimetres per pixel of row ``index``: the table's, else the file's (``None``: unknown)."""
+        if self._scales is not None and self._scales[index] is not None:
+            return self._scales[index]
+        return file_scale
 
     def _source_period(
         self, path: Path, video: Video, heart_rate: float | None, whole: bool, fps: float | None = None
@@ -710,4 +716,9 @@ class VideoClips(Dataset):
             if self.cache is not None:
                 self.cache[str(path)] = video
         spread = ds.sampler.spread(video.num_frames, video.fps, self.clips)
-        return {"video": torch.stack([ds.transform(video.frames[idx]) for idx in spread]), "index": index}
+        if isinstance(ds.transform, VideoTransform):  # at the model's field of view, as single clips are
+            scale = ds.scale_of(index, video.meta.get("cm_per_px"))
+            clips = [ds.transform(video.frames[idx], cm_per_px=scale) for idx in spread]
+        else:
+            clips = [ds.transform(video.frames[idx]) for idx in spread]
+        return {"video": torch.stack(clips), "index": index}

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from echoclip.data.datasets import Manifest
 from echoclip.data.dicom import write_dicom
@@ -102,6 +103,10 @@ def test_manifests_give_a_scale_per_row_and_datasets_apply_it(tmp_path):
     dataset = Manifest(tmp_path / "manifest.parquet", transform=VideoTransform(config))
     widths = [int((dataset[i]["video"][0, 0] > 0.4).any(dim=0).sum()) for i in range(2)]
     assert widths[1] == pytest.approx(2 * widths[0], abs=2)
+    from echoclip.data.datasets import VideoClips
+
+    for i in range(2):  # test-time clips take the same field of view
+        assert torch.equal(VideoClips(dataset, 1)[i]["video"][0], dataset[i]["video"])
     dataset.preload(progress=False)  # frames kept at the field of view: the same clips
     assert [int((dataset[i]["video"][0, 0] > 0.4).any(dim=0).sum()) for i in range(2)] == widths
 
