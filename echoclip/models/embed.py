@@ -388,10 +388,15 @@ def embed_dataset(
         if not any((out / n / "store.json").is_file() for n in ("videos", "reports")):
             raise RetrievalError(f"{out}: exists and holds no embeddings; refusing to replace it")
     encoded = encode_videos(
-        model, dataset, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress
+        model,
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        on_error="drop",
     )
-    readable = np.isfinite(encoded.features).all(axis=1)
-    video_meta = _video_metadata(dataset)[readable].reset_index(drop=True)
+    video_meta = _video_metadata(dataset).iloc[encoded.positions].reset_index(drop=True)
     report_meta = _report_metadata(dataset.table)
     reports = embed_reports(
         model, tokenizer, report_meta["report"].tolist(), device=device, progress=progress
@@ -400,12 +405,12 @@ def embed_dataset(
     root = str(Path(dataset.root).resolve())
     with atomic.writing_dir(out) as tmp:
         videos = EmbeddingStore.create(tmp / "videos", dim, dtype, model=model_identity, video_root=root)
-        videos.append(encoded.features[readable], video_meta)
+        videos.append(encoded.features, video_meta)
         if len(report_meta):
             store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
             store.append(reports, report_meta)
         write_skip_report(dataset.skipped, tmp / "skipped.csv")
-    return StoredEmbeddings(out, int(readable.sum()), len(report_meta), int((~readable).sum()), dim)
+    return StoredEmbeddings(out, len(encoded.positions), len(report_meta), len(encoded.failed), dim)
 
 
 def _video_metadata(dataset: Any) -> Any:
