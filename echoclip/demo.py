@@ -46,9 +46,6 @@ FINDINGS = (
 SAMPLE_WEIGHT = "sample_weight"
 
 
-SIZES = ("small", "medium", "large")  # the shipped recipes demo-<size>.toml
-
-
 @dataclass(frozen=True)
 class DemoRecipe:
     """How much data and compute a demo run uses: a recipe of ``configs/recipes/demo-*.toml``.
