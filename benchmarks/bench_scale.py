@@ -1,17 +1,18 @@
 """Chamber size with and without physical scale, on the demo's recipe and data.
 
-Per seed, the demo's recipe is trained twice on the same simulated studies: once with every
-clip resampled to a fixed field of view (``field_cm``: a pixel is always the same number
-of centimetres, so a dilated heart covers more pixels) and once with the whole frame
-resized (the baseline: the imaging depth follows the heart, so every heart fills the
+Per seed, the demo's recipe is trained twice on the same simulated studies: once with the
+physical scale (``--method embedding``: each clip's cm per pixel is an input of the video
+embedding; ``field``: every clip resampled to a fixed field of view of ``--field-cm``, so a
+dilated heart covers more pixels; ``both``) and once without any (the baseline: the whole
+frame resized, and since the imaging depth follows the heart, every heart fills the
 frame). Both arms run side by side, each in a process of its own on one thread, without
 the demo's ablation and probes. Prints one JSON line: for each seed and arm the zero-shot
 AUCs of the four size findings (LV dilation, RV dilation, LA enlargement, LV
 hypertrophy) and their mean, EF MAE against the mean predictor and Pearson r, the worst
 device AUC and video->report recall@10; for the scale arm also the size findings when the
-test videos' scale is unknown (the fallback: the whole frame resized).
+test videos' scale is unknown.
 
-    python benchmarks/bench_scale.py [--seeds 0 1 2] [--field-cm 24] [--out runs/bench_scale]
+    python benchmarks/bench_scale.py [--seeds 0 1 2] [--method embedding] [--out runs/bench_scale]
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def _machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--method", choices=("embedding", "field", "both"), default="embedding")
     parser.add_argument("--field-cm", type=float, default=24.0)
     parser.add_argument("--recipe", default="demo-small")
     parser.add_argument("--out", default="runs/bench_scale")
@@ -106,10 +108,16 @@ def main() -> None:
     from echoclip.demo import DemoRecipe, DemoRun, stage_simulate
     from echoclip.processes import BackgroundCall
 
-    base = dataclasses.replace(DemoRecipe.load(args.recipe), ablation=False, probe_steps=0)
+    recipe = DemoRecipe.load(args.recipe)
+    base = dataclasses.replace(recipe, ablation=False, probe_steps=0, field_cm=0.0, scale_embedding=False)
     arms = {
-        "scale": dataclasses.replace(base, field_cm=args.field_cm),
-        "no_scale": dataclasses.replace(base, field_cm=0.0),
+        "scale": dataclasses.replace(
+            base,
+            field_cm=args.field_cm if args.method in ("field", "both") else 0.0,
+            scale_embedding=args.method in ("embedding", "both"),
+            scale_dropout=recipe.scale_dropout or 0.1,
+        ),
+        "no_scale": base,
     }
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -138,7 +146,9 @@ def main() -> None:
                 "date": date.today().isoformat(),
                 "machine": _machine(),
                 "recipe": args.recipe,
-                "field_cm": args.field_cm,
+                "method": args.method,
+                "field_cm": args.field_cm if args.method in ("field", "both") else None,
+                "scale_dropout": arms["scale"].scale_dropout,
                 "seeds": results,
                 "size.mean_auc_gain": gains,
                 "seconds": round(time.perf_counter() - t0, 1),

@@ -67,6 +67,10 @@ class DemoRecipe:
     probe_steps: int
     # the physical field of view of every clip, in cm (PreprocessConfig.field_cm); 0: off
     field_cm: float
+    # the clip's cm per pixel as an input of the video embedding (ModelConfig.scale_embedding),
+    # hidden from training clips at the rate scale_dropout
+    scale_embedding: bool
+    scale_dropout: float
     # train the CLIP arm from scratch too (beside the pretrained one) and evaluate it
     ablation: bool
     pretrain: LoopConfig
@@ -99,12 +103,18 @@ class DemoRecipe:
         return [(name, stage) for name, stage in STAGES if name not in skipped]
 
     def model_overrides(self) -> dict[str, Any] | None:
-        """Changes to the model config the recipe asks for: its field of view."""
-        if not self.field_cm:
-            return None
+        """Changes to the model config the recipe asks for: its field of view and scale embedding."""
         from echoclip.models.factory import get_model_config
 
-        return {"preprocess": {**get_model_config(self.model).preprocess, "field_cm": float(self.field_cm)}}
+        changes: dict[str, Any] = {}
+        if self.field_cm:
+            changes["preprocess"] = {
+                **get_model_config(self.model).preprocess,
+                "field_cm": float(self.field_cm),
+            }
+        if self.scale_embedding:
+            changes.update(scale_embedding=True, scale_dropout=float(self.scale_dropout))
+        return changes or None
 
     def settings(self) -> dict[str, Any]:
         """The recipe as flat names (``metrics.json``'s ``config.*``; a rerun's check of its folder)."""

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from echoclip.data.scale import Zoom
 from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
 
-__all__ = ["AugmentConfig", "TrainTransform", "augment_clip", "sample_rng"]
+__all__ = ["AugmentConfig", "TrainTransform", "augment_clip", "augment_clip_zoom", "sample_rng"]
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -53,7 +54,19 @@ def augment_clip(
 ) -> Any:
     """Random resized crop, brightness, contrast and gamma on a clip ``uint8 [T,H,W,C]``.
 
-    Returns ``float [C,T,H,W]`` in [0, 1]. The crop is resized in ``uint8`` (torch's
+    Returns ``float [C,T,H,W]`` in [0, 1]; :func:`augment_clip_zoom` also says how much
+    the crop magnified the clip.
+    """
+    return augment_clip_zoom(frames, rng, config)[0]
+
+
+def augment_clip_zoom(
+    frames: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()
+) -> tuple[Any, Zoom]:
+    """:func:`augment_clip` and the magnification ``(x, y)`` of its crop (the clip's cm per
+    pixel divides by it).
+
+    The crop is resized in ``uint8`` (torch's
     channels-last fast path) and the intensity changes, which act on each grey level
     alike, are one lookup table of 256 levels: a clip costs a fraction of the same
     arithmetic on every float pixel. The histogram and the lookup run in NumPy, which
@@ -87,7 +100,7 @@ def augment_clip(
     mean = float(np.bincount(x.reshape(-1), minlength=256) @ levels) / x.size
     levels = np.clip((levels - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)
     out = np.take(levels, x.transpose(3, 0, 1, 2))  # a new, contiguous [C,T,H,W]
-    return torch.from_numpy(np.repeat(out, c, axis=0) if grey else out)
+    return torch.from_numpy(np.repeat(out, c, axis=0) if grey else out), (w / cw, h / ch)
 
 
 class TrainTransform(VideoTransform):
@@ -122,10 +135,10 @@ class TrainTransform(VideoTransform):
     def sampler(self) -> ClipSampler:
         return self._sampler
 
-    def augment(self, frames: np.ndarray, rng: np.random.Generator | None) -> Any:
+    def augment(self, frames: np.ndarray, rng: np.random.Generator | None) -> tuple[Any, Zoom]:
         if self.augment_config is None or rng is None:
             return super().augment(frames, rng)
-        return augment_clip(frames, rng, self.augment_config)
+        return augment_clip_zoom(frames, rng, self.augment_config)
 
     def __repr__(self) -> str:
         return f"TrainTransform({self.config}, seed={self.seed}, augment={self.augment_config}, sampler={self._sampler})"

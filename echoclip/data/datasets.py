@@ -3,7 +3,8 @@
 Both are map-style ``torch`` datasets whose items are dicts::
 
     {"video": float [3,T,H,W], "report": str, "study_id": str, "patient_id": str,
-     "ef": float (nan if unknown), "labels": {name: float}, "index": int}
+     "ef": float (nan if unknown), "labels": {name: float}, "index": int,
+     "cm_per_px": float [2] (the clip's cm per pixel, x and y; nan if unknown), "period": float}
 
 Only the frames of the clip are decoded (the transform's :class:`ClipSampler` says
 which). A file that cannot be read does not stop a run: its item is ``None``,
@@ -41,7 +42,7 @@ from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.cardiac import estimate_period, period_from_heart_rate
 from echoclip.data.deid import hash_uid, read_failure, shown_path
-from echoclip.data.scale import table_scales
+from echoclip.data.scale import scale_tensor, table_scales
 from echoclip.data.transforms import (
     ClipSampler,
     PreprocessConfig,
@@ -279,10 +280,10 @@ class ClipDataset(Dataset):
         if str(path) not in self._preloaded:  # preloading applied the table's scale already
             scale = self.scale_of(index, scale)
         if isinstance(self.transform, VideoTransform):
-            video = self.transform(frames, rng, cm_per_px=scale)
+            video, scale = self.transform.scaled(frames, rng, cm_per_px=scale)
         else:
-            video = self.transform(frames)
-        return {**self._item(index, video), "period": period}
+            video, scale = self.transform(frames), scale_tensor(None)
+        return {**self._item(index, video), "period": period, "cm_per_px": scale}
 
     def preload(self, progress: bool = True, cache: dict[str, Any] | None = None) -> None:
         """Decode every video once and keep it in memory; clips are then cut from memory.
@@ -716,9 +717,11 @@ class VideoClips(Dataset):
             if self.cache is not None:
                 self.cache[str(path)] = video
         spread = ds.sampler.spread(video.num_frames, video.fps, self.clips)
+        scale = scale_tensor(None)
         if isinstance(ds.transform, VideoTransform):  # at the model's field of view, as single clips are
-            scale = ds.scale_of(index, video.meta.get("cm_per_px"))
-            clips = [ds.transform(video.frames[idx], cm_per_px=scale) for idx in spread]
+            file_scale = ds.scale_of(index, video.meta.get("cm_per_px"))
+            scaled = [ds.transform.scaled(video.frames[idx], cm_per_px=file_scale) for idx in spread]
+            clips, scale = [x for x, _ in scaled], scaled[0][1]
         else:
             clips = [ds.transform(video.frames[idx]) for idx in spread]
-        return {"video": torch.stack(clips), "index": index}
+        return {"video": torch.stack(clips), "index": index, "cm_per_px": scale}

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DICOM_CM = 3
 
 Scale = tuple[float, float]
+Zoom = tuple[float, float]  # how much a crop resized up magnified x and y
 
 
 def as_scale(value: Any) -> Scale | None:
@@ -67,6 +68,20 @@ def cropped_scale(scale: Scale | None, height: int, width: int, size: int) -> Sc
         return None
     factor = min(height, width) / size
     return scale[0] * factor, scale[1] * factor
+
+
+def zoomed_scale(scale: Scale | None, zoom: Zoom) -> Scale | None:
+    """The scale after a magnification ``zoom`` (x, y): each pixel spans less."""
+    if scale is None:
+        return None
+    return scale[0] / zoom[0], scale[1] / zoom[1]
+
+
+def scale_tensor(scale: Scale | None) -> Any:
+    """``float32 [2]`` (x, y) of a scale, NaN where unknown: what a batch carries."""
+    import torch
+
+    return torch.tensor(scale if scale is not None else (math.nan, math.nan), dtype=torch.float32)
 
 
 def field_window(scale: Scale, field_cm: float) -> tuple[int, int]:

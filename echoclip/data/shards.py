@@ -6,7 +6,8 @@ training resolution. Each sample of a shard holds::
 
     <key>.clip.npy     uint8 [T, H, W, 3]
     <key>.report.txt   the report
-    <key>.labels.json  {"ef": 55.0, "labels": {"device_pacemaker": 0.0, ...}} (null: unknown)
+    <key>.labels.json  {"ef": 55.0, "labels": {"device_pacemaker": 0.0, ...},
+                        "cm_per_px": [x, y] of the stored clip} (null: unknown)
     <key>.ids.json     {"study_id", "patient_id", "row"}
 
 Shard ``k`` holds manifest rows ``[k*S, (k+1)*S)``, so the work splits into fixed
@@ -38,6 +39,7 @@ from echoclip import atomic
 from echoclip.data.augment import sample_rng
 from echoclip.data.datasets import Manifest, SkipRecord, write_skip_report
 from echoclip.data.deid import shown_path
+from echoclip.data.scale import scale_tensor
 from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
 from echoclip.errors import DataError
 
@@ -85,8 +87,9 @@ class ShardSummary:
 class _Uint8Clip(VideoTransform):
     """The preprocessing transform: the clip at the model's size and field of view, kept ``uint8``."""
 
-    def _to_input(self, frames: np.ndarray, rng: Any = None, cm_per_px: Any = None) -> np.ndarray:
-        return self.resized(frames, cm_per_px)[0]
+    def _to_input(self, frames: np.ndarray, rng: Any = None, cm_per_px: Any = None) -> tuple[np.ndarray, Any]:
+        frames, scale = self.resized(frames, cm_per_px)
+        return frames, scale_tensor(scale)
 
 
 def _open_manifest(manifest: Path, config: ShardConfig, read_options: dict[str, Any] | None) -> Manifest:
@@ -241,6 +244,7 @@ def _write_shard(
                     "labels.json": {
                         "ef": _json_float(item["ef"]),
                         "labels": {k: _json_float(v) for k, v in item["labels"].items()},
+                        "cm_per_px": _json_scale(item["cm_per_px"]),
                     },
                     "ids.json": {"study_id": item["study_id"], "patient_id": item["patient_id"], "row": row},
                 }
@@ -337,11 +341,12 @@ class ShardDataset(IterableDataset):
                 row = int(sample["ids"]["row"])
                 rng = sample_rng(self.seed, self.epoch, row)
                 frames = sample["clip"]
-                if isinstance(self.transform, VideoTransform):
-                    video = self.transform(frames, rng)
-                else:
-                    video = self.transform(frames)
                 targets = sample["labels"]
+                scale = targets.get("cm_per_px")
+                if isinstance(self.transform, VideoTransform):
+                    video, scale = self.transform.scaled(frames, rng, cm_per_px=scale)
+                else:
+                    video, scale = self.transform(frames), scale_tensor(None)
                 yield {
                     "video": video,
                     "report": sample["report"],
@@ -350,6 +355,7 @@ class ShardDataset(IterableDataset):
                     "ef": _float(targets.get("ef")),
                     "labels": {k: _float(v) for k, v in targets.get("labels", {}).items()},
                     "index": row,
+                    "cm_per_px": scale,
                 }
 
     def __repr__(self) -> str:
@@ -358,6 +364,11 @@ class ShardDataset(IterableDataset):
 
 def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
+
+
+def _json_scale(scale: Any) -> list[float] | None:
+    values = [float(v) for v in scale]
+    return values if all(math.isfinite(v) for v in values) else None
 
 
 def _json_float(value: float) -> float | None:

@@ -13,7 +13,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from echoclip.data.scale import Scale, as_scale, cropped_scale, resample_to_field
+from echoclip.data.scale import (
+    Scale,
+    Zoom,
+    as_scale,
+    cropped_scale,
+    resample_to_field,
+    scale_tensor,
+    zoomed_scale,
+)
 from echoclip.data.video import Video
 
 # OpenAI CLIP normalisation; the published EchoCLIP uses it too.
@@ -195,6 +203,14 @@ class VideoTransform:
         """The model input of ``video``; ``rng`` drives random clip starts and augmentation
         in subclasses that augment. ``cm_per_px`` is the scale of frames given as an array
         (a :class:`Video` carries its own in ``meta``)."""
+        return self.scaled(video, rng, cm_per_px)[0]
+
+    def scaled(
+        self, video: Video | np.ndarray, rng: np.random.Generator | None = None, cm_per_px: Any = None
+    ) -> tuple[Any, Any]:
+        """The model input and its scale: ``(float32 [3, T, S, S], float32 [2])``, the
+        centimetres per input pixel (x, y) after every resize and crop, NaN where unknown
+        (what :meth:`EchoCLIP.encode_video`'s ``cm_per_px`` takes)."""
         cfg = self.config
         if isinstance(video, Video):
             frames = video.frames[self.sampler.indices(video.num_frames, video.fps, rng)]
@@ -207,11 +223,16 @@ class VideoTransform:
 
     def clips(self, video: Video, n: int) -> Any:
         """``n`` clips spread along ``video`` (:meth:`ClipSampler.spread`), ``float32 [n, 3, T, H, W]``."""
+        return self.scaled_clips(video, n)[0]
+
+    def scaled_clips(self, video: Video, n: int) -> tuple[Any, Any]:
+        """:meth:`clips` and their scale (one for all: ``float32 [2]``, as :meth:`scaled`)."""
         import torch
 
         spread = self.sampler.spread(video.num_frames, video.fps, n)
         scale = video.meta.get("cm_per_px")
-        return torch.stack([self._to_input(video.frames[idx], None, scale) for idx in spread])
+        inputs = [self._to_input(video.frames[idx], None, scale) for idx in spread]
+        return torch.stack([x for x, _ in inputs]), inputs[0][1]
 
     def resized(self, frames: np.ndarray, cm_per_px: Any = None) -> tuple[np.ndarray, Scale | None]:
         """Frames at the model's size and field of view, and their scale after it (``None``: unknown).
@@ -230,23 +251,26 @@ class VideoTransform:
 
     def _to_input(
         self, frames: np.ndarray, rng: np.random.Generator | None = None, cm_per_px: Any = None
-    ) -> Any:
+    ) -> tuple[Any, Any]:
         import torch
 
         cfg = self.config
-        x = self.augment(self.resized(frames, cm_per_px)[0], rng)
+        frames, scale = self.resized(frames, cm_per_px)
+        x, zoom = self.augment(frames, rng)
         mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         std = torch.tensor(cfg.std).view(3, 1, 1, 1)
-        return ((x - mean) / std).contiguous()
+        return ((x - mean) / std).contiguous(), scale_tensor(zoomed_scale(scale, zoom))
 
-    def augment(self, frames: np.ndarray, rng: np.random.Generator | None) -> Any:
-        """Hook between resizing and normalisation: ``uint8 [T,H,W,C]`` to ``float [C,T,H,W]`` in [0, 1].
+    def augment(self, frames: np.ndarray, rng: np.random.Generator | None) -> tuple[Any, Zoom]:
+        """Hook between resizing and normalisation: ``uint8 [T,H,W,C]`` to ``float [C,T,H,W]`` in [0, 1],
+        and the magnification ``(x, y)`` it applied (a crop resized up), which divides the scale.
 
         Here only the conversion; training transforms augment on the way.
         """
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div_(255.0)
+        return x, (1.0, 1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

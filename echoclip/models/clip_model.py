@@ -19,6 +19,7 @@ from torch import nn
 from echoclip.data.transforms import PreprocessConfig
 from echoclip.errors import ModelError
 from echoclip.models.config import ModelConfig
+from echoclip.models.scale_embedding import ScaleEmbedding
 from echoclip.models.text_towers import build_text_tower
 from echoclip.models.video_towers import build_video_tower
 
@@ -39,6 +40,7 @@ class EchoCLIP(nn.Module):
         video_tower, text_tower: the towers; each has ``forward_features``.
         logit_scale: log of the logit scale (a parameter; frozen when the config fixes it).
         logit_bias: the SigLIP bias, or ``None``.
+        scale_embedding: the clip's cm per pixel as an input (:class:`ScaleEmbedding`), or ``None``.
     """
 
     def __init__(self, config: ModelConfig, preprocess_config: PreprocessConfig | None = None) -> None:
@@ -50,6 +52,9 @@ class EchoCLIP(nn.Module):
         self.tokenizer: Any = None
         self.video_tower = build_video_tower(config.video, config.embed_dim)
         self.text_tower = build_text_tower(config.text, config.embed_dim)
+        self.scale_embedding = (
+            ScaleEmbedding(config.embed_dim, dropout=config.scale_dropout) if config.scale_embedding else None
+        )
         self.logit_scale = nn.Parameter(
             torch.tensor(float(config.logit_scale_init)), requires_grad=config.learn_logit_scale
         )
@@ -69,10 +74,30 @@ class EchoCLIP(nn.Module):
     def context_length(self) -> int:
         return self.config.text.context_length
 
-    def encode_video(self, video: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """``float [B, 3, T, H, W] -> [B, D]`` (unit norm with ``normalize=True``)."""
+    @property
+    def uses_scale(self) -> bool:
+        """Whether the video embedding takes the clips' cm per pixel (``encode_video(cm_per_px=)``)."""
+        return self.scale_embedding is not None
+
+    def encode_video(
+        self, video: torch.Tensor, normalize: bool = False, cm_per_px: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``float [B, 3, T, H, W] -> [B, D]`` (unit norm with ``normalize=True``).
+
+        ``cm_per_px`` (``[B, 2]``, x and y per clip, NaN where unknown; the transform's
+        ``scaled`` gives it) is read by a model with a scale embedding: without it, every
+        clip's scale is unknown. Models without one ignore it.
+        """
         self._check_video(video)
         x = self.video_tower(video)
+        if self.scale_embedding is not None:
+            if cm_per_px is None:
+                cm_per_px = torch.full((video.shape[0], 2), float("nan"), device=video.device)
+            elif tuple(cm_per_px.shape) != (video.shape[0], 2):
+                raise ModelError(
+                    f"cm_per_px must be [{video.shape[0]}, 2] (x, y per clip), got {list(cm_per_px.shape)}"
+                )
+            x = x + self.scale_embedding(cm_per_px.to(x.device)).to(x.dtype)
         return F.normalize(x, dim=-1) if normalize else x
 
     def _check_video(self, video: torch.Tensor) -> None:
@@ -119,10 +144,12 @@ class EchoCLIP(nn.Module):
         x = self.text_tower(text)
         return F.normalize(x, dim=-1) if normalize else x
 
-    def forward(self, video: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, video: torch.Tensor, text: torch.Tensor, cm_per_px: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Normalised features and the (exponentiated) logit scale, as open_clip's ``CLIP.forward``."""
         out = {
-            "video_features": self.encode_video(video, normalize=True),
+            "video_features": self.encode_video(video, normalize=True, cm_per_px=cm_per_px),
             "text_features": self.encode_text(text, normalize=True),
             "logit_scale": self.logit_scale.exp(),
         }

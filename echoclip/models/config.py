@@ -166,6 +166,10 @@ class ModelConfig:
         logit_bias_init: a learnable logit bias for the SigLIP loss (``None``: no bias).
         preprocess: fields of :class:`echoclip.data.transforms.PreprocessConfig` other than
             the clip shape (``fps``, ``mean``, ``std``), which the video tower fixes.
+        scale_embedding: add an embedding of the clip's cm per pixel to the video embedding
+            (:class:`echoclip.models.scale_embedding.ScaleEmbedding`), so sizes can be read.
+        scale_dropout: the rate at which training hides a known scale (the unknown vector
+            is learned from these).
     """
 
     name: str
@@ -177,6 +181,8 @@ class ModelConfig:
     learn_logit_scale: bool = True
     logit_bias_init: float | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
+    scale_embedding: bool = False
+    scale_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
@@ -187,6 +193,13 @@ class ModelConfig:
             raise ModelError(
                 f"preprocess: unknown keys {bad}; the video tower sets image_size and num_frames"
             )
+        if self.scale_embedding and self.video.kind == "frames" and self.video.aggregation == "mean":
+            raise ModelError(
+                "scale_embedding: a frames tower with mean aggregation embeds single frames; "
+                "give it another aggregation to condition on the scale"
+            )
+        if not 0.0 <= self.scale_dropout < 1.0:
+            raise ModelError(f"scale_dropout must be in [0, 1), got {self.scale_dropout!r}")
         if self.text.value_embeddings and self.tokenizer != "echo":
             raise ModelError(
                 f"text.value_embeddings needs the 'echo' tokenizer's value tokens, not {self.tokenizer!r}"

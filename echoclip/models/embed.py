@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from echoclip.data.scale import scale_tensor
 from echoclip.errors import ConfigError, DataError, VideoReadError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ class Encoded:
 
 
 class _Inputs(torch.utils.data.Dataset):
-    """``(position, clips [n, 3, T, H, W] or None, metadata)`` of any input :func:`encode_videos` takes."""
+    """``(position, clips [n, 3, T, H, W] or None, scale [2], metadata)`` of any input :func:`encode_videos` takes.
+
+    The scale is the clips' cm per pixel (NaN: unknown, as for preprocessed clips given as tensors).
+    """
 
     def __init__(
         self, videos: Any, transform: Any, clips: int, read_options: dict[str, Any], on_error: OnError
@@ -74,7 +78,8 @@ class _Inputs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, torch.Tensor, dict[str, Any]]:
+        unknown = scale_tensor(None)
         try:
             item = self.videos[i]
             if isinstance(item, str | os.PathLike):
@@ -85,33 +90,47 @@ class _Inputs(torch.utils.data.Dataset):
             if self.on_error == "raise":
                 raise
             log.warning("skipping item %d: %s", i, e)
-            return i, None, {}
+            return i, None, unknown, {}
         meta: dict[str, Any] = {}
         if isinstance(item, dict):
-            meta = {k: v for k, v in item.items() if k != "video"}
-            item = item.get("video")
+            meta = {k: v for k, v in item.items() if k not in ("video", "cm_per_px")}
+            if item.get("video") is not None:
+                return i, self._as_clips(item["video"]), item.get("cm_per_px", unknown), meta
+            item = None
         if item is None:
             if self.on_error == "raise":
                 raise VideoReadError(f"item {i}: could not be read (the dataset's skipped list says why)")
-            return i, None, meta
-        return i, self._clips(item), meta
-
-    def _clips(self, item: Any) -> torch.Tensor:
-        if isinstance(item, np.ndarray) and item.dtype != np.uint8:
-            item = torch.from_numpy(item)
-        if isinstance(item, torch.Tensor):
-            x = item.float()
-            return x if x.ndim == 5 else x[None]
+            return i, None, unknown, meta
+        if isinstance(item, torch.Tensor | np.ndarray) and not _is_frames(item):
+            return i, self._as_clips(item), unknown, meta
         if self.clips > 1:
-            return self.transform.clips(item, self.clips)
-        return self.transform(item)[None]  # a Video, or uint8 frames [T, H, W, 3]
+            clips, scale = self.transform.scaled_clips(item, self.clips)
+            return i, clips, scale, meta
+        if not hasattr(self.transform, "scaled"):  # a plain callable: the scale is not known
+            return i, self.transform(item)[None], unknown, meta
+        clip, scale = self.transform.scaled(item)  # a Video, or uint8 frames [T, H, W, 3]
+        return i, clip[None], scale, meta
+
+    @staticmethod
+    def _as_clips(item: Any) -> torch.Tensor:
+        """Preprocessed clips ``[3, T, H, W]`` or ``[n, 3, T, H, W]`` as ``float [n, 3, T, H, W]``."""
+        x = (torch.from_numpy(item) if isinstance(item, np.ndarray) else item).float()
+        return x if x.ndim == 5 else x[None]
 
 
-def _collate(batch: list[Any]) -> tuple[int, list[int], torch.Tensor | None, list[dict[str, Any]]]:
-    """``(batch size, positions read, their clips [B, n, 3, T, H, W], their metadata)``."""
-    kept = [(i, x, m) for i, x, m in batch if x is not None]
-    clips = torch.stack([x for _, x, _ in kept]) if kept else None
-    return len(batch), [i for i, _, _ in kept], clips, [m for _, _, m in kept]
+def _is_frames(item: Any) -> bool:
+    """Decoded frames ``uint8 [T, H, W, 3]`` (a transform's input) rather than a preprocessed clip."""
+    return isinstance(item, np.ndarray) and item.dtype == np.uint8
+
+
+def _collate(
+    batch: list[Any],
+) -> tuple[int, list[int], torch.Tensor | None, torch.Tensor | None, list[dict[str, Any]]]:
+    """``(batch size, positions read, their clips [B, n, 3, T, H, W], scales [B, 2], their metadata)``."""
+    kept = [(i, x, s, m) for i, x, s, m in batch if x is not None]
+    clips = torch.stack([x for _, x, _, _ in kept]) if kept else None
+    scales = torch.stack([torch.as_tensor(s, dtype=torch.float32) for _, _, s, _ in kept]) if kept else None
+    return len(batch), [i for i, _, _, _ in kept], clips, scales, [m for _, _, _, m in kept]
 
 
 def encode_videos(
@@ -150,6 +169,7 @@ def encode_videos(
     if transform is None and _needs_transform(videos):
         transform = model_transform(model)
     dev = model_device(model, device)
+    scaled = encode is None and bool(getattr(model, "uses_scale", False))
     if encode is None:
         encode = functools.partial(model.encode_video, normalize=normalize)
     inputs = _Inputs(videos, transform, clips, dict(read_options or {}), on_error)
@@ -167,9 +187,10 @@ def encode_videos(
     model.eval()
     try:
         with torch.inference_mode(), tqdm(total=len(inputs), unit="video", disable=not progress) as bar:
-            for n, idx, batch, batch_meta in loader:
+            for n, idx, batch, scales, batch_meta in loader:
                 if batch is not None:
-                    chunks.append(_run_batch(encode, batch.to(dev, non_blocking=True), normalize))
+                    scale = scales.to(dev) if scaled else None
+                    chunks.append(_run_batch(encode, batch.to(dev, non_blocking=True), normalize, scale))
                     positions.extend(idx)
                     meta.extend(batch_meta)
                 bar.update(n)
@@ -193,15 +214,19 @@ def encode_videos(
 
 
 def _run_batch(
-    encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, normalize: bool
+    encode: Callable[..., torch.Tensor], x: torch.Tensor, normalize: bool, scale: torch.Tensor | None = None
 ) -> np.ndarray:
     """``[B, n, 3, T, H, W]`` -> ``[B, K]``: the outputs of each item's clips, averaged.
 
     An ``encode`` with one output per frame (``[B*n, T, K]``) keeps them all instead:
-    ``[B, n*T, K]``, each item's frames of every clip in order.
+    ``[B, n*T, K]``, each item's frames of every clip in order. ``scale`` (``[B, 2]``)
+    goes to a model's ``encode_video`` as ``cm_per_px``, once per clip.
     """
     b, n = x.shape[:2]
-    out = encode(x.flatten(0, 1).float())
+    if scale is None:
+        out = encode(x.flatten(0, 1).float())
+    else:
+        out = encode(x.flatten(0, 1).float(), cm_per_px=scale.repeat_interleave(n, dim=0))
     if out.ndim == 3:
         return out.reshape(b, n * out.shape[1], -1).float().cpu().numpy()
     if n > 1:

@@ -342,6 +342,8 @@ class ContrastiveObjective:
             "video": torch.stack([s["video"] for s in samples]),
             "text": self.tokenizer(reports, context_length=self.config.context_length),
         }
+        if all("cm_per_px" in s for s in samples):
+            batch["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
         uses_sentences = self.config.sentence_loss_weight > 0 or self.config.sentence_report_weight > 0
         if not uses_sentences and self.config.value_loss_weight <= 0:
             return batch
@@ -427,7 +429,12 @@ class ContrastiveObjective:
         if self._loss_fn is None:
             self._loss_fn = self._build_loss()
         device = next(model.parameters()).device
-        out = model(batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True))
+        scale = {}
+        if "cm_per_px" in batch and getattr(getattr(model, "module", model), "uses_scale", False):
+            scale["cm_per_px"] = batch["cm_per_px"].to(device, non_blocking=True)
+        out = model(
+            batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True), **scale
+        )
         sentence_features = None
         if "sentences" in batch:
             sentences = batch["sentences"].to(device)

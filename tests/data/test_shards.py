@@ -65,7 +65,7 @@ def test_shards_hold_uint8_clips_reports_labels_and_ids(manifest: Path, tmp_path
     first = samples[0]
     assert first["clip"].dtype == np.uint8 and first["clip"].shape == (4, 16, 16, 3)
     assert first["report"] == "report 0"
-    assert first["labels"] == {"ef": 30.0, "labels": {"ef": 30.0, "device_tavr": 1.0}}
+    assert first["labels"] == {"ef": 30.0, "labels": {"ef": 30.0, "device_tavr": 1.0}, "cm_per_px": None}
     assert first["ids"] == {"study_id": "s000", "patient_id": "p0", "row": 0}
     # the stored clip is the centred clip of the video, resized
     video = load_video(manifest.parent / "v000.avi")
