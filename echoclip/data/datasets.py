@@ -1,6 +1,9 @@
-"""Datasets of echo clips: a generic manifest and the EchoNet-Dynamic layout.
+"""Datasets of echo clips: a generic manifest, the EchoNet-Dynamic layout, and :func:`open_dataset`.
 
-Both are map-style ``torch`` datasets whose items are dicts::
+The public data sets in their own layouts (EchoNet-Pediatric, EchoNet-LVH, CAMUS, TMED-2)
+are in :mod:`echoclip.data.public_datasets`; :func:`open_dataset` recognises them all.
+
+All are map-style ``torch`` datasets whose items are dicts::
 
     {"video": float [3,T,H,W], "report": str, "study_id": str, "patient_id": str,
      "ef": float (nan if unknown), "labels": {name: float}, "index": int,
@@ -50,6 +53,7 @@ from echoclip.data.transforms import (
 )
 from echoclip.data.video import Video, load_video
 from echoclip.errors import DataError, VideoReadError
+from echoclip.registry import Registry
 
 __all__ = [
     "Manifest",
@@ -59,6 +63,11 @@ __all__ = [
     "SkipLog",
     "write_skip_report",
     "MANIFEST_REQUIRED_COLUMNS",
+    "open_dataset",
+    "register_layout",
+    "known_layouts",
+    "DataLayout",
+    "DATA_LAYOUTS",
 ]
 
 log = logging.getLogger(__name__)
@@ -222,7 +231,8 @@ def collate_skip(batch: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
 
 class ClipDataset(Dataset):
-    """What :class:`Manifest` and :class:`EchoNetDynamic` share: a table of videos -> clips.
+    """What :class:`Manifest`, :class:`EchoNetDynamic` and the public data sets
+    (:mod:`echoclip.data.public_datasets`) share: a table of videos -> clips.
 
     Subclasses set ``self.table`` (one row per video, with ``video_path``) and
     implement :meth:`_item`.
@@ -265,6 +275,14 @@ class ClipDataset(Dataset):
     def video_path(self, index: int) -> Path:
         path = Path(str(self.table["video_path"].iat[index]))
         return path if path.is_absolute() else self.root / path
+
+    def file_options(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The keyword arguments of :func:`~echoclip.data.video.load_video` for ``path``.
+
+        Here the dataset's ``read_options``; a data set whose tables record what its files
+        do not (CAMUS keeps each cine's frame rate beside it, not in it) adds that per file.
+        """
+        return dict(self.read_options)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         if not 0 <= index < len(self):
@@ -323,7 +341,7 @@ class ClipDataset(Dataset):
 
         def decode(path: str) -> tuple[str, Any]:
             try:
-                video = load_video(path, **self.read_options)
+                video = load_video(path, **self.file_options(path))
             except VideoReadError as e:
                 return path, e
             if transform is not None:
@@ -375,11 +393,11 @@ class ClipDataset(Dataset):
                 cycle = period_from_heart_rate(heart_rate, fps) if sampler.cycle and heart_rate else None
                 return sampler.indices(total, fps, rng, cycle)
 
-            video = load_video(path, indices=select, **self.read_options)
+            video = load_video(path, indices=select, **self.file_options(path))
             period = self._source_period(path, video, heart_rate, whole=False, fps=seen["fps"])
             step = sampler.step(seen["fps"], period if sampler.cycle else None)
             return video.frames, period / step, video.meta.get("cm_per_px")
-        video = load_video(path, **self.read_options)
+        video = load_video(path, **self.file_options(path))
         period = self._source_period(path, video, heart_rate, whole=True)
         if sampler.cycle and not math.isfinite(period):
             log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
@@ -515,7 +533,10 @@ class EchoNetDynamic(ClipDataset):
         table = pd.read_csv(filelist, dtype={"FileName": str})
         missing = [c for c in ("FileName", "EF", "ESV", "EDV", "Split") if c not in table.columns]
         if missing:
-            raise DataError(f"{filelist}: lacks columns {missing}; it has {sorted(table.columns)}")
+            hint = ""
+            if {"Age", "Weight", "Height"} <= set(table.columns):  # one view folder of EchoNet-Pediatric
+                hint = "; this looks like a view folder of EchoNet-Pediatric: give the folder holding A4C/ and PSAX/"
+            raise DataError(f"{filelist}: lacks columns {missing}; it has {sorted(table.columns)}{hint}")
         table = table.rename(columns={"Split": "split"})
         if split is not None and not (isinstance(split, str) and split.lower() == "all"):
             table = _select_split(table, split, filelist)
@@ -659,6 +680,65 @@ def _trace_mask(lines: np.ndarray, height: int, width: int) -> np.ndarray:
     return inside.reshape(height, width)
 
 
+# ---------------------------------------------------------------------------------------
+# layouts: the folders open_dataset recognises
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """A data set's folder layout: how to recognise it by its files, and how to open it.
+
+    ``open(path, split, transform, read_options)`` returns the dataset (``split=None``:
+    every row); ``describe`` names the files that make the layout, for messages.
+    """
+
+    name: str
+    matches: Callable[[Path], bool]
+    describe: str
+    open: Callable[[Path, Any, Any, dict[str, Any] | None], Any]
+
+
+DATA_LAYOUTS: Registry[DataLayout] = Registry("data set layout", DataError)
+
+
+def register_layout(
+    name: str, matches: Callable[[Path], bool], describe: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register an opener of the folders ``matches(folder)`` recognises, for :func:`open_dataset`.
+
+    ``matches`` must look at files only (cheap ``stat`` calls), never at the folder's name.
+    Example::
+
+        @register_layout("MyEcho", lambda p: (p / "studies.json").is_file(), "studies.json, clips/")
+        def open_my_echo(path, split, transform, read_options):
+            return MyEcho(path, split or "all", transform, read_options=read_options)
+    """
+
+    def decorator(opener: Callable[..., Any]) -> Callable[..., Any]:
+        DATA_LAYOUTS[name] = DataLayout(name, matches, describe, opener)
+        return opener
+
+    return decorator
+
+
+@register_layout("EchoNet-Dynamic", lambda p: (p / "FileList.csv").is_file(), "FileList.csv, Videos/")
+def _open_echonet(path: Path, split: Any, transform: Any, read_options: dict[str, Any] | None) -> Any:
+    return EchoNetDynamic(path, split=split or "all", transform=transform, read_options=read_options)
+
+
+def _ensure_builtin_layouts() -> None:
+    # the public data sets register their layouts when their module is imported
+    import echoclip.data.public_datasets  # noqa: F401
+
+
+def known_layouts() -> list[str]:
+    """What :func:`open_dataset` recognises in a folder, one line each."""
+    _ensure_builtin_layouts()
+    return ["manifest (manifest.parquet or manifest.csv)"] + [
+        f"{layout.name} ({layout.describe})" for layout in DATA_LAYOUTS.values()
+    ]
+
+
 def open_dataset(
     path: str | os.PathLike[str],
     split: str | Sequence[str] | None,
@@ -666,20 +746,38 @@ def open_dataset(
     *,
     read_options: dict[str, Any] | None = None,
 ) -> Any:
-    """The dataset of one split of a manifest, a folder holding ``manifest.parquet``, or an
-    EchoNet-Dynamic folder (``split=None``: every row). What every command's ``--data`` means.
+    """The dataset of one split of a manifest, or of a folder in a layout it recognises
+    (``split=None``: every row). What every command's ``--data`` means.
+
+    A folder holding ``manifest.parquet`` is that manifest. Otherwise the folder's files
+    say which data set it is (:func:`known_layouts`: EchoNet-Dynamic, EchoNet-Pediatric,
+    EchoNet-LVH, CAMUS, TMED-2, and any layout registered with :func:`register_layout`);
+    a folder in none of them but with ``manifest.csv`` is that manifest. A folder in no
+    layout, or in two, is a :class:`DataError` that says so.
 
     ``read_options`` go to :func:`~echoclip.data.video.load_video` for every file
     (``{"fps": 30}``: the frame rate of files that record none; ``--fps`` on the command line).
     """
     path = Path(path)
     if path.is_dir():
-        if (path / "FileList.csv").is_file() and not (path / "manifest.parquet").is_file():
-            return EchoNetDynamic(path, split=split or "all", transform=transform, read_options=read_options)
-        found = [path / n for n in ("manifest.parquet", "manifest.csv") if (path / n).is_file()]
-        if not found:
-            raise DataError(f"{path}: no manifest.parquet, manifest.csv or FileList.csv in this folder")
-        path = found[0]
+        if (path / "manifest.parquet").is_file():
+            return Manifest(
+                path / "manifest.parquet", split=split, transform=transform, read_options=read_options
+            )
+        _ensure_builtin_layouts()
+        matched = [layout for layout in DATA_LAYOUTS.values() if layout.matches(path)]
+        if len(matched) > 1:
+            raise DataError(
+                f"{path}: the folder matches several data set layouts ({', '.join(m.name for m in matched)}); "
+                "give the folder of one data set, or a manifest"
+            )
+        if matched:
+            return matched[0].open(path, split, transform, read_options)
+        if not (path / "manifest.csv").is_file():
+            raise DataError(
+                f"{path}: no data set in this folder; known layouts: {'; '.join(known_layouts())}"
+            )
+        path = path / "manifest.csv"
     elif not path.is_file():
         raise DataError(f"{path}: data not found (no such manifest or folder)")
     return Manifest(path, split=split, transform=transform, read_options=read_options)
@@ -710,7 +808,7 @@ class VideoClips(Dataset):
         video = self.cache.get(str(path)) if self.cache is not None else None
         if video is None:
             try:
-                video = load_video(path, **ds.read_options)
+                video = load_video(path, **ds.file_options(path))
             except VideoReadError as e:
                 ds.skipped.add(path, e)
                 return None

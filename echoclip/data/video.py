@@ -1,8 +1,8 @@
 """The :class:`Video` type, the reader registry, and AVI/MP4 reading and writing with PyAV.
 
 ``load_video(path)`` chooses a reader by the file's content (DICOM files carry the
-magic ``DICM`` at byte 128; everything else goes to the container reader), never by
-its extension. Readers are registered by name, as MONAI registers its image readers::
+magic ``DICM`` at byte 128, NIfTI images theirs at byte 344, PNG and JPEG stills their
+signatures; everything else goes to the container reader), never by its extension. Readers are registered by name, as MONAI registers its image readers::
 
     @register_reader("myformat", sniff=lambda head: head.startswith(b"MYFMT"))
     def read_myformat(path, **kwargs) -> Video: ...
@@ -31,6 +31,8 @@ __all__ = [
     "register_reader",
     "list_readers",
     "frame_indices",
+    "intensity_to_uint8",
+    "select_frames",
 ]
 
 
@@ -123,9 +125,11 @@ def list_readers() -> list[str]:
 
 
 def _ensure_builtin_readers() -> None:
-    # The DICOM reader registers itself when its module is imported; importing it
-    # here (not at package import) keeps `import echoclip` free of pydicom.
+    # The built-in readers register themselves when their modules are imported; importing
+    # them here (not at package import) keeps `import echoclip` free of pydicom and nibabel.
     import echoclip.data.dicom  # noqa: F401
+    import echoclip.data.images  # noqa: F401
+    import echoclip.data.nifti  # noqa: F401
 
 
 def load_video(path: str | os.PathLike[str], reader: str | None = None, **kwargs: Any) -> Video:
@@ -161,6 +165,57 @@ def _read_head(path: Path, size: int = 4096) -> bytes:
     if not head:
         raise VideoReadError(f"{path}: file is empty (0 bytes)")
     return head
+
+
+def intensity_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Grey values of any numeric type as ``uint8``, one rule for the whole array.
+
+    ``uint8`` stays as it is; values that already lie in [0, 255] are rounded (an image
+    stored as floats keeps its grey levels); any other range is stretched linearly to
+    [0, 255]. The rule is applied to a whole sequence at once, never frame by frame, so
+    that the brightness a cine has over the cardiac cycle is kept. NaN becomes 0.
+    """
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == bool:
+        return values.astype(np.uint8) * 255
+    x = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    if x.size == 0:
+        return x.astype(np.uint8)
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0.0 and hi <= 255.0:
+        return np.rint(x).astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.uint8)
+    return np.rint((x - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def select_frames(
+    num_frames: int,
+    fps: float,
+    indices: Sequence[int] | IndexSelector | None,
+    n: int | None,
+    target_fps: float | None,
+    start: int,
+    path: Path,
+) -> np.ndarray | None:
+    """The frame numbers a reader of a fully decoded file should keep (``None``: all of them).
+
+    The same arguments as :func:`read_container`: ``indices`` (a list, or a function
+    ``(num_frames, fps) -> indices``), or ``n``/``target_fps``/``start`` for :func:`frame_indices`.
+    """
+    if callable(indices):
+        wanted = np.asarray(indices(num_frames, fps), dtype=np.int64)
+    elif indices is None and (n is not None or target_fps is not None or start):
+        wanted = frame_indices(num_frames, fps, n=n, target_fps=target_fps, start=start)
+    elif indices is None:
+        return None
+    else:
+        wanted = np.asarray(indices, dtype=np.int64)
+    if wanted.size == 0 or wanted.min() < 0 or wanted.max() >= num_frames:
+        raise ValueError(f"{path}: frame indices must lie in [0, {num_frames}), got {wanted.tolist()[:8]}")
+    return wanted
 
 
 # ---------------------------------------------------------------------------------------
