@@ -14,7 +14,7 @@ mirrored apical view is a different view.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,12 @@ class AugmentConfig:
         brightness: additive shift, uniform in ``[-brightness, brightness]`` (pixels in [0, 1]).
         contrast: multiplicative factor around the clip mean, uniform in ``1 ± contrast``.
         gamma: gamma exponent, log-uniform in this range.
+        acquisition_p: the chance that each of ``acquisitions`` (perturbations of
+            :mod:`echoclip.data.perturb`: a rib shadow, a wrong gain, ...) alters a clip,
+            so the model learns to answer the same through them; 0 turns them off.
+        acquisition_strength: their strength is uniform in ``[0, acquisition_strength]``
+            (0.5: up to the documented moderate strength).
+        acquisitions: the perturbations drawn; each must keep the frames' timing.
     """
 
     scale: tuple[float, float] = (0.8, 1.0)
@@ -47,6 +53,32 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     gamma: tuple[float, float] = (0.8, 1.25)
+    acquisition_p: float = 0.0
+    acquisition_strength: float = 0.5
+    acquisitions: tuple[str, ...] = ("depth_attenuation", "shadow", "speckle", "gain", "blur", "resolution")
+
+    def __post_init__(self) -> None:
+        from echoclip.data.perturb import PERTURBATIONS
+        from echoclip.errors import ConfigError
+
+        if not 0.0 <= self.acquisition_p <= 1.0 or not 0.0 <= self.acquisition_strength <= 1.0:
+            raise ConfigError(
+                f"acquisition_p and acquisition_strength must be in [0, 1], got "
+                f"{self.acquisition_p} and {self.acquisition_strength}"
+            )
+        for name in self.acquisitions:
+            PERTURBATIONS.get(name)  # an unknown name: ConfigError naming the known ones
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
+        """From a recipe's ``[train.augment]`` table (lists become tuples)."""
+        from echoclip.errors import ConfigError
+
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown augment options {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def augment_clip(
@@ -89,6 +121,8 @@ def augment_clip_zoom(
     if (ch, cw) != (h, w):
         crop = torch.from_numpy(x)[:, top : top + ch, left : left + cw].permute(0, 3, 1, 2)  # channels-last
         x = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
+    if config.acquisition_p > 0:
+        x = _acquisitions(x, rng, config)
     # after the resize, whose uint8 fast path wants 3 or 4 channels
     grey = c > 1 and all(np.array_equal(x[..., 0], x[..., k]) for k in range(1, c))
     if grey:
@@ -101,6 +135,23 @@ def augment_clip_zoom(
     levels = np.clip((levels - mean) * contrast + mean + brightness, 0.0, 1.0).astype(np.float32)
     out = np.take(levels, x.transpose(3, 0, 1, 2))  # a new, contiguous [C,T,H,W]
     return torch.from_numpy(np.repeat(out, c, axis=0) if grey else out), (w / cw, h / ch)
+
+
+def _acquisitions(frames: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """Each of ``config.acquisitions`` applied with probability ``acquisition_p``, at a random strength."""
+    from echoclip.data.perturb import PERTURBATIONS
+    from echoclip.data.video import Video
+    from echoclip.errors import ConfigError
+
+    for name in config.acquisitions:
+        if rng.random() >= config.acquisition_p:
+            continue
+        strength = rng.uniform(0.0, config.acquisition_strength)
+        out = PERTURBATIONS.get(name)(Video(frames, 1.0, {}), strength, rng).frames
+        if out.shape != frames.shape:
+            raise ConfigError(f"perturbation {name!r} changes the clip's frames; it cannot augment a clip")
+        frames = np.ascontiguousarray(out)
+    return frames
 
 
 class TrainTransform(VideoTransform):

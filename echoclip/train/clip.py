@@ -88,7 +88,7 @@ def train_clip(
     train_set = open_dataset(
         data,
         split=train_split,
-        transform=_train_transform(preprocess, config.seed) if augment else VideoTransform(preprocess),
+        transform=_train_transform(preprocess, config) if augment else VideoTransform(preprocess),
         read_options=dict(read_options or {}),
     )
     if len(train_set) == 0:
@@ -129,11 +129,11 @@ def train_clip(
     return result
 
 
-def _train_transform(preprocess: Any, seed: int) -> Any:
-    """The training transform: random clip start and light augmentation, seeded per sample."""
+def _train_transform(preprocess: Any, config: TrainConfig) -> Any:
+    """The training transform: random clip start and the recipe's augmentation, seeded per sample."""
     from echoclip.data.augment import TrainTransform
 
-    return TrainTransform(preprocess, seed=seed)
+    return TrainTransform(preprocess, seed=config.seed, augment=config.augment)
 
 
 def _write_skipped(out: Path, *datasets: Any) -> None:

@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from echoclip.data.augment import AugmentConfig
 from echoclip.errors import ConfigError
 from echoclip.loop.config import LoopConfig, config_kwargs, load_recipe
 
@@ -96,3 +97,5 @@ class TrainConfig(LoopConfig):
     # epoch draws studies with replacement in proportion to them
     sample_weight_column: str | None = None
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    # the training clips' augmentation (the [train.augment] table)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)

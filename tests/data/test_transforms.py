@@ -169,3 +169,37 @@ def test_train_transform_samples_randomly_and_augments() -> None:
     plain = VideoTransform(cfg)(frames)
     assert torch.equal(train(frames), plain)  # no generator, no augmentation
     assert not torch.equal(train(frames, sample_rng(3, 0, 0)), plain)
+
+
+def test_acquisition_augmentation_perturbs_training_clips_reproducibly():
+    from echoclip.errors import ConfigError
+    from echoclip.train.config import TrainConfig
+
+    frames = np.full((4, 32, 32, 3), 120, dtype=np.uint8)
+    plain = AugmentConfig(scale=(1.0, 1.0), brightness=0, contrast=0, gamma=(1, 1))
+    shadowed = AugmentConfig(
+        scale=(1.0, 1.0),
+        brightness=0,
+        contrast=0,
+        gamma=(1, 1),
+        acquisition_p=1.0,
+        acquisition_strength=1.0,
+        acquisitions=("shadow",),
+    )
+    clean = augment_clip(frames, sample_rng(0, 0, 0), plain)
+    a = augment_clip(frames, sample_rng(0, 0, 0), shadowed)
+    assert torch.equal(clean, torch.full_like(clean, 120 / 255))  # off by default: the clip as it was
+    assert torch.equal(a, augment_clip(frames, sample_rng(0, 0, 0), shadowed))  # seeded
+    assert (a <= clean + 1e-6).all() and (a < clean - 0.05).any()  # a shadow only darkens
+    assert (a == clean).float().mean() > 0.3  # ... within its wedge
+    config = TrainConfig.from_dict({"augment": {"acquisition_p": 0.2, "acquisitions": ["gain", "blur"]}})
+    assert config.augment.acquisition_p == 0.2 and config.augment.acquisitions == ("gain", "blur")
+    with pytest.raises(ConfigError, match="unknown perturbation"):
+        AugmentConfig(acquisitions=("fog",))
+    with pytest.raises(ConfigError, match="acquisition_p"):
+        AugmentConfig(acquisition_p=1.5)
+    with pytest.raises(ConfigError, match="unknown augment options"):
+        AugmentConfig.from_dict({"acquisition": 0.1})
+    timing = AugmentConfig(acquisition_p=1.0, acquisitions=("frame_rate",))
+    with pytest.raises(ConfigError, match="frame_rate"):
+        augment_clip(frames, sample_rng(0, 0, 0), timing)
