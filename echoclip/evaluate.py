@@ -76,6 +76,8 @@ def evaluate(
     num_workers: int = 0,
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
+    perturbation: Any = None,
+    perturbation_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
 
@@ -93,6 +95,10 @@ def evaluate(
         metrics_csv: a training run's metrics, for the loss-curve plot.
         read_options: for a manifest or folder, options of ``load_video`` for every file
             (``{"fps": 30}`` for files that record no frame rate).
+        perturbation: an acquisition perturbation of the evaluated videos (a
+            :class:`~echoclip.data.perturb.Perturbation` or ``"name[:strength]"``), drawn
+            with ``perturbation_seed`` (see :mod:`echoclip.robustness`). The calibration
+            studies stay clean: a deployed model is calibrated once, then meets worse scans.
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -111,6 +117,10 @@ def evaluate(
             raise ConfigError(f"methods given for {unknown}, which no evaluated prompt set has")
     metrics_csv = _find_metrics_csv(metrics_csv)
     dataset = _dataset(model, dataset_or_manifest, split, required=True, read_options=read_options)
+    if perturbation is not None:
+        from echoclip.data.perturb import PerturbedDataset
+
+        dataset = PerturbedDataset(dataset, perturbation, seed=perturbation_seed)
     table = getattr(dataset, "table", None)
     if explicit and isinstance(table, pd.DataFrame):  # fail before embedding a single video
         _check_labels(sets, table.columns)
@@ -146,6 +156,12 @@ def evaluate(
         "skipped_targets": {},
         "plots": {},
     }
+    if perturbation is not None:
+        metrics["data"]["perturbation"] = {
+            "name": dataset.perturbation.name,
+            "strength": dataset.perturbation.strength,
+            "seed": dataset.seed,
+        }
     predictions = pd.DataFrame(index=pd.Index(part.studies.index, name="study_id"))
     for prompt_set in sets:
         usable, skipped = _usable_targets(prompt_set, part.studies)
@@ -539,6 +555,13 @@ def _summary(metrics: Mapping[str, Any]) -> str:
         + ".",
         "",
     ]
+    perturbed = data.get("perturbation")
+    if perturbed:
+        lines += [
+            f"Perturbed: `{perturbed['name']}` at strength {perturbed['strength']:g} (seed {perturbed['seed']}); "
+            "calibration studies clean.",
+            "",
+        ]
     ood = metrics.get("out_of_distribution")
     if ood:
         lines += [

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from echoclip.cli.video_options import add_video_arguments, read_options
 
 HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retrieval, with plots"
-EXAMPLE = "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
+EXAMPLE = (
+    "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
+    "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/robust --perturb shadow,speckle:0.25"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +48,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    p.add_argument(
+        "--perturb",
+        metavar="NAME[:STRENGTH],...",
+        help="also evaluate under acquisition perturbations (depth_attenuation, shadow, speckle, gain, "
+        "blur, resolution, frame_rate; strength 0-1: 0.25 mild, 0.5 moderate (the default), 1 severe): "
+        "clean into OUT/clean, each perturbation into a folder of its own, compared in OUT/robustness.csv",
+    )
+    p.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbations' randomness")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,16 +64,17 @@ def run(args: argparse.Namespace) -> int:
     from echoclip.evaluate import evaluate
     from echoclip.models.factory import get_tokenizer, load_model
 
+    perturbations = None
+    if args.perturb is not None:  # a bad spec fails before the model loads
+        from echoclip.data.perturb import parse_perturbations
+
+        perturbations = parse_perturbations(args.perturb)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
     calibration_split = None if args.calibration_split.lower() == "none" else args.calibration_split
     prompt_sets = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else None
-    metrics = evaluate(
-        model,
-        tokenizer,
-        args.data,
-        args.out,
+    options = dict(
         prompt_sets=prompt_sets,
         method=args.method,
         split=None if args.split.lower() == "all" else args.split,
@@ -72,7 +85,16 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         read_options=read_options(args),
     )
-    print(f"evaluate: {_headline(metrics)} -> {Path(args.out) / 'summary.md'}")
+    if perturbations is None:
+        metrics = evaluate(model, tokenizer, args.data, args.out, **options)
+        print(f"evaluate: {_headline(metrics)} -> {Path(args.out) / 'summary.md'}")
+        return 0
+    from echoclip.robustness import evaluate_robustness
+
+    table = evaluate_robustness(
+        model, tokenizer, args.data, args.out, perturbations, seed=args.perturb_seed, **options
+    )
+    print(f"evaluate: {_robustness_line(table)} -> {Path(args.out) / 'robustness.md'}")
     return 0
 
 
@@ -82,6 +104,19 @@ def _training_metrics(model_dir: Path) -> Path | None:
         if (folder / "metrics.csv").is_file():
             return folder / "metrics.csv"
     return None
+
+
+def _robustness_line(table: Any) -> str:
+    """One line: per run, EF MAE and mean device AUC, as available."""
+    parts = []
+    for label, row in table.iterrows():
+        figures = [
+            f"{text} {row[column]:.2f}"
+            for column, text in (("ejection_fraction.mae", "EF MAE"), ("devices.mean_auc", "device AUC"))
+            if column in row and row[column] == row[column]  # NaN: not computed
+        ]
+        parts.append(f"{label} " + (", ".join(figures) or "done"))
+    return "; ".join(parts)
 
 
 def _headline(metrics: dict) -> str:

@@ -297,6 +297,43 @@ class ClipDataset(Dataset):
             return None
         if str(path) not in self._preloaded:  # preloading applied the table's scale already
             scale = self.scale_of(index, scale)
+        return self._finish(index, frames, period, scale, rng)
+
+    def item_from_video(
+        self, index: int, video: Video, rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
+        """The item of row ``index`` cut from ``video``, a decoded (and perhaps altered) copy of
+        its file: the clip the sampler picks, transformed as :meth:`__getitem__` transforms it.
+
+        For callers that change a video between decoding and sampling (the acquisition
+        perturbations of :mod:`echoclip.data.perturb`); an unaltered video gives the item
+        :meth:`__getitem__` gives. The cardiac period comes from the heart rate (the
+        table's, else the file's), else, when cycle sampling or :attr:`needs_period` asks
+        for it, from ``video`` itself (not remembered: the video may differ from the file).
+        """
+        rng = sample_rng(self.seed, self.epoch, index) if rng is None else rng
+        rate = None if self._heart_rates is None else float(self._heart_rates[index])
+        rate = rate if rate is not None and np.isfinite(rate) and rate > 0 else video.meta.get("heart_rate")
+        sampler = self.sampler
+        if rate:
+            period = period_from_heart_rate(float(rate), video.fps)
+        elif sampler.cycle or self.needs_period:
+            period = estimate_period(video.frames)
+        else:
+            period = math.nan
+        if sampler.cycle and not math.isfinite(period):
+            sampler = replace(sampler, cycle=False)
+        cycle = period if sampler.cycle else None
+        idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
+        period = period / sampler.step(video.fps, cycle)
+        return self._finish(
+            index, video.frames[idx], period, self.scale_of(index, video.meta.get("cm_per_px")), rng
+        )
+
+    def _finish(
+        self, index: int, frames: np.ndarray, period: float, scale: Any, rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """The item of row ``index`` from its clip's frames, period and file scale."""
         if isinstance(self.transform, VideoTransform):
             video, scale = self.transform.scaled(frames, rng, cm_per_px=scale)
         else:

@@ -1,0 +1,171 @@
+"""Robustness of the zero-shot figures to acquisition perturbations, each at its moderate strength.
+
+Trains a small CLIP model (``echoclip-tiny``, the ``tiny-cpu`` recipe shortened to
+``--steps``) on ``--studies`` simulated studies, or takes the model and data of an earlier
+run (``--model runs/demo/clip/final --data runs/demo/data``). Then evaluates it on the
+test split clean and under every registered perturbation at ``--strength`` (0.5:
+moderate; see ``echoclip.data.perturb``) with ``echoclip.robustness.evaluate_robustness``.
+
+Prints one JSON line: the clean figures (EF MAE and Pearson r, mean device AUC,
+video->report recall@5) and per perturbation the EF MAE as a ratio to clean and the
+change of the mean device AUC (perturbed minus clean), with the date and the machine.
+
+    python benchmarks/bench_robustness.py [--studies 300 --steps 300] [--model DIR --data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "cpu"
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
+
+
+def _r(value: Any, digits: int = 4) -> Any:
+    value = float(value)
+    return None if value != value else round(value, digits)  # NaN: not computed
+
+
+def _train(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Simulate studies and train a tiny CLIP model on them; the model folder and the data."""
+    from echoclip.data.synthetic import simulate_dataset, simulate_reports
+    from echoclip.loop.config import load_recipe
+    from echoclip.tokenizer import EchoTokenizer
+    from echoclip.train.clip import train_clip
+    from echoclip.train.config import TrainConfig
+
+    data = simulate_dataset(
+        work / "data",
+        n=args.studies,
+        seed=args.seed,
+        size=args.size,
+        frames=args.frames,
+        fps=args.fps,
+        progress=False,
+    )
+    tokenizer = EchoTokenizer.train(simulate_reports(args.studies, seed=args.seed))
+    config = TrainConfig.from_dict(load_recipe("tiny-cpu")["train"]).updated(
+        out=str(work / "clip"),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        warmup_steps=max(1, min(50, args.steps // 5)),
+        checkpoint_every=10**9,
+        log_every=max(1, args.steps // 10),
+        tensorboard=False,
+        progress=False,
+        seed=args.seed,
+    )
+    result = train_clip(data, config, model="echoclip-tiny", tokenizer=tokenizer, preload=True)
+    return result.final_dir, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a model directory to evaluate (default: train one)")
+    parser.add_argument("--data", help="its labelled data (a manifest or data set folder); with --model")
+    parser.add_argument("--studies", type=int, default=300, help="simulated studies to train and test on")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--strength", type=float, default=0.5, help="every perturbation's strength")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--seed", type=int, default=0, help="data, training and perturbation seed")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    if (args.model is None) != (args.data is None):
+        parser.error("--model and --data go together")
+
+    import torch
+
+    from echoclip.data.perturb import PERTURBATIONS, Perturbation
+    from echoclip.models.factory import get_tokenizer, load_model
+    from echoclip.robustness import CLEAN, evaluate_robustness
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-robustness-"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.model is None:
+        model_dir, data = _train(work, args)
+        source = f"echoclip-tiny, {args.studies} simulated studies, {args.steps} steps"
+    else:
+        model_dir, data = Path(args.model), Path(args.data)
+        source = str(model_dir)
+    train_s = time.perf_counter() - t0
+    perturbations = [Perturbation(name, args.strength) for name in PERTURBATIONS.names()]
+    table = evaluate_robustness(
+        load_model(model_dir, device="cpu"),
+        get_tokenizer(model_dir),
+        data,
+        work / "robustness",
+        perturbations,
+        seed=args.seed,
+        split=args.split,
+        device="cpu",
+    )
+    clean = table.loc[CLEAN]
+
+    def column(row: Any, name: str) -> float:
+        return row[name] if name in row else float("nan")
+
+    figures = {
+        "ef.mae": _r(column(clean, "ejection_fraction.mae"), 3),
+        "ef.pearson": _r(column(clean, "ejection_fraction.pearson_r")),
+        "devices.mean_auc": _r(column(clean, "devices.mean_auc")),
+        "recall@5": _r(column(clean, "retrieval.video_to_report.recall@5")),
+    }
+    per_perturbation = {}
+    for p in perturbations:
+        row = table.loc[p.label]
+        per_perturbation[p.name] = {
+            "ef.mae_ratio": _r(column(row, "ejection_fraction.mae") / column(clean, "ejection_fraction.mae")),
+            "devices.mean_auc_change": _r(
+                column(row, "devices.mean_auc") - column(clean, "devices.mean_auc")
+            ),
+            "ef.pearson": _r(column(row, "ejection_fraction.pearson_r")),
+            "recall@5": _r(column(row, "retrieval.video_to_report.recall@5")),
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "robustness",
+                "date": date.today().isoformat(),
+                "machine": _machine(),
+                "model": source,
+                "split": args.split,
+                "test_studies": int(
+                    json.loads((work / "robustness" / CLEAN / "metrics.json").read_text())["data"]["studies"]
+                ),
+                "strength": args.strength,
+                "seed": args.seed,
+                "clean": figures,
+                "perturbations": per_perturbation,
+                "train_s": round(train_s, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
