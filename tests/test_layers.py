@@ -2,7 +2,7 @@
 one that imports it back (lazy imports inside functions included).
 
     leaves (tokenizer, retrieval) <- base modules <- data <- models <- zeroshot, loop
-        <- pretrain, train, finetune <- evaluate, demo, serve <- cli
+        <- pretrain, train, finetune <- evaluate, robustness, demo, serve <- cli
 
 Read from the source with ``ast``, so a violation is found without importing anything.
 """
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("echoclip.models",),
     ("echoclip.zeroshot", "echoclip.loop"),
     ("echoclip.pretrain", "echoclip.train", "echoclip.finetune"),
-    ("echoclip.evaluate", "echoclip.demo", "echoclip.serve"),
+    ("echoclip.evaluate", "echoclip.robustness", "echoclip.demo", "echoclip.serve"),
     ("echoclip.cli",),
 ]
 # units of one layer that may not import one another (siblings, not a stack)
