@@ -573,6 +573,8 @@ def collect_metrics(run: DemoRun, state: dict[str, Any]) -> dict[str, Any]:
     n_test = ev.get("data", {}).get("studies") or len(test_ef)
     m["retrieval.video_to_report.chance_recall@10"] = min(1.0, 10 / max(1, n_test))
     m["retrieval.report_to_video.recall@10"] = r.get("report_to_video", {}).get("recall@10")
+    # test videos the model's OOD reference takes for unlike its training videos (2.5 % expected)
+    m["ood.test_share_flagged"] = (ev.get("out_of_distribution") or {}).get("share")
     m["ablation.scratch.zeroshot.ef.mae"] = ev0.get("zero_shot", {}).get("ejection_fraction", {}).get("mae")
     m["ablation.scratch.retrieval.video_to_report.recall@10"] = (
         ev0.get("retrieval", {}).get("video_to_report", {}).get("recall@10")

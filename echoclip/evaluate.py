@@ -8,8 +8,9 @@ writes into ``out_dir``:
 
 - ``metrics.json``: per target its metrics (regression: MAE, RMSE, R², Pearson;
   binary: AUC, accuracy, F1, sensitivity, specificity at a threshold, Brier;
-  categorical: accuracy, balanced accuracy, macro F1) and retrieval in both
-  directions (recall@1/5/10, mean and median rank, MRR).
+  categorical: accuracy, balanced accuracy, macro F1), retrieval in both
+  directions (recall@1/5/10, mean and median rank, MRR), and the share of videos the
+  model's OOD reference flags as unlike its training data (``null`` without one).
 - ``predictions.csv``: one row per study, predictions next to truths.
 - plots: ``regression_<target>.png`` (predicted vs true + Bland–Altman), ``roc_<set>.png``
   (one ROC curve per device or finding), ``retrieval_ranks.png``, and
@@ -150,6 +151,7 @@ def evaluate(
             "calibration_studies": 0 if calibration_part is None else len(calibration_part.studies),
         },
         "model": {"logit_scale": logit_scale},
+        "out_of_distribution": _ood_share(model, part.emb),
         "zero_shot": {},
         "skipped_targets": {},
         "plots": {},
@@ -506,6 +508,23 @@ def _study_embeddings(part: _Part) -> pd.DataFrame:
     )
 
 
+def _ood_share(model: Any, emb: np.ndarray) -> dict[str, Any] | None:
+    """How many evaluated videos the model's OOD reference flags; ``None`` for a model without one."""
+    from echoclip.models.ood import score_ood
+
+    scores, flags = score_ood(model, emb)
+    if flags is None:
+        return None
+    return {
+        "videos": len(flags),
+        "flagged": int(flags.sum()),
+        "share": float(flags.mean()),
+        "median_score": float(np.nanmedian(scores)),
+        "expected_share": model.ood_reference.quantile,
+        "threshold": model.ood_reference.threshold,
+    }
+
+
 def _find_metrics_csv(path: str | os.PathLike[str] | None) -> Path | None:
     if path is None:
         return None
@@ -541,6 +560,14 @@ def _summary(metrics: Mapping[str, Any]) -> str:
         lines += [
             f"Perturbed: `{perturbed['name']}` at strength {perturbed['strength']:g} (seed {perturbed['seed']}); "
             "calibration studies clean.",
+            "",
+        ]
+    ood = metrics.get("out_of_distribution")
+    if ood:
+        lines += [
+            f"Out of distribution: {ood['flagged']} of {ood['videos']} videos ({100 * ood['share']:.1f} %) score "
+            f"below the model's OOD threshold, set so that at most {100 * ood['expected_share']:.1f} % of "
+            "held-out training-like videos do.",
             "",
         ]
     entries = metrics["zero_shot"]

@@ -11,6 +11,8 @@ MODEL = "echoclip-model"  # a model directory: config, weights, preprocessing, t
 ENCODER = "echoclip-encoder"  # the video tower of `echoclip pretrain`
 FINETUNED = "echoclip-finetuned"  # an encoder with a task head (`echoclip finetune`)
 CHECKPOINT = "echoclip-checkpoint"  # a training checkpoint; its model/ holds one of the above
+# a file, not a folder: a model directory's ood.safetensors names it in its metadata
+OOD_REFERENCE = "echoclip-ood-reference"
 
 # format -> the JSON file whose "format" field names it
 FORMAT_FILES: dict[str, str] = {

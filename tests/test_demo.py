@@ -56,12 +56,15 @@ def test_every_stage_writes_loadable_outputs(finished):
         "ablation.scratch.zeroshot.ef.mae",
         "time.total_s",
         "config.clip_steps",
+        "ood.test_share_flagged",
     ):
         assert key in metrics, key
     assert metrics["config.precision_used"] in ("fp32", "bf16")
     assert metrics["zeroshot.ef.mae"] is not None and metrics["zeroshot.ef.mae_mean_baseline"] > 0
     assert all(f"zeroshot.device.{d}.auc" in metrics for d in demo.DEVICES)
     model = echoclip.load_model(out / "clip" / "final")
+    assert model.ood_reference is not None and model.ood_reference.threshold is not None
+    assert 0 <= metrics["ood.test_share_flagged"] <= 1
     assert echoclip.get_tokenizer(out / "clip" / "final").vocab_size <= model.config.text.vocab_size
     for name in ("metrics.json", "summary.md", "regression_ejection_fraction.png", "retrieval_ranks.png"):
         assert (out / "eval" / name).is_file(), name

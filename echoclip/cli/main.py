@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "tokenizer": "echoclip.cli.tokenizer",
     "pretrain": "echoclip.cli.pretrain",
     "train": "echoclip.cli.train",
+    "calibrate-ood": "echoclip.cli.calibrate_ood",
     "finetune": "echoclip.cli.finetune",
     "embed": "echoclip.cli.embed",
     "index": "echoclip.cli.index",

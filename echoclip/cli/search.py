@@ -92,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if own is not None and "patient_id" in results.columns:
         results.insert(3, "same_patient", results["patient_id"].isin(own["patient_id"]))
 
+    ood = _ood(model, query) if args.video else None
     if args.json:
+        query_info: dict[str, Any] = {"text": args.text} if args.text is not None else {"video": args.video}
+        if args.video:
+            query_info["out_of_distribution"] = ood
         payload = {
-            "query": {"text": args.text} if args.text is not None else {"video": args.video},
+            "query": query_info,
             "index": str(folder),
             "target": target,
             "results": _records(results),
@@ -103,12 +107,41 @@ def run(args: argparse.Namespace) -> int:
         print()
         return 0
     print(_table(results) if len(results) else "(no results)")
+    if ood is not None:
+        print(_ood_line(ood))
     what = "text" if args.text is not None else "video"
     print(
         f"search: top {len(results)} of {len(index):,} {target} for the {what} query "
         f"({index.info.get('factory')}) in {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _ood(model: Any, query: Any) -> dict[str, Any]:
+    """The query video's OOD score and flag (``None`` both: the model has no reference)."""
+    from echoclip.models.ood import score_ood
+
+    scores, flags = score_ood(model, query)
+    reference = model.ood_reference
+    return {
+        "flag": None if flags is None else bool(flags[0]),
+        "score": None if reference is None else float(scores[0]),
+        "threshold": None if reference is None else reference.threshold,
+    }
+
+
+def _ood_line(ood: dict[str, Any]) -> str:
+    from echoclip.models.ood import OOD_WARNING
+
+    if ood["flag"] is None:
+        why = (
+            "the model has no OOD reference" if ood["score"] is None else "its OOD reference has no threshold"
+        )
+        return f"out of distribution: unknown ({why}; fit one with echoclip calibrate-ood)"
+    figures = f"score {ood['score']:.3f}, threshold {ood['threshold']:.3f}"
+    if ood["flag"]:
+        return f"out of distribution: YES ({figures}). {OOD_WARNING}"
+    return f"out of distribution: no ({figures})"
 
 
 def _own_rows(index: Any, video: str) -> Any:

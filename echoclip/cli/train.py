@@ -106,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from echoclip.loop.distributed import init_distributed
+    from echoclip.models.ood import OOD_FILE
     from echoclip.train.clip import train_clip
 
     config, recipe = config_from_args(args)
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             **{k: round(v, 4) for k, v in result.validation.items()},
             "seconds": round(result.seconds, 1),
             "model": str(result.final_dir),
+            "ood_reference": (result.final_dir / OOD_FILE).is_file(),
         }
         print("train done: " + json.dumps(summary))
     return 0

@@ -96,16 +96,19 @@ def run(args: argparse.Namespace) -> int:
     for prompt_set, method in zip(prompt_sets, set_methods, strict=True):
         df = zero_shot(model, tokenizer, video_emb, prompts=prompt_set, method=method, study_ids=study_ids)
         methods.update(df.attrs["methods"])
-        table = df if table is None else table.merge(df.drop(columns="n_clips"), on="study_id", how="outer")
+        shared = ["n_clips", "ood_score", "out_of_distribution"]  # the same in every set's table
+        table = df if table is None else table.merge(df.drop(columns=shared), on="study_id", how="outer")
     assert table is not None
     table.attrs = {"prompt_sets": [ps.name for ps in prompt_sets], "methods": methods}
     _write_table(table, out)
     skipped = (
         len(data) - len(video_emb) if isinstance(data, list) else len(getattr(data, "skipped", ()) or ())
     )
+    flagged = int((table["out_of_distribution"] == True).sum())  # noqa: E712 (None: no reference)
     print(
         f"zero-shot: {len(table)} studies x {len(methods)} targets -> {out}"
         + (f" ({skipped} unreadable videos skipped)" if skipped else "")
+        + (f"; {flagged} studies out of distribution (column out_of_distribution)" if flagged else "")
     )
     return 0
 

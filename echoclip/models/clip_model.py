@@ -50,6 +50,9 @@ class EchoCLIP(nn.Module):
         # the tokenizer the text tower reads (set by create_model and load_model);
         # save_pretrained writes it as tokenizer.json
         self.tokenizer: Any = None
+        # what the model was trained on, to tell unlike inputs (models.ood; load_model
+        # reads it, save_pretrained writes it); None: the model cannot say
+        self.ood_reference: Any = None
         self.video_tower = build_video_tower(config.video, config.embed_dim)
         self.text_tower = build_text_tower(config.text, config.embed_dim)
         self.scale_embedding = (

@@ -6,6 +6,8 @@
     tokenizer.json      the tokenizer the model reads (loadable by transformers'
                         PreTrainedTokenizerFast); models using open_clip's CLIP
                         tokenizer need none
+    ood.safetensors     optional: training video embeddings and a threshold that say
+                        when an input is unlike the training data (models.ood)
 
 A directory is written next to its destination and renamed into place, so a reader
 never sees half a model; an existing directory is replaced only once the new one is
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import replace
@@ -31,6 +34,8 @@ from echoclip.models.config import ModelConfig
 
 if TYPE_CHECKING:
     from echoclip.models.clip_model import EchoCLIP
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -71,6 +76,7 @@ def save_model_dir(model: EchoCLIP, path: str | os.PathLike[str], tokenizer: Any
         _save_weights(model.state_dict(), tmp / WEIGHTS_FILE)
         if tokenizer is not None:
             _save_tokenizer(tokenizer, tmp, model.config)
+        _save_ood(model, tmp)
     return path
 
 
@@ -104,6 +110,9 @@ def load_model_dir(path: str | os.PathLike[str]) -> EchoCLIP:
         from echoclip.tokenizer import EchoTokenizer
 
         model.tokenizer = EchoTokenizer.load(path / TOKENIZER_FILE)
+    from echoclip.models.ood import load_ood
+
+    model.ood_reference = load_ood(path, model)
     return model.eval()
 
 
@@ -163,6 +172,20 @@ def _save_tokenizer(tokenizer: Any, folder: Path, config: ModelConfig) -> None:
     elif config.tokenizer != "clip":
         # open_clip's tokenizer is fixed and named by the config; anything else must be saved
         raise ModelError(f"cannot save a tokenizer of type {type(tokenizer).__name__} (it has no save(dir))")
+
+
+def _save_ood(model: EchoCLIP, folder: Path) -> None:
+    """The model's OOD reference, when it has one fitted on these very weights (training
+    after fitting makes it stale: it is then left out, not saved to mislead)."""
+    reference = getattr(model, "ood_reference", None)
+    if reference is None:
+        return
+    from echoclip.models.ood import OOD_FILE, weights_fingerprint
+
+    if reference.fingerprint != weights_fingerprint(model):
+        log.warning("the model's OOD reference was fitted on other weights; not saved (refit it)")
+        return
+    reference.save(folder / OOD_FILE)
 
 
 def _write_json(file: Path, data: Any) -> None:

@@ -6,6 +6,10 @@
 ``GET  /api/health``        the model and index served
 ``GET  /``                  the page; ``/docs`` the API (Swagger UI, served from here, no CDN)
 
+Both video endpoints say whether the upload is unlike the model's training videos
+(``ood``, from the model's OOD reference; ``null`` when it has none), with the warning
+the page shows then.
+
 Every refusal is a 4xx with ``{"detail": "..."}``: a bad upload says what is wrong with it.
 """
 
@@ -96,9 +100,23 @@ class Findings(BaseModel):
     categorical: list[Categorical]
 
 
+class OutOfDistribution(BaseModel):
+    score: float = Field(
+        description="mean cosine similarity to the nearest training videos of the model's reference"
+    )
+    threshold: float = Field(
+        description="held-out training-like videos score below it only rarely (2.5 % by default)"
+    )
+    out_of_distribution: bool = Field(description="the score is below the threshold")
+    warning: str | None = Field(description="what to tell a person when the video is out of distribution")
+
+
 class ZeroShotResult(BaseModel):
     video: VideoInfo
     findings: Findings
+    ood: OutOfDistribution | None = Field(
+        description="whether the video is unlike the model's training videos; null: the model has no OOD reference"
+    )
     timing_ms: dict[str, float]
 
 
@@ -133,6 +151,7 @@ class Health(BaseModel):
     device: str
     indexes: dict[str, int] = Field(description="rows of each index served")
     max_upload_mb: float
+    ood_reference: bool = Field(description="whether uploads are checked against the model's training data")
 
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -207,12 +226,14 @@ def create_app(
         start = time.perf_counter()
         results = engine.search(engine.report_target, emb, k)
         findings = engine.zero_shot(emb)
+        ood = engine.out_of_distribution(emb)
         timing["search"] = _ms(time.perf_counter() - start)
         preview = data_url(animated_preview(video), "image/webp")
         log.info("video search: %d frames, %s ms", info.frames, timing)
         return VideoSearchResult(
             video=info,
             findings=Findings(**findings),
+            ood=ood,
             timing_ms=timing,
             preview=preview,
             target=engine.report_target,
@@ -225,9 +246,10 @@ def create_app(
         info, (_, emb), timing = _receive(file)
         start = time.perf_counter()
         findings = engine.zero_shot(emb)
+        ood = engine.out_of_distribution(emb)
         timing["zero_shot"] = _ms(time.perf_counter() - start)
         log.info("zero-shot: %d frames, %s ms", info.frames, timing)
-        return ZeroShotResult(video=info, findings=Findings(**findings), timing_ms=timing)
+        return ZeroShotResult(video=info, findings=Findings(**findings), ood=ood, timing_ms=timing)
 
     @app.post(
         "/api/search/text",
@@ -282,6 +304,7 @@ def create_app(
             device=str(engine.device),
             indexes={name: len(index) for name, index in engine.indexes.items()},
             max_upload_mb=max_upload_mb,
+            ood_reference=engine.has_ood_reference,
         )
 
     @app.get("/", include_in_schema=False)

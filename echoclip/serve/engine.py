@@ -125,6 +125,28 @@ class Engine:
                     out["categorical"].append({"name": name, **self._categorical(target, emb)})
         return out
 
+    @property
+    def has_ood_reference(self) -> bool:
+        """Whether the model can tell a video unlike its training data (a calibrated reference)."""
+        reference = getattr(self.model, "ood_reference", None)
+        return reference is not None and reference.threshold is not None
+
+    def out_of_distribution(self, emb: np.ndarray) -> dict[str, Any] | None:
+        """The video's OOD score, the threshold, the flag and, when flagged, the warning to
+        show; ``None`` for a model without a calibrated reference."""
+        from echoclip.models.ood import OOD_WARNING, score_ood
+
+        scores, flags = score_ood(self.model, emb)
+        if flags is None:
+            return None
+        flagged = bool(flags[0])
+        return {
+            "score": float(scores[0]),
+            "threshold": float(self.model.ood_reference.threshold),
+            "out_of_distribution": flagged,
+            "warning": OOD_WARNING if flagged else None,
+        }
+
     def _emb(self, texts: Sequence[str]) -> np.ndarray:
         return np.stack([self.prompt_emb[t] for t in texts])
 

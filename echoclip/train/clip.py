@@ -27,6 +27,7 @@ def build_clip_model(
     path = Path(model)
     if path.is_dir():
         net = load_model(path)
+        net.ood_reference = None  # fitted on weights training will change; refitted at the end
         tok = tokenizer if tokenizer is not None else get_tokenizer(path)
         return net, tok
     tok = tokenizer if tokenizer is not None else get_tokenizer(str(model))
@@ -55,6 +56,7 @@ def train_clip(
     video_cache: dict[str, Any] | None = None,
     init_prefixes: Sequence[str] | None = None,
     read_options: Mapping[str, Any] | None = None,
+    ood: bool = True,
 ) -> TrainResult:
     """Train a video-report CLIP model on the studies of a manifest.
 
@@ -69,6 +71,11 @@ def train_clip(
     ``video_cache`` (a dict, path -> decoded video; implies ``preload``) keeps them for
     later runs on the same videos in this process. ``read_options`` go to ``load_video``
     for every file (``{"fps": 30}`` for files that record no frame rate).
+
+    With a validation split (and ``ood``), the final model directory also gets the
+    reference that tells inputs unlike the training videos (``ood.safetensors``, see
+    :mod:`echoclip.models.ood`): training videos embedded by the final weights, and a
+    threshold calibrated on the validation videos.
     """
     import torch
 
@@ -126,7 +133,48 @@ def train_clip(
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)
+    if ood and val_set is not None and _is_main_process():
+        reference_set = open_dataset(
+            data,
+            split=train_split,
+            transform=VideoTransform(preprocess),
+            read_options=dict(read_options or {}),
+        )
+        if video_cache is not None:  # decoded already: the videos are looked up, not read again
+            reference_set.preload(progress=False, cache=video_cache)
+        _fit_ood(result.final_dir, reference_set, val_set, config)
     return result
+
+
+def _fit_ood(final_dir: Path, train_set: Any, val_set: Any, config: TrainConfig) -> None:
+    """Fit the OOD reference of the saved final weights and write it beside them."""
+    from echoclip.models.embed import default_device
+    from echoclip.models.factory import load_model
+    from echoclip.models.ood import fit_ood, save_ood
+
+    model = load_model(final_dir)
+    try:
+        reference = fit_ood(
+            model,
+            train_set,
+            val_set,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            device=default_device(),
+            progress=config.progress,
+        )
+    except DataError as e:  # the trained model stands; it only cannot tell unlike inputs
+        log.warning("%s: no OOD reference written: %s", final_dir, e)
+        return
+    save_ood(reference, final_dir)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under ``torchrun`` (the one that wrote the final model), or the only process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _train_transform(preprocess: Any, config: TrainConfig) -> Any:

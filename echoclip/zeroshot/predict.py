@@ -47,6 +47,7 @@ __all__ = [
     "score_embeddings",
     "resolve_methods",
     "model_logit_scale",
+    "study_ood",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,13 @@ def zero_shot(
             otherwise each clip's video embedding is scored.
 
     Returns:
-        One row per study, in order of first appearance: ``study_id``, ``n_clips``, then
-        per target its prediction (regression: the value; binary: the score, a
-        probability with ``calibrated``; categorical: the class and ``<target>_p_<class>``).
+        One row per study, in order of first appearance: ``study_id``, ``n_clips``,
+        ``ood_score`` (the mean over its clips of :mod:`echoclip.models.ood`'s score; NaN
+        for a model without an OOD reference) and ``out_of_distribution`` (whether the
+        score is below the reference's threshold, so that the answers should not be
+        trusted; ``None`` without a reference), then per target its prediction
+        (regression: the value; binary: the score, a probability with ``calibrated``;
+        categorical: the class and ``<target>_p_<class>``).
     """
     prompt_set = load_prompt_set(prompts)
     methods = resolve_methods(prompt_set, method)
@@ -123,9 +128,34 @@ def zero_shot(
     elif len(study_ids) != len(video_emb):
         raise DataError(f"got {len(study_ids)} study ids for {len(video_emb)} videos")
     text_emb = encode_prompts(model, tokenizer, _unique(prompt_set.texts()), device=device)
-    return score_embeddings(
+    df = score_embeddings(
         video_emb, study_ids, prompt_set, text_emb, methods=methods, logit_scale=model_logit_scale(model)
     )
+    score, flag = study_ood(model, video_emb, study_ids)
+    df.insert(2, "ood_score", score)
+    df.insert(3, "out_of_distribution", flag)
+    return df
+
+
+def study_ood(model: Any, video_emb: np.ndarray, study_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per study, in order of first appearance: the mean OOD score of its clips, and whether it
+    is below the model's threshold (``None`` for every study of a model without a reference).
+
+    Per-frame embeddings ``[N, T, D]`` are averaged into their clip's embedding first (a
+    ``frames`` tower's video embedding is that mean).
+    """
+    from echoclip.models.ood import score_ood
+
+    emb = np.asarray(video_emb, dtype=np.float32)
+    if emb.ndim == 3:
+        emb = emb.mean(axis=1)
+    scores, _ = score_ood(model, emb)
+    per_study = np.array([np.mean(scores[rows]) for _, rows in _group_rows(study_ids)], dtype=np.float32)
+    reference = getattr(model, "ood_reference", None)
+    threshold = getattr(reference, "threshold", None)
+    if threshold is None:
+        return per_study, np.full(len(per_study), None, dtype=object)
+    return per_study, per_study < threshold
 
 
 def resolve_methods(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:

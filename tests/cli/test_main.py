@@ -65,6 +65,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
         "tokenizer encode": ["tokenizer", "encode", "--tokenizer", gone, "LVEF 55%."],
         "pretrain": ["pretrain", "--data", gone, "--out", out, "--steps", "1"],
         "train": ["train", "--data", gone, "--out", out, "--steps", "1"],
+        "calibrate-ood": ["calibrate-ood", "--model", gone, "--data", gone],
         "finetune": ["finetune", "--data", gone, "--init", "echoclip-tiny", "--out", out, "--steps", "1"],
         "embed": ["embed", "--model", gone, "--data", gone, "--out", out],
         "index": ["index", "--embeddings", gone, "--out", out],

@@ -18,6 +18,8 @@ import urllib.request
 
 import pytest
 
+from echoclip.models.ood import OOD_WARNING
+
 from .conftest import PATIENT_ID, PATIENT_NAME, write_patient_dicom
 
 STARTUP_S = 120
@@ -119,6 +121,18 @@ def test_page_in_a_real_browser(live_server, served, tmp_path):
             assert re.fullmatch(r"± \d+\.\d%", page.inner_text("#ef-sd"))
             assert page.locator("#devices .bar").count() == 5
             assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
+            expect(page.locator("#ood-warning")).to_be_hidden()  # a video like the training videos
+
+            # a video unlike them: its answers come with a plain warning, which the next video clears
+            page.set_input_files("#file", str(served["unlike"]))
+            warning = page.locator("#ood-warning")
+            expect(warning).to_be_visible(timeout=60_000)
+            expect(warning).to_have_text(OOD_WARNING)
+            expect(page.locator("#video-info")).to_contain_text("unlike.avi")
+            page.screenshot(path=str(tmp_path / "unlike.png"), full_page=True)
+            page.set_input_files("#file", str(served["avi"]))
+            expect(page.locator("#video-info")).to_contain_text(served["avi"].name, timeout=60_000)
+            expect(warning).to_be_hidden()
 
             # a text: the videos that match it, with their stills
             page.fill("#text", "SEVERELY REDUCED LV SYSTOLIC FUNCTION.")

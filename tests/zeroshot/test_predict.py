@@ -18,6 +18,7 @@ from .toy import axis, clip_with, ef_prompts, ef_vector, toy_model
 # axes 0-1 carry the EF; a device prompt is its own axis, its negative prompts the opposite
 DEVICE_AXES = {"pacemaker": 2, "tavr": 3, "surgical_valve": 4, "mitraclip": 5, "impella": 6}
 VIEW_AXES = {"A4C": 2, "A2C": 3, "PLAX": 4, "PSAX": 5}
+OOD_COLUMNS = ("ood_score", "out_of_distribution")  # NaN and None for a model without an OOD reference
 
 
 def text_vectors() -> dict[str, np.ndarray]:
@@ -51,7 +52,7 @@ def test_ef_from_clips_is_the_value_written_into_them(model_and_tokenizer) -> No
     clips = torch.stack([clip_with(ef_vector(v)) for v in truths])
     for method in ("argmax", "echoclip_rank"):
         df = zero_shot(model, tokenizer, clips, prompts=ef_prompts(), method=method)
-        assert list(df.columns) == ["study_id", "n_clips", "ef"]
+        assert list(df.columns) == ["study_id", "n_clips", *OOD_COLUMNS, "ef"]
         np.testing.assert_array_equal(df["ef"], truths)
         assert df.attrs["methods"] == {"ef": method}
     df = zero_shot(model, tokenizer, clips, prompts=ef_prompts(), method="expectation")
@@ -63,7 +64,7 @@ def test_devices_from_precomputed_embeddings(model_and_tokenizer) -> None:
     studies = [(55.0, ("pacemaker",)), (30.0, ()), (45.0, ("tavr", "impella"))]
     emb = np.stack([study_embedding(ef, devs) for ef, devs in studies])
     df = zero_shot(model, tokenizer, emb, prompts="devices", method="similarity")
-    assert list(df.columns) == ["study_id", "n_clips", *DEVICE_AXES]
+    assert list(df.columns) == ["study_id", "n_clips", *OOD_COLUMNS, *DEVICE_AXES]
     for row, (_, devs) in zip(df.itertuples(), studies, strict=True):
         for name in DEVICE_AXES:
             # similarity to a device's own axis: 0.7 / norm when present, 0 when absent
@@ -218,7 +219,8 @@ def test_smoke_with_the_tiny_model() -> None:
     np.testing.assert_allclose(from_emb["ejection_fraction"], from_clips["ejection_fraction"], rtol=1e-4)
     for name in ("devices", "findings", "views"):
         df = zero_shot(model, tokenizer, video_emb, prompts=name)
-        assert len(df) == 2 and df.notna().all().all()
+        assert len(df) == 2 and df.drop(columns=list(OOD_COLUMNS)).notna().all().all()
+        assert df["ood_score"].isna().all() and df["out_of_distribution"].isna().all()  # no reference
 
 
 def test_scoring_in_chunks_gives_the_same_answers(model_and_tokenizer, monkeypatch) -> None:
@@ -261,3 +263,20 @@ def test_a_target_can_name_its_method_and_options() -> None:
     other = score_embeddings(videos, ids, tuned, text_emb, methods="argmax")
     np.testing.assert_array_equal(other["ef"], argmax(videos, prompts, values))
     assert load_prompt_set(tuned).to_dict()["targets"]["ef"]["method_options"] == {"top_fraction": 0.5}
+
+
+def test_studies_unlike_the_training_videos_are_flagged(model_and_tokenizer) -> None:
+    """A study's OOD score is the mean of its clips'; below the reference's threshold it is flagged."""
+    from echoclip.models.ood import fit_reference
+
+    model, tokenizer = model_and_tokenizer
+    training = np.stack([ef_vector(v) for v in (20, 40, 60, 80)])
+    held_out = np.stack([ef_vector(v) for v in (25, 35, 45, 55, 65, 75)])  # 5 EF points from the nearest
+    model.ood_reference = fit_reference(training, k=1).calibrate(held_out)
+    assert model.ood_reference.threshold == pytest.approx(math.cos(5 * math.pi / 200), abs=1e-3)
+    unlike = axis(7)  # orthogonal to every training embedding
+    emb = np.stack([ef_vector(40.0), ef_vector(40.0), unlike, ef_vector(58.0)])
+    df = zero_shot(model, tokenizer, emb, prompts=ef_prompts(), study_ids=["a", "a", "b", "c"])
+    np.testing.assert_allclose(df["ood_score"], [1.0, 0.0, math.cos(2 * math.pi / 200)], atol=1e-3)
+    assert df["out_of_distribution"].tolist() == [False, True, False]
+    assert df["ef"].tolist()[0] == 40.0  # the answers still come, marked

@@ -62,6 +62,13 @@ function showVideoResult(result) {
   $("video-info").textContent =
     `${v.file}: ${v.frames} frames, ${v.width}×${v.height}, ${v.fps.toFixed(1)} fps`;
 
+  // the server's words when the video is unlike the training videos: its answers follow, marked
+  const warning = $("ood-warning");
+  const ood = result.ood;
+  warning.textContent = ood && ood.out_of_distribution ? ood.warning : "";
+  warning.hidden = !(ood && ood.out_of_distribution);
+  $("video-results").classList.toggle("untrusted", !warning.hidden);
+
   const ef = result.findings.ejection_fraction;
   $("ef").textContent = ef ? `${Math.round(ef.value)}${ef.unit}` : "–";
   $("ef-sd").textContent = ef ? `± ${ef.sd.toFixed(1)}${ef.unit}` : "";
