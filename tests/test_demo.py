@@ -152,3 +152,5 @@ def test_a_field_of_view_reaches_the_models_preprocessing():
     wide = dataclasses.replace(TOY, field_cm=24.0).model_overrides()
     assert wide["preprocess"]["field_cm"] == 24.0 and wide["preprocess"]["fps"] == 12.5
     assert DemoRecipe.load("demo-small").settings()["field_cm"] == 0.0
+    scaled = dataclasses.replace(TOY, scale_embedding=True, scale_dropout=0.2).model_overrides()
+    assert scaled == {"scale_embedding": True, "scale_dropout": 0.2}
