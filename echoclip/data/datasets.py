@@ -297,7 +297,7 @@ class ClipDataset(Dataset):
             return None
         if str(path) not in self._preloaded:  # preloading applied the table's scale already
             scale = self.scale_of(index, scale)
-        return self._finish(index, frames, period, scale, rng)
+        return self._item_from_clip(index, frames, period, scale, rng)
 
     def item_from_video(
         self, index: int, video: Video, rng: np.random.Generator | None = None
@@ -326,11 +326,11 @@ class ClipDataset(Dataset):
         cycle = period if sampler.cycle else None
         idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
         period = period / sampler.step(video.fps, cycle)
-        return self._finish(
+        return self._item_from_clip(
             index, video.frames[idx], period, self.scale_of(index, video.meta.get("cm_per_px")), rng
         )
 
-    def _finish(
+    def _item_from_clip(
         self, index: int, frames: np.ndarray, period: float, scale: Any, rng: np.random.Generator
     ) -> dict[str, Any]:
         """The item of row ``index`` from its clip's frames, period and file scale."""

@@ -74,12 +74,12 @@ class _PublicDataset(ClipDataset):
     """A clip dataset whose table is built from a public release's own files.
 
     Subclasses build ``table`` (``video_path``, ``study_id``, ``patient_id``, ``split``,
-    ``view`` and label columns) and call :meth:`_finish`.
+    ``view`` and label columns) and call :meth:`_set_table`.
     """
 
     label_columns: list[str]
 
-    def _finish(
+    def _set_table(
         self,
         root: Path,
         table: Any,
@@ -209,7 +209,7 @@ class EchoNetPediatric(_PublicDataset):
         if not _wants_all(split):
             table = _select_folds(table, split, root)
         self.val_fold, self.test_fold = val_fold, test_fold
-        self._finish(root, table, ["ef", "age", "weight", "height"], transform, clip, seed, read_options)
+        self._set_table(root, table, ["ef", "age", "weight", "height"], transform, clip, seed, read_options)
 
     @staticmethod
     def _view_table(root: Path, view: str) -> Any:
@@ -346,7 +346,7 @@ class EchoNetLVH(_PublicDataset):
         if not _wants_all(split):
             table = _select_split(table, split, path)
         labels = [f"{c.lower()}_cm" for c in calcs]
-        self._finish(root, table, labels, transform, clip, seed, read_options)
+        self._set_table(root, table, labels, transform, clip, seed, read_options)
 
 
 def _batch_folders(root: Path) -> list[Path]:
@@ -438,7 +438,7 @@ class CAMUS(_PublicDataset):
                     "subgroup_{training,validation,testing}.txt; use split 'all'"
                 )
             table = _select_split(table, split, root / "database_split")
-        self._finish(root, table, ["ef", "age"], transform, clip, seed, read_options)
+        self._set_table(root, table, ["ef", "age"], transform, clip, seed, read_options)
         self._frame_rates = {
             str(self.video_path(i)): float(r) for i, r in enumerate(self.table["frame_rate"]) if r > 0
         }
@@ -592,7 +592,7 @@ class TMED2(_PublicDataset):
                 raise DataError(f"{path}: split {split!r} requested but the table has no {column} column")
             table = _select_split(table, split, path)
         self.labels_file = path
-        self._finish(
+        self._set_table(
             root, table, ["as_severity", "finding_aortic_stenosis"], transform, clip, seed, read_options
         )
 
