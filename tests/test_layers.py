@@ -26,6 +26,7 @@ BASE = (
     "echoclip.formats",
     "echoclip.precision",
     "echoclip.processes",
+    "echoclip.ranks",
     "echoclip.allocator",
     "echoclip.metrics",
     "echoclip.plots",

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "calibrate-ood": "echoclip.cli.calibrate_ood",
     "finetune": "echoclip.cli.finetune",
     "embed": "echoclip.cli.embed",
+    "merge": "echoclip.cli.merge",
     "index": "echoclip.cli.index",
     "search": "echoclip.cli.search",
     "zeroshot": "echoclip.cli.zeroshot",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from echoclip.cli.rank_options import add_rank_arguments
+
 HELP = "decode the videos of a manifest into resumable webdataset shards of uint8 clips"
 EXAMPLE = "echoclip preprocess --manifest runs/sim/manifest.parquet --out runs/shards --size 112 --frames 16"
 
@@ -20,12 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--default-fps", type=float, default=None, help="frame rate of videos whose header has no timing"
     )
+    add_rank_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from echoclip.data.shards import ShardConfig, write_shards
+    from echoclip.cli.rank_options import after_part, ranks_of
+    from echoclip.data.shards import ShardConfig, merge_shards, write_shards
+    from echoclip.ranks import run_parts
 
     config = ShardConfig(
         image_size=args.size,
@@ -36,8 +41,26 @@ def run(args: argparse.Namespace) -> int:
     )
     read_options = {"fps": args.default_fps} if args.default_fps else None
     quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
-    summary = write_shards(
-        args.manifest, args.out, config, workers=args.workers, progress=not quiet, read_options=read_options
-    )
-    print(summary.line())
+    ranks = ranks_of(args)
+
+    def write():
+        return write_shards(
+            args.manifest,
+            args.out,
+            config,
+            workers=args.workers,
+            progress=not quiet,
+            read_options=read_options,
+            ranks=ranks,
+        )
+
+    if not ranks.split:
+        print(write().line())
+        return 0
+    part, merged = run_parts(ranks, write, lambda: merge_shards(args.out))
+    print(part.line())
+    if merged is not None:
+        print(f"merged: {merged.line()}")
+    elif not ranks.can_meet:
+        print(after_part(ranks, args.out))
     return 0

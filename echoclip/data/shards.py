@@ -16,6 +16,11 @@ recorded in ``shards.json`` (also replaced atomically): a run killed at any mome
 restarts with the shards it finished and redoes only the others, and no study is
 written twice. Unreadable videos are skipped, recorded per shard, and reported in
 ``skipped.csv`` at the end.
+
+Split across ranks (:mod:`echoclip.ranks`), rank ``r`` of ``N`` writes the shards
+``k ≡ r (mod N)`` and records them in its own ``parts/rank-XXXXX/shards.json``, so no
+two processes ever replace one file; :func:`merge_shards` checks that every shard is
+complete and writes the one ``shards.json`` and ``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from echoclip.data.deid import shown_path
 from echoclip.data.scale import scale_tensor
 from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
 from echoclip.errors import DataError
+from echoclip.ranks import PARTS, Ranks, missing_ranks, part_dir, rank_of_part
 
-__all__ = ["ShardConfig", "ShardSummary", "write_shards", "ShardDataset", "STATE_FILE"]
+__all__ = ["ShardConfig", "ShardSummary", "write_shards", "merge_shards", "ShardDataset", "STATE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +82,16 @@ class ShardSummary:
     samples: int
     skipped: list[SkipRecord] = field(default_factory=list)
     resumed: int = 0  # shards found complete from an earlier run
+    part: str = ""  # "rank R of N" when this is one rank's share, not yet merged
 
     def line(self) -> str:
         text = f"wrote {self.samples} clips in {len(self.shards)} shards to {self.out_dir}"
+        if self.part:
+            text = f"{self.part}: {text}"
         if self.resumed:
             text += f" ({self.resumed} shards kept from an earlier run)"
+        if self.part:
+            return text + f"; {len(self.skipped)} files skipped"
         return text + f"; {len(self.skipped)} files skipped (see {self.out_dir / 'skipped.csv'})"
 
 
@@ -129,48 +140,63 @@ def write_shards(
     workers: int = 1,
     progress: bool = True,
     read_options: dict[str, Any] | None = None,
+    ranks: Ranks | None = None,
 ) -> ShardSummary:
     """Decode every video of ``manifest`` once into webdataset shards under ``out_dir``.
 
     Resumable: run it again after a kill and it completes the missing shards only.
-    ``workers > 1`` writes shards in parallel processes.
+    ``workers > 1`` writes shards in parallel processes. With ``ranks`` of a world of
+    several, this process writes only the shards ``k ≡ rank (mod world)`` and records
+    them in its own ``parts/rank-XXXXX/shards.json`` (ranks never write one file
+    together); :func:`merge_shards` then makes the one ``shards.json``.
 
     Raises:
         DataError: ``out_dir`` holds shards of another manifest or other settings.
     """
     from tqdm.auto import tqdm
 
+    ranks = ranks or Ranks()
     manifest, out = Path(manifest), Path(out_dir)
     ds = _open_manifest(manifest, config, read_options)
     fingerprint = _fingerprint(ds, config)
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_state(out)
-    if state and state.get("fingerprint") != fingerprint:
+    merged = _load_state(out)
+    if merged and merged.get("fingerprint") != fingerprint:
         raise DataError(f"{out}: holds shards of another manifest or other settings; write to a new folder")
     n = len(ds)
     if n == 0:
         raise DataError(f"{manifest}: no videos to preprocess")
     num_shards = math.ceil(n / config.shard_size)
-    state = state or {
-        "fingerprint": fingerprint,
-        "config": asdict(config),
-        "num_shards": num_shards,
-        "done": {},
-    }
+    fresh = {"fingerprint": fingerprint, "config": asdict(config), "num_shards": num_shards, "done": {}}
+    if ranks.split:
+        state_dir = part_dir(out, ranks.rank)
+        state = _load_state(state_dir)
+        if state and (state.get("fingerprint") != fingerprint or state.get("world_size") != ranks.world_size):
+            raise DataError(
+                f"{state_dir / STATE_FILE}: a part of another manifest, settings or world size; "
+                "write to a new folder"
+            )
+        state = state or {**fresh, "rank": ranks.rank, "world_size": ranks.world_size}
+        mine = list(ranks.mine(num_shards))
+        for k in mine:  # shards an earlier merged run completed are done here too
+            if merged and _shard_name(k) in merged["done"]:
+                state["done"].setdefault(_shard_name(k), merged["done"][_shard_name(k)])
+        _save_state(state_dir, state)  # the merge sees this rank even if it owns no shard
+    else:
+        state_dir, state, mine = out, merged or fresh, list(range(num_shards))
     done: dict[str, Any] = state["done"]
-    todo = [
-        k for k in range(num_shards) if _shard_name(k) not in done or not (out / _shard_name(k)).is_file()
-    ]
-    resumed = num_shards - len(todo)
-    for stale in out.glob("shard-*.tar.tmp"):
-        stale.unlink()  # left by a killed run
+    todo = [k for k in mine if _shard_name(k) not in done or not (out / _shard_name(k)).is_file()]
+    resumed = len(mine) - len(todo)
+    for k in todo:  # left by a killed run; another rank's half-written shards are not ours to remove
+        atomic.temp_path(out / _shard_name(k)).unlink(missing_ok=True)
 
     def finish(k: int, count: int, skipped: list[tuple[str, ...]]) -> None:
         done[_shard_name(k)] = {"count": count, "rows": _rows(k, config.shard_size, n), "skipped": skipped}
-        _save_state(out, state)
+        _save_state(state_dir, state)
 
+    total = sum(len(range(*_rows(k, config.shard_size, n))) for k in mine)
     rows_done = sum(len(range(*v["rows"])) for v in done.values())
-    with tqdm(total=n, initial=rows_done, unit="video", desc="preprocess", disable=not progress) as bar:
+    with tqdm(total=total, initial=rows_done, unit="video", desc="preprocess", disable=not progress) as bar:
         if workers <= 1 or len(todo) <= 1:
             for k in todo:
                 count, skipped = _write_shard(ds, out, k, config, bar.update)
@@ -189,9 +215,67 @@ def write_shards(
                     bar.update(len(range(*_rows(k, config.shard_size, n))))
 
     skipped_records = [SkipRecord(*entry) for v in done.values() for entry in v["skipped"]]
-    write_skip_report(skipped_records, out / "skipped.csv")
+    if not ranks.split:
+        write_skip_report(skipped_records, out / "skipped.csv")
     shards = sorted(done)
-    return ShardSummary(out, shards, sum(v["count"] for v in done.values()), skipped_records, resumed)
+    return ShardSummary(
+        out,
+        shards,
+        sum(v["count"] for v in done.values()),
+        skipped_records,
+        resumed,
+        part=ranks.label() if ranks.split else "",
+    )
+
+
+def merge_shards(out_dir: str | os.PathLike[str]) -> ShardSummary:
+    """Combine the ranks' records (``parts/rank-*/shards.json``) into one ``shards.json``.
+
+    What one process would have written: the same shards, the same record, one
+    ``skipped.csv``. The part records are removed once the merged one is in place.
+
+    Raises:
+        DataError: no parts, parts of different runs, a rank missing, or shards not complete.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    files = sorted((out / PARTS).glob(f"rank-*/{STATE_FILE}"))
+    if not files:
+        raise DataError(f"{out}: no rank parts to merge ({PARTS}/rank-*/{STATE_FILE})")
+    parts = {rank_of_part(f.parent): _load_state(f.parent) for f in files}
+    first = parts[min(parts)]
+    for rank, state in parts.items():
+        if any(state.get(k) != first.get(k) for k in ("fingerprint", "num_shards", "world_size")):
+            raise DataError(
+                f"{part_dir(out, rank) / STATE_FILE}: a part of another manifest, settings or world size "
+                f"than {part_dir(out, min(parts)) / STATE_FILE}"
+            )
+    absent = missing_ranks(set(parts), int(first["world_size"]))
+    if absent:
+        raise DataError(f"{out}: no part of ranks {absent} of {first['world_size']}; run them, then merge")
+    merged = _load_state(out)
+    if merged and merged.get("fingerprint") != first["fingerprint"]:
+        raise DataError(f"{out / STATE_FILE}: records shards of another manifest or other settings")
+    done: dict[str, Any] = dict(merged["done"]) if merged else {}
+    for state in parts.values():
+        done.update(state["done"])
+    names = [_shard_name(k) for k in range(int(first["num_shards"]))]
+    incomplete = [name for name in names if name not in done or not (out / name).is_file()]
+    if incomplete:
+        world = int(first["world_size"])
+        owners = sorted({int(name[6:12]) % world for name in incomplete})
+        raise DataError(
+            f"{out}: {len(incomplete)} shards not complete (first {incomplete[0]}); "
+            f"rerun ranks {owners} of {world}, then merge"
+        )
+    state = {k: first[k] for k in ("fingerprint", "config", "num_shards")}
+    state["done"] = {name: done[name] for name in names}
+    _save_state(out, state)
+    skipped = [SkipRecord(*entry) for v in state["done"].values() for entry in v["skipped"]]
+    write_skip_report(skipped, out / "skipped.csv")
+    shutil.rmtree(out / PARTS)
+    return ShardSummary(out, names, sum(v["count"] for v in state["done"].values()), skipped)
 
 
 def _rows(k: int, shard_size: int, n: int) -> tuple[int, int]:
@@ -426,6 +510,10 @@ def _list_shards(
             raise DataError(f"{folder}: no such shard folder")
         state = _load_state(folder)
         if state is None:
+            if (folder / PARTS).is_dir():
+                raise DataError(
+                    f"{folder}: shards written by ranks, not merged yet; run `echoclip merge {folder}`"
+                )
             raise DataError(f"{folder}: no {STATE_FILE}; write shards with `echoclip preprocess`")
         shards = [folder / name for name in sorted(state["done"])]
         if len(state["done"]) < state.get("num_shards", 0):

@@ -19,6 +19,7 @@ it is moved there); :func:`default_device` is the GPU when one is present.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ import torch
 
 from echoclip.data.scale import scale_tensor
 from echoclip.errors import ConfigError, DataError, VideoReadError
+from echoclip.ranks import PARTS, Ranks, missing_ranks, part_dir, rank_of_part
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +388,7 @@ def embed_dataset(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> StoredEmbeddings:
     """Embed a data set's videos and distinct reports into two embedding stores, atomically.
 
@@ -399,43 +402,198 @@ def embed_dataset(
 
         dataset = open_dataset("runs/sim", "test", VideoTransform(model.preprocess_config))
         embed_dataset(model, tokenizer, dataset, "runs/emb", model_identity=model_identity(model_dir))
+
+    With ``ranks`` of a world of several, this process embeds only the videos and the
+    reports of rows ``i ≡ rank (mod world)`` into ``out/parts/rank-XXXXX/`` (the
+    returned counts are its own); :func:`merge_embeddings` then writes the stores one
+    process would have written. Reports are split like videos: they are cheap next to
+    videos, but at a million reports one rank doing them all would keep the others
+    waiting at the merge.
     """
     from pathlib import Path
 
     from echoclip import atomic
     from echoclip.data.datasets import write_skip_report
+    from echoclip.retrieval import EmbeddingStore
+
+    ranks = ranks or Ranks()
+    out = Path(out)
+    _check_out(out, overwrite, ranks)
+    all_videos = _video_metadata(dataset)
+    report_meta = _report_metadata(dataset.table)
+    video_rows = np.asarray(ranks.mine(len(all_videos)), dtype=np.int64)
+    report_rows = np.asarray(ranks.mine(len(report_meta)), dtype=np.int64)
+    width = int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    if len(video_rows) or not ranks.split:  # one process with no videos: encode_videos says so
+        videos = dataset if not ranks.split else _Rows(dataset, video_rows)
+        encoded = encode_videos(
+            model,
+            videos,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=progress,
+            on_error="drop",
+        )
+    else:  # a rank of a world larger than the data set
+        encoded = Encoded(np.zeros((0, width), np.float32), np.zeros(0, np.int64))
+    read_rows = video_rows[encoded.positions]
+    video_meta = all_videos.iloc[read_rows].reset_index(drop=True)
+    texts = report_meta["report"].iloc[report_rows].tolist()
+    reports = embed_reports(model, tokenizer, texts, device=device, progress=progress)
+    dim = int(encoded.features.shape[1]) or width
+    root = str(Path(dataset.root).resolve())
+    target = part_dir(out, ranks.rank) if ranks.split else out
+    with atomic.writing_dir(target) as tmp:
+        store = EmbeddingStore.create(tmp / "videos", dim, dtype, model=model_identity, video_root=root)
+        store.append(encoded.features, video_meta)
+        if len(report_meta):
+            store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
+            store.append(reports, report_meta.iloc[report_rows].reset_index(drop=True))
+        if ranks.split:
+            np.save(tmp / "video_rows.npy", read_rows, allow_pickle=False)
+            np.save(tmp / "report_rows.npy", report_rows, allow_pickle=False)
+            atomic.write_json(
+                tmp / PART_FILE,
+                {
+                    "format": PART_FORMAT,
+                    "rank": ranks.rank,
+                    "world_size": ranks.world_size,
+                    "fingerprint": _fingerprint(all_videos, report_meta, model_identity, dtype),
+                    "dim": dim,
+                    "rows": len(all_videos),
+                    "reports": len(report_meta),
+                    "skipped": [[r.path, r.reason, r.key] for r in dataset.skipped],
+                },
+            )
+        else:
+            write_skip_report(dataset.skipped, tmp / "skipped.csv")
+    return StoredEmbeddings(target, len(read_rows), len(report_rows), len(encoded.failed), dim)
+
+
+PART_FILE = "part.json"  # written last in a rank's part folder, with the rows it holds beside it
+PART_FORMAT = "echoclip-embedding-part"
+
+
+def merge_embeddings(out: str | os.PathLike[str]) -> StoredEmbeddings:
+    """Join the ranks' parts (``out/parts/rank-*``) into ``out/videos``, ``out/reports`` and
+    ``out/skipped.csv``: rows sorted by their data set row, as one process writes them.
+
+    The whole of ``out`` is replaced at once (the parts go with it), so a merge that
+    dies leaves the parts to merge again.
+
+    Raises:
+        RetrievalError: no parts, parts of different runs or world sizes, a rank missing.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from echoclip import atomic
+    from echoclip.data.datasets import SkipRecord, write_skip_report
     from echoclip.retrieval import EmbeddingStore, RetrievalError
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RetrievalError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if not any((out / n / "store.json").is_file() for n in ("videos", "reports")):
-            raise RetrievalError(f"{out}: exists and holds no embeddings; refusing to replace it")
-    encoded = encode_videos(
-        model,
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        progress=progress,
-        on_error="drop",
-    )
-    video_meta = _video_metadata(dataset).iloc[encoded.positions].reset_index(drop=True)
-    report_meta = _report_metadata(dataset.table)
-    reports = embed_reports(
-        model, tokenizer, report_meta["report"].tolist(), device=device, progress=progress
-    )
-    dim = int(encoded.features.shape[1])
-    root = str(Path(dataset.root).resolve())
+    files = sorted((out / PARTS).glob(f"rank-*/{PART_FILE}"))
+    if not files:
+        raise RetrievalError(f"{out}: no rank parts to merge ({PARTS}/rank-*/{PART_FILE})")
+    parts: dict[int, dict[str, Any]] = {}
+    for file in files:
+        try:
+            info = json.loads(file.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise RetrievalError(f"{file}: not valid JSON ({e})") from None
+        if info.get("format") != PART_FORMAT:
+            raise RetrievalError(f"{file}: not a part written by embed_dataset")
+        parts[rank_of_part(file.parent)] = info
+    first_rank = min(parts)
+    first = parts[first_rank]
+    for rank, info in parts.items():
+        if any(info.get(k) != first.get(k) for k in ("world_size", "fingerprint", "dim")):
+            raise RetrievalError(
+                f"{part_dir(out, rank) / PART_FILE}: a part of another data set, model, dtype or world size "
+                f"than {part_dir(out, first_rank) / PART_FILE}"
+            )
+    absent = missing_ranks(set(parts), int(first["world_size"]))
+    if absent:
+        raise RetrievalError(
+            f"{out}: no part of ranks {absent} of {first['world_size']}; run them, then merge"
+        )
+
+    def gather(kind: str) -> tuple[np.ndarray, pd.DataFrame | None, EmbeddingStore | None]:
+        chunks, metas, rows, store = [], [], [], None
+        for rank in sorted(parts):
+            folder = part_dir(out, rank)
+            if not (folder / kind / "store.json").is_file():
+                continue
+            store = EmbeddingStore(folder / kind)
+            if len(store):
+                chunks.append(store.embeddings())
+                metas.append(store.metadata())
+                rows.append(np.load(folder / f"{kind[:-1]}_rows.npy", allow_pickle=False))
+        if not chunks:
+            return np.zeros((0, int(first["dim"])), np.float32), None, store
+        order = np.argsort(np.concatenate(rows), kind="stable")
+        meta = pd.concat(metas, ignore_index=True).iloc[order].reset_index(drop=True)
+        return np.concatenate(chunks)[order], meta, store
+
+    videos, video_meta, like = gather("videos")
+    reports, report_meta, _ = gather("reports")
+    if like is None:
+        raise RetrievalError(f"{out}: the parts hold no video store")
+    records = {tuple(r)[2] or tuple(r)[0]: SkipRecord(*r) for info in parts.values() for r in info["skipped"]}
+    skipped = sorted(records.values(), key=lambda r: (r.path, r.key))
     with atomic.writing_dir(out) as tmp:
-        videos = EmbeddingStore.create(tmp / "videos", dim, dtype, model=model_identity, video_root=root)
-        videos.append(encoded.features, video_meta)
-        if len(report_meta):
-            store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
-            store.append(reports, report_meta)
-        write_skip_report(dataset.skipped, tmp / "skipped.csv")
-    return StoredEmbeddings(out, len(encoded.positions), len(report_meta), len(encoded.failed), dim)
+        for kind, emb, meta in (("videos", videos, video_meta), ("reports", reports, report_meta)):
+            if kind == "reports" and not first["reports"]:
+                continue  # a data set without reports has no report store, as with one process
+            store = EmbeddingStore.create(
+                tmp / kind, like.dim, like.dtype, model=like.model, video_root=like.video_root
+            )
+            if meta is not None:
+                store.append(emb, meta)
+        write_skip_report(skipped, tmp / "skipped.csv")
+    return StoredEmbeddings(out, len(videos), len(reports), len(skipped), like.dim)
+
+
+class _Rows(torch.utils.data.Dataset):
+    """The rows ``rows`` of a dataset, as a dataset of their own (a rank's share)."""
+
+    def __init__(self, dataset: Any, rows: np.ndarray) -> None:
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[int(self.rows[i])]
+
+
+def _check_out(out: Any, overwrite: bool, ranks: Ranks) -> None:
+    """Refuse to replace embeddings unasked, or a folder that holds something else.
+
+    A rank's folder may already hold other ranks' parts (they started first)."""
+    from echoclip.retrieval import RetrievalError
+
+    if not out.exists() or not any(out.iterdir()):
+        return
+    final = any((out / n / "store.json").is_file() for n in ("videos", "reports"))
+    if final and not overwrite:
+        raise RetrievalError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
+    if not final and not (ranks.split and (out / PARTS).is_dir()):
+        raise RetrievalError(f"{out}: exists and holds no embeddings; refusing to replace it")
+
+
+def _fingerprint(videos: Any, reports: Any, identity: dict[str, str] | None, dtype: str) -> str:
+    """What every rank of one run agrees on: the data set's rows, the model and the dtype."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([identity, dtype, len(videos), len(reports)], sort_keys=True).encode())
+    for path in videos["video_path"]:
+        h.update(f"{path}\n".encode())
+    for study, text in zip(reports.get("study_id", []), reports.get("report", []), strict=False):
+        h.update(f"{study}\x00{text}\n".encode())
+    return h.hexdigest()
 
 
 def _video_metadata(dataset: Any) -> Any:

@@ -68,6 +68,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
         "calibrate-ood": ["calibrate-ood", "--model", gone, "--data", gone],
         "finetune": ["finetune", "--data", gone, "--init", "echoclip-tiny", "--out", out, "--steps", "1"],
         "embed": ["embed", "--model", gone, "--data", gone, "--out", out],
+        "merge": ["merge", gone],
         "index": ["index", "--embeddings", gone, "--out", out],
         "search": ["search", "--index", gone, "--model", gone, "--text", "EF 40%."],
         "zeroshot": ["zeroshot", "--model", gone, "--data", gone, "--out", out + ".csv"],

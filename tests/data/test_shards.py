@@ -201,3 +201,55 @@ def test_missing_or_foreign_folders_are_data_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not a tar")
     with pytest.raises(DataError, match="bad.tar"):
         list(ShardDataset([bad]))
+
+
+def test_ranks_write_their_shards_and_the_merge_equals_one_process(manifest: Path, tmp_path: Path) -> None:
+    from echoclip.data.shards import merge_shards
+    from echoclip.ranks import Ranks
+
+    config = ShardConfig(image_size=16, num_frames=4, shard_size=3)  # 4 shards over 3 ranks
+    single = write_shards(manifest, tmp_path / "one", config, progress=False)
+    split = tmp_path / "split"
+    parts = [
+        write_shards(manifest, split, config, progress=False, ranks=Ranks(r, 3, "flags")) for r in (2, 0)
+    ]
+    assert [p.shards for p in parts] == [["shard-000002.tar"], ["shard-000000.tar", "shard-000003.tar"]]
+    assert not (split / STATE_FILE).exists() and not (split / "skipped.csv").exists()
+    with pytest.raises(DataError, match=r"no part of ranks \[1\] of 3"):
+        merge_shards(split)
+    with pytest.raises(DataError, match="not merged yet"):
+        ShardDataset(split)
+    write_shards(manifest, split, config, progress=False, ranks=Ranks(1, 3, "flags"))
+    # a rank run again keeps its shard
+    again = write_shards(manifest, split, config, progress=False, ranks=Ranks(1, 3, "flags"))
+    assert again.resumed == 1
+
+    merged = merge_shards(split)
+    assert merged.shards == single.shards and merged.samples == single.samples == 12
+    assert json.loads((split / STATE_FILE).read_text()) == json.loads(
+        (tmp_path / "one" / STATE_FILE).read_text()
+    )
+    assert (split / "skipped.csv").read_text() == (tmp_path / "one" / "skipped.csv").read_text()
+    assert not (split / "parts").exists()
+    for name in single.shards:
+        assert (split / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    # and a merged folder resumes as one: nothing left to do
+    assert write_shards(manifest, split, config, progress=False).resumed == 4
+
+
+def test_merge_refuses_parts_of_another_world_and_incomplete_shards(manifest: Path, tmp_path: Path) -> None:
+    from echoclip.data.shards import merge_shards
+    from echoclip.ranks import Ranks
+
+    config = ShardConfig(image_size=16, num_frames=4, shard_size=6)
+    for r in range(2):
+        write_shards(manifest, tmp_path, config, progress=False, ranks=Ranks(r, 2, "flags"))
+    (tmp_path / "shard-000001.tar").unlink()  # lost after rank 1 recorded it
+    with pytest.raises(
+        DataError, match=r"1 shards not complete \(first shard-000001.tar\); rerun ranks \[1\] of 2"
+    ):
+        merge_shards(tmp_path)
+    write_shards(manifest, tmp_path, config, progress=False, ranks=Ranks(1, 2, "flags"))
+    write_shards(manifest, tmp_path, config, progress=False, ranks=Ranks(2, 3, "flags"))
+    with pytest.raises(DataError, match="rank-00002/shards.json: a part of another"):
+        merge_shards(tmp_path)
