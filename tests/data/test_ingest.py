@@ -300,3 +300,25 @@ def test_sr_measurements_convert_units_and_take_the_first_value():
     )
     ds = _dataset(ContentSequence=[inner, num("10230-1", "60", "%"), num("18026-2", "120", "mL")])
     assert sr_measurements(ds) == pytest.approx({"ef": 42.0, "lvidd_cm": 5.2, "edv": 120.0})
+
+
+def test_a_dicomdir_names_the_files_to_read(archive, truth, tmp_path):
+    from pydicom.fileset import FileSet
+
+    broken = set(truth.loc[truth["kind"].eq("truncated"), "study_uid"])
+    study = truth[truth["reported"] & truth["kind"].eq("sr") & ~truth["study_uid"].isin(broken)][
+        "study_uid"
+    ].iloc[0]
+    members = truth[truth["study_uid"].eq(study)]
+    fs = FileSet()
+    for path in members["path"]:
+        fs.add(archive / "dicom" / path)
+    root = tmp_path / "cd"
+    fs.write(root)  # PT000000/ST000000/SE00000k/IM000000, as a burnt CD lays it out
+    (root / "EXTRA.dcm").write_bytes((archive / "dicom" / members["path"].iloc[0]).read_bytes())
+    out = tmp_path / "out"
+    result = ingest(root, archive / "reports.csv", out, IngestConfig(salt=SALT, progress=False))
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert result.complete and len(manifest) == members["kind"].isin(CINES).sum()
+    report = pd.read_csv(out / "ingest_report.csv")
+    assert "not listed in the DICOMDIR" in set(report.loc[report["file"] == "EXTRA.dcm", "reason"])

@@ -415,6 +415,7 @@ def _write_sr(
     ds.Modality = "SR"
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
+    ds.ContentDate, ds.ContentTime = tags.get("StudyDate", ""), "103000"
     ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
     ds.ConceptNameCodeSequence = [code("125200", "DCM", "Adult Echocardiography Procedure Report")]
     ds.CompletionFlag, ds.VerificationFlag = "COMPLETE", "UNVERIFIED"
