@@ -22,6 +22,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "demo": "echoclip.cli.demo",
     "simulate": "echoclip.cli.simulate",
+    "ingest": "echoclip.cli.ingest",
     "preprocess": "echoclip.cli.preprocess",
     "tokenizer": "echoclip.cli.tokenizer",
     "pretrain": "echoclip.cli.pretrain",

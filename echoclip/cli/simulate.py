@@ -1,4 +1,4 @@
-"""``echoclip simulate``: write a simulated EchoNet-Dynamic folder with reports."""
+"""``echoclip simulate``: write a simulated EchoNet-Dynamic folder with reports, or a DICOM export."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--codec", default="mjpeg", choices=("mjpeg", "ffv1", "libx264"), help="video codec (default mjpeg)"
     )
+    parser.add_argument(
+        "--format",
+        default="echonet",
+        choices=("echonet", "dicom-archive"),
+        help="echonet: AVIs + manifest (default); dicom-archive: a hospital-style DICOM export "
+        "(dicom/ tree, reports.csv, truth.csv) for `echoclip ingest`",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes that render videos (default 1; same data for any)"
@@ -34,8 +41,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from echoclip.data.synthetic import simulate_dataset
+    from echoclip.data.synthetic import simulate_archive, simulate_dataset
 
+    if args.format == "dicom-archive":
+        out = simulate_archive(
+            args.out,
+            n=args.n,
+            seed=args.seed,
+            size=args.size,
+            frames=args.frames,
+            fps=args.fps,
+            views=tuple(args.views),
+            overwrite=args.overwrite,
+        )
+        truth = pd.read_csv(out / "truth.csv")
+        print(
+            f"wrote a DICOM export of {args.n} studies ({len(truth)} files) to {out / 'dicom'}, "
+            f"reports in {out / 'reports.csv'}"
+        )
+        return 0
     out = simulate_dataset(
         args.out,
         n=args.n,

@@ -601,7 +601,8 @@ def write_dicom(
         compression: ``None`` (explicit VR little endian), ``"rle"`` (RLE lossless) or
             ``"jpeg"`` (JPEG baseline, 4:2:2, through Pillow).
         regions: SequenceOfUltrasoundRegions entries with ``x0, y0, x1, y1`` (inclusive)
-            and optionally ``delta_x, delta_y`` (cm per pixel).
+            and optionally ``delta_x, delta_y`` (cm per pixel), ``spatial_format`` and
+            ``data_type`` (PS3.3 C.8.5.5.1: default 1 and 1, a 2-D tissue image).
         tags: extra header elements by keyword (e.g. ``{"Manufacturer": "ACME"}``).
     """
     import pydicom
@@ -666,6 +667,9 @@ def write_dicom(
             ds.compress(RLELossless, generate_instance_uid=False)
     for keyword, value in (tags or {}).items():
         setattr(ds, keyword, value)
+    # the file meta must name the instance the tags made (a still, a secondary capture)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
 
     with atomic.writing(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
@@ -699,8 +703,8 @@ def _region_item(region: dict[str, int | float]) -> Any:
     import pydicom
 
     item = pydicom.Dataset()
-    item.RegionSpatialFormat = 1  # 2-D tissue image
-    item.RegionDataType = 1
+    item.RegionSpatialFormat = int(region.get("spatial_format", 1))  # 1: 2-D image, 3: spectral
+    item.RegionDataType = int(region.get("data_type", 1))  # 1 tissue, 2 colour flow, 3 PW, 4 CW
     item.RegionFlags = 0
     item.RegionLocationMinX0 = int(region["x0"])
     item.RegionLocationMinY0 = int(region["y0"])

@@ -60,6 +60,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
     return {
         "demo": ["demo", "--recipe", gone + ".toml", "--out", out],
         "simulate": ["simulate", "--out", str(tmp_path / "a-file" / "sim"), "--n", "2"],
+        "ingest": ["ingest", gone, "--reports", gone + ".csv", "--out", out],
         "preprocess": ["preprocess", "--manifest", gone, "--out", out],
         "tokenizer train": ["tokenizer", "train", "--corpus", gone, "--out", out],
         "tokenizer encode": ["tokenizer", "encode", "--tokenizer", gone, "LVEF 55%."],

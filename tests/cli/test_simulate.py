@@ -61,3 +61,29 @@ def test_simulate_refuses_to_replace_a_folder_without_overwrite(tmp_path, capsys
     (tmp_path / "sim").mkdir()
     assert main(["simulate", "--out", str(tmp_path / "sim"), "--n", "1"]) == 1
     assert "already exists" in _one_line_error(capsys)
+
+
+def test_simulate_a_dicom_archive_then_ingest_it(tmp_path, capsys) -> None:
+    out = tmp_path / "pacs"
+    args = ["--out", str(out), "--n", "3", "--seed", "4", "--size", "32", "--frames", "16", "--fps", "25"]
+    assert main(["-q", "simulate", "--format", "dicom-archive", *args]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("wrote a DICOM export of 3 studies (") and (out / "reports.csv").is_file()
+    truth = pd.read_csv(out / "truth.csv")
+    kinds = set(truth["kind"])
+    assert {
+        "bmode_cine",
+        "color_cine",
+        "still",
+        "spectral_doppler",
+        "sr",
+        "secondary_capture",
+        "junk",
+    } <= kinds
+    data = tmp_path / "data"
+    assert (
+        main(["-q", "ingest", str(out / "dicom"), "--reports", str(out / "reports.csv"), "--out", str(data)])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("ingested ")
+    assert (data / "manifest.parquet").is_file() and (data / "ingest_report.csv").is_file()

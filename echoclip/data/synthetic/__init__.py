@@ -15,6 +15,7 @@ from echoclip.data.synthetic.anatomy import (
     lv_volume_from_mask,
     make_patient,
 )
+from echoclip.data.synthetic.archive import simulate_archive
 from echoclip.data.synthetic.cohort import StudyPlan, plan_cohort, simulate_reports
 from echoclip.data.synthetic.dataset import patient_split, simulate_dataset
 from echoclip.data.synthetic.render import (
@@ -47,6 +48,7 @@ __all__ = [
     "sector_for",
     "simulate_study",
     "simulate_dataset",
+    "simulate_archive",
     "patient_split",
     "visible_devices",
     "CardiacState",
