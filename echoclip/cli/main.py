@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "embed": "echoclip.cli.embed",
     "index": "echoclip.cli.index",
     "search": "echoclip.cli.search",
+    "report": "echoclip.cli.report",
     "zeroshot": "echoclip.cli.zeroshot",
     "evaluate": "echoclip.cli.evaluate",
     "serve": "echoclip.cli.serve",
