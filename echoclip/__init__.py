@@ -55,6 +55,9 @@ _EXPORTS: dict[str, str] = {
     "embed_reports": "echoclip.models.embed",
     "zero_shot": "echoclip.zeroshot.predict",
     "load_prompt_set": "echoclip.zeroshot.prompts",
+    "split_sections": "echoclip.zeroshot.sections",
+    "build_section_index": "echoclip.zeroshot.drafts",
+    "draft_report": "echoclip.zeroshot.drafts",
     "load_finetuned": "echoclip.finetune.model",
 }
 

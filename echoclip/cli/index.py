@@ -7,15 +7,30 @@ import logging
 import time
 from pathlib import Path
 
-HELP = "build a FAISS index over embeddings written by `echoclip embed`"
-EXAMPLE = "echoclip index --embeddings runs/emb --out runs/index --factory auto"
+HELP = "build a FAISS index over embeddings written by `echoclip embed`, or a section index of reports"
+EXAMPLE = (
+    "echoclip index --embeddings runs/emb --out runs/index --factory auto\n"
+    "  echoclip index --sections sim/manifest.parquet --model runs/clip/final --out runs/sections"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--embeddings",
-        required=True,
         help="an embedding store, or a folder of stores (videos/, reports/) as `echoclip embed` writes",
+    )
+    source.add_argument(
+        "--sections",
+        help="a manifest (parquet/CSV with study_id, report): index its reports section by section "
+        "for `echoclip report` (needs --model)",
+    )
+    p.add_argument("--model", help="with --sections: the model directory that embeds the sections")
+    p.add_argument(
+        "--split", default="train", help="with --sections: the manifest split to index ('all': every row)"
+    )
+    p.add_argument(
+        "--section-config", help="with --sections: a section config JSON (default: the shipped 'echo')"
     )
     p.add_argument(
         "--out", required=True, help="output folder; one index per store (IDX/videos, IDX/reports)"
@@ -59,6 +74,8 @@ def find_stores(path: Path) -> list[tuple[str | None, Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sections:
+        return _run_sections(args)
     from echoclip.retrieval import EmbeddingStore, build_index
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines say which SIMD build loaded
@@ -87,4 +104,29 @@ def run(args: argparse.Namespace) -> int:
         )
         parts.append(f"{len(store):,} {name or 'vectors'} ({info['factory']}, {recall})")
     print(f"index: {'; '.join(parts)} -> {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run_sections(args: argparse.Namespace) -> int:
+    import echoclip
+    from echoclip.errors import ConfigError
+    from echoclip.models.model_dir import model_identity
+    from echoclip.zeroshot.drafts import build_section_index, read_section_index_info
+
+    if not args.model:
+        raise ConfigError("--sections needs --model (the model that embeds the section texts)")
+    start = time.perf_counter()
+    out = build_section_index(
+        echoclip.load_model(args.model),
+        echoclip.get_tokenizer(args.model),
+        args.sections,
+        args.out,
+        config=args.section_config,
+        split=None if args.split == "all" else args.split,
+        model_identity=model_identity(args.model),
+        model_dir=args.model,
+    )
+    counts = read_section_index_info(out)["sections"]
+    parts = ", ".join(f"{name} {entry['rows']:,}" for name, entry in counts.items())
+    print(f"index: sections ({parts}) -> {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "merge": "echoclip.cli.merge",
     "index": "echoclip.cli.index",
     "search": "echoclip.cli.search",
+    "report": "echoclip.cli.report",
     "zeroshot": "echoclip.cli.zeroshot",
     "evaluate": "echoclip.cli.evaluate",
     "serve": "echoclip.cli.serve",

@@ -2,7 +2,8 @@
 
 ``prompts`` reads and validates prompt sets, ``scoring`` turns embeddings into
 predictions, ``calibration`` maps binary scores to probabilities and ``predict``
-ties them to a model. Names are resolved lazily (importing this package does no work).
+ties them to a model; ``sections`` splits reports into named sections, ``drafts``
+assembles a report from the nearest sections, ``neighbours`` serves the ``knn`` method. Names are resolved lazily (importing this package does no work).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ _EXPORTS = {
     "fit_calibration": "echoclip.zeroshot.calibration",
     "calibrate_prompt_set": "echoclip.zeroshot.calibration",
     "register_scorer": "echoclip.zeroshot.scoring",
+    "split_sections": "echoclip.zeroshot.sections",
+    "split_sentences": "echoclip.zeroshot.sections",
+    "load_section_config": "echoclip.zeroshot.sections",
+    "build_section_index": "echoclip.zeroshot.drafts",
+    "draft_report": "echoclip.zeroshot.drafts",
+    "load_neighbours": "echoclip.zeroshot.neighbours",
 }
 
 __all__ = sorted(_EXPORTS)

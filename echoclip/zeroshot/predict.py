@@ -72,6 +72,8 @@ def zero_shot(
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
     per_frame: bool | None = None,
+    neighbours: Any = None,
+    k: int | None = None,
 ) -> pd.DataFrame:
     """Predict every target of a prompt set for every study, with no labelled training.
 
@@ -99,6 +101,10 @@ def zero_shot(
             (``model.embeds_frames``: a ``frames`` tower with ``mean`` aggregation,
             which includes checkpoints loaded with ``load_open_clip_checkpoint``);
             otherwise each clip's video embedding is scored.
+        neighbours: reference reports with labels for ``method="knn"`` (see
+            :func:`echoclip.zeroshot.neighbours.load_neighbours`: a store folder, the folder
+            ``echoclip embed`` wrote, or ``(embeddings, labels)``).
+        k: how many neighbours ``knn`` averages (default 50).
 
     Returns:
         One row per study, in order of first appearance: ``study_id``, ``n_clips``,
@@ -129,7 +135,14 @@ def zero_shot(
         raise DataError(f"got {len(study_ids)} study ids for {len(video_emb)} videos")
     text_emb = encode_prompts(model, tokenizer, _unique(prompt_set.texts()), device=device)
     df = score_embeddings(
-        video_emb, study_ids, prompt_set, text_emb, methods=methods, logit_scale=model_logit_scale(model)
+        video_emb,
+        study_ids,
+        prompt_set,
+        text_emb,
+        methods=methods,
+        logit_scale=model_logit_scale(model),
+        neighbours=neighbours,
+        k=k,
     )
     score, flag = study_ood(model, video_emb, study_ids)
     df.insert(2, "ood_score", score)
@@ -208,13 +221,16 @@ def score_embeddings(
     *,
     methods: str | Mapping[str, str] | None = None,
     logit_scale: float = DEFAULT_LOGIT_SCALE,
+    neighbours: Any = None,
+    k: int | None = None,
 ) -> pd.DataFrame:
     """Score precomputed, normalised embeddings: the model-free half of :func:`zero_shot`.
 
     ``video_emb`` is ``[N, D]`` (a row per clip) or ``[N, T, D]`` (a row per clip of
     ``T`` frame embeddings, scored frame by frame as EchoCLIP scores them).
 
-    ``text_emb`` maps every prompt text of the set to its embedding ``[D]``.
+    ``text_emb`` maps every prompt text of the set to its embedding ``[D]``. ``neighbours``
+    and ``k`` serve the ``knn`` method (as for :func:`zero_shot`).
     """
     prompt_set = load_prompt_set(prompt_set)
     if not isinstance(methods, dict) or set(methods) != set(prompt_set.targets):
@@ -229,8 +245,13 @@ def score_embeddings(
         "study_id": [sid for sid, _ in groups],
         "n_clips": np.array([len(rows) for _, rows in groups], dtype=np.int64),
     }
+    knn = None
+    if "knn" in methods.values() and neighbours is not None:
+        from echoclip.zeroshot.neighbours import DEFAULT_K, load_neighbours
+
+        knn = (load_neighbours(neighbours), DEFAULT_K if k is None else int(k))
     for name, target in prompt_set.targets.items():
-        columns.update(_score_target(target, methods[name], video_emb, groups, text_emb, logit_scale))
+        columns.update(_score_target(target, methods[name], video_emb, groups, text_emb, logit_scale, knn))
     df = pd.DataFrame(columns)
     df.attrs.update(prompt_set=prompt_set.name, methods=dict(methods))
     return df
@@ -243,11 +264,19 @@ def _score_target(
     groups: list[tuple[Any, np.ndarray]],
     text_emb: Mapping[str, np.ndarray],
     logit_scale: float,
+    knn: tuple[Any, int] | None = None,
 ) -> dict[str, np.ndarray]:
     def emb(texts: Sequence[str]) -> np.ndarray:
         return np.stack([text_emb[t] for t in texts])
 
     fn = get_scorer(target.kind, method)
+    if method == "knn":
+        if target.label is None:
+            raise ConfigError(f"target {target.name!r} has no 'label': method 'knn' needs its column")
+        if knn is not None:
+            fn = functools.partial(
+                fn, neighbours=knn[0].for_label(target.label.column, target.label.below), k=knn[1]
+            )
     if isinstance(target, RegressionTarget):
         if method == target.method and target.method_options:
             fn = functools.partial(fn, **dict(target.method_options))

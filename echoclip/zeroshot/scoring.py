@@ -18,6 +18,10 @@ Methods are registered by kind and name (``SCORERS``); each kind has one signatu
 - categorical: ``fn(video_emb, class_emb, *, logit_scale=None) -> [N, C]`` probabilities
 
 Users add their own with ``@register_scorer("regression", "my_method")``.
+
+``knn`` (regression and binary) ignores the prompts: it averages the labels of the
+nearest reference reports, given as ``neighbours=(embeddings, labels)`` (see
+:mod:`echoclip.zeroshot.neighbours`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ __all__ = [
     "contrast",
     "calibrated",
     "class_probabilities",
+    "knn_labels",
+    "knn_regression",
+    "knn_binary",
 ]
 
 # CLIP clamps its learned temperature at 100; used when a model gives none.
@@ -266,3 +273,83 @@ def class_probabilities(
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _study_vectors(video_emb: Any) -> np.ndarray:
+    """One unit vector per study: the mean of its clips (or frames), normalised again."""
+    v = _clips(video_emb).mean(axis=1)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def knn_labels(
+    video_emb: Any, neighbour_emb: Any, neighbour_values: Any, k: int = 50, *, weighted: bool = False
+) -> np.ndarray:
+    """The mean label of each study's ``k`` most similar reference reports: ``float64 [N]``.
+
+    Neighbours whose label is missing (NaN) are left out before ranking. ``weighted``
+    weights each neighbour by its similarity (clipped at 0; equal weights when all are 0).
+    """
+    emb = np.asarray(neighbour_emb, dtype=np.float32)
+    values = np.asarray(neighbour_values, dtype=np.float64).reshape(-1)
+    if emb.ndim != 2 or len(emb) != len(values):
+        raise ValueError(f"neighbours: {emb.shape} embeddings for {len(values)} labels")
+    known = np.isfinite(values)
+    emb, values = emb[known], values[known]
+    if len(values) == 0:
+        raise ConfigError("method 'knn': no reference report has a label for this target")
+    if int(k) < 1:
+        raise ConfigError(f"method 'knn': k must be at least 1, not {k}")
+    k = min(int(k), len(values))
+    sims = _study_vectors(video_emb).astype(np.float32) @ emb.T  # [N, M]
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    picked = values[top]
+    if not weighted:
+        return picked.mean(axis=1)
+    w = np.clip(np.take_along_axis(sims, top, axis=1).astype(np.float64), 0.0, None)
+    total = w.sum(axis=1)
+    plain = picked.mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w * picked).sum(axis=1) / np.where(total > 0, total, 1.0), plain)
+
+
+def _need_neighbours(neighbours: Any) -> tuple[Any, Any]:
+    if neighbours is None:
+        raise ConfigError(
+            "method 'knn' needs reference reports with labels: pass neighbours= (an embedding store "
+            "folder, or (embeddings, labels)) to zero_shot or evaluate"
+        )
+    return neighbours
+
+
+@register_scorer("regression", "knn")
+def knn_regression(
+    video_emb: Any,
+    prompt_emb: Any = None,
+    values: Any = None,
+    *,
+    logit_scale: float | None = None,
+    neighbours: tuple[Any, Any] | None = None,
+    k: int = 50,
+) -> np.ndarray:
+    """The similarity-weighted mean value of the ``k`` nearest reference reports (prompts unused).
+
+    ``neighbours`` is ``(embeddings [M, D], values [M])`` for this target.
+    """
+    emb, labels = _need_neighbours(neighbours)
+    return knn_labels(video_emb, emb, labels, k, weighted=True)
+
+
+@register_scorer("binary", "knn")
+def knn_binary(
+    video_emb: Any,
+    positive_emb: Any = None,
+    negative_emb: Any = None,
+    *,
+    calibration: Calibration | None = None,
+    neighbours: tuple[Any, Any] | None = None,
+    k: int = 50,
+) -> np.ndarray:
+    """The share of the ``k`` nearest reference reports that have the label, as EchoPrime
+    predicts phenotypes (prompts unused). ``neighbours`` is ``(embeddings [M, D], 0/1 [M])``."""
+    emb, labels = _need_neighbours(neighbours)
+    return knn_labels(video_emb, emb, labels, k, weighted=False)

@@ -72,6 +72,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
         "merge": ["merge", gone],
         "index": ["index", "--embeddings", gone, "--out", out],
         "search": ["search", "--index", gone, "--model", gone, "--text", "EF 40%."],
+        "report": ["report", "--video", gone, "--index", gone],
         "zeroshot": ["zeroshot", "--model", gone, "--data", gone, "--out", out + ".csv"],
         "evaluate": ["evaluate", "--model", gone, "--data", gone, "--out", out],
         "serve": ["serve", "--model", gone, "--index", gone],

@@ -1,0 +1,130 @@
+"""Section indexes and draft reports: round trip, lookup by name, the ``echoclip report`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from echoclip.zeroshot.drafts import build_section_index, draft_report, read_section_index_info
+from echoclip.zeroshot.sections import split_sections
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from echoclip.models.factory import create_model, get_tokenizer
+
+    folder = tmp_path_factory.mktemp("model")
+    model = create_model("echoclip-tiny")
+    model.save_pretrained(folder / "model", tokenizer=get_tokenizer("echoclip-tiny"))
+    return model, get_tokenizer("echoclip-tiny"), folder / "model"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from echoclip.data.synthetic import simulate_study
+    from echoclip.data.video import save_video
+
+    path = tmp_path_factory.mktemp("video") / "study.avi"
+    save_video(simulate_study(7, size=64, frames=24).video, path, codec="mjpeg")
+    return path
+
+
+def _corpus(n: int = 24) -> pd.DataFrame:
+    from echoclip.data.synthetic import simulate_reports
+
+    reports = simulate_reports(n, seed=3)
+    return pd.DataFrame(
+        {
+            "study_id": [f"s{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "report": reports,
+            "split": ["train"] * (n - 2) + ["test"] * 2,
+        }
+    )
+
+
+def _reshuffled(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The same reports with their sections written in another order, under headings."""
+    from echoclip.zeroshot.sections import load_section_config
+
+    cfg = load_section_config()
+    rng = np.random.default_rng(seed)
+    texts = []
+    for report in table["report"]:
+        parts = list(split_sections(report).items())
+        order = rng.permutation(len(parts))
+        texts.append("\n".join(f"{cfg.section(parts[i][0]).headings[0]}: {parts[i][1]}" for i in order))
+    return table.assign(report=texts)
+
+
+def test_section_index_round_trip(tiny, tmp_path) -> None:
+    model, tokenizer, _ = tiny
+    table = _corpus()
+    out = build_section_index(
+        model, tokenizer, table, tmp_path / "idx", model_identity={"name": "t", "hash": "h"}
+    )
+    info = read_section_index_info(out)
+    train = table[table["split"] == "train"]
+    expected_rows = {}
+    for report in train["report"]:
+        for name in split_sections(report):
+            expected_rows[name] = expected_rows.get(name, 0) + 1
+    assert {n: e["rows"] for n, e in info["sections"].items()} == expected_rows
+    assert list(info["sections"])[:2] == ["lv", "rv"] and info["split"] == "train"
+    from echoclip.retrieval import Index
+
+    lv = Index.load(out / "lv", expected_model_hash="h")
+    assert set(lv.metadata["study_id"]) <= set(train["study_id"]) and (lv.metadata["section"] == "lv").all()
+
+
+def test_a_draft_takes_each_section_by_name_whatever_the_order_in_the_corpus(tiny, video, tmp_path) -> None:
+    model, tokenizer, _ = tiny
+    table = _corpus()
+    by_study = dict(zip(table["study_id"], table["report"], strict=True))
+    drafts = []
+    for i, corpus in enumerate([table, _reshuffled(table, 1), _reshuffled(table, 2)]):
+        out = build_section_index(model, tokenizer, corpus, tmp_path / f"idx{i}")
+        drafts.append(draft_report(model, tokenizer, str(video), out))
+    first = drafts[0]
+    assert "comparison" not in [s.name for s in first.sections]  # another patient's comparison is no use
+    for s in first.sections:
+        assert s.text == split_sections(by_study[s.study_id])[s.name]  # the section of that name
+        assert -1.0 <= s.similarity <= 1.0001
+    for other in drafts[1:]:
+        assert [(s.name, s.text, s.study_id) for s in other.sections] == [
+            (s.name, s.text, s.study_id) for s in first.sections
+        ]
+        assert [s.similarity for s in other.sections] == pytest.approx(
+            [s.similarity for s in first.sections], abs=1e-4
+        )
+    assert list(split_sections(first.text)) == [s.name for s in first.sections]
+    only = draft_report(model, tokenizer, str(video), tmp_path / "idx0", sections=["valves", "lv"])
+    assert [s.name for s in only.sections] == ["valves", "lv"]
+
+
+def test_cli_report_prints_the_draft_and_one_line_for_a_missing_index(tiny, video, tmp_path, capsys) -> None:
+    from echoclip.cli.main import main
+
+    _, _, model_dir = tiny
+    manifest = tmp_path / "manifest.parquet"
+    _corpus().to_parquet(manifest)
+    idx = tmp_path / "sections"
+    assert main(["index", "--sections", str(manifest), "--model", str(model_dir), "--out", str(idx)]) == 0
+    assert capsys.readouterr().out.startswith("index: sections (lv ")
+    assert main(["report", "--video", str(video), "--index", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("LEFT VENTRICLE: ") and "similarity" in out
+    assert (
+        main(["report", "--video", str(video), "--index", str(idx), "--model", str(model_dir), "--json"]) == 0
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["sections"][0]["name"] == "lv" and {"text", "study_id", "similarity"} <= set(
+        payload["sections"][0]
+    )
+
+    assert main(["report", "--video", str(video), "--index", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing" in err[0] and "echoclip index --sections" in err[0]
