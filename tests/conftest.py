@@ -8,7 +8,6 @@ import random
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,26 +20,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def _configs_of_this_checkout() -> None:
-    """Read ``configs/`` of the checkout under test: an editable install made from another
-    checkout maps ``echoclip.configs`` to that one, which lacks configs added here."""
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    spec = importlib.util.find_spec("echoclip.configs")
-    if spec is None or spec.origin is None or Path(spec.origin).parent == root:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "echoclip.configs", root / "__init__.py", submodule_search_locations=[str(root)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["echoclip.configs"] = module
-    spec.loader.exec_module(module)
-
-
-_configs_of_this_checkout()
 
 
 @pytest.fixture(autouse=True)
