@@ -78,6 +78,8 @@ def evaluate(
     read_options: Mapping[str, Any] | None = None,
     perturbation: Any = None,
     perturbation_seed: int = 0,
+    neighbours: Any = None,
+    k: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
 
@@ -88,7 +90,8 @@ def evaluate(
             evaluated when the data has its label and skipped (and listed) otherwise.
             Sets named here must find every label: a missing one is a :class:`DataError`.
         method: as for :func:`echoclip.zero_shot`; a method applies to the sets that have
-            targets of its kind.
+            targets of its kind (``"knn"``: the labels of the ``k`` nearest reports of
+            ``neighbours``, as for :func:`echoclip.zero_shot`).
         split: the split of a manifest or folder to evaluate (``None``: all rows).
         calibration_data, calibration_split: labelled studies for calibrating binary
             scores; by default the ``calibration_split`` of the same manifest, if it has one.
@@ -170,7 +173,7 @@ def evaluate(
             prompt_set = PromptSet(prompt_set.name, usable, prompt_set.description, prompt_set.source)
             text_emb = encode_prompts(model, tokenizer, prompt_set.texts(), device=device)
             context = _SetContext(
-                prompt_set, _methods_for(prompt_set, method), text_emb, logit_scale, out_dir
+                prompt_set, _methods_for(prompt_set, method), text_emb, logit_scale, out_dir, neighbours, k
             )
             _evaluate_set(context, part, calibration_part, calibration_method, metrics, predictions)
 
@@ -196,6 +199,8 @@ class _SetContext:
     text_emb: Mapping[str, np.ndarray]
     logit_scale: float
     out_dir: Path
+    neighbours: Any = None  # reference reports with labels, for the knn method
+    k: int | None = None
 
     def predict(self, part: _Part) -> pd.DataFrame:
         from echoclip.zeroshot.predict import score_embeddings
@@ -207,6 +212,8 @@ class _SetContext:
             self.text_emb,
             methods=self.methods,
             logit_scale=self.logit_scale,
+            neighbours=self.neighbours,
+            k=self.k,
         ).set_index("study_id")
 
 

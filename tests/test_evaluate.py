@@ -294,3 +294,32 @@ def test_cli_errors_are_one_line_and_come_before_any_video_is_read(tmp_path, tin
     )
     assert "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_scores_targets_by_their_nearest_reports_with_knn(setup, tmp_path) -> None:
+    import pandas as pd
+
+    model, tokenizer, test, val = setup
+    rows = {item["study_id"]: item for item in val.items}
+    labels = pd.DataFrame(
+        [{"study_id": sid, "ef": item["ef"], **item["labels"]} for sid, item in rows.items()]
+    )
+    emb = np.stack([val.reports[item["report"]] for item in rows.values()])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    metrics = evaluate(
+        model,
+        tokenizer,
+        test,
+        tmp_path / "knn",
+        prompt_sets=["devices", "ejection_fraction"],
+        method="knn",
+        neighbours=(emb, labels),
+        k=3,
+        calibration_data=val,
+    )
+    zs = metrics["zero_shot"]
+    assert {zs[d]["method"] for d in DEVICES} == {"knn"} and zs["ejection_fraction"]["method"] == "knn"
+    aucs = [zs[d]["auc"] for d in DEVICES]
+    assert min(aucs) > 0.6 and np.mean(aucs) > 0.75  # 3 of 30 neighbours, chance is 0.5
+    truth = np.array([item["ef"] for item in {i["study_id"]: i for i in test.items}.values()])
+    assert zs["ejection_fraction"]["mae"] < np.abs(truth - truth.mean()).mean()  # beats the mean
