@@ -57,6 +57,7 @@ class _Part:
     study_ids: list[Any]  # per video
     studies: pd.DataFrame  # index study_id: report, labels
     skipped: int = 0
+    ood_features: np.ndarray | None = None  # per video: layer statistics for the OOD score
 
 
 def evaluate(
@@ -154,7 +155,7 @@ def evaluate(
             "calibration_studies": 0 if calibration_part is None else len(calibration_part.studies),
         },
         "model": {"logit_scale": logit_scale},
-        "out_of_distribution": _ood_share(model, part.emb),
+        "out_of_distribution": _ood_share(model, part.ood_features),
         "zero_shot": {},
         "skipped_targets": {},
         "plots": {},
@@ -380,7 +381,13 @@ def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, dev
     study_ids = [m.get("study_id", m.get("index", int(p))) for p, m in zip(out.positions, meta, strict=True)]
     studies = _studies_from_items(meta, study_ids, getattr(dataset, "table", None))
     skipped = getattr(dataset, "skipped", None)
-    return _Part(emb=emb, study_ids=study_ids, studies=studies, skipped=len(skipped) if skipped else 0)
+    return _Part(
+        emb=emb,
+        study_ids=study_ids,
+        studies=studies,
+        skipped=len(skipped) if skipped else 0,
+        ood_features=out.ood_features,
+    )
 
 
 def _studies_from_items(meta: list[dict[str, Any]], study_ids: list[Any], table: Any = None) -> pd.DataFrame:
@@ -515,11 +522,11 @@ def _study_embeddings(part: _Part) -> pd.DataFrame:
     )
 
 
-def _ood_share(model: Any, emb: np.ndarray) -> dict[str, Any] | None:
+def _ood_share(model: Any, features: np.ndarray | None) -> dict[str, Any] | None:
     """How many evaluated videos the model's OOD reference flags; ``None`` for a model without one."""
     from echoclip.models.ood import score_ood
 
-    scores, flags = score_ood(model, emb)
+    scores, flags = score_ood(model, features, rows=0)
     if flags is None:
         return None
     return {

@@ -18,7 +18,7 @@ EXAMPLE = "echoclip calibrate-ood --model runs/clip/final --data runs/sim"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from echoclip.models.ood import DEFAULT_K, DEFAULT_QUANTILE, MAX_CALIBRATION, MAX_REFERENCE
+    from echoclip.models.ood import DEFAULT_QUANTILE, MAX_CALIBRATION, MAX_REFERENCE
 
     p.add_argument("--model", required=True, help="model directory; its ood.safetensors is (re)written")
     p.add_argument(
@@ -30,14 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--val-split", default="val", help="held-out videos of the same kind, to place the threshold"
     )
-    p.add_argument("--k", type=int, default=DEFAULT_K, help="nearest training videos averaged per score")
     p.add_argument(
         "--quantile",
         type=float,
         default=DEFAULT_QUANTILE,
-        help="share of held-out videos allowed below the threshold (flagged by chance)",
+        help="share of held-out videos allowed above the threshold (flagged by chance)",
     )
-    p.add_argument("--max-reference", type=int, default=MAX_REFERENCE, help="training videos kept, at most")
+    p.add_argument("--max-reference", type=int, default=MAX_REFERENCE, help="training videos read, at most")
     p.add_argument(
         "--max-calibration", type=int, default=MAX_CALIBRATION, help="held-out videos used, at most"
     )
@@ -56,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from echoclip.models.embed import default_device
     from echoclip.models.ood import fit_ood, save_ood
 
-    if args.k < 1 or args.max_reference < 1 or args.max_calibration < 1:
-        raise ConfigError("--k, --max-reference and --max-calibration must be at least 1")
+    if args.max_reference < 2 or args.max_calibration < 1:
+        raise ConfigError("--max-reference must be at least 2 and --max-calibration at least 1")
     start = time.perf_counter()
     model = echoclip.load_model(args.model)
     transform = VideoTransform(model.preprocess_config)
@@ -68,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         model,
         train,
         val,
-        k=args.k,
         quantile=args.quantile,
         max_reference=args.max_reference,
         max_calibration=args.max_calibration,
@@ -81,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     path = save_ood(reference, args.model)
     c = reference.calibration
     print(
-        f"calibrate-ood: {c['reference_rows']:,} training videos, k={reference.k}; threshold "
-        f"{reference.threshold:.4f} ({c['held_out_below']} of {c['held_out_videos']:,} held-out videos below it, "
+        f"calibrate-ood: {c['train_videos']:,} training videos, {c['dim']} layer statistics; threshold "
+        f"{reference.threshold:.4f} ({c['held_out_above']} of {c['held_out_videos']:,} held-out videos above it, "
         f"quantile {c['quantile']}) -> {path} in {time.perf_counter() - start:.1f} s"
     )
     return 0

@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import echoclip
     from echoclip.errors import ConfigError
-    from echoclip.models.embed import default_device, embed_reports, embed_videos
+    from echoclip.models.embed import default_device, embed_reports, encode_videos
     from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import Index, find_index_folder
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             model, echoclip.get_tokenizer(args.model), [args.text], device=device, progress=False
         )
     else:
-        query = embed_videos(
+        encoded = encode_videos(
             model,
             [args.video],
             batch_size=1,
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             progress=False,
             read_options=read_options(args),
         )
+        query, layer_stats = encoded.features, encoded.ood_features
 
     own = _own_rows(index, args.video) if args.video else None
     if args.same_patient:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if own is not None and "patient_id" in results.columns:
         results.insert(3, "same_patient", results["patient_id"].isin(own["patient_id"]))
 
-    ood = _ood(model, query) if args.video else None
+    ood = _ood(model, layer_stats) if args.video else None
     if args.json:
         query_info: dict[str, Any] = {"text": args.text} if args.text is not None else {"video": args.video}
         if args.video:
@@ -117,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ood(model: Any, query: Any) -> dict[str, Any]:
+def _ood(model: Any, layer_stats: Any) -> dict[str, Any]:
     """The query video's OOD score and flag (``None`` both: the model has no reference)."""
     from echoclip.models.ood import score_ood
 
-    scores, flags = score_ood(model, query)
+    scores, flags = score_ood(model, layer_stats, rows=1)
     reference = model.ood_reference
     return {
         "flag": None if flags is None else bool(flags[0]),

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = get_tokenizer(args.model)
     split = None if args.split.lower() == "all" else args.split
     data = open_data(args.data, split, VideoTransform(model.preprocess_config), read_options(args))
-    video_emb, study_ids = video_embeddings(
+    video_emb, study_ids, ood_features = video_embeddings(
         model,
         data,
         batch_size=args.batch_size,
@@ -94,7 +94,15 @@ def run(args: argparse.Namespace) -> int:
     table = None
     methods: dict[str, str] = {}
     for prompt_set, method in zip(prompt_sets, set_methods, strict=True):
-        df = zero_shot(model, tokenizer, video_emb, prompts=prompt_set, method=method, study_ids=study_ids)
+        df = zero_shot(
+            model,
+            tokenizer,
+            video_emb,
+            prompts=prompt_set,
+            method=method,
+            study_ids=study_ids,
+            ood_features=ood_features,
+        )
         methods.update(df.attrs["methods"])
         shared = ["n_clips", "ood_score", "out_of_distribution"]  # the same in every set's table
         table = df if table is None else table.merge(df.drop(columns=shared), on="study_id", how="outer")

@@ -18,6 +18,7 @@ it is moved there); :func:`default_device` is the GPU when one is present.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -63,6 +64,8 @@ class Encoded:
     positions: np.ndarray  # the input position of each row
     meta: list[dict[str, Any]] = field(default_factory=list)  # each row's other fields (dataset items)
     failed: list[int] = field(default_factory=list)  # input positions that could not be read
+    # each row's layer statistics for out-of-distribution scores (echoclip.models.ood), or None
+    ood_features: np.ndarray | None = None
 
 
 class _Inputs(torch.utils.data.Dataset):
@@ -149,6 +152,7 @@ def encode_videos(
     clips: int = 1,
     transform: Any = None,
     read_options: dict[str, Any] | None = None,
+    ood_features: bool | None = None,
 ) -> Encoded:
     """Run ``encode`` over every video, in eval and inference mode.
 
@@ -160,8 +164,15 @@ def encode_videos(
     ``normalize``, scaled to unit length again). ``read_options`` go to
     :func:`~echoclip.data.video.load_video` for inputs given as paths (``fps=`` for a
     file that does not record its frame rate).
+
+    ``ood_features`` also records each video's layer statistics in the same forward pass
+    (:func:`echoclip.models.ood.layer_statistics`, averaged over its clips), which
+    :func:`~echoclip.models.ood.score_ood` scores; by default when the model has an OOD
+    reference.
     """
     from tqdm.auto import tqdm
+
+    from echoclip.models.ood import layer_statistics
 
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
@@ -183,16 +194,28 @@ def encode_videos(
         pin_memory=dev.type == "cuda",
     )
     chunks: list[np.ndarray] = []
+    stats: list[np.ndarray] = []
     positions: list[int] = []
     meta: list[dict[str, Any]] = []
+    if ood_features is None:
+        ood_features = getattr(model, "ood_reference", None) is not None
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(inputs), unit="video", disable=not progress) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(inputs), unit="video", disable=not progress) as bar,
+            layer_statistics(model) if ood_features else contextlib.nullcontext() as take,
+        ):
             for n, idx, batch, scales, batch_meta in loader:
                 if batch is not None:
                     scale = scales.to(dev) if scaled else None
                     chunks.append(_run_batch(encode, batch.to(dev, non_blocking=True), normalize, scale))
+                    if take is not None:
+                        b, clips_per_item = batch.shape[:2]
+                        stats.append(
+                            take(b * clips_per_item).reshape(b, clips_per_item, -1).mean(dim=1).cpu().numpy()
+                        )
                     positions.extend(idx)
                     meta.extend(batch_meta)
                 bar.update(n)
@@ -204,15 +227,24 @@ def encode_videos(
         log.warning("%d of %d videos could not be read", len(failed), len(inputs))
     width = int(getattr(getattr(model, "config", None), "embed_dim", 0))
     features = np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
+    layer_stats = (np.concatenate(stats) if stats else np.zeros((0, 0), np.float32)) if ood_features else None
     rows = np.asarray(positions, dtype=np.int64)
     if on_error == "nan":
         full = np.full((len(inputs), *features.shape[1:]), np.nan, dtype=np.float32)
         full[rows] = features
+        if layer_stats is not None:
+            aligned = np.full((len(inputs), layer_stats.shape[1]), np.nan, dtype=np.float32)
+            aligned[rows] = layer_stats
+            layer_stats = aligned
         by_position = dict(zip(positions, meta, strict=True))
         return Encoded(
-            full, np.arange(len(inputs)), [by_position.get(i, {}) for i in range(len(inputs))], failed
+            full,
+            np.arange(len(inputs)),
+            [by_position.get(i, {}) for i in range(len(inputs))],
+            failed,
+            layer_stats,
         )
-    return Encoded(features, rows, meta, failed)
+    return Encoded(features, rows, meta, failed, layer_stats)
 
 
 def _run_batch(

@@ -208,12 +208,12 @@ def create_app(
         start = time.perf_counter()
         name, video = read_upload(file.file, file.filename, max_bytes)
         decoded = time.perf_counter()
-        emb = engine.embed_video(video)
+        emb, layer_stats = engine.embed_video(video)
         timing = {"decode": _ms(decoded - start), "embed": _ms(time.perf_counter() - decoded)}
         info = VideoInfo(
             file=name, frames=video.num_frames, fps=video.fps, width=video.width, height=video.height
         )
-        return info, (video, emb), timing
+        return info, (video, emb, layer_stats), timing
 
     @app.post("/api/search/video", response_model=VideoSearchResult, responses=UPLOAD_ERRORS)
     def search_video(
@@ -222,11 +222,11 @@ def create_app(
     ) -> Any:
         """The reports (or indexed videos, with their reports) nearest to an uploaded video,
         its zero-shot findings and an animated preview."""
-        info, (video, emb), timing = _receive(file)
+        info, (video, emb, layer_stats), timing = _receive(file)
         start = time.perf_counter()
         results = engine.search(engine.report_target, emb, k)
         findings = engine.zero_shot(emb)
-        ood = engine.out_of_distribution(emb)
+        ood = engine.out_of_distribution(layer_stats)
         timing["search"] = _ms(time.perf_counter() - start)
         preview = data_url(animated_preview(video), "image/webp")
         log.info("video search: %d frames, %s ms", info.frames, timing)
@@ -243,10 +243,10 @@ def create_app(
     @app.post("/api/zeroshot", response_model=ZeroShotResult, responses=UPLOAD_ERRORS)
     def zeroshot(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
         """EF (with the spread of the model's belief), devices, findings and view of an uploaded video."""
-        info, (_, emb), timing = _receive(file)
+        info, (_, emb, layer_stats), timing = _receive(file)
         start = time.perf_counter()
         findings = engine.zero_shot(emb)
-        ood = engine.out_of_distribution(emb)
+        ood = engine.out_of_distribution(layer_stats)
         timing["zero_shot"] = _ms(time.perf_counter() - start)
         log.info("zero-shot: %d frames, %s ms", info.frames, timing)
         return ZeroShotResult(video=info, findings=Findings(**findings), ood=ood, timing_ms=timing)

@@ -74,13 +74,14 @@ class Engine:
         their study's report)."""
         return "reports" if "reports" in self.indexes else "videos"
 
-    def embed_video(self, video: Any) -> np.ndarray:
-        """Unit-norm embedding ``[D]`` of a decoded :class:`~echoclip.data.video.Video`."""
-        from echoclip.models.embed import embed_videos
+    def embed_video(self, video: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit-norm embedding ``[D]`` of a decoded :class:`~echoclip.data.video.Video`, and its
+        layer statistics for :meth:`out_of_distribution` (``None`` for a model without a reference)."""
+        from echoclip.models.embed import encode_videos
 
         with self._lock:
-            emb = embed_videos(self.model, [video], batch_size=1, on_error="raise", progress=False)
-        return emb[0]
+            out = encode_videos(self.model, [video], batch_size=1, on_error="raise", progress=False)
+        return out.features[0], out.ood_features
 
     def embed_text(self, text: str) -> np.ndarray:
         """Unit-norm embedding ``[D]`` of a report text."""
@@ -131,12 +132,12 @@ class Engine:
         reference = getattr(self.model, "ood_reference", None)
         return reference is not None and reference.threshold is not None
 
-    def out_of_distribution(self, emb: np.ndarray) -> dict[str, Any] | None:
-        """The video's OOD score, the threshold, the flag and, when flagged, the warning to
-        show; ``None`` for a model without a calibrated reference."""
+    def out_of_distribution(self, features: np.ndarray | None) -> dict[str, Any] | None:
+        """The video's OOD score (from its layer statistics), the threshold, the flag and, when
+        flagged, the warning to show; ``None`` for a model without a calibrated reference."""
         from echoclip.models.ood import OOD_WARNING, score_ood
 
-        scores, flags = score_ood(self.model, emb)
+        scores, flags = score_ood(self.model, features, rows=1)
         if flags is None:
             return None
         flagged = bool(flags[0])

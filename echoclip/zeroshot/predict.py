@@ -74,6 +74,7 @@ def zero_shot(
     per_frame: bool | None = None,
     neighbours: Any = None,
     k: int | None = None,
+    ood_features: Any = None,
 ) -> pd.DataFrame:
     """Predict every target of a prompt set for every study, with no labelled training.
 
@@ -105,12 +106,14 @@ def zero_shot(
             :func:`echoclip.zeroshot.neighbours.load_neighbours`: a store folder, the folder
             ``echoclip embed`` wrote, or ``(embeddings, labels)``).
         k: how many neighbours ``knn`` averages (default 50).
+        ood_features: for ``data`` given as embeddings, the videos' layer statistics
+            (``video_embeddings``' third value), so that their OOD score is known.
 
     Returns:
         One row per study, in order of first appearance: ``study_id``, ``n_clips``,
-        ``ood_score`` (the mean over its clips of :mod:`echoclip.models.ood`'s score; NaN
+        ``ood_score`` (the mean over its clips of :mod:`echoclip.models.ood`'s distance; NaN
         for a model without an OOD reference) and ``out_of_distribution`` (whether the
-        score is below the reference's threshold, so that the answers should not be
+        score is above the reference's threshold, so that the answers should not be
         trusted; ``None`` without a reference), then per target its prediction
         (regression: the value; binary: the score, a probability with ``calibrated``;
         categorical: the class and ``<target>_p_<class>``).
@@ -119,7 +122,7 @@ def zero_shot(
     methods = resolve_methods(prompt_set, method)
     if per_frame is None:
         per_frame = bool(getattr(model, "embeds_frames", False))
-    video_emb, found_ids = video_embeddings(
+    video_emb, found_ids, found_stats = video_embeddings(
         model,
         data,
         batch_size=batch_size,
@@ -144,31 +147,26 @@ def zero_shot(
         neighbours=neighbours,
         k=k,
     )
-    score, flag = study_ood(model, video_emb, study_ids)
+    score, flag = study_ood(model, found_stats if found_stats is not None else ood_features, study_ids)
     df.insert(2, "ood_score", score)
     df.insert(3, "out_of_distribution", flag)
     return df
 
 
-def study_ood(model: Any, video_emb: np.ndarray, study_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Per study, in order of first appearance: the mean OOD score of its clips, and whether it
-    is below the model's threshold (``None`` for every study of a model without a reference).
-
-    Per-frame embeddings ``[N, T, D]`` are averaged into their clip's embedding first (a
-    ``frames`` tower's video embedding is that mean).
+def study_ood(model: Any, features: Any, study_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per study, in order of first appearance: the mean OOD score of its videos (from their
+    layer statistics, ``None`` when unknown), and whether it is above the model's threshold
+    (``None`` for every study of a model without a reference, or without statistics).
     """
     from echoclip.models.ood import score_ood
 
-    emb = np.asarray(video_emb, dtype=np.float32)
-    if emb.ndim == 3:
-        emb = emb.mean(axis=1)
-    scores, _ = score_ood(model, emb)
+    scores, _ = score_ood(model, features, rows=len(study_ids))
     per_study = np.array([np.mean(scores[rows]) for _, rows in _group_rows(study_ids)], dtype=np.float32)
     reference = getattr(model, "ood_reference", None)
     threshold = getattr(reference, "threshold", None)
-    if threshold is None:
+    if threshold is None or features is None:
         return per_study, np.full(len(per_study), None, dtype=object)
-    return per_study, per_study < threshold
+    return per_study, per_study > threshold
 
 
 def resolve_methods(prompt_set: PromptSet, method: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -397,8 +395,10 @@ def video_embeddings(
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
     per_frame: bool = False,
-) -> tuple[np.ndarray, list[Any]]:
-    """Normalised video embeddings ``float32 [N, D]`` (``[N, T, D]`` per frame) and a study id per row.
+) -> tuple[np.ndarray, list[Any], np.ndarray | None]:
+    """Normalised video embeddings ``float32 [N, D]`` (``[N, T, D]`` per frame), a study id per
+    row, and the rows' layer statistics for OOD scores (``None`` for a model without an OOD
+    reference, and for embeddings given as input).
 
     Rows of ``[N, D]`` (or ``[N, T, D]``) input are taken as embeddings already (normalised again).
     Anything else goes through :func:`echoclip.models.embed.encode_videos`; videos that
@@ -412,7 +412,7 @@ def video_embeddings(
     if isinstance(data, np.ndarray | torch.Tensor) and data.ndim in (2, 3):
         emb = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=np.float32)
         norms = np.linalg.norm(emb, axis=-1, keepdims=True)
-        return emb / np.maximum(norms, 1e-12), list(range(len(emb)))
+        return emb / np.maximum(norms, 1e-12), list(range(len(emb))), None
     out = encode_videos(
         model,
         data,
@@ -428,4 +428,4 @@ def video_embeddings(
     if len(out.features) == 0:
         raise DataError("no video could be read; nothing to score")
     ids = [m.get("study_id", m.get("index", int(p))) for p, m in zip(out.positions, out.meta, strict=True)]
-    return out.features, ids
+    return out.features, ids, out.ood_features

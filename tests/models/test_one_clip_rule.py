@@ -88,9 +88,9 @@ def test_search_embed_and_embed_videos_give_identical_embeddings(folder, monkeyp
     batched = echoclip.embed_videos(model, paths, progress=False)
 
     queries = []
-    real = embed_module.embed_videos
+    real = embed_module.encode_videos
     monkeypatch.setattr(
-        embed_module, "embed_videos", lambda *a, **k: queries.append(real(*a, **k)) or queries[-1]
+        embed_module, "encode_videos", lambda *a, **k: queries.append(real(*a, **k)) or queries[-1]
     )
     assert main(["index", "--embeddings", str(folder / "emb"), "--out", str(folder / "idx")]) == 0
     for path in paths:
@@ -98,7 +98,7 @@ def test_search_embed_and_embed_videos_give_identical_embeddings(folder, monkeyp
             main(["search", "--index", str(folder / "idx"), "--model", str(model_dir), "--video", str(path)])
             == 0
         )
-    searched = np.concatenate(queries)
+    searched = np.concatenate([q.features for q in queries])
 
     assert np.abs(stored - direct[order]).max() == 0
     assert np.abs(searched - direct).max() == 0

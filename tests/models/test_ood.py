@@ -1,5 +1,6 @@
-"""The OOD reference: its score and threshold by hand, saved with the model and loaded back,
-ignored when stale or absent, and a real echo cine scoring below simulated ones."""
+"""The OOD reference: its score and threshold by hand, the layer statistics of the embedding
+pass, saved with the model and loaded back, ignored when stale or absent, and a real echo
+cine scoring far above simulated ones."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from echoclip.errors import ModelError
+from echoclip.errors import DataError, ModelError
 from echoclip.models.factory import create_model, load_model
 from echoclip.models.ood import (
     OOD_FILE,
@@ -25,52 +26,65 @@ from echoclip.models.ood import (
 )
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def test_the_score_is_the_mean_similarity_to_the_k_nearest_reference_rows():
-    reference = fit_reference(np.eye(4, dtype=np.float32), k=2)
-    query = np.array([[1.0, 1.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [np.nan] * 4], dtype=np.float32)
+def test_the_score_is_the_mahalanobis_distance_to_the_training_statistics():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(400, 3)) * np.array([1.0, 2.0, 0.5])
+    reference = fit_reference(train)
+    mean = train.mean(axis=0)
+    cov = np.cov(train.T, bias=True)
+    cov += 0.1 * np.trace(cov) / 3 * np.eye(3)  # the shrinkage
+    query = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [np.nan] * 3])
+    expected = [math.sqrt((q - mean) @ np.linalg.inv(cov) @ (q - mean)) for q in query[:2]]
     scores = reference.score(query)
-    # unit(1,1,0,0) is cos 45° from its two nearest rows; (2,0,0,0) is scaled to (1,0,0,0): (1 + 0) / 2
-    np.testing.assert_allclose(scores[:2], [math.sqrt(0.5), 0.5], atol=1e-3)
+    np.testing.assert_allclose(scores[:2], expected, rtol=1e-4)
     assert math.isnan(scores[2])
     assert reference.flag(query) is None  # not calibrated: no threshold, no flags
-    assert fit_reference(np.eye(4), k=10).score(np.eye(4)[:1])[0] == pytest.approx(0.25)  # k > rows: all rows
+    assert reference.calibration["train_videos"] == 400 and reference.calibration["dim"] == 3
 
 
 def test_calibration_flags_at_most_the_quantile_of_held_out_videos_and_records_it():
     rng = np.random.default_rng(0)
-    centre = rng.normal(size=16)
-    reference = fit_reference(
-        _unit(centre + 0.5 * rng.normal(size=(300, 16))), k=5, max_reference=100, seed=1
-    )
-    assert reference.embeddings.shape == (100, 16) and reference.embeddings.dtype == torch.float16
-    held_out = _unit(centre + 0.5 * rng.normal(size=(200, 16)))
+    reference = fit_reference(rng.normal(size=(300, 16)))
+    held_out = rng.normal(size=(200, 16))
     calibrated = reference.calibrate(held_out, quantile=0.025)
     c = calibrated.calibration
-    assert c["quantile"] == 0.025 and c["held_out_videos"] == 200 and c["held_out_below"] == 5
-    assert c["train_videos"] == 300 and c["reference_rows"] == 100 and c["threshold"] == calibrated.threshold
+    assert c["quantile"] == 0.025 and c["held_out_videos"] == 200 and c["held_out_above"] == 5
+    assert c["threshold"] == calibrated.threshold
     assert calibrated.flag(held_out).sum() == 5
-    unlike = _unit(-centre + 0.5 * rng.normal(size=(20, 16)))  # the other side of the sphere
+    unlike = 4.0 + rng.normal(size=(20, 16))  # far from the training cloud
     assert calibrated.flag(unlike).all()
     assert reference.threshold is None  # calibrate returns a new reference
+
+
+def test_layer_statistics_come_from_the_same_pass_that_embeds(tokenizer):
+    from echoclip.models.embed import encode_videos
+    from echoclip.models.ood import layer_statistics
+
+    torch.manual_seed(0)
+    model = create_model("echoclip-tiny", tokenizer=tokenizer).eval()
+    clips = torch.randn(3, *model.video_shape)
+    out = encode_videos(model, clips, ood_features=True, progress=False, batch_size=2)
+    convs = [m for m in model.video_tower.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert out.ood_features.shape == (3, 2 * sum(c.out_channels for c in convs))
+    with torch.no_grad(), layer_statistics(model) as take:
+        model.encode_video(clips[1:2])
+        np.testing.assert_allclose(take(1).numpy(), out.ood_features[1:2], rtol=1e-4, atol=1e-5)
+    assert encode_videos(model, clips, progress=False).ood_features is None  # no reference, not asked
 
 
 def test_saved_with_the_model_and_loaded_back(tmp_path, tokenizer):
     model = create_model("echoclip-tiny", tokenizer=tokenizer)
     rng = np.random.default_rng(0)
-    emb = _unit(rng.normal(size=(50, model.config.embed_dim)))
-    reference = fit_reference(emb, k=3, fingerprint=weights_fingerprint(model)).calibrate(emb[:20])
+    stats = rng.normal(size=(50, 8))
+    reference = fit_reference(stats, fingerprint=weights_fingerprint(model)).calibrate(stats[:20])
     model.ood_reference = reference
     model.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / OOD_FILE).is_file()
     loaded = load_model(tmp_path / "m").ood_reference
-    assert loaded is not None and loaded.k == 3 and loaded.threshold == pytest.approx(reference.threshold)
+    assert loaded is not None and loaded.threshold == pytest.approx(reference.threshold)
     assert loaded.calibration == reference.calibration
-    assert torch.equal(loaded.embeddings, reference.embeddings)
-    np.testing.assert_allclose(loaded.score(emb), reference.score(emb))
+    assert torch.equal(loaded.mean, reference.mean) and torch.equal(loaded.precision, reference.precision)
+    np.testing.assert_allclose(loaded.score(stats), reference.score(stats))
 
 
 def test_a_model_directory_without_the_file_has_no_reference(tmp_path, tokenizer):
@@ -78,14 +92,16 @@ def test_a_model_directory_without_the_file_has_no_reference(tmp_path, tokenizer
     model.save_pretrained(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert loaded.ood_reference is None and load_ood(tmp_path / "m") is None
-    scores, flags = score_ood(loaded, np.ones((3, model.config.embed_dim)))
+    scores, flags = score_ood(loaded, np.ones((3, 8)))
     assert np.isnan(scores).all() and flags is None
+    scores, flags = score_ood(loaded, None, rows=2)
+    assert scores.shape == (2,) and np.isnan(scores).all() and flags is None
 
 
 def test_a_reference_of_other_weights_is_never_used(tmp_path, tokenizer, caplog):
     model = create_model("echoclip-tiny", tokenizer=tokenizer)
-    emb = np.eye(4, model.config.embed_dim)
-    model.ood_reference = fit_reference(emb, fingerprint=weights_fingerprint(model)).calibrate(emb)
+    stats = np.random.default_rng(0).normal(size=(10, 4))
+    model.ood_reference = fit_reference(stats, fingerprint=weights_fingerprint(model)).calibrate(stats)
     model.save_pretrained(tmp_path / "m")
     stale = model.ood_reference
     with torch.no_grad():
@@ -106,8 +122,8 @@ def test_a_broken_file_is_an_error_naming_it(tmp_path, tokenizer):
         load_model(tmp_path / "m")
     with pytest.raises(ModelError, match="not a model directory"):
         save_ood(fit_reference(np.eye(4)), tmp_path / "elsewhere")
-    with pytest.raises(ValueError, match="k must be at least 1"):
-        OODReference(torch.eye(4), k=0)
+    with pytest.raises(DataError, match="mean"):
+        OODReference(torch.zeros(4), torch.eye(3))
 
 
 def _has_pydicom_data() -> bool:
@@ -126,7 +142,7 @@ def test_a_real_apical_cine_scores_below_simulated_held_out_videos(tmp_path, tok
     from echoclip.data.datasets import open_dataset
     from echoclip.data.synthetic import simulate_dataset
     from echoclip.data.transforms import VideoTransform
-    from echoclip.models.embed import embed_videos
+    from echoclip.models.embed import encode_videos
 
     torch.manual_seed(0)
     model = create_model("echoclip-tiny", tokenizer=tokenizer)
@@ -139,10 +155,13 @@ def test_a_real_apical_cine_scores_below_simulated_held_out_videos(tmp_path, tok
         )
         for name, seed in (("train", 0), ("held_out", 7))
     )
-    reference = fit_ood(model, train, held_out, k=5)
+    reference = fit_ood(model, train, held_out)
     assert model.ood_reference is reference and reference.calibration["held_out_videos"] == 24
 
-    simulated, simulated_flags = score_ood(model, embed_videos(model, held_out, progress=False))
-    real, real_flags = score_ood(model, embed_videos(model, [get_testdata_file("color3d_jpeg_baseline.dcm")]))
+    def scores(data):
+        return score_ood(model, encode_videos(model, data, progress=False).ood_features)
+
+    simulated, simulated_flags = scores(held_out)
+    real, real_flags = scores([get_testdata_file("color3d_jpeg_baseline.dcm")])
     assert real_flags.tolist() == [True] and not simulated_flags.any()
-    assert real[0] < simulated.min() - 0.01, (real, simulated)
+    assert real[0] > 1.5 * simulated.max(), (real, simulated)

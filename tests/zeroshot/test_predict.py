@@ -266,17 +266,22 @@ def test_a_target_can_name_its_method_and_options() -> None:
 
 
 def test_studies_unlike_the_training_videos_are_flagged(model_and_tokenizer) -> None:
-    """A study's OOD score is the mean of its clips'; below the reference's threshold it is flagged."""
+    """A study's OOD score is the mean of its videos' distances; above the threshold it is flagged."""
     from echoclip.models.ood import fit_reference
 
     model, tokenizer = model_and_tokenizer
-    training = np.stack([ef_vector(v) for v in (20, 40, 60, 80)])
-    held_out = np.stack([ef_vector(v) for v in (25, 35, 45, 55, 65, 75)])  # 5 EF points from the nearest
-    model.ood_reference = fit_reference(training, k=1).calibrate(held_out)
-    assert model.ood_reference.threshold == pytest.approx(math.cos(5 * math.pi / 200), abs=1e-3)
-    unlike = axis(7)  # orthogonal to every training embedding
-    emb = np.stack([ef_vector(40.0), ef_vector(40.0), unlike, ef_vector(58.0)])
-    df = zero_shot(model, tokenizer, emb, prompts=ef_prompts(), study_ids=["a", "a", "b", "c"])
-    np.testing.assert_allclose(df["ood_score"], [1.0, 0.0, math.cos(2 * math.pi / 200)], atol=1e-3)
+    rng = np.random.default_rng(0)
+    model.ood_reference = fit_reference(rng.normal(size=(300, 4))).calibrate(rng.normal(size=(200, 4)))
+    stats = np.array(
+        [[0.1, 0.0, 0.0, 0.0], [0.0, -0.2, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0], [0.0, 0.0, 0.3, 0.0]]
+    )
+    emb = np.stack([ef_vector(40.0), ef_vector(40.0), ef_vector(60.0), ef_vector(58.0)])
+    df = zero_shot(
+        model, tokenizer, emb, prompts=ef_prompts(), study_ids=["a", "a", "b", "c"], ood_features=stats
+    )
+    distance = model.ood_reference.score(stats)
+    np.testing.assert_allclose(df["ood_score"], [distance[:2].mean(), distance[2], distance[3]], rtol=1e-5)
     assert df["out_of_distribution"].tolist() == [False, True, False]
     assert df["ef"].tolist()[0] == 40.0  # the answers still come, marked
+    unknown = zero_shot(model, tokenizer, emb, prompts=ef_prompts(), study_ids=["a", "a", "b", "c"])
+    assert unknown["ood_score"].isna().all() and unknown["out_of_distribution"].isna().all()  # no statistics
