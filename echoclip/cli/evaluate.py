@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from echoclip.cli.video_options import add_video_arguments, read_options
+from echoclip.cli.zeroshot import add_neighbour_arguments
 
 HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retrieval, with plots"
 EXAMPLE = (
@@ -56,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "clean into OUT/clean, each perturbation into a folder of its own, compared in OUT/robustness.csv",
     )
     p.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbations' randomness")
+    add_neighbour_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=device,
         read_options=read_options(args),
+        neighbours=args.neighbours,
+        k=args.neighbours_k,
     )
     if perturbations is None:
         metrics = evaluate(model, tokenizer, args.data, args.out, **options)

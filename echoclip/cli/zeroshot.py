@@ -35,8 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         help="scoring method for the targets of its kind: echoclip_rank, expectation, argmax (regression); "
-        "similarity, contrast, calibrated (binary); argmax (categorical). Default: echoclip_rank / similarity / argmax",
+        "similarity, contrast, calibrated (binary); argmax (categorical); knn (with --neighbours). "
+        "Default: echoclip_rank / similarity / argmax",
     )
+    add_neighbour_arguments(p)
     p.add_argument(
         "--split", default="test", help="split of a manifest or folder; 'all' for every row (default: test)"
     )
@@ -45,6 +47,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
     add_video_arguments(p)
+
+
+def add_neighbour_arguments(p: argparse.ArgumentParser) -> None:
+    """``--neighbours`` and ``--neighbours-k``: the reference reports of ``--method knn``."""
+    p.add_argument(
+        "--neighbours",
+        help="for --method knn: reference reports with labels (the folder `echoclip embed` wrote "
+        "for the training split, or an embedding store whose metadata holds the labels)",
+    )
+    p.add_argument("--neighbours-k", type=int, help="nearest reports averaged by knn (default 50)")
 
 
 def open_data(paths: list[str], split: str | None, transform: Any, options: dict[str, Any]) -> Any:
@@ -102,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             method=method,
             study_ids=study_ids,
             ood_features=ood_features,
+            neighbours=args.neighbours,
+            k=args.neighbours_k,
         )
         methods.update(df.attrs["methods"])
         shared = ["n_clips", "ood_score", "out_of_distribution"]  # the same in every set's table

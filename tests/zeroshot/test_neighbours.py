@@ -105,3 +105,48 @@ def test_load_neighbours_joins_labels_from_the_videos_store_and_keeps_the_traini
     assert len(load_neighbours(tmp_path / "emb", split=None)) == 3
     with pytest.raises(Exception, match="no embedding store here"):
         load_neighbours(tmp_path)
+
+
+def test_the_zeroshot_and_evaluate_commands_score_by_neighbours(tmp_path, capsys) -> None:
+    import json
+
+    import pandas as pd
+    import torch
+
+    from echoclip.cli.main import main
+    from echoclip.data.synthetic import simulate_dataset
+    from echoclip.models.factory import create_model, get_tokenizer
+
+    torch.manual_seed(0)
+    sim = simulate_dataset(tmp_path / "sim", n=16, seed=0, size=32, frames=32, progress=False)
+    model = tmp_path / "model"
+    create_model("echoclip-tiny", tokenizer=get_tokenizer("echoclip-tiny")).save_pretrained(
+        model, tokenizer=get_tokenizer("echoclip-tiny")
+    )
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(model),
+                "--data",
+                str(sim),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "emb"),
+            ]
+        )
+        == 0
+    )
+    knn = ["--method", "knn", "--neighbours", str(tmp_path / "emb"), "--neighbours-k", "3"]
+    args = ["--model", str(model), "--data", str(sim), "--prompts", "devices", "--split", "test"]
+    assert main(["zeroshot", *args, *knn, "--out", str(tmp_path / "p.csv")]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["pacemaker"].between(0, 1).all() and len(table) > 0
+    assert main(["evaluate", *args, *knn, "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {e["method"] for e in metrics["zero_shot"].values()} == {"knn"}
+    capsys.readouterr()
+    assert main(["zeroshot", *args, "--method", "knn", "--out", str(tmp_path / "q.csv")]) == 1
+    assert "neighbours" in capsys.readouterr().err
