@@ -428,21 +428,10 @@ def _length(data: Any) -> int:
 
 def _sample(data: Any, limit: int, seed: int) -> Any:
     """At most ``limit`` items of ``data`` (a random, seeded, ordered subset), as a sequence."""
+    from torch.utils.data import Subset
+
     n = _length(data)
     if n <= limit:
         return data
     keep = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
-    return _Subset(data, keep.tolist())
-
-
-class _Subset:
-    """Items ``indices`` of a dataset, in that order: what ``encode_videos`` reads."""
-
-    def __init__(self, data: Any, indices: list[int]) -> None:
-        self.data, self.indices = data, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.data[self.indices[i]]
+    return Subset(data, keep.tolist())

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from echoclip.errors import ModelError
+from echoclip.models.value_embedding import fourier_features
 
 # cm per model pixel at which the features are centred: a 16 cm deep sector on 64 pixels
 REFERENCE_CM_PER_PX = 0.25
@@ -46,9 +47,9 @@ class ScaleEmbedding(nn.Module):
 
     def features(self, cm_per_px: torch.Tensor) -> torch.Tensor:
         """``[B, 2] -> [B, 2 (2K + 1)]``: log2 of the pixel size relative to the reference, and its Fourier terms."""
-        z = torch.log2(cm_per_px.float() / REFERENCE_CM_PER_PX).unsqueeze(-1)  # [B, 2, 1]
-        angles = z * self.frequencies
-        return torch.cat([z, torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
+        return fourier_features(
+            torch.log2(cm_per_px.float() / REFERENCE_CM_PER_PX), self.frequencies
+        ).flatten(1)
 
     def forward(self, cm_per_px: torch.Tensor) -> torch.Tensor:
         if cm_per_px.ndim != 2 or cm_per_px.shape[1] != 2:

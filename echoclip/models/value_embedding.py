@@ -21,6 +21,13 @@ from torch import nn
 from echoclip.errors import ModelError
 
 
+def fourier_features(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """``[...] -> [..., 2K+1]``: ``x`` itself, then its sines and cosines at the ``K`` frequencies."""
+    x = x.unsqueeze(-1)
+    angles = x * frequencies
+    return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
 class ValueEmbedding(nn.Module):
     """``forward(ids [B, L]) -> [B, L, width]``: zero for ordinary tokens, a function of the value for numbers."""
 
@@ -54,9 +61,7 @@ class ValueEmbedding(nn.Module):
 
     def features(self, values: torch.Tensor) -> torch.Tensor:
         """Fourier features ``[..., 2K+1]`` of numeric values (the linear term keeps the order global)."""
-        x = (values / self.scale).unsqueeze(-1)
-        angles = x * self.frequencies
-        return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+        return fourier_features(values / self.scale, self.frequencies)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         values = self.token_values[ids]
