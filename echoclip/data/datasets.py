@@ -321,14 +321,20 @@ class ClipDataset(Dataset):
             period = estimate_period(video.frames)
         else:
             period = math.nan
+        frames, period = self._cut_clip(video, period, rng)
+        return self._item_from_clip(
+            index, frames, period, self.scale_of(index, video.meta.get("cm_per_px")), rng
+        )
+
+    def _cut_clip(self, video: Video, period: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """The sampler's clip of a whole decoded video and its period in clip frames; a cycle
+        sampler whose period is unknown takes a plain clip."""
+        sampler = self.sampler
         if sampler.cycle and not math.isfinite(period):
             sampler = replace(sampler, cycle=False)
         cycle = period if sampler.cycle else None
         idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
-        period = period / sampler.step(video.fps, cycle)
-        return self._item_from_clip(
-            index, video.frames[idx], period, self.scale_of(index, video.meta.get("cm_per_px")), rng
-        )
+        return video.frames[idx], period / sampler.step(video.fps, cycle)
 
     def _item_from_clip(
         self, index: int, frames: np.ndarray, period: float, scale: Any, rng: np.random.Generator
@@ -438,12 +444,8 @@ class ClipDataset(Dataset):
         period = self._source_period(path, video, heart_rate, whole=True)
         if sampler.cycle and not math.isfinite(period):
             log.info("%s: no cardiac cycle found; sampling a plain clip", shown_path(path, self.root))
-            plain = replace(sampler, cycle=False)
-            idx = plain.indices(video.num_frames, video.fps, rng)
-            return video.frames[idx], math.nan, video.meta.get("cm_per_px")
-        cycle = period if sampler.cycle else None
-        idx = sampler.indices(video.num_frames, video.fps, rng, cycle)
-        return video.frames[idx], period / sampler.step(video.fps, cycle), video.meta.get("cm_per_px")
+        frames, period = self._cut_clip(video, period, rng)
+        return frames, period, video.meta.get("cm_per_px")
 
     def scale_of(self, index: int, file_scale: Any) -> Any:
         """The centimetres per pixel of row ``index``: the table's, else the file's (``None``: unknown)."""
