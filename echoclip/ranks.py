@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from echoclip.errors import ConfigError
 
@@ -34,6 +34,7 @@ __all__ = [
     "part_dir",
     "rank_of_part",
     "missing_ranks",
+    "check_parts",
     "run_parts",
     "join_group",
     "barrier",
@@ -153,6 +154,31 @@ def rank_of_part(folder: str | os.PathLike[str]) -> int:
 def missing_ranks(found: set[int], world_size: int) -> list[int]:
     """The ranks of ``0..world_size-1`` whose parts are absent."""
     return [r for r in range(world_size) if r not in found]
+
+
+def check_parts(
+    out: str | os.PathLike[str],
+    parts: dict[int, dict[str, Any]],
+    keys: Sequence[str],
+    file_name: str,
+    differ: str,
+    error: type[Exception],
+) -> dict[str, Any]:
+    """The lowest rank's part record, once every part agrees with it on ``keys`` (each
+    recording ``world_size``) and every rank of that world has one; else ``error``, naming
+    the disagreeing part file (``differ`` says what it may be of) or the missing ranks."""
+    first_rank = min(parts)
+    first = parts[first_rank]
+    for rank, info in parts.items():
+        if any(info.get(k) != first.get(k) for k in keys):
+            raise error(
+                f"{part_dir(out, rank) / file_name}: a part of {differ} "
+                f"than {part_dir(out, first_rank) / file_name}"
+            )
+    absent = missing_ranks(set(parts), int(first["world_size"]))
+    if absent:
+        raise error(f"{out}: no part of ranks {absent} of {first['world_size']}; run them, then merge")
+    return first
 
 
 # -- the meeting point under torchrun ---------------------------------------------------

@@ -47,7 +47,7 @@ from echoclip.data.deid import shown_path
 from echoclip.data.scale import scale_tensor
 from echoclip.data.transforms import ClipSampler, PreprocessConfig, VideoTransform
 from echoclip.errors import DataError
-from echoclip.ranks import PARTS, Ranks, missing_ranks, part_dir, rank_of_part
+from echoclip.ranks import PARTS, Ranks, check_parts, part_dir, rank_of_part
 
 __all__ = ["ShardConfig", "ShardSummary", "write_shards", "merge_shards", "ShardDataset", "STATE_FILE"]
 
@@ -244,16 +244,14 @@ def merge_shards(out_dir: str | os.PathLike[str]) -> ShardSummary:
     if not files:
         raise DataError(f"{out}: no rank parts to merge ({PARTS}/rank-*/{STATE_FILE})")
     parts = {rank_of_part(f.parent): _load_state(f.parent) for f in files}
-    first = parts[min(parts)]
-    for rank, state in parts.items():
-        if any(state.get(k) != first.get(k) for k in ("fingerprint", "num_shards", "world_size")):
-            raise DataError(
-                f"{part_dir(out, rank) / STATE_FILE}: a part of another manifest, settings or world size "
-                f"than {part_dir(out, min(parts)) / STATE_FILE}"
-            )
-    absent = missing_ranks(set(parts), int(first["world_size"]))
-    if absent:
-        raise DataError(f"{out}: no part of ranks {absent} of {first['world_size']}; run them, then merge")
+    first = check_parts(
+        out,
+        parts,
+        ("fingerprint", "num_shards", "world_size"),
+        STATE_FILE,
+        "another manifest, settings or world size",
+        DataError,
+    )
     merged = _load_state(out)
     if merged and merged.get("fingerprint") != first["fingerprint"]:
         raise DataError(f"{out / STATE_FILE}: records shards of another manifest or other settings")

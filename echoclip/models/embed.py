@@ -32,7 +32,7 @@ import torch
 
 from echoclip.data.scale import scale_tensor
 from echoclip.errors import ConfigError, DataError, VideoReadError
-from echoclip.ranks import PARTS, Ranks, missing_ranks, part_dir, rank_of_part
+from echoclip.ranks import PARTS, Ranks, check_parts, part_dir, rank_of_part
 
 log = logging.getLogger(__name__)
 
@@ -538,19 +538,14 @@ def merge_embeddings(out: str | os.PathLike[str]) -> StoredEmbeddings:
         if info.get("format") != PART_FORMAT:
             raise RetrievalError(f"{file}: not a part written by embed_dataset")
         parts[rank_of_part(file.parent)] = info
-    first_rank = min(parts)
-    first = parts[first_rank]
-    for rank, info in parts.items():
-        if any(info.get(k) != first.get(k) for k in ("world_size", "fingerprint", "dim")):
-            raise RetrievalError(
-                f"{part_dir(out, rank) / PART_FILE}: a part of another data set, model, dtype or world size "
-                f"than {part_dir(out, first_rank) / PART_FILE}"
-            )
-    absent = missing_ranks(set(parts), int(first["world_size"]))
-    if absent:
-        raise RetrievalError(
-            f"{out}: no part of ranks {absent} of {first['world_size']}; run them, then merge"
-        )
+    first = check_parts(
+        out,
+        parts,
+        ("world_size", "fingerprint", "dim"),
+        PART_FILE,
+        "another data set, model, dtype or world size",
+        RetrievalError,
+    )
 
     def gather(kind: str) -> tuple[np.ndarray, pd.DataFrame | None, EmbeddingStore | None]:
         chunks, metas, rows, store = [], [], [], None
