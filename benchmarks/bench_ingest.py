@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -31,15 +29,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from machine import describe_machine
+
 CINES = ("bmode_cine", "color_cine")
-
-
-def _machine() -> str:
-    cpu = platform.processor() or "cpu"
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
 
 
 def _plain_loop(root: Path) -> int:
@@ -137,7 +129,7 @@ def main() -> None:
                 {
                     "benchmark": "ingest",
                     "date": date.today().isoformat(),
-                    "machine": _machine(),
+                    "machine": describe_machine(),
                     "studies": args.studies,
                     "workers": args.workers,
                     "ingest_studies_per_s": round(args.studies / ingest_s, 2),

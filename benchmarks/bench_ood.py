@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import describe_machine
 
 REAL_FILES = ("color3d_jpeg_baseline.dcm", "examples_ybr_color.dcm")
 
@@ -89,7 +89,7 @@ def main() -> None:
             {
                 "benchmark": "ood",
                 "date": date.today().isoformat(),
-                "machine": f"{platform.machine()} {platform.processor() or 'cpu'}",
+                "machine": describe_machine(),
                 "model": str(Path(args.model)),
                 **out,
             }

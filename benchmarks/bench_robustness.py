@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
@@ -33,13 +31,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-
-def _machine() -> str:
-    cpu = platform.processor() or "cpu"
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
+from machine import describe_machine
 
 
 def _r(value: Any, digits: int = 4) -> Any:
@@ -169,7 +161,7 @@ def _compare_recipe(args: argparse.Namespace) -> None:
             {
                 "benchmark": "robustness",
                 "date": date.today().isoformat(),
-                "machine": _machine(),
+                "machine": describe_machine(),
                 "recipe": args.recipe,
                 "acquisition_p": args.augment,
                 "strength": args.strength,
@@ -226,7 +218,7 @@ def main() -> None:
             {
                 "benchmark": "robustness",
                 "date": date.today().isoformat(),
-                "machine": _machine(),
+                "machine": describe_machine(),
                 "model": source,
                 "split": args.split,
                 "test_studies": test_studies,

@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import shutil
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+from machine import describe_machine
 
 SIZE_FINDINGS = ("lv_dilation", "rv_dilation", "la_enlargement", "lv_hypertrophy")
 DEVICES = ("pacemaker", "tavr", "surgical_valve", "mitraclip", "impella")
@@ -86,16 +87,6 @@ def _unknown_scale(run: Path) -> dict[str, Any]:
     return _size_aucs({f: metrics["zero_shot"].get(f, {}).get("auc") for f in SIZE_FINDINGS})
 
 
-def _machine() -> str:
-    import os
-
-    cpu = platform.processor() or "cpu"
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
-    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -144,7 +135,7 @@ def main() -> None:
             {
                 "benchmark": "scale",
                 "date": date.today().isoformat(),
-                "machine": _machine(),
+                "machine": describe_machine(),
                 "recipe": args.recipe,
                 "method": args.method,
                 "field_cm": args.field_cm if args.method in ("field", "both") else None,
