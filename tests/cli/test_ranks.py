@@ -152,10 +152,9 @@ def test_torchrun_embeds_and_rank_zero_merges(study_set, one_process, tmp_path):
     assert not (out / "parts").exists()
 
 
-@pytest.mark.slow
-def test_torchrun_preprocess_equals_one_process(study_set, tmp_path):
-    sim, _ = study_set
-    args = [
+def _preprocess_args(sim):
+    """``preprocess`` of the study set into shards of 3 clips of 4 frames at 16 px."""
+    return [
         "preprocess",
         "--manifest",
         sim / "manifest.parquet",
@@ -166,6 +165,12 @@ def test_torchrun_preprocess_equals_one_process(study_set, tmp_path):
         "--shard-size",
         3,
     ]
+
+
+@pytest.mark.slow
+def test_torchrun_preprocess_equals_one_process(study_set, tmp_path):
+    sim, _ = study_set
+    args = _preprocess_args(sim)
     assert _cli("-q", *args, "--out", tmp_path / "one") == 0
     _torchrun("-q", *args, "--out", tmp_path / "two")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -181,17 +186,7 @@ def test_torchrun_preprocess_equals_one_process(study_set, tmp_path):
 
 def test_independent_ranks_preprocess_then_merge(study_set, tmp_path, capsys):
     sim, _ = study_set
-    args = [
-        "preprocess",
-        "--manifest",
-        sim / "manifest.parquet",
-        "--size",
-        16,
-        "--frames",
-        4,
-        "--shard-size",
-        3,
-    ]
+    args = _preprocess_args(sim)
     assert _cli("-q", *args, "--out", tmp_path / "one") == 0
     for r in (0, 1):
         assert _cli("-q", *args, "--out", tmp_path / "two", "--rank", r, "--world-size", 2) == 0
