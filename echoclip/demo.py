@@ -376,6 +376,7 @@ def _train(run: DemoRun, name: str, init: Path | None) -> dict[str, Any]:
         init_prefixes=(run.recipe.init_prefix,) if init is not None and run.recipe.init_prefix else None,
         resume=True,
         video_cache=run.videos,
+        ood=name == "clip",  # only the served model is asked whether a video is unlike its data
     )
     return {
         "final_loss": _last_loss(result.history),
