@@ -22,6 +22,7 @@ import numpy as np
 
 from echoclip.data.synthetic.anatomy import CardiacState, Timing, clip_timing, lv_axes, lv_fill
 from echoclip.data.synthetic.overlay import burn_in
+from echoclip.data.synthetic.realism import AcquisitionRealism
 from echoclip.registry import Registry
 
 __all__ = [
@@ -815,8 +816,13 @@ def render_view(
     frames: int,
     fps: float,
     rng: np.random.Generator,
+    acquisition: AcquisitionRealism | None = None,
 ) -> Rendered:
-    """Render one clip of ``state`` in ``view`` (``"A4C"``, ``"A2C"``, ``"PLAX"``, ``"PSAX"``)."""
+    """Render one clip of ``state`` in ``view`` (``"A4C"``, ``"A2C"``, ``"PLAX"``, ``"PSAX"``).
+
+    ``acquisition`` varies how the clip was acquired (gain, fan, artefacts); ``None``
+    is the clean preset's textbook scanner.
+    """
     scene_of = SCENES.get(view)
     timing = clip_timing(state.heart_rate, fps, frames, rng)
     motion = heart_motion(state, timing, frames)
