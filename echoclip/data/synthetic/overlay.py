@@ -76,9 +76,20 @@ def ecg_band(sector: Sector) -> tuple[int, int]:
 
 
 def burn_in(
-    frames: np.ndarray, sector: Sector, timing: Timing, heart_rate: float, fps: float, depth_cm: float
+    frames: np.ndarray,
+    sector: Sector,
+    timing: Timing,
+    heart_rate: float,
+    fps: float,
+    depth_cm: float,
+    style: str = "default",
 ) -> None:
-    """Draw the ECG, its cursor and the labels into ``frames`` (uint8 [T,H,W,3]) in place."""
+    """Draw the ECG, its cursor and the labels into ``frames`` (uint8 [T,H,W,3]) in place.
+
+    ``style`` is a scanner's look: ``vendor_b`` draws a yellow ECG and its labels on
+    the right, ``vendor_c`` a white ECG and no heart-rate label.
+    """
+    ecg_color = {"vendor_b": (230, 210, 60), "vendor_c": (235, 235, 235)}.get(style, ECG_COLOR)
     n, size = frames.shape[0], frames.shape[2]
     outside = ~sector.mask()
     top, bottom = ecg_band(sector)
@@ -94,7 +105,7 @@ def burn_in(
         trace = np.zeros((size, size), dtype=bool)
         trace[:, cols[:-1]] = (rows >= lo) & (rows <= hi)
         trace &= outside
-        frames[:, trace] = ECG_COLOR
+        frames[:, trace] = ecg_color
         cursor = np.rint(2 + np.arange(n) / n * (len(cols) - 1)).astype(int)
         for f in range(n):
             column = outside[top:bottom, cursor[f]]
@@ -106,6 +117,10 @@ def burn_in(
         (f"{round(depth_cm)}CM", 2 + 7 * scale, 2, "left"),
         (f"{round(heart_rate)}BPM", 2, 2, "right"),
     ]
+    if style == "vendor_b":
+        labels = [(text, 2 + 7 * scale * k, 2, "right") for k, (text, *_) in enumerate(labels)]
+    elif style == "vendor_c":
+        labels = labels[:2]
     for text, row, margin, side in labels:
         bitmap = text_bitmap(text, scale)
         h, w = bitmap.shape

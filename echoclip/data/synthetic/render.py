@@ -14,12 +14,14 @@ rate / depth / heart-rate labels are burnt in outside it, as a scanner does.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
 
+from echoclip.data.synthetic import acquisition as acquisition_mod
 from echoclip.data.synthetic.anatomy import CardiacState, Timing, clip_timing, lv_axes, lv_fill
 from echoclip.data.synthetic.overlay import burn_in
 from echoclip.data.synthetic.realism import AcquisitionRealism
@@ -39,8 +41,13 @@ __all__ = [
 HALF_ANGLE = math.radians(40.0)
 
 # Echogenicity of each tissue before speckle and gain (1.0 is about full white).
-BACKGROUND, CHEST_WALL, ENVELOPE, MYOCARDIUM, ATRIAL_WALL = 0.17, 0.42, 0.27, 0.55, 0.45
-PERICARDIUM, BLOOD, EFFUSION, VALVE, DEVICE = 0.95, 0.035, 0.012, 0.75, 2.2
+BACKGROUND, CHEST_WALL, ENVELOPE, MYOCARDIUM, ATRIAL_WALL = 0.09, 0.42, 0.2, 0.42, 0.27
+PERICARDIUM, BLOOD, EFFUSION, VALVE, DEVICE = 0.9, 0.05, 0.015, 0.7, 2.2
+# Tissue texture (relative amplitude of a coarse field); how much a wall along the beam
+# fades; the gradient energy (per (1.5 mm)²) above which a pixel counts as a boundary.
+TEXTURE, SPECULAR, STRUCTURE_SCALE = 0.35, 0.85, 2e-3
+# The grey map: the knee of the compression and its power (see _grey_map).
+GREY_KNEE, GREY_GAMMA = 1.6, 1.35
 
 # Where each device shows (it is out of plane elsewhere) and the regions it must fall in.
 DEVICE_VIEWS: dict[str, tuple[str, ...]] = {
@@ -108,9 +115,9 @@ class Sector:
         }
 
 
-def sector_for(size: int) -> Sector:
-    """The fan of a ``size``×``size`` frame; the strip below its arc holds the ECG."""
-    return Sector(size, apex_row=1.0, apex_col=(size - 1) / 2.0, radius=0.87 * size, half_angle=HALF_ANGLE)
+def sector_for(size: int, half_angle: float = HALF_ANGLE) -> Sector:
+    """The fan of a ``size``×``size`` frame (``half_angle`` in radians); the strip below its arc holds the ECG."""
+    return Sector(size, apex_row=1.0, apex_col=(size - 1) / 2.0, radius=0.87 * size, half_angle=half_angle)
 
 
 @lru_cache(maxsize=8)
@@ -172,6 +179,19 @@ class Ellipse:
     a: np.ndarray | float
     c: np.ndarray | float
     half: bool = False
+    # a boundary that is not an ellipse: (harmonic k, relative amplitude, phase) terms
+    # of the radius around the centre (an atrium is no circle)
+    wobble: tuple[tuple[int, float, float], ...] = ()
+
+    def _radius(self, p: np.ndarray, q: np.ndarray) -> np.ndarray | float:
+        """The boundary's radius (1 for an ellipse) at the angle of each point."""
+        if not self.wobble:
+            return 1.0
+        phi = np.arctan2(q, p)
+        out = np.ones_like(phi)
+        for k, amplitude, phase in self.wobble:
+            out += np.float32(amplitude) * np.cos(k * phi + np.float32(phase))
+        return out
 
     def extent(self) -> tuple[float, float, float, float]:
         """Bounding box ``(x0, x1, z0, z1)`` over all frames (of the kept half for a half ellipse)."""
@@ -217,6 +237,8 @@ class Ellipse:
         q = dx * (uz / a) - dz * (ux / a)
         cov = p * p
         cov += q * q
+        if self.wobble:
+            cov /= self._radius(p, q) ** 2
         cov -= 1.0
         cov *= -np.minimum(a, c) / (2.0 * edge)
         cov += 0.5
@@ -244,14 +266,20 @@ class Ellipse:
         axis = axis.mean(axis=0) if axis.ndim == 2 else axis
         axis = axis / np.linalg.norm(axis)
         return Ellipse(
-            center, axis, float(np.mean(self.a)) + margin, float(np.mean(self.c)) + margin, self.half
+            center,
+            axis,
+            float(np.mean(self.a)) + margin,
+            float(np.mean(self.c)) + margin,
+            self.half,
+            self.wobble,
         )
 
     def mask(self, x: np.ndarray, z: np.ndarray, frame: int) -> np.ndarray:
         """Pixels inside at one frame (``x``, ``z`` 2-D grids)."""
         one = _at_frame(self, frame)
         p, q = one._pq(x[None], z[None])
-        inside = (p / _t(one.c)) ** 2 + (q / _t(one.a)) ** 2 < 1.0
+        p, q = p / _t(one.c), q / _t(one.a)
+        inside = p**2 + q**2 < np.asarray(self._radius(p, q)) ** 2
         if self.half:
             inside &= p <= 0.0
         return inside[0]
@@ -298,7 +326,9 @@ def _at_frame(shape: Ellipse, frame: int) -> Ellipse:
         v = np.asarray(v)
         return float(v[frame]) if v.ndim == 1 else float(v)
 
-    return Ellipse(point(shape.center), point(shape.axis), scalar(shape.a), scalar(shape.c), shape.half)
+    return Ellipse(
+        point(shape.center), point(shape.axis), scalar(shape.a), scalar(shape.c), shape.half, shape.wobble
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -369,13 +399,27 @@ class Pose:
 
 
 def _atrium(
-    annulus: np.ndarray, axis: np.ndarray, width: float, length_max: float, gap: float = 0.25
+    annulus: np.ndarray,
+    axis: np.ndarray,
+    width: float,
+    length_max: float,
+    gap: float = 0.25,
+    wobble: tuple[tuple[int, float, float], ...] = (),
 ) -> Ellipse:
     """An atrium hanging from a moving annulus with a fixed roof: it lengthens as the annulus descends."""
     span = np.linalg.norm(annulus - annulus[int(np.argmin(_along(annulus, axis)))], axis=-1)
     b = (length_max - span) / 2.0
     center = annulus + axis * (gap + b)[:, None]
-    return Ellipse(center, axis, width, b)
+    return Ellipse(center, axis, width, b, wobble=wobble)
+
+
+def _irregular(key: str, amplitude: float = 0.16) -> tuple[tuple[int, float, float], ...]:
+    """A patient's own chamber outline: a few low harmonics, the same in every study."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    return tuple(
+        (k, float(amplitude * rng.uniform(0.4, 1.0) / (k - 1)), float(rng.uniform(0, 2 * math.pi)))
+        for k in (2, 3, 4)
+    )
 
 
 def _along(points: np.ndarray, axis: np.ndarray) -> np.ndarray:
@@ -433,8 +477,8 @@ def _scene_a4c(state: CardiacState, m: Motion, pose: Pose, apical_2c: bool = Fal
     lav = state.la_index * state.bsa
     a_la = (3 * lav / (4 * math.pi * 1.15)) ** (1 / 3)
     u_la = _rotate(u, 4.0)
-    la = _atrium(base, u_la, a_la, 2 * 1.15 * a_la + 0.6)
-    la_wall = Ellipse(la.center, u_la, a_la + 0.22, np.asarray(la.c) + 0.22)
+    la = _atrium(base, u_la, a_la, 2 * 1.15 * a_la + 0.6, wobble=_irregular(f"{state.patient_id}/la"))
+    la_wall = Ellipse(la.center, u_la, a_la + 0.22, np.asarray(la.c) + 0.22, wobble=la.wobble)
     mitral_hinges = (base - n * (0.92 * m.a)[:, None], base + n * (0.92 * m.a)[:, None])
 
     regions: dict[str, Ellipse] = {"lv": lv, "la": la}
@@ -455,13 +499,13 @@ def _scene_a4c(state: CardiacState, m: Motion, pose: Pose, apical_2c: bool = Fal
         rv_epi = Ellipse(tv, u_rv, a_rv + 0.35, c_rv + 0.35, half=True)
         a_ra = 1.85 * (1.15 if "rv_dilation" in state.findings else 1.0)
         u_ra = _rotate(u_rv, -10.0)
-        ra = _atrium(tv, u_ra, a_ra, 2 * 1.1 * a_ra + 0.5)
+        ra = _atrium(tv, u_ra, a_ra, 2 * 1.1 * a_ra + 0.5, wobble=_irregular(f"{state.patient_id}/ra"))
         # keep an interatrial septum: push the RA away from the LA when they would touch
         gap = float(np.min(_along(np.asarray(la.center) - np.asarray(ra.center), n)))
         need = a_la + a_ra + 0.35
         if gap < need:
-            ra = Ellipse(np.asarray(ra.center) - n * (need - gap), u_ra, ra.a, ra.c)
-        ra_wall = Ellipse(ra.center, u_ra, a_ra + 0.2, np.asarray(ra.c) + 0.2)
+            ra = Ellipse(np.asarray(ra.center) - n * (need - gap), u_ra, ra.a, ra.c, wobble=ra.wobble)
+        ra_wall = Ellipse(ra.center, u_ra, a_ra + 0.2, np.asarray(ra.c) + 0.2, wobble=ra.wobble)
         regions.update(rv=rv, ra=ra)
         parts += [rv_epi, ra_wall]
         chambers_back += [(ra_wall, ATRIAL_WALL), (rv_epi, MYOCARDIUM)]
@@ -512,8 +556,22 @@ def _scene_a4c(state: CardiacState, m: Motion, pose: Pose, apical_2c: bool = Fal
     layers = (
         envelope + chambers_back + [(la_wall, ATRIAL_WALL)] + chambers + [(lv_epi, MYOCARDIUM), (lv, BLOOD)]
     )
+    layers += _papillary_and_trabeculae(base, u, n, m)
     layers += [(orifice, BLOOD)] + [(v, VALVE) for v in valves + mitral_leaflets]
     return Scene(layers, lv, regions, devices, shadows, bottom)
+
+
+def _papillary_and_trabeculae(
+    base: np.ndarray, u: np.ndarray, n: np.ndarray, m: Motion
+) -> list[tuple[Shape, float]]:
+    """A papillary muscle on the lateral wall and a few trabeculae near the apex, moving with the LV."""
+    a, c = m.a[:, None], m.c[:, None]
+    papillary = base - u * (0.55 * c) + n * (0.72 * a)
+    out: list[tuple[Shape, float]] = [(Ellipse(papillary, u, 0.3, 0.65), MYOCARDIUM * 0.9)]
+    for along, across in ((0.82, -0.45), (0.88, 0.3), (0.75, 0.6)):
+        root = base - u * (along * c) + n * (across * a)
+        out.append((Capsule(root, root + u * (0.35 * c * 0.3) - n * (0.15 * a * np.sign(across)), 0.08), 0.3))
+    return out
 
 
 def _scene_a2c(state: CardiacState, m: Motion, pose: Pose) -> Scene:
@@ -550,8 +608,8 @@ def _scene_plax(state: CardiacState, m: Motion, pose: Pose) -> Scene:
     lav = state.la_index * state.bsa
     r_la = 0.85 * (3 * lav / (4 * math.pi * 1.15)) ** (1 / 3)
     u_la = _rotate(u, 10.0)
-    la = _atrium(mitral_center, u_la, r_la, 2.2 * r_la + 0.4)
-    la_wall = Ellipse(la.center, u_la, r_la + 0.22, np.asarray(la.c) + 0.22)
+    la = _atrium(mitral_center, u_la, r_la, 2.2 * r_la + 0.4, wobble=_irregular(f"{state.patient_id}/la"))
+    la_wall = Ellipse(la.center, u_la, r_la + 0.22, np.asarray(la.c) + 0.22, wobble=la.wobble)
 
     desc = base_ed - n * (a_ed + state.wall_cm + state.effusion_cm + 1.6) + u * 0.6
     desc_aorta = [(Ellipse(desc, u, 1.25, 1.25), ATRIAL_WALL), (Ellipse(desc, u, 0.95, 0.95), BLOOD)]
@@ -722,6 +780,9 @@ class Rendered:
     regions: dict[str, np.ndarray]  # bool [H,W] at end-diastole
     tracings: list[tuple[float, float, float, float, int]]  # EchoNet-Dynamic rows (x1, y1, x2, y2, frame)
     lv_volumes: np.ndarray  # mL per frame
+    fps: float = 0.0  # the clip's frame rate (the acquisition may change the one asked for)
+    cm_per_px_x: float = 0.0  # across; differs from cm_per_px (down) on a dual screen
+    acquisition: acquisition_mod.Acquired = field(default_factory=acquisition_mod.Acquired)
 
 
 @lru_cache(maxsize=8)
@@ -824,28 +885,38 @@ def render_view(
     is the clean preset's textbook scanner.
     """
     scene_of = SCENES.get(view)
+    acq = acquisition_mod.draw_acquisition(
+        acquisition or AcquisitionRealism(), view, np.random.default_rng(int(rng.integers(0, 2**63)))
+    )
+    fps = acq.fps or fps
     timing = clip_timing(state.heart_rate, fps, frames, rng)
     motion = heart_motion(state, timing, frames)
+    if acq.foreshortened:  # the apical cut misses the true apex: the LV looks short
+        motion = replace(motion, c=motion.c * 0.82)
     pose = Pose(
-        tilt=float(rng.uniform(-5.0, 5.0)),
+        tilt=float(rng.uniform(-5.0, 5.0)) + acq.tilt,
         dx=float(rng.uniform(-0.5, 0.5)),
         dz=float(rng.uniform(-0.3, 0.3)),
         chest=float(1.0 + 0.6 * rng.random() + 0.6 * max(state.bsa - 1.8, 0.0)),
     )
     scene = scene_of(state, motion, pose)
-    sector = sector_for(size)
+    sector = sector_for(size, acquisition_mod.half_angle(acq))
     # Sonographers set the depth to the heart; the far wall of the atria may fall off the fan.
     depth = float(np.clip(math.ceil(scene.bottom - (1.0 if view in ("A4C", "A2C") else 0.0)), 12.0, 24.0))
     s = depth / sector.radius
+    z0 = 0.0
+    if acq.zoom:  # a write-zoom: a magnified window of the heart's middle
+        magnification, z0 = acquisition_mod.zoom_window(depth)
+        s *= magnification
     xs = ((np.arange(size) - sector.apex_col) * s).astype(np.float32)
-    zs = ((np.arange(size) - sector.apex_row) * s).astype(np.float32)
+    zs = ((np.arange(size) - sector.apex_row) * s + z0).astype(np.float32)
     edge = np.float32(1.0 * s)
 
     # Still layers (background, chest wall, pericardium, fat) are painted once; the
     # moving ones on every frame.
-    base = BACKGROUND + 0.08 * _smooth_field((size, size), 5, rng)
+    base = BACKGROUND * (1.0 + 0.5 * _smooth_field((size, size), 5, rng))
     chest_rows = zs < pose.chest
-    base[chest_rows] = CHEST_WALL + 0.12 * np.sin(zs[chest_rows] * 9.0)[:, None]
+    base[chest_rows] = CHEST_WALL * (1.0 + 0.3 * np.sin(zs[chest_rows] * 9.0))[:, None]
     base = base[None]
     layers = list(scene.layers)
     while layers and layers[0][0].is_static():
@@ -858,42 +929,125 @@ def render_view(
         for shape, value in scene.devices[device]:
             _paint(img, shape, value, xs, zs, edge)
 
+    # Tissue is not a flat grey: a coarse texture, and specular walls that fade where
+    # they run along the beam (the lateral walls of apical views).
+    img *= 1.0 + TEXTURE * _smooth_field((size, size), max(4, size // 8), rng)
+    incidence = _incidence(img, sector, s)
+
     # Only the fan's pixels carry ultrasound: speckle, clutter, gain and shadows act there.
     pixels, _, _ = _fan_pixels(sector)
     r, theta = (v.ravel()[pixels] for v in _polar(sector))
     q = state.image_quality
     fan = img.reshape(frames, -1)[:, pixels]
+    fan *= incidence
     fan += ((0.04 + 0.14 * (1 - q)) * np.exp(-r * (s / 2.5))).astype(np.float32)  # near-field clutter
+    fan += acquisition_mod.near_field(acq, r, max(pose.chest - z0, 0.5) / s)
     fan *= _speckle(sector, frames, rng)
     gain = 1.0 - (0.25 + 0.3 * (1 - q)) * (r / sector.radius) ** 1.4
     gain *= 1.0 - 0.3 * (np.abs(theta) / sector.half_angle) ** 4
-    gain *= 255.0 * (0.9 + 0.15 * q)
+    gain *= 0.9 + 0.15 * q
+    gain *= acquisition_mod.fan_gain(acq, r, theta, sector.radius, sector.half_angle)
     for centre, half_width in scene.shadows:
-        gain *= _shadow_gain(sector, s, centre, half_width)
+        gain *= _shadow_gain(sector, s, centre - np.asarray([0.0, z0], dtype=np.float32), half_width)
     fan *= gain.astype(np.float32)
-    np.clip(fan, 0.0, 255.0, out=fan)
-    gray = np.zeros((frames, size * size), dtype=np.uint8)
-    gray[:, pixels] = fan
-    gray = gray.reshape(frames, size, size)
-    rgb = np.stack([gray, gray, gray], axis=-1)
-    burn_in(rgb, sector, timing, state.heart_rate, fps, depth)
+    image = np.zeros((frames, size * size), dtype=np.float32)
+    image[:, pixels] = fan
+    image = _point_spread(image.reshape(frames, size, size), size)
+    gray = _grey_map(image.reshape(frames, -1)[:, pixels], acq.dynamic_range)
+    out = np.zeros((frames, size * size), dtype=np.uint8)
+    out[:, pixels] = gray
+    rgb = acquisition_mod.tint(out.reshape(frames, size, size), acq.vendor)
+    if acq.doppler_box:  # colour flow over the mitral inflow
+        centre = np.asarray(scene.lv.center, dtype=np.float64).reshape(-1, 2).mean(axis=0)
+        rc = math.hypot(centre[0] / s, (centre[1] - z0) / s)
+        flow = motion.mitral_open - motion.aortic_open
+        acquisition_mod.colour_doppler(
+            rgb, r, theta, pixels, flow, (rc, math.atan2(centre[0], centre[1] - z0))
+        )
+    burn_in(rgb, sector, timing, state.heart_rate, fps, depth, style=acq.vendor)
 
     grid_x, grid_z = np.meshgrid(xs, zs)
     lv_ed = scene.lv.mask(grid_x, grid_z, timing.ed_frame)
     lv_es = scene.lv.mask(grid_x, grid_z, timing.es_frame)
     regions = {name: shape.mask(grid_x, grid_z, timing.ed_frame) for name, shape in scene.regions.items()}
-    tracings = [] if view == "PSAX" else _tracings(scene.lv, timing, sector, s)
-    return Rendered(rgb, timing, depth, s, sector, lv_ed, lv_es, regions, tracings, motion.volume)
+    tracings = [] if view == "PSAX" else _tracings(scene.lv, timing, sector, s, z0)
+    cm_per_px_x = s
+    if acq.dual_screen:  # the clip as the left half of a dual screen, a frozen frame right
+        rgb = acquisition_mod.dual_screen(rgb, timing.es_frame)
+        lv_ed, lv_es = _left_half(lv_ed), _left_half(lv_es)
+        regions = {name: _left_half(mask) for name, mask in regions.items()}
+        tracings = [(x1 / 2, y1, x2 / 2, y2, f) for x1, y1, x2, y2, f in tracings]
+        cm_per_px_x = 2 * s
+    return Rendered(
+        rgb, timing, depth, s, sector, lv_ed, lv_es, regions, tracings, motion.volume, fps, cm_per_px_x, acq
+    )
+
+
+def _left_half(mask: np.ndarray) -> np.ndarray:
+    """A mask squeezed into the left half of the frame, as the dual screen's live image is."""
+    out = np.zeros_like(mask)
+    half = mask[:, ::2]
+    out[:, : half.shape[1]] = half
+    return out
+
+
+def _incidence(img: np.ndarray, sector: Sector, cm_per_px: float) -> np.ndarray:
+    """Specular brightness ``[T, P]`` over the fan: a boundary facing the beam echoes strongly.
+
+    The orientation of the tissue's boundaries comes from the structure tensor of the
+    painted echogenicities, smoothed over about a wall's thickness so that a whole wall
+    takes the orientation of its edges; where the gradient runs across the beam (a wall
+    along the beam) the tissue fades.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    px = 0.15 / cm_per_px  # the boundary's width, about 1.5 mm
+    smooth = gaussian_filter(img, (0, px, px))
+    gz, gx = np.gradient(smooth, axis=(1, 2))
+    wall = 0.5 / cm_per_px  # about a wall's thickness
+    jxx = gaussian_filter(gx * gx, (0, wall, wall))
+    jzz = gaussian_filter(gz * gz, (0, wall, wall))
+    jxz = gaussian_filter(gx * gz, (0, wall, wall))
+    pixels, _, _ = _fan_pixels(sector)
+    _, theta = (v.ravel()[pixels] for v in _polar(sector))
+    ux, uz = np.sin(theta).astype(np.float32), np.cos(theta).astype(np.float32)
+    t = img.shape[0]
+    jxx, jzz, jxz = (j.reshape(t, -1)[:, pixels] for j in (jxx, jzz, jxz))
+    trace = jxx + jzz + np.float32(1e-9)
+    along = (jxx * ux * ux + 2.0 * jxz * ux * uz + jzz * uz * uz) / trace
+    structure = trace / (trace + np.float32(STRUCTURE_SCALE * (cm_per_px / 0.15) ** -2))
+    return (1.0 - SPECULAR * structure * (1.0 - along)).astype(np.float32)
+
+
+def _point_spread(image: np.ndarray, size: int) -> np.ndarray:
+    """Blur by the system's point spread: finer along the beam than across it."""
+    from scipy.ndimage import gaussian_filter
+
+    scale = size / 112.0
+    return gaussian_filter(image, (0, 0.45 * scale, 0.7 * scale))
+
+
+def _grey_map(fan: np.ndarray, dynamic_range: float = 1.0) -> np.ndarray:
+    """Log-like compression of echo amplitude into grey levels, as a scanner's grey map does.
+
+    Weak echoes stay dark and strong ones do not saturate: amplitude ``a`` (about 1 for
+    bright tissue) maps to ``255 · (1 - exp(-k·a)) / (1 - exp(-k))`` raised to a power
+    that the dynamic range sets (a higher range is a greyer, softer image).
+    """
+    k = np.float32(GREY_KNEE)
+    grey = -np.expm1(-k * np.maximum(fan, 0.0)) / -np.expm1(-k)
+    grey **= np.float32(GREY_GAMMA / dynamic_range)
+    return np.clip(255.0 * grey, 0.0, 255.0).astype(np.uint8)
 
 
 def _tracings(
-    lv: Ellipse, timing: Timing, sector: Sector, s: float, chords: int = 20
+    lv: Ellipse, timing: Timing, sector: Sector, s: float, z0: float = 0.0, chords: int = 20
 ) -> list[tuple[float, float, float, float, int]]:
     """EchoNet-Dynamic ``VolumeTracings`` rows: the long axis, then chords across the LV."""
     rows: list[tuple[float, float, float, float, int]] = []
 
     def px(p: np.ndarray) -> tuple[float, float]:
-        return float(p[0] / s + sector.apex_col), float(p[1] / s + sector.apex_row)
+        return float(p[0] / s + sector.apex_col), float((p[1] - z0) / s + sector.apex_row)
 
     for frame in (timing.ed_frame, timing.es_frame):
         one = _at_frame(lv, frame)

@@ -114,7 +114,7 @@ def render_study(
         "height": size,
         "width": size,
         "depth_cm": rendered.depth_cm,
-        "cm_per_px": (rendered.cm_per_px, rendered.cm_per_px),
+        "cm_per_px": (rendered.cm_per_px_x, rendered.cm_per_px),
         "sector": rendered.sector.as_meta(),
     }
     truth = StudyTruth(
@@ -122,7 +122,7 @@ def render_study(
         edv=state.edv,
         esv=state.esv,
         heart_rate=state.heart_rate,
-        fps=float(fps),
+        fps=float(rendered.fps),
         view=view,
         devices=state.devices,
         findings=state.findings,
@@ -141,7 +141,7 @@ def render_study(
         depth_cm=rendered.depth_cm,
         state=state,
     )
-    return Study(Video(rendered.frames, float(fps), meta), report, truth)
+    return Study(Video(rendered.frames, float(rendered.fps), meta), report, truth)
 
 
 def _with_devices(state: CardiacState, devices: tuple[str, ...]) -> CardiacState:
