@@ -72,6 +72,7 @@ def test_gain_is_one_without_artefacts() -> None:
 def test_frame_rate_comes_from_the_acquisition() -> None:
     rendered = _render(2, AcquisitionRealism(fps=(30.0, 90.0)))
     assert 30.0 <= rendered.fps <= 90.0 and rendered.fps == round(rendered.fps)
+    assert rendered.frames.shape[0] == round(48 * rendered.fps / 50.0)  # the same 0.96 s
     period = 60.0 / cardiac_state(make_patient(2), 0, 2).heart_rate
     assert rendered.timing.period == pytest.approx(period * rendered.fps, rel=1e-6)
 

@@ -888,7 +888,9 @@ def render_view(
     acq = acquisition_mod.draw_acquisition(
         acquisition or AcquisitionRealism(), view, np.random.default_rng(int(rng.integers(0, 2**63)))
     )
-    fps = acq.fps or fps
+    if acq.fps:  # the scanner's frame rate; the clip lasts as long as the one asked for
+        frames = max(2, int(round(frames * acq.fps / fps)))
+        fps = acq.fps
     timing = clip_timing(state.heart_rate, fps, frames, rng)
     motion = heart_motion(state, timing, frames)
     if acq.foreshortened:  # the apical cut misses the true apex: the LV looks short
