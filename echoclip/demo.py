@@ -73,6 +73,8 @@ class DemoRecipe:
     scale_dropout: float
     # train the CLIP arm from scratch too (beside the pretrained one) and evaluate it
     ablation: bool
+    # the simulator's realism preset (echoclip.data.synthetic.realism): "clean" or "real"
+    realism: str
     pretrain: LoopConfig
     train: TrainConfig
 
@@ -286,6 +288,7 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
                 size=s.image_size,
                 frames=s.frames,
                 fps=s.fps,
+                realism=s.realism,
                 overwrite=True,
                 workers=os.cpu_count() or 1,
             )

@@ -247,6 +247,7 @@ def _evaluate_set(
         }
         if target.kind == "regression":
             entry.update(_regression_entry(target, truth, preds[name], ctx.out_dir, metrics["plots"]))
+            entry.update(_against_stated(part.studies, target.label.column, truth, preds[name]))
         elif target.kind == "binary":
             calibration = None
             if calibration_preds is not None and method != "calibrated":
@@ -471,6 +472,30 @@ def _regression_entry(target: Any, truth: pd.Series, pred: pd.Series, out_dir: P
     path = plot_regression(t, p, out_dir / f"regression_{target.name}.png", name=label, unit=target.unit)
     plots[f"regression_{target.name}"] = path.name
     return entry
+
+
+def _against_stated(studies: pd.DataFrame, column: str, truth: pd.Series, pred: pd.Series) -> dict:
+    """The error against what the reports state (``reported_<column>``) beside the truth's.
+
+    A reader's stated EF carries observer error; ``observer_mae`` (stated against true)
+    is the floor a model trained on stated values is judged against.
+    """
+    stated_column = f"reported_{column}"
+    if stated_column not in studies.columns:
+        return {}
+    stated = pd.to_numeric(studies[stated_column], errors="coerce").reindex(pred.index)
+    rows = stated.notna() & pred.notna() & truth.notna()
+    if not rows.any():
+        return {}
+    p, s, t = pred[rows].to_numpy(float), stated[rows].to_numpy(float), truth[rows].to_numpy(float)
+    return {
+        "stated": {
+            "n": int(rows.sum()),
+            "mae": float(np.mean(np.abs(p - s))),
+            "observer_mae": float(np.mean(np.abs(s - t))),
+            "mae_true_same_rows": float(np.mean(np.abs(p - t))),
+        }
+    }
 
 
 def _binary_entry(
