@@ -42,12 +42,13 @@ HALF_ANGLE = math.radians(40.0)
 
 # Echogenicity of each tissue before speckle and gain (1.0 is about full white).
 BACKGROUND, CHEST_WALL, ENVELOPE, MYOCARDIUM, ATRIAL_WALL = 0.09, 0.42, 0.2, 0.42, 0.27
-PERICARDIUM, BLOOD, EFFUSION, VALVE, DEVICE = 0.9, 0.05, 0.015, 0.7, 2.2
+PERICARDIUM, BLOOD, EFFUSION, VALVE, DEVICE = 0.9, 0.03, 0.012, 0.7, 2.2
 # Tissue texture (relative amplitude of a coarse field); how much a wall along the beam
 # fades; the gradient energy (per (1.5 mm)²) above which a pixel counts as a boundary.
 TEXTURE, SPECULAR, STRUCTURE_SCALE = 0.35, 0.85, 2e-3
+BLOOD_SPARSITY = 3.0
 # The grey map: the knee of the compression and its power (see _grey_map).
-GREY_KNEE, GREY_GAMMA = 1.6, 1.35
+GREY_KNEE, GREY_GAMMA = 1.6, 1.15
 
 # Where each device shows (it is out of plane elsewhere) and the regions it must fall in.
 DEVICE_VIEWS: dict[str, tuple[str, ...]] = {
@@ -944,7 +945,11 @@ def render_view(
     fan *= incidence
     fan += ((0.04 + 0.14 * (1 - q)) * np.exp(-r * (s / 2.5))).astype(np.float32)  # near-field clutter
     fan += acquisition_mod.near_field(acq, r, max(pose.chest - z0, 0.5) / s)
-    fan *= _speckle(sector, frames, rng)
+    speckle = _speckle(sector, frames, rng)
+    # blood scatters weakly and sparsely: its speckle is a few specks on black, not a
+    # smooth haze (a heavier-tailed amplitude where the echo is weak)
+    speckle **= 1.0 + BLOOD_SPARSITY * np.clip(1.0 - fan / 0.2, 0.0, 1.0)
+    fan *= speckle
     gain = 1.0 - (0.25 + 0.3 * (1 - q)) * (r / sector.radius) ** 1.4
     gain *= 1.0 - 0.3 * (np.abs(theta) / sector.half_angle) ** 4
     gain *= 0.9 + 0.15 * q
@@ -1026,7 +1031,7 @@ def _point_spread(image: np.ndarray, size: int) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     scale = size / 112.0
-    return gaussian_filter(image, (0, 0.45 * scale, 0.7 * scale))
+    return gaussian_filter(image, (0, 0.7 * scale, 1.5 * scale))
 
 
 def _grey_map(fan: np.ndarray, dynamic_range: float = 1.0) -> np.ndarray:
