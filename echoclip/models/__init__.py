@@ -6,7 +6,9 @@
 - ``video_towers`` (registry) with ``frames``, ``videomae`` and ``torchvision_towers``;
   ``text_towers`` with ``value_embedding``.
 - ``clip_model``: :class:`EchoCLIP`; ``model_dir``: saving and loading model directories.
-- ``open_clip_compat``: the published EchoCLIP checkpoints; ``embed``: batch embeddings.
+- ``open_clip_compat``: the published EchoCLIP checkpoints; ``echoprime_compat``: EchoPrime's
+  released checkpoints (video and text encoders, view classifier, section x view table);
+  ``view_classifier``: views from a clip's first frame; ``embed``: batch embeddings.
 
 Nothing is imported here, so ``import echoclip.models`` stays free of torch.
 """

@@ -19,7 +19,7 @@ from echoclip.errors import ModelError
 FRAME_BACKBONES = ("convnet", "timm", "open_clip")
 AGGREGATIONS = ("mean", "stats", "transformer")
 TEXT_POOLS = {"clip": ("eos", "argmax", "mean"), "hf": ("cls", "mean")}
-TOKENIZER_KINDS = ("echo", "clip", "echoclip-r")
+TOKENIZER_KINDS = ("echo", "clip", "echoclip-r", "bert")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class VideoTowerConfig:
         temporal_layers, temporal_heads: the temporal transformer of ``aggregation="transformer"``.
         projection: a linear projection to the model's embedding dimension at the end
             (off for open_clip backbones, which project themselves).
+        proj_bias: give that projection a bias (EchoPrime's video encoder has one).
         grad_checkpointing: trade compute for memory in the backbone.
     """
 
@@ -65,9 +66,12 @@ class VideoTowerConfig:
     temporal_layers: int = 2
     temporal_heads: int = 4
     projection: bool = True
+    proj_bias: bool = False
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        if self.proj_bias and not self.projection:
+            raise ModelError("video: proj_bias needs projection (there is no projection to give a bias)")
         # the kind itself is checked by the tower registry, which users may extend
         _check_positive(
             "video",
@@ -159,8 +163,10 @@ class ModelConfig:
         embed_dim: size of the joint video/text embedding.
         video, text: the towers.
         tokenizer: ``echo`` (:class:`echoclip.tokenizer.EchoTokenizer`), ``clip``
-            (open_clip's BPE tokenizer, as the published EchoCLIP) or ``echoclip-r``
-            (:class:`echoclip.tokenizer.EchoClipRTokenizer`, built from its phrase file).
+            (open_clip's BPE tokenizer, as the published EchoCLIP), ``echoclip-r``
+            (:class:`echoclip.tokenizer.EchoClipRTokenizer`, built from its phrase file) or
+            ``bert`` (a BERT WordPiece vocabulary, as EchoPrime's BiomedBERT: built from its
+            ``vocab.txt``, see :mod:`echoclip.models.echoprime_compat`).
         logit_scale_init: initial log of the logit scale (open_clip: ``log(1/0.07)``).
         learn_logit_scale: train the temperature, or keep it fixed at its initial value.
         logit_bias_init: a learnable logit bias for the SigLIP loss (``None``: no bias).

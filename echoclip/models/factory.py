@@ -230,11 +230,19 @@ def _echoclip_r_tokenizer(cfg: ModelConfig) -> Any:
     )
 
 
+def _bert_tokenizer(cfg: ModelConfig) -> Any:
+    raise ModelError(
+        f"{cfg.name}: a BERT tokenizer is built from its vocabulary: "
+        "echoclip.models.echoprime_compat.WordPieceTokenizer(folder with vocab.txt)"
+    )
+
+
 # tokenizer kind -> the tokenizer a config of that kind reads before any training
 TOKENIZERS: Registry[Callable[[ModelConfig], Any]] = Registry("tokenizer kind", ModelError)
 TOKENIZERS["echo"] = _echo_tokenizer
 TOKENIZERS["clip"] = _clip_tokenizer
 TOKENIZERS["echoclip-r"] = _echoclip_r_tokenizer
+TOKENIZERS["bert"] = _bert_tokenizer
 
 
 def _default_tokenizer(cfg: ModelConfig) -> Any:

@@ -158,7 +158,7 @@ class FrameTower(nn.Module):
         self.aggregation = build_aggregation(cfg, channels)
         width = self.aggregation.output_dim
         if cfg.projection:
-            self.proj: nn.Module = nn.Linear(width, embed_dim, bias=False)
+            self.proj: nn.Module = nn.Linear(width, embed_dim, bias=cfg.proj_bias)
         elif width != embed_dim:
             raise ModelError(
                 f"video: projection is off but features have width {width}, not embed_dim {embed_dim}"

@@ -126,6 +126,21 @@ def load_safetensors(file: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{file}: cannot read weights ({e})") from None
 
 
+def load_torch_weights(file: Path) -> Mapping[str, Any]:
+    """What ``torch.save`` wrote (a state dict, or a training checkpoint holding one), read with
+    ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects."""
+    try:
+        state_dict = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{file}: no such weights file") from None
+    except Exception as e:  # a corrupt file, or one holding more than tensors
+        cause = (str(e).strip().splitlines() or [""])[0]
+        raise ModelError(f"{file}: cannot read weights safely ({type(e).__name__}: {cause})") from None
+    if not isinstance(state_dict, Mapping):
+        raise ModelError(f"{file}: holds a {type(state_dict).__name__}, not a state dict")
+    return state_dict
+
+
 def load_weights_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """``model.load_state_dict(state_dict)``, failing with every missing, unexpected and mis-shaped key named."""
     expected = model.state_dict()

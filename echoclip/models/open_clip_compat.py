@@ -28,7 +28,7 @@ import torch
 from echoclip.errors import ModelError
 from echoclip.models.clip_model import EchoCLIP
 from echoclip.models.config import ModelConfig, TextTowerConfig, VideoTowerConfig
-from echoclip.models.model_dir import load_safetensors, load_weights_checked
+from echoclip.models.model_dir import load_safetensors, load_torch_weights, load_weights_checked
 
 CONFIG_FILE = "open_clip_config.json"
 SAFETENSORS_FILE = "open_clip_model.safetensors"
@@ -234,10 +234,7 @@ def _read_weights(folder: Path) -> tuple[Path, Mapping[str, torch.Tensor]]:
         return safe, load_safetensors(safe)
     pickle = folder / PICKLE_FILE
     if pickle.is_file():
-        try:
-            return pickle, torch.load(pickle, map_location="cpu", weights_only=True)
-        except Exception as e:  # a corrupt file or one holding more than tensors
-            raise ModelError(f"{pickle}: cannot read weights safely ({type(e).__name__}: {e})") from None
+        return pickle, load_torch_weights(pickle)
     raise ModelError(
         f"{folder}: open_clip checkpoint folder has neither {SAFETENSORS_FILE} nor {PICKLE_FILE}"
     )

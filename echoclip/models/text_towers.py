@@ -220,7 +220,9 @@ class HFTextTower(nn.Module):
         x = self.model.get_input_embeddings()(ids)
         if self.values is not None:
             x = x + self.values(ids)
-        mask = (ids != self.config.pad_token_id).long()
+        # transformers reads the mask's values (to skip an all-ones one), which meta tensors
+        # lack; there, only shapes are wanted
+        mask = None if ids.is_meta else (ids != self.config.pad_token_id).long()
         return self.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ class TorchvisionTower(nn.Module):
         head = TORCHVISION_HEADS[name]
         width = _last_linear(getattr(self.backbone, head)).in_features
         setattr(self.backbone, head, nn.Identity())
-        self.proj = nn.Linear(width, embed_dim, bias=False) if cfg.projection else nn.Identity()
+        self.proj = nn.Linear(width, embed_dim, bias=cfg.proj_bias) if cfg.projection else nn.Identity()
         if not cfg.projection and width != embed_dim:
             raise ModelError(
                 f"video: projection is off but {name} features have width {width}, not {embed_dim}"

@@ -47,7 +47,7 @@ class VideoMAETower(nn.Module):
             raise ModelError(
                 f"video: projection is off but the width {cfg.width} is not embed_dim {embed_dim}"
             )
-        self.proj = nn.Linear(cfg.width, embed_dim, bias=False) if cfg.projection else nn.Identity()
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=cfg.proj_bias) if cfg.projection else nn.Identity()
         self.output_dim = embed_dim
         if cfg.grad_checkpointing:
             self.set_grad_checkpointing(True)
