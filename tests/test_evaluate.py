@@ -323,3 +323,22 @@ def test_evaluate_scores_targets_by_their_nearest_reports_with_knn(setup, tmp_pa
     assert min(aucs) > 0.6 and np.mean(aucs) > 0.75  # 3 of 30 neighbours, chance is 0.5
     truth = np.array([item["ef"] for item in {i["study_id"]: i for i in test.items}.values()])
     assert zs["ejection_fraction"]["mae"] < np.abs(truth - truth.mean()).mean()  # beats the mean
+
+
+def test_ef_error_against_the_stated_ef_and_the_observer_floor() -> None:
+    import pandas as pd
+
+    from echoclip.evaluate import _against_stated
+
+    index = pd.Index(["a", "b", "c", "d"], name="study_id")
+    studies = pd.DataFrame(
+        {"ef": [60.0, 40.0, 30.0, 55.0], "reported_ef": [65.0, 40.0, None, 50.0]}, index=index
+    )
+    truth = studies["ef"]
+    pred = pd.Series([62.0, 44.0, 20.0, 55.0], index=index)
+    stated = _against_stated(studies, "ef", truth, pred)["stated"]
+    assert stated["n"] == 3  # the study whose report states no EF is left out
+    assert stated["mae"] == pytest.approx((3 + 4 + 5) / 3)
+    assert stated["observer_mae"] == pytest.approx((5 + 0 + 5) / 3)
+    assert stated["mae_true_same_rows"] == pytest.approx((2 + 4 + 0) / 3)
+    assert _against_stated(studies.drop(columns="reported_ef"), "ef", truth, pred) == {}
