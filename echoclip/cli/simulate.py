@@ -32,6 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="echonet: AVIs + manifest (default); dicom-archive: a hospital-style DICOM export "
         "(dicom/ tree, reports.csv, truth.csv) for `echoclip ingest`",
     )
+    parser.add_argument(
+        "--realism",
+        default="clean",
+        choices=("clean", "real"),
+        help="clean: textbook views and reports that state the true EF (default); real: varied "
+        "acquisitions and fallible, untidy reports (observer error on the EF, ranges, abbreviations, "
+        "hedges, typos, tables)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes that render videos (default 1; same data for any)"
@@ -42,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from echoclip.data.synthetic import simulate_archive, simulate_dataset
+    from echoclip.errors import ConfigError
 
     if args.format == "dicom-archive":
+        if args.realism != "clean":
+            raise ConfigError("--realism applies to --format echonet only; the DICOM export is clean")
         out = simulate_archive(
             args.out,
             n=args.n,
@@ -72,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         workers=args.workers,
+        realism=args.realism,
     )
-    print(summarize(pd.read_parquet(out / "manifest.parquet"), out))
+    summary = summarize(pd.read_parquet(out / "manifest.parquet"), out)
+    print(summary if args.realism == "clean" else f"{summary}, realism {args.realism}")
     return 0
 
 

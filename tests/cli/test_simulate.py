@@ -42,6 +42,39 @@ def test_simulate_writes_a_data_set_and_one_summary_line(tmp_path, capsys) -> No
     assert len(list((out / "Videos").glob("*.avi"))) == 3
 
 
+def test_simulate_real_reports_record_the_ef_they_state(tmp_path, capsys) -> None:
+    from echoclip.data.synthetic import extract_ef
+
+    out = tmp_path / "sim"
+    args = [
+        "--out",
+        str(out),
+        "--n",
+        "4",
+        "--size",
+        "32",
+        "--frames",
+        "16",
+        "--fps",
+        "25",
+        "--realism",
+        "real",
+    ]
+    assert main(["-q", "simulate", *args]) == 0
+    assert capsys.readouterr().out.strip().endswith(", realism real")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    for report, stated in zip(manifest["report"], manifest["reported_ef"], strict=True):
+        found = extract_ef(report)
+        if pd.isna(stated):
+            assert found == []
+        else:
+            assert found and all(lo <= stated <= hi for lo, hi in found)
+    code = main(
+        ["simulate", "--format", "dicom-archive", "--realism", "real", "--out", str(tmp_path / "pacs")]
+    )
+    assert code == 1 and "--realism" in _one_line_error(capsys)
+
+
 def test_simulate_with_zero_studies_fails_with_one_line(tmp_path, capsys) -> None:
     code = main(["simulate", "--out", str(tmp_path / "sim"), "--n", "0"])
     assert code == 1

@@ -27,10 +27,15 @@ from echoclip.data.synthetic.render import (
 )
 from echoclip.data.synthetic.reports import (
     DEVICE_PATTERNS,
+    FINDING_PATTERNS,
+    WrittenReport,
+    compose_report,
     ef_consistent,
     extract_ef,
     mentioned_devices,
+    mentioned_findings,
     report_sentences,
+    stated_ef,
     write_report,
 )
 from echoclip.data.synthetic.study import Study, StudyTruth, simulate_study
@@ -40,6 +45,7 @@ __all__ = [
     "FINDINGS",
     "VIEWS",
     "DEVICE_PATTERNS",
+    "FINDING_PATTERNS",
     "DEVICE_REGIONS",
     "DEVICE_VIEWS",
     "Study",
@@ -54,15 +60,19 @@ __all__ = [
     "CardiacState",
     "Patient",
     "StudyPlan",
+    "WrittenReport",
     "cardiac_state",
+    "compose_report",
     "ef_consistent",
     "ef_from_masks",
     "extract_ef",
     "lv_volume_from_mask",
     "make_patient",
     "mentioned_devices",
+    "mentioned_findings",
     "plan_cohort",
     "report_sentences",
     "simulate_reports",
+    "stated_ef",
     "write_report",
 ]

@@ -22,6 +22,7 @@ from echoclip.data.synthetic.anatomy import (
     make_patient,
     rng_for,
 )
+from echoclip.data.synthetic.realism import Realism, get_realism
 from echoclip.data.synthetic.reports import write_report
 from echoclip.errors import DataError
 
@@ -85,11 +86,12 @@ def report_rng(study_seed: int) -> np.random.Generator:
     return rng_for(study_seed, TAG_REPORT)
 
 
-def simulate_reports(n: int, seed: int) -> list[str]:
+def simulate_reports(n: int, seed: int, realism: str | Realism = "clean") -> list[str]:
     """Reports of the first ``n`` studies of the cohort ``seed``, without rendering any video.
 
     Fast (thousands per second): the corpus for training a tokenizer. The reports are the
-    ones :func:`simulate_dataset` writes into its manifest for the same ``n`` and ``seed``.
+    ones :func:`simulate_dataset` writes into its manifest for the same ``n``, ``seed``
+    and ``realism`` (a preset name or a :class:`Realism`; only its report part matters).
 
     Example::
 
@@ -97,5 +99,8 @@ def simulate_reports(n: int, seed: int) -> list[str]:
         >>> len(reports)
         1000
     """
+    report = get_realism(realism).report
     patients: dict[int, Patient] = {}
-    return [write_report(study_state(p, patients), report_rng(p.study_seed)) for p in plan_cohort(n, seed)]
+    return [
+        write_report(study_state(p, patients), report_rng(p.study_seed), report) for p in plan_cohort(n, seed)
+    ]

@@ -9,7 +9,9 @@ Layout (the EchoNet-Dynamic release's, so every real-data path runs on it)::
                            (ED and ES) the long axis, then 20 chords across the LV
       Videos/<FileName>.avi
       manifest.parquet     one row per video: video_path (relative), report, ids, view,
-                           ef, edv, esv, heart_rate, fps, split, device_* and finding_* flags
+                           ef (true), reported_ef (the EF the report states; NaN where it
+                           states none), edv, esv, heart_rate, fps, split, device_* and
+                           finding_* flags
       simulation.json      the arguments that made it
 
 The folder is written under ``<out>.tmp`` and renamed at the end: a reader never sees
@@ -32,7 +34,8 @@ from typing import Any
 from echoclip import atomic
 from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS, VIEWS, Patient, rng_for
 from echoclip.data.synthetic.cohort import plan_cohort, report_rng, study_state
-from echoclip.data.synthetic.reports import write_report
+from echoclip.data.synthetic.realism import Realism, get_realism
+from echoclip.data.synthetic.reports import compose_report
 from echoclip.data.synthetic.study import render_study
 from echoclip.errors import DataError
 from echoclip.processes import process_pool
@@ -63,12 +66,15 @@ def simulate_dataset(
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 1,
+    realism: str | Realism = "clean",
 ) -> Path:
     """Simulate ``n`` studies (one video per view each) and write them to ``out_dir``.
 
     Returns the folder. The reports are those of :func:`simulate_reports` for the same
-    ``n`` and ``seed``. An existing ``out_dir`` is replaced only with ``overwrite=True``.
+    ``n``, ``seed`` and ``realism``. An existing ``out_dir`` is replaced only with ``overwrite=True``.
     ``workers`` processes render the videos; the data set is the same for any number.
+    ``realism`` (a preset name or a :class:`Realism`) varies the acquisitions and the
+    reports; ``"clean"`` is the textbook world, and the same as before realism existed.
 
     Raises:
         DataError: ``n`` < 1, an unknown view, or ``out_dir`` exists.
@@ -78,6 +84,7 @@ def simulate_dataset(
     from tqdm.auto import tqdm
 
     views = tuple(views)
+    realism = get_realism(realism)
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise DataError(f"unknown or no views {bad or list(views)}; known: {', '.join(VIEWS)}")
@@ -100,10 +107,11 @@ def simulate_dataset(
         jobs = []
         for plan in plans:
             state = study_state(plan, patients)
-            report = write_report(state, report_rng(plan.study_seed))
+            written = compose_report(state, report_rng(plan.study_seed), realism.report)
+            split = patient_split(plan.patient_seed)
             for view in views:
                 jobs.append(
-                    _RenderJob(state, report, plan.study_seed, view, patient_split(plan.patient_seed))
+                    _RenderJob(state, written.text, plan.study_seed, view, split, realism, written.stated_ef)
                 )
         render = functools.partial(
             _render_and_save, folder=tmp / "Videos", size=size, frames=frames, fps=fps, codec=codec
@@ -143,6 +151,7 @@ def simulate_dataset(
                     "study_id": state.study_id,
                     "view": view,
                     "ef": truth.ef,
+                    "reported_ef": float("nan") if truth.reported_ef is None else truth.reported_ef,
                     "edv": truth.edv,
                     "esv": truth.esv,
                     "heart_rate": truth.heart_rate,
@@ -173,6 +182,7 @@ def simulate_dataset(
             "fps": fps,
             "views": list(views),
             "codec": codec,
+            "realism": realism.name,
         }
         (tmp / "simulation.json").write_text(json.dumps(info, indent=2) + "\n")
         atomic.replace_dir(tmp, out)
@@ -189,13 +199,25 @@ class _RenderJob:
     study_seed: int
     view: str
     split: str
+    realism: Realism
+    reported_ef: float | None
 
 
 def _render_and_save(job: _RenderJob, folder: Path, size: int, frames: int, fps: float, codec: str) -> Any:
     """Render one video, write it, return its ground truth (runs in worker processes)."""
     from echoclip.data.video import save_video
 
-    study = render_study(job.state, job.report, job.study_seed, job.view, size, frames, fps)
+    study = render_study(
+        job.state,
+        job.report,
+        job.study_seed,
+        job.view,
+        size,
+        frames,
+        fps,
+        realism=job.realism,
+        reported_ef=job.reported_ef,
+    )
     save_video(study.video, folder / f"{job.state.study_id}_{job.view}.avi", codec=codec)
     return study.truth
 

@@ -21,11 +21,18 @@ acquisition (per video)
     the overlay and grey-map styles drawn from.
 
 report (per study)
-    ``observer_sd``: SD (EF points) of the reader's error on the stated EF;
-    ``ef_range``: chance the EF is stated as a 5-point range; ``ef_visual``: chance it
-    is "visually estimated"; ``ef_missing``: chance the report states no EF;
-    ``abbreviation`` / ``typo`` / ``hedge``: chance per sentence of an abbreviation, a
-    typo, a hedged wording; ``table``: chance of a measurement table.
+    ``observer_sd``: SD (EF points) of the reader's error on the stated EF (Gaussian,
+    before rounding; the stated EF is clipped to 5-85 %); ``ef_round5``: chance a
+    stated number is rounded to the nearest 5 rather than to an integer (a visual
+    estimate always is); ``ef_range``: chance the EF is stated as a 5-point range (that
+    holds the stated EF); ``ef_visual``: chance it is "visually estimated";
+    ``ef_missing``: chance the report states no EF number (only a graded LV function);
+    ``abbreviation`` / ``typo`` / ``hedge``: chance per sentence of abbreviations
+    ("LV", "MR", "w/", "nl", ...), a typo (a letter swapped, dropped or doubled), a
+    hedged wording ("probably", "cannot exclude", "suboptimal views limit assessment
+    of"); ``table``: chance of a measurement table. The reader's grades (LV function,
+    wall motion) follow the stated EF; no variation names a device or a finding that
+    the plain sentence did not, nor hides one that it did.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class ReportRealism:
     """Per-report variation of what a reader writes (all off: the true EF, stated exactly)."""
 
     observer_sd: float = 0.0
+    ef_round5: float = 0.0
     ef_range: float = 0.0
     ef_visual: float = 0.0
     ef_missing: float = 0.0
@@ -106,6 +114,7 @@ REALISMS.add(
         ),
         ReportRealism(
             observer_sd=4.0,
+            ef_round5=0.4,
             ef_range=0.3,
             ef_visual=0.2,
             ef_missing=0.1,

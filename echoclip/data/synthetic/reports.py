@@ -9,18 +9,40 @@ label), describes every present finding and device, and never names an absent de
 
 :func:`extract_ef` and :func:`mentioned_devices` read those facts back out of a report
 text (simulated or real) with regular expressions, as EchoCLIP derived its labels.
+
+A :class:`~echoclip.data.synthetic.realism.ReportRealism` makes the reader fallible and
+the writing untidy: the report states the reader's EF (:func:`stated_ef`: the true EF
+plus observer error, rounded as readers round, sometimes as a range, a visual estimate,
+or not at all), with abbreviations, typos, hedges and measurement tables. Those draws
+come from a child of the report's generator, so without realism (or with every knob at
+zero) a report is exactly the one written before realism existed. No variation changes
+which devices, findings and EF a report states (:data:`DEVICE_PATTERNS`,
+:data:`FINDING_PATTERNS`, :func:`extract_ef`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from echoclip.data.synthetic.anatomy import DEVICES, CardiacState
+from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS, CardiacState
+from echoclip.data.synthetic.realism import ReportRealism
 
-__all__ = ["write_report", "report_sentences", "extract_ef", "mentioned_devices", "DEVICE_PATTERNS"]
+__all__ = [
+    "write_report",
+    "compose_report",
+    "WrittenReport",
+    "stated_ef",
+    "report_sentences",
+    "extract_ef",
+    "mentioned_devices",
+    "mentioned_findings",
+    "DEVICE_PATTERNS",
+    "FINDING_PATTERNS",
+]
 
 # What names a device in a report. A report names a device only when it is present, and
 # no other sentence uses these words.
@@ -36,6 +58,40 @@ DEVICE_PATTERNS: dict[str, re.Pattern[str]] = {
         r"mitraclip|mitral clip|\bclips?\b|edge-to-edge|\bteer\b|double[- ]orifice", re.I
     ),
     "impella": re.compile(r"impella|percutaneous (?:lv |left ventricular )?assist|\bpvad\b", re.I),
+}
+
+# What states a finding as present, in full or abbreviated words ("LV", "LVH", "LAE",
+# "mod"). Each present finding's sentence matches; the normal wordings ("no LVH", "the
+# left atrium is not enlarged") do not: hypertrophy counts in a sentence that does not
+# open with "no", and an effusion needs a size word, as "no pericardial effusion" names
+# the word too.
+_SIZE_CHANGE = r"(?:dilat|enlarg|increased)"
+FINDING_PATTERNS: dict[str, re.Pattern[str]] = {
+    "lv_dilation": re.compile(
+        rf"(?:left ventric\w*|\blv\b)(?: size:)?(?:(?!wall|thick|\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
+        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:left ventric|\blv\b)",
+        re.I,
+    ),
+    "rv_dilation": re.compile(
+        rf"(?:right ventric\w*|\brv\b):?(?:(?!wall|thick|\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
+        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:right ventric|\brv\b)",
+        re.I,
+    ),
+    "la_enlargement": re.compile(
+        rf"(?:left atri\w*|\bla\b):?(?:(?!\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
+        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:left atri|\bla\b)|\blae\b",
+        re.I,
+    ),
+    "lv_hypertrophy": re.compile(
+        r"(?:^|(?<=[.;:\n]))(?!\s*(?:[-\d)]+\s*)?no\b)[^.;:\n]*?(?:hypertroph|\blvh\b)"
+        r"|\bwalls?\b[^.;:\n]*?(?:thicken|increased)|\bincreased[^.;:\n]*?wall thickness",
+        re.I,
+    ),
+    "pericardial_effusion": re.compile(
+        r"\b(?:small|trivial|moderate|moderate-sized|mod|large)\b[^.;:\n]*?effusion"
+        r"|pericardial effusion:\s*(?:small|trivial|moderate|mod|large)\b",
+        re.I,
+    ),
 }
 
 Sentence = tuple[str, str]  # (topic, text)
@@ -266,28 +322,117 @@ def _rhythm(state: CardiacState, rng: np.random.Generator) -> str:
     )
 
 
+_EF_TEMPLATES = [
+    "Left ventricular systolic function is {q}, with an estimated ejection fraction of {v}.",
+    "The LV ejection fraction is {v}.",
+    "LVEF {v}.",
+    "EF: {v}.",
+    "{q} left ventricular systolic function (LVEF {v}).",
+    "Estimated LVEF is {v} by visual assessment.",
+    "LV ejection fraction by biplane Simpson's method: {v}.",
+    "{q} LV systolic function. EF {v}.",
+    "Global LV systolic function is {q}; the ejection fraction is estimated at {v}.",
+    "The left ventricular ejection fraction was visually estimated to be {v}.",
+    "LVEF = {v}.",
+    "{q} systolic function with LVEF of {v}.",
+]
+_EF_VISUAL_TEMPLATES = [
+    "LVEF visually estimated at {r}%.",
+    "The ejection fraction is visually estimated at about {r}%.",
+    "{q} LV systolic function; EF visually estimated at {r}%.",
+    "By visual estimation, the LVEF is approximately {r}%.",
+    "Visually estimated LVEF: {r}%.",
+    "Left ventricular ejection fraction is estimated visually at {r} %.",
+    "{q} left ventricular systolic function, EF visually estimated at {r}%.",
+]
+_LV_FUNCTION_TEMPLATES = [
+    "{q} LV systolic function.",
+    "Left ventricular systolic function is {q}.",
+    "Global LV systolic function is {q}.",
+    "{q} left ventricular systolic function.",
+    "LV systolic function appears {q}.",
+]
+
+
 def _ef_sentence(state: CardiacState, rng: np.random.Generator) -> str:
     v = ef_phrase(state.ef, rng)
     q = lv_function_grade(state.ef, rng)
-    return _fill(
-        rng,
-        [
-            "Left ventricular systolic function is {q}, with an estimated ejection fraction of {v}.",
-            "The LV ejection fraction is {v}.",
-            "LVEF {v}.",
-            "EF: {v}.",
-            "{q} left ventricular systolic function (LVEF {v}).",
-            "Estimated LVEF is {v} by visual assessment.",
-            "LV ejection fraction by biplane Simpson's method: {v}.",
-            "{q} LV systolic function. EF {v}.",
-            "Global LV systolic function is {q}; the ejection fraction is estimated at {v}.",
-            "The left ventricular ejection fraction was visually estimated to be {v}.",
-            "LVEF = {v}.",
-            "{q} systolic function with LVEF of {v}.",
-        ],
-        v=v,
-        q=q,
-    )
+    return _fill(rng, _EF_TEMPLATES, v=v, q=q)
+
+
+@dataclass(frozen=True)
+class _EfStatement:
+    """How a reader states the EF: their value and the wording's kind."""
+
+    value: int  # the reader's EF; the grades follow it even when it goes unstated
+    style: str  # "number", "range", "visual" or "missing"
+    low: int  # a range's lower end (a range is low to low + 5)
+
+    @property
+    def stated(self) -> float | None:
+        return None if self.style == "missing" else float(self.value)
+
+
+def _ef_statement(state: CardiacState, realism: ReportRealism, rng: np.random.Generator) -> _EfStatement:
+    # a fixed number of draws, so that one knob's value does not move another's stream
+    u = rng.random(4)
+    z = float(rng.standard_normal())
+    seen = float(np.clip(state.ef + realism.observer_sd * z, 5.0, 85.0))
+    if u[0] < realism.ef_missing:
+        style = "missing"
+    elif u[1] < realism.ef_range:
+        style = "range"
+    elif u[1] < realism.ef_range + realism.ef_visual:
+        style = "visual"
+    else:
+        style = "number"
+    # an eyeballed EF is given in fives; a measured one often is too
+    value = 5 * round(seen / 5) if style == "visual" or u[2] < realism.ef_round5 else round(seen)
+    low = 5 * (value // 5)
+    if low == value and u[3] < 0.5:
+        low -= 5
+    return _EfStatement(int(value), style, int(low))
+
+
+def stated_ef(
+    state: CardiacState, realism: ReportRealism | None, rng: np.random.Generator | int
+) -> float | None:
+    """The EF a reader states for ``state``: ``None`` when the report states none.
+
+    The true EF plus the reader's error (Gaussian, ``realism.observer_sd``), clipped to
+    5-85 % and rounded to an integer or to the nearest 5 (``realism.ef_round5``, and a
+    visual estimate always). Without realism it is the true EF rounded, with no draw
+    from ``rng``. :func:`compose_report` draws it first
+    from its child generator, so this equals its ``stated_ef`` for that generator.
+    """
+    if realism is None or realism == ReportRealism():
+        return float(round(state.ef))
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(rng)
+    return _ef_statement(state, realism, rng).stated
+
+
+def _stated_ef_sentence(rng: np.random.Generator, ef: _EfStatement) -> Sentence:
+    """The EF sentence of a fallible reader: their value, in the wording its kind asks for."""
+    r, lo, hi = ef.value, ef.low, ef.low + 5
+    if ef.style == "missing":
+        q = lv_function_grade(r, rng)
+        return "lv_function", _fill(rng, _LV_FUNCTION_TEMPLATES, q=q)
+    if ef.style == "visual":
+        q = lv_function_grade(r, rng)
+        return "ef", _fill(rng, _EF_VISUAL_TEMPLATES, r=r, q=q)
+    if ef.style == "range":
+        v = _pick(rng, [f"{lo}-{hi}%", f"{lo}-{hi}%", f"{lo} - {hi} %", f"{lo} to {hi}%", f"{lo}%-{hi}%"])
+    else:
+        v = _pick(
+            rng, [f"{r}%", f"{r}%", f"{r} %", f"{r} percent", f"approximately {r}%", f"~{r}%", f"0.{r:02d}"]
+        )
+    q = lv_function_grade(r, rng)
+    return "ef", _fill(rng, _EF_TEMPLATES, v=v, q=q)
+
+
+def _ef_item(state: CardiacState, rng: np.random.Generator, ef: _EfStatement | None) -> Sentence:
+    return ("ef", _ef_sentence(state, rng)) if ef is None else _stated_ef_sentence(rng, ef)
 
 
 def _wall_motion(state: CardiacState, rng: np.random.Generator) -> str:
@@ -697,13 +842,16 @@ def _aorta_ivc(state: CardiacState, rng: np.random.Generator) -> str:
 # assembling a report
 
 
-def report_sentences(state: CardiacState, rng: np.random.Generator) -> list[list[Sentence]]:
+def report_sentences(
+    state: CardiacState, rng: np.random.Generator, ef: _EfStatement | None = None
+) -> list[list[Sentence]]:
     """The report's content as sections of ``(topic, sentence)`` pairs, before layout.
 
     Topics name what a sentence states: a finding (``"lv_dilation"``) or its normal
     wording (``"no_lv_dilation"``), a device (``"tavr"``), ``"ef"``, or context
     (``"indication"``, ``"comparison"``, ...). Sections: header, LV, RV and atria,
-    valves, pericardium and vessels, impression.
+    valves, pericardium and vessels, impression. ``ef`` (a fallible reader's
+    statement) words the EF sentences; by default they state ``state.ef``.
     """
     header: list[Sentence] = [("indication", _indication(rng))]
     if rng.random() < 0.6:
@@ -713,7 +861,7 @@ def report_sentences(state: CardiacState, rng: np.random.Generator) -> list[list
     if rng.random() < 0.6:
         header.append(("comparison", _comparison(state, rng)))
 
-    lv: list[Sentence] = [("ef", _ef_sentence(state, rng)), _lv_size(state, rng), _lv_wall(state, rng)]
+    lv: list[Sentence] = [_ef_item(state, rng, ef), _lv_size(state, rng), _lv_wall(state, rng)]
     if rng.random() < 0.7:
         lv.append(("wall_motion", _wall_motion(state, rng)))
     if rng.random() < 0.5:
@@ -739,7 +887,7 @@ def report_sentences(state: CardiacState, rng: np.random.Generator) -> list[list
 
     for section in (lv, right, valves, other):
         _shuffle_tail(section, rng)
-    impression = _impression(state, rng)
+    impression = _impression(state, rng, ef)
     return [header, lv, right, valves, other, impression]
 
 
@@ -751,10 +899,10 @@ def _shuffle_tail(section: list[Sentence], rng: np.random.Generator) -> None:
     section[start:] = [tail[i] for i in order]
 
 
-def _impression(state: CardiacState, rng: np.random.Generator) -> list[Sentence]:
+def _impression(state: CardiacState, rng: np.random.Generator, ef: _EfStatement | None) -> list[Sentence]:
     items: list[Sentence] = []
     if rng.random() < 0.6:
-        items.append(("ef", _ef_sentence(state, rng)))
+        items.append(_ef_item(state, rng, ef))
     else:
         q = lv_function_grade(state.ef, rng)
         items.append(
@@ -810,8 +958,21 @@ _HEADERS = {
 }
 
 
-def write_report(state: CardiacState, rng: np.random.Generator | int) -> str:
+@dataclass(frozen=True)
+class WrittenReport:
+    """A report's text and the EF it states (``None``: it states none)."""
+
+    text: str
+    stated_ef: float | None
+
+
+def write_report(
+    state: CardiacState, rng: np.random.Generator | int, realism: ReportRealism | None = None
+) -> str:
     """A report for ``state``; layout, order, phrasing and letter case vary with ``rng``.
+
+    ``realism`` makes the reader fallible and the writing untidy (see
+    :func:`compose_report`); ``None`` writes the textbook report.
 
     Example::
 
@@ -819,28 +980,73 @@ def write_report(state: CardiacState, rng: np.random.Generator | int) -> str:
         >>> write_report(cardiac_state(make_patient(1), 0, 1), 0)[:40]  # doctest: +SKIP
         'INDICATION: DYSPNEA. COMPARISON: NONE. ...'
     """
+    return compose_report(state, rng, realism).text
+
+
+def compose_report(
+    state: CardiacState, rng: np.random.Generator | int, realism: ReportRealism | None = None
+) -> WrittenReport:
+    """A report for ``state`` and the EF it states, which a fallible reader may get wrong.
+
+    With ``realism`` off (``None`` or every knob zero) the report states the true EF and
+    ``rng`` gives exactly the report it always gave. Otherwise the reader's EF
+    (:func:`stated_ef`) is drawn first from a child of ``rng`` (``Generator.spawn``, which
+    leaves ``rng``'s own stream as it was), the report is written around it with ``rng``,
+    and the child then decides the abbreviations, typos, hedges and table.
+
+    Example::
+
+        >>> from echoclip.data.synthetic import make_patient, cardiac_state
+        >>> from echoclip.data.synthetic.realism import get_realism
+        >>> state = cardiac_state(make_patient(1), 0, 1)  # true EF 61.9 %
+        >>> written = compose_report(state, 1, get_realism("real").report)
+        >>> written.stated_ef, extract_ef(written.text)  # a reader who saw 51, stated as a range
+        (51.0, [(50.0, 55.0)])
+    """
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
-    sections = report_sentences(state, rng)
+    if realism is None or realism == ReportRealism():
+        text = _letter_case(_layout(report_sentences(state, rng), rng), rng)
+        return WrittenReport(text, float(round(state.ef)))
+    side = _child(rng)
+    ef = _ef_statement(state, realism, side)
+    sections = report_sentences(replace(state, ef=float(ef.value)), rng, ef)
+    sections = [[(topic, _untidy(topic, s, realism, side)) for topic, s in part] for part in sections]
+    text = _layout(sections, rng)
+    if side.random() < realism.table:
+        head = " ".join(s for _, s in sections[0])
+        rest = text[len(head) :].lstrip(" \n")
+        text = f"{head}\n{_table(state, side)}\n{rest}"
+    return WrittenReport(_letter_case(text, rng), ef.stated)
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """A generator of its own for the realism draws, leaving ``rng``'s stream untouched."""
+    try:
+        return rng.spawn(1)[0]
+    except TypeError:  # a bit generator without a seed sequence cannot spawn
+        return np.random.default_rng(int(rng.bit_generator.random_raw()))
+
+
+def _layout(sections: list[list[Sentence]], rng: np.random.Generator) -> str:
+    """The sentences laid out as headed sections, a numbered summary or one paragraph."""
     layout = rng.choice(["sections", "summary", "paragraph"], p=[0.45, 0.3, 0.25])
     if layout == "sections":
         lines = [" ".join(s for _, s in sections[0])]
         for i, section in enumerate(sections[1:], start=1):
             body = _numbered(section, rng) if i == 5 else " ".join(s for _, s in section)
             lines.append(f"{_pick(rng, _HEADERS[i])} {body}")
-        text = "\n".join(lines)
-    elif layout == "summary":
+        return "\n".join(lines)
+    if layout == "summary":
         head = " ".join(s for _, s in sections[0])
         body = [pair for section in sections[1:] for pair in section]
-        text = head + "\n" + _numbered(body, rng, sep="\n")
-    else:
-        body = [pair for section in sections[1:5] for pair in section]
-        order = rng.permutation(len(body))
-        body = [body[i] for i in order]
-        closing = " ".join(s for _, s in sections[5])
-        text = " ".join(s for _, s in sections[0]) + " " + " ".join(s for _, s in body)
-        text += " " + _pick(rng, ["In summary: ", "Conclusion: ", "IMPRESSION: "]) + closing
-    return _letter_case(text, rng)
+        return head + "\n" + _numbered(body, rng, sep="\n")
+    body = [pair for section in sections[1:5] for pair in section]
+    order = rng.permutation(len(body))
+    body = [body[i] for i in order]
+    closing = " ".join(s for _, s in sections[5])
+    text = " ".join(s for _, s in sections[0]) + " " + " ".join(s for _, s in body)
+    return text + " " + _pick(rng, ["In summary: ", "Conclusion: ", "IMPRESSION: "]) + closing
 
 
 def _numbered(items: list[Sentence], rng: np.random.Generator, sep: str = " ") -> str:
@@ -860,6 +1066,236 @@ def _letter_case(text: str, rng: np.random.Generator) -> str:
         return text
     # mixed: some lines shouted, as when a template's headings and findings are in capitals
     return "\n".join(line.upper() if rng.random() < 0.5 else line for line in text.split("\n"))
+
+
+# ---------------------------------------------------------------------------------------
+# untidy writing: hedges, abbreviations, typos and tables that keep every fact
+
+
+def _untidy(topic: str, text: str, realism: ReportRealism, rng: np.random.Generator) -> str:
+    """One sentence as a hurried reader writes it: perhaps hedged, abbreviated, mistyped.
+
+    Each change is kept only when the sentence still states the same devices, findings
+    and EF (:func:`_facts`), so no variation adds, hides or inverts one.
+    """
+    draws = rng.random(3)
+    for u, chance, change in zip(
+        draws, (realism.hedge, realism.abbreviation, realism.typo), (_hedge, _abbreviate, _typo), strict=True
+    ):
+        if u < chance:
+            changed = change(topic, text, rng)
+            if _facts(changed) == _facts(text):
+                text = changed
+    return text
+
+
+def _facts(text: str) -> tuple[frozenset[str], tuple[tuple[float, float], ...], frozenset[str]]:
+    """What a text states: devices, EF statements, present findings."""
+    return frozenset(mentioned_devices(text)), tuple(extract_ef(text)), frozenset(mentioned_findings(text))
+
+
+# what a hedge says is hard to see, by topic (topics not named here are not hedged)
+_HEDGE_SUBJECT = {
+    "ef": "LV function",
+    "lv_function": "LV function",
+    "wall_motion": "wall motion",
+    "diastolic": "diastolic function",
+    "lv_dilation": "LV size",
+    "no_lv_dilation": "LV size",
+    "lv_hypertrophy": "wall thickness",
+    "no_lv_hypertrophy": "wall thickness",
+    "rv_dilation": "the right ventricle",
+    "no_rv_dilation": "the right ventricle",
+    "la_enlargement": "the left atrium",
+    "no_la_enlargement": "the left atrium",
+    "ra": "the right atrium",
+    "pericardial_effusion": "the pericardium",
+    "no_pericardial_effusion": "the pericardium",
+    "aortic_valve": "the aortic valve",
+    "tavr": "the aortic valve",
+    "mitral_valve": "the mitral valve",
+    "mitraclip": "the mitral valve",
+    "surgical_valve": "the valves",
+    "tricuspid": "the tricuspid valve",
+    "pacemaker": "the right heart",
+    "impella": "the LV outflow tract",
+    "aorta": "the aorta",
+}
+_TENTATIVE_START = re.compile(
+    r"^(?:Mild|Moderate|Severe|Marked|Dilated|Enlarged|Concentric|Small|Large|Trace)\b"
+)
+
+
+def _hedge(topic: str, text: str, rng: np.random.Generator) -> str:
+    """A hedged wording that softens a statement without turning it round."""
+    subject = _HEDGE_SUBJECT.get(topic)
+    if subject is None:
+        return text
+    limited = _pick(rng, ["Suboptimal views limit assessment of {x}; ", "Limited views of {x}; "])
+    options = [limited.format(x=subject) + _lower_first(text)]
+    for verb in (" is ", " are "):
+        if verb in text:
+            options.append(text.replace(verb, f"{verb}{_pick(rng, ['probably', 'likely'])} ", 1))
+            break
+    if text.startswith("No ") and not text.startswith(("No significant", "No other")):
+        options.append("No definite " + text[3:])
+    if _TENTATIVE_START.match(text):
+        options.append(_pick(rng, ["Probable ", "Likely "]) + _lower_first(text))
+    if topic in FINDINGS:  # a present finding: its degree, not its presence, is in doubt
+        doubt = _pick(
+            rng, [", though a greater degree cannot be excluded.", "; cannot exclude a more severe degree."]
+        )
+        options.append(text.rstrip(".") + doubt)
+    return _pick(rng, options)
+
+
+def _lower_first(text: str) -> str:
+    """``"The LV ..."`` -> ``"the LV ..."``, but ``"LVEF ..."`` stays as it is."""
+    first = text.split(" ", 1)[0]
+    return text[0].lower() + text[1:] if first[1:].islower() else text
+
+
+_ABBREVIATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(rf"\b{long}\b", re.I), short)
+    for long, short in [
+        ("left ventricular ejection fraction", "LVEF"),
+        ("ejection fraction", "EF"),
+        ("left ventricular hypertrophy", "LVH"),
+        ("left atrial enlargement", "LAE"),
+        ("regional wall motion abnormalities", "RWMA"),
+        ("pulmonary artery systolic pressure", "PASP"),
+        ("mitral regurgitation", "MR"),
+        ("tricuspid regurgitation", "TR"),
+        ("aortic regurgitation", "AR"),
+        ("aortic stenosis", "AS"),
+        ("aortic valve", "AV"),
+        ("mitral valve", "MV"),
+        ("tricuspid valve", "TV"),
+        ("left ventric(?:ular|le)", "LV"),
+        ("right ventric(?:ular|le)", "RV"),
+        ("left atri(?:al|um)", "LA"),
+        ("right atri(?:al|um)", "RA"),
+        ("inferior vena cava", "IVC"),
+        ("consistent with", "c/w"),
+        ("status post", "s/p"),
+        ("without", "w/o"),
+        ("with", "w/"),
+        ("normal", "nl"),
+        ("moderately|moderate", "mod"),
+        ("severely|severe", "sev"),
+        ("approximately", "approx"),
+    ]
+)
+
+
+def _abbreviate(topic: str, text: str, rng: np.random.Generator) -> str:
+    """The sentence with the usual abbreviations; a device's own words are left whole."""
+    pieces = _split_protected(text, [DEVICE_PATTERNS[d] for d in DEVICES])
+    out = []
+    for i, (piece, protected) in enumerate(pieces):
+        if not protected:
+            for pattern, short in _ABBREVIATIONS:
+                piece = pattern.sub(_short_form(short, sentence_start=i == 0), piece)
+        out.append(piece)
+    return "".join(out)
+
+
+def _short_form(short: str, sentence_start: bool) -> Callable[[re.Match[str]], str]:
+    """The replacement for a long form, capitalised where it opens the sentence."""
+
+    def replace_match(m: re.Match[str]) -> str:
+        return short[0].upper() + short[1:] if sentence_start and m.start() == 0 else short
+
+    return replace_match
+
+
+_TYPO_GUARDED = (
+    *(DEVICE_PATTERNS[d] for d in DEVICES),
+    *FINDING_PATTERNS.values(),
+    re.compile(r"\blv\s*ef\b|\blvef\b|\bef\b|ejection fraction|percent", re.I),
+)
+
+
+def _typo(topic: str, text: str, rng: np.random.Generator) -> str:
+    """A letter swapped, dropped or doubled in one word that names no fact (a swap of two
+    like letters doubles one instead)."""
+    words = [
+        (offset + m.start(), m.group())
+        for offset, (piece, protected) in _offsets(_split_protected(text, _TYPO_GUARDED))
+        if not protected
+        for m in re.finditer(r"\b[A-Za-z]{4,}\b", piece)
+    ]
+    if not words:
+        return text
+    start, word = words[int(rng.integers(len(words)))]
+    i = int(rng.integers(1, len(word) - 1))
+    kind = int(rng.integers(3))
+    if kind == 0 and word[i] != word[i + 1]:
+        typo = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    elif kind == 1:
+        typo = word[:i] + word[i + 1 :]
+    else:
+        typo = word[:i] + word[i] + word[i:]
+    return text[:start] + typo + text[start + len(word) :]
+
+
+def _split_protected(text: str, patterns: Sequence[re.Pattern[str]]) -> list[tuple[str, bool]]:
+    """``text`` cut into pieces, each marked whether it lies in a whole word a pattern matches."""
+    covered = np.zeros(len(text) + 1, dtype=bool)
+    for pattern in patterns:
+        for m in pattern.finditer(text):
+            lo, hi = m.start(), m.end()
+            while lo > 0 and text[lo - 1].isalnum():
+                lo -= 1
+            while hi < len(text) and text[hi].isalnum():
+                hi += 1
+            covered[lo:hi] = True
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    for k in range(1, len(text) + 1):
+        if k == len(text) or covered[k] != covered[start]:
+            pieces.append((text[start:k], bool(covered[start])))
+            start = k
+    return pieces
+
+
+def _offsets(pieces: list[tuple[str, bool]]) -> list[tuple[int, tuple[str, bool]]]:
+    out, offset = [], 0
+    for piece in pieces:
+        out.append((offset, piece))
+        offset += len(piece[0])
+    return out
+
+
+def _table(state: CardiacState, rng: np.random.Generator) -> str:
+    """A measurement table as echo software prints it: one measurement a line.
+
+    The sizes are those the manifest records (``lvidd_cm``, ``ivsd_cm``,
+    ``la_volume_index``); no volumes, so the table does not restate the true EF.
+    """
+    rows = [
+        ("LVIDd", _cm(state.lvidd), "cm"),
+        ("LVIDs", _cm(state.lvids), "cm"),
+        ("IVSd", _cm(state.wall_cm), "cm"),
+        ("LVPWd", _cm(state.wall_cm * 0.95), "cm"),
+        ("LA vol index", str(int(round(state.la_index))), "mL/m2"),
+        ("Ao root", _cm(state.aortic_root), "cm"),
+        ("TAPSE", _cm(state.tapse), "cm"),
+        ("RVSP", str(int(round(state.rvsp))), "mmHg"),
+    ]
+    keep = sorted(rng.choice(len(rows), size=int(rng.integers(4, len(rows) + 1)), replace=False))
+    style = int(rng.integers(3))
+    lines = [
+        f"{name} {value} {unit}"
+        if style == 0
+        else f"{name}: {value} {unit}"
+        if style == 1
+        else f"{name:<14}{value} {unit}"
+        for name, value, unit in (rows[i] for i in keep)
+    ]
+    return "\n".join(
+        [_pick(rng, ["MEASUREMENTS:", "2D MEASUREMENTS:", "Measurements:", "M-mode/2D:"]), *lines]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -915,3 +1351,8 @@ def ef_consistent(text: str, ef: float) -> bool:
 def mentioned_devices(text: str) -> set[str]:
     """The devices a report names, by :data:`DEVICE_PATTERNS`."""
     return {d for d in DEVICES if DEVICE_PATTERNS[d].search(text)}
+
+
+def mentioned_findings(text: str) -> set[str]:
+    """The findings a report states as present, by :data:`FINDING_PATTERNS`."""
+    return {f for f in FINDINGS if FINDING_PATTERNS[f].search(text)}

@@ -16,8 +16,9 @@ from echoclip.data.synthetic.anatomy import (
     rng_for,
 )
 from echoclip.data.synthetic.cohort import report_rng
+from echoclip.data.synthetic.realism import Realism, get_realism
 from echoclip.data.synthetic.render import render_view, visible_devices
-from echoclip.data.synthetic.reports import write_report
+from echoclip.data.synthetic.reports import compose_report
 from echoclip.data.video import Video
 from echoclip.errors import DataError
 
@@ -50,6 +51,7 @@ class StudyTruth:
     cm_per_px: float = 0.0
     depth_cm: float = 0.0
     state: CardiacState | None = field(default=None, repr=False)
+    reported_ef: float | None = None  # the EF the report states (None: it states none)
 
     @property
     def reduced_lv_function(self) -> bool:
@@ -73,13 +75,15 @@ def simulate_study(
     patient: Patient | int | None = None,
     visit: int = 0,
     devices: tuple[str, ...] | None = None,
+    realism: str | Realism = "clean",
 ) -> Study:
     """Simulate one echo study: a ``frames``-long clip at ``fps``, ``size``×``size`` pixels.
 
     The same arguments give byte-identical frames and the same report. ``patient`` (a
     :class:`Patient` or its seed) keeps the anatomy across studies; by default each seed
     is a new patient. ``view`` defaults to ``"A4C"``. ``devices`` overrides the devices
-    present (to see what a device changes, all else equal).
+    present (to see what a device changes, all else equal). ``realism`` (a preset name or
+    a :class:`Realism`) varies the acquisition and the report; ``"clean"`` is the textbook.
 
     Example::
 
@@ -99,15 +103,39 @@ def simulate_study(
     state = cardiac_state(patient, visit, seed)
     if devices is not None:
         state = _with_devices(state, devices)
-    report = write_report(state, report_rng(seed))
-    return render_study(state, report, seed, view, size, frames, fps)
+    realism = get_realism(realism)
+    written = compose_report(state, report_rng(seed), realism.report)
+    return render_study(
+        state, written.text, seed, view, size, frames, fps, realism=realism, reported_ef=written.stated_ef
+    )
 
 
 def render_study(
-    state: CardiacState, report: str, seed: int, view: str, size: int, frames: int, fps: float
+    state: CardiacState,
+    report: str,
+    seed: int,
+    view: str,
+    size: int,
+    frames: int,
+    fps: float,
+    *,
+    realism: Realism | None = None,
+    reported_ef: float | None = None,
 ) -> Study:
-    """Render the video of a study in one view (each view its own acquisition)."""
-    rendered = render_view(state, view, size, frames, fps, rng_for(seed, TAG_RENDER, VIEWS.index(view)))
+    """Render the video of a study in one view (each view its own acquisition).
+
+    ``realism`` gives the acquisition's variation (``None``: the textbook scanner);
+    ``reported_ef`` is the EF ``report`` states, recorded in the truth.
+    """
+    rendered = render_view(
+        state,
+        view,
+        size,
+        frames,
+        fps,
+        rng_for(seed, TAG_RENDER, VIEWS.index(view)),
+        acquisition=None if realism is None else realism.acquisition,
+    )
     meta = {
         "source": "synthetic",
         "view": view,
@@ -140,6 +168,7 @@ def render_study(
         cm_per_px=rendered.cm_per_px,
         depth_cm=rendered.depth_cm,
         state=state,
+        reported_ef=reported_ef,
     )
     return Study(Video(rendered.frames, float(rendered.fps), meta), report, truth)
 
