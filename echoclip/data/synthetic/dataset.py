@@ -10,7 +10,8 @@ Layout (the EchoNet-Dynamic release's, so every real-data path runs on it)::
       Videos/<FileName>.avi
       manifest.parquet     one row per video: video_path (relative), report, ids, view,
                            ef (true), reported_ef (the EF the report states; NaN where it
-                           states none), edv, esv, heart_rate, fps, split, device_* and
+                           states none), edv, esv, heart_rate, fps, cm_per_px (and _x,
+                           _y: across and down), split, device_* and
                            finding_* flags
       simulation.json      the arguments that made it
 
@@ -135,8 +136,8 @@ def simulate_dataset(
                         "EDV": round(truth.edv, 2),
                         "FrameHeight": size,
                         "FrameWidth": size,
-                        "FPS": fps,
-                        "NumberOfFrames": frames,
+                        "FPS": truth.fps,
+                        "NumberOfFrames": truth.frames,
                         "Split": ECHONET_SPLIT[split],
                     }
                 )
@@ -156,11 +157,14 @@ def simulate_dataset(
                     "esv": truth.esv,
                     "heart_rate": truth.heart_rate,
                     "cm_per_px": truth.cm_per_px,
+                    # across and down: they differ on a dual screen (squeezed across)
+                    "cm_per_px_x": truth.cm_per_px_x,
+                    "cm_per_px_y": truth.cm_per_px,
                     # the sizes reports state (the measurements prompt set reads them)
                     "lvidd_cm": round(state.lvidd, 1),
                     "ivsd_cm": round(state.wall_cm, 1),
                     "la_volume_index": round(state.la_index),
-                    "fps": float(fps),
+                    "fps": truth.fps,
                     "split": split,
                     "visit": state.visit,
                     "ed_frame": truth.ed_frame,

@@ -48,8 +48,10 @@ class StudyTruth:
     regions: dict[str, np.ndarray] = field(repr=False)  # chamber and valve masks at end-diastole
     tracings: list[tuple[float, float, float, float, int]] = field(repr=False)  # VolumeTracings rows
     sector_mask: np.ndarray = field(repr=False)
-    cm_per_px: float = 0.0
+    cm_per_px: float = 0.0  # down the frame (and across, but on a dual screen)
     depth_cm: float = 0.0
+    frames: int = 0  # the clip's length (the acquisition's frame rate sets it)
+    cm_per_px_x: float = 0.0  # across the frame
     state: CardiacState | None = field(default=None, repr=False)
     reported_ef: float | None = None  # the EF the report states (None: it states none)
 
@@ -167,6 +169,8 @@ def render_study(
         sector_mask=rendered.sector.mask(),
         cm_per_px=rendered.cm_per_px,
         depth_cm=rendered.depth_cm,
+        frames=int(rendered.frames.shape[0]),
+        cm_per_px_x=rendered.cm_per_px_x,
         state=state,
         reported_ef=reported_ef,
     )
