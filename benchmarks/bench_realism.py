@@ -83,9 +83,10 @@ kwargs = {"realism": preset} if preset and has_realism else {}
 studies = [simulate_study(int(s), view="A4C", size=size, frames=frames, **kwargs) for s in seeds.split(",")]
 np.savez(
     out,
-    frames=np.stack([s.video.frames for s in studies]),
+    # a realism preset's frame rate sets each clip's length: keep the common length
+    frames=np.stack([s.video.frames[: min(len(t.video.frames) for t in studies)] for s in studies]),
     fans=np.stack([s.truth.sector_mask for s in studies]),
-    ed=np.array([s.truth.ed_frame for s in studies]),
+    ed=np.array([min(s.truth.ed_frame, min(len(t.video.frames) for t in studies) - 1) for s in studies]),
     cm_per_px=np.array([s.truth.cm_per_px for s in studies]),
     realism_keyword=np.array(has_realism),
 )

@@ -96,9 +96,9 @@ REALISMS.add(
     Realism(
         "real",
         AcquisitionRealism(
-            gain_db=4.0,
+            gain_db=3.0,
             dgc=0.3,
-            dynamic_range=(0.8, 1.25),
+            dynamic_range=(1.0, 1.3),
             sector_deg=(30.0, 45.0),
             zoom=0.08,
             fps=(30.0, 90.0),
