@@ -27,10 +27,13 @@ from echoclip.data.synthetic.render import (
 )
 from echoclip.data.synthetic.reports import (
     DEVICE_PATTERNS,
+    FINDING_PATTERNS,
     ef_consistent,
     extract_ef,
     mentioned_devices,
+    mentioned_findings,
     report_sentences,
+    stated_ef,
     write_report,
 )
 from echoclip.data.synthetic.study import Study, StudyTruth, simulate_study
@@ -40,6 +43,7 @@ __all__ = [
     "FINDINGS",
     "VIEWS",
     "DEVICE_PATTERNS",
+    "FINDING_PATTERNS",
     "DEVICE_REGIONS",
     "DEVICE_VIEWS",
     "Study",
@@ -61,8 +65,10 @@ __all__ = [
     "lv_volume_from_mask",
     "make_patient",
     "mentioned_devices",
+    "mentioned_findings",
     "plan_cohort",
     "report_sentences",
     "simulate_reports",
+    "stated_ef",
     "write_report",
 ]
