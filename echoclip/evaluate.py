@@ -12,6 +12,11 @@ writes into ``out_dir``:
   directions (recall@1/5/10, mean and median rank, MRR), and the share of videos the
   model's OOD reference flags as unlike its training data (``null`` without one).
 - ``predictions.csv``: one row per study, predictions next to truths.
+- with ``drafts`` (a section index): ``metrics.json`` gains ``draft`` and ``nearest_report``,
+  the devices, findings and EF that each study's draft report and its single nearest
+  training report state, judged against the truth (F1 per label, macro F1, EF MAE beside
+  the mean predictor's; see :mod:`echoclip.zeroshot.judge`), and ``drafts.csv`` holds
+  them per study.
 - plots: ``regression_<target>.png`` (predicted vs true + Bland–Altman), ``roc_<set>.png``
   (one ROC curve per device or finding), ``retrieval_ranks.png``, and
   ``loss_curves.png`` when a training ``metrics.csv`` is given.
@@ -81,6 +86,9 @@ def evaluate(
     perturbation_seed: int = 0,
     neighbours: Any = None,
     k: int | None = None,
+    drafts: str | os.PathLike[str] | None = None,
+    drafts_reference: Any = None,
+    model_hash: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
 
@@ -103,6 +111,15 @@ def evaluate(
             :class:`~echoclip.data.perturb.Perturbation` or ``"name[:strength]"``), drawn
             with ``perturbation_seed`` (see :mod:`echoclip.robustness`). The calibration
             studies stay clean: a deployed model is calibrated once, then meets worse scans.
+        drafts: a section index (``echoclip index --sections``, built on the training
+            split): draft a report for every evaluated study and judge what it states
+            against the truth, beside the single nearest whole report of ``drafts_reference``.
+        drafts_reference: the reference reports (a table or manifest with ``study_id``,
+            ``report``, ``ef``); default: the rows of the evaluated manifest in the split the
+            section index was built on. A study's own report is never its draft's source
+            nor its nearest report.
+        model_hash: the evaluated model directory's hash; a section index that records
+            another model's is refused.
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -128,6 +145,9 @@ def evaluate(
     table = getattr(dataset, "table", None)
     if explicit and isinstance(table, pd.DataFrame):  # fail before embedding a single video
         _check_labels(sets, table.columns)
+    reference = None
+    if drafts is not None:
+        reference = _drafts_reference(dataset_or_manifest, drafts, drafts_reference, table)
     calibration_dataset = None
     if calibration_data is not None or (_is_manifest_like(dataset_or_manifest) and calibration_split):
         source = calibration_data if calibration_data is not None else dataset_or_manifest
@@ -179,6 +199,8 @@ def evaluate(
             _evaluate_set(context, part, calibration_part, calibration_method, metrics, predictions)
 
     _evaluate_retrieval(model, tokenizer, part, device, out_dir, metrics)
+    if drafts is not None:
+        _evaluate_drafts(model, tokenizer, part, drafts, reference, model_hash, device, out_dir, metrics)
     if metrics_csv is not None:
         from echoclip.plots import plot_loss_curves
 
@@ -294,6 +316,60 @@ def _evaluate_retrieval(
     metrics["plots"]["retrieval_ranks"] = path.name
 
 
+def _drafts_reference(data: Any, index_dir: Any, reference: Any, table: Any) -> pd.DataFrame:
+    """The reference reports for judging drafts, and a check that the data has truths to judge."""
+    from echoclip.zeroshot.drafts import read_section_index_info
+    from echoclip.zeroshot.judge import TRUTH_COLUMNS
+
+    info = read_section_index_info(index_dir)
+    if isinstance(table, pd.DataFrame) and not set(TRUTH_COLUMNS) & {str(c) for c in table.columns}:
+        raise DataError(
+            f"{_describe(data)}: no ef, device_* or finding_* column to judge draft reports against"
+        )
+    if isinstance(reference, pd.DataFrame):
+        return reference
+    source = reference if reference is not None else data
+    if not _is_manifest_like(source):
+        raise ConfigError(
+            "judging drafts beside the nearest whole report needs the reference reports: pass "
+            "drafts_reference (a table or manifest of the studies the section index was built on)"
+        )
+    from echoclip.data.datasets import open_dataset
+
+    found = getattr(open_dataset(source, info.get("split")), "table", None)
+    if not isinstance(found, pd.DataFrame) or "report" not in found.columns:
+        raise DataError(f"{_describe(source)}: no report texts to take the nearest whole report from")
+    return found
+
+
+def _evaluate_drafts(
+    model: Any,
+    tokenizer: Any,
+    part: _Part,
+    index_dir: Any,
+    reference: pd.DataFrame,
+    model_hash: str | None,
+    device: Any,
+    out_dir: Path,
+    metrics: dict[str, Any],
+) -> None:
+    """Draft a report per study and judge it beside the nearest whole report; write drafts.csv."""
+    from echoclip.zeroshot.judge import judge_drafts
+
+    judged, per_study = judge_drafts(
+        model,
+        tokenizer,
+        _study_embeddings(part).to_numpy(np.float32),
+        part.studies,
+        index_dir,
+        reference,
+        expected_model_hash=model_hash,
+        device=device,
+    )
+    metrics.update(judged)
+    write_text(out_dir / "drafts.csv", per_study.to_csv(index=False))
+
+
 def label_values(studies: pd.DataFrame, label: LabelSpec) -> pd.Series:
     """The truth of a target per study: the column, or ``column < below`` (NaN kept) for derived labels."""
     values = studies[label.column]
@@ -308,15 +384,18 @@ def label_values(studies: pd.DataFrame, label: LabelSpec) -> pd.Series:
 def retrieval_metrics(similarity: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     """Video→report and report→video metrics of a square similarity matrix (true pairs on the diagonal).
 
-    Returns the metrics (recall@k, mean and median rank, MRR per direction, and
-    EchoCLIP's mean cross-modal retrieval rank) and the video→report ranks (1 = first).
+    Returns the metrics (recall@k, mean and median rank, MRR per direction, EchoCLIP's
+    mean cross-modal retrieval rank ``mcmrr`` and the median of the same ranks,
+    ``median_rank``, both directions together) and the video→report ranks (1 = first).
     """
     from echoclip.retrieval import metrics as rm
 
     sim = np.asarray(similarity, dtype=np.float32)
     out: dict[str, Any] = {}
+    both = []
     for direction, matrix in (("video_to_report", sim), ("report_to_video", sim.T)):
         ranks = rm.ranks_of_true_pairs(matrix)
+        both.append(ranks)
         entry: dict[str, float] = {f"recall@{k}": rm.recall_at_k(ranks, k) for k in RECALL_KS}
         entry.update(
             mean_rank=rm.mean_rank(ranks),
@@ -326,7 +405,8 @@ def retrieval_metrics(similarity: np.ndarray) -> tuple[dict[str, Any], np.ndarra
         )
         out[direction] = entry
     out["mcmrr"] = rm.mcmrr(sim)
-    return out, rm.ranks_of_true_pairs(sim)
+    out["median_rank"] = rm.median_rank(np.concatenate(both))
+    return out, both[0]
 
 
 def _is_manifest_like(data: Any) -> bool:
@@ -581,6 +661,41 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _judged_summary(draft: Mapping[str, Any], nearest: Mapping[str, Any]) -> list[str]:
+    """Draft reports and the nearest whole report, judged: the headline table and F1 per label."""
+    lines = [
+        "## Draft reports judged against the truth",
+        "",
+        f"Drafts from the section index `{draft['index']}` (split `{draft['index_split']}`); the nearest "
+        f"whole report among {nearest['reference_reports']} reference reports. What each states is read "
+        "with the report-labelling patterns.",
+        "",
+        "| report | n | macro F1 | device macro F1 | finding macro F1 | EF MAE | EF stated |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in (("draft (by section)", draft), ("nearest whole report", nearest)):
+        lines.append(
+            f"| {name} | {e['n']} | {_fmt(e['macro_f1'])} | {_fmt(e['device_macro_f1'])} "
+            f"| {_fmt(e['finding_macro_f1'])} | {_fmt(e['ef_mae'], 2)} | {e['ef_n']} of {e['ef_n'] + e['ef_unstated']} |"
+        )
+    if draft.get("mean_predictor_ef_mae") is not None:
+        lines.append(
+            f"| mean predictor (EF {_fmt(draft['mean_predictor_ef'], 1)}) | {draft['ef_n']} | – | – | – "
+            f"| {_fmt(draft['mean_predictor_ef_mae'], 2)} | – |"
+        )
+    lines += ["", "| label | true (of n) | draft F1 | nearest report F1 |", "|---|---|---|---|"]
+    for group in ("devices", "findings"):
+        for label, e in draft[group].items():
+            other = nearest[group].get(label, {})
+            lines.append(
+                f"| {label} | {e['n_true']} of {e['n']} | {_fmt(e['f1'])} | {_fmt(other.get('f1'))} |"
+            )
+    lines.append("")
+    if draft.get("sections_not_drafted"):
+        lines += [f"Sections the index has no text for: {', '.join(draft['sections_not_drafted'])}.", ""]
+    return lines
+
+
 def _summary(metrics: Mapping[str, Any]) -> str:
     """A short Markdown report: data, tables of metrics per kind, retrieval, plots, what was skipped."""
     data = metrics["data"]
@@ -663,9 +778,12 @@ def _summary(metrics: Mapping[str, Any]) -> str:
             )
         lines += [
             "",
-            f"Mean cross-modal retrieval rank (both directions): {_fmt(metrics['retrieval']['mcmrr'], 1)}.",
+            f"Mean cross-modal retrieval rank (both directions): {_fmt(metrics['retrieval']['mcmrr'], 1)}; "
+            f"median {_fmt(metrics['retrieval'].get('median_rank'), 1)}.",
             "",
         ]
+    if "draft" in metrics and "nearest_report" in metrics:
+        lines += _judged_summary(metrics["draft"], metrics["nearest_report"])
     if metrics["plots"]:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({file})" for name, file in metrics["plots"].items()]

@@ -13,6 +13,7 @@ HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retr
 EXAMPLE = (
     "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
     "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/robust --perturb shadow,speckle:0.25"
+    "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/eval --drafts runs/sections"
 )
 
 
@@ -58,6 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbations' randomness")
     add_neighbour_arguments(p)
+    p.add_argument(
+        "--drafts",
+        metavar="SECTION_INDEX",
+        help="also judge draft reports: draft one per evaluated study from this section index "
+        "(`echoclip index --sections`, built on the training split), read the devices, findings and "
+        "EF it states, and score them against the truth beside the nearest whole training report",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
     calibration_split = None if args.calibration_split.lower() == "none" else args.calibration_split
+    model_hash = None
+    if args.drafts is not None:
+        from echoclip.models.model_dir import model_identity
+
+        model_hash = model_identity(args.model)["hash"]
     prompt_sets = [p.strip() for p in args.prompts.split(",") if p.strip()] if args.prompts else None
     options = dict(
         prompt_sets=prompt_sets,
@@ -88,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         read_options=read_options(args),
         neighbours=args.neighbours,
         k=args.neighbours_k,
+        drafts=args.drafts,
+        model_hash=model_hash,
     )
     if perturbations is None:
         metrics = evaluate(model, tokenizer, args.data, args.out, **options)
@@ -134,4 +149,13 @@ def _headline(metrics: dict) -> str:
         parts.append(f"device AUC {sum(aucs) / len(aucs):.2f} (mean of {len(aucs)})")
     if "retrieval" in metrics:
         parts.append(f"video→report R@1 {metrics['retrieval']['video_to_report']['recall@1']:.2f}")
+    draft, nearest = metrics.get("draft"), metrics.get("nearest_report")
+    if draft and nearest and draft.get("macro_f1") is not None:
+        parts.append(
+            f"draft macro F1 {draft['macro_f1']:.2f} (nearest report {_or_dash(nearest.get('macro_f1'))})"
+        )
     return ", ".join(parts)
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print()
         return 0
     for s in draft.sections:
+        if s.message:
+            print(f"{s.heading}: -")
+            print(f"    [{s.name}: {s.message}]")
+            continue
         print(f"{s.heading}: {s.text}")
         print(f"    [{s.name}: study {s.study_id}, similarity {s.similarity:.3f}]")
     return 0

@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-HELP = "serve a web page and JSON API: search by video or text, zero-shot EF and devices"
-EXAMPLE = "echoclip serve --model runs/demo/clip/final --index runs/demo/index"
+HELP = "serve a web page and JSON API: search by video or text, zero-shot EF and devices, draft reports"
+EXAMPLE = (
+    "echoclip serve --model runs/demo/clip/final --index runs/demo/index"
+    "\n  echoclip serve --model runs/demo/clip/final --index runs/demo/index "
+    "--sections runs/demo/sections --neighbours runs/demo/emb"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folder that relative video paths of the index start from, for thumbnails "
         "(default: the one the index records)",
     )
+    p.add_argument(
+        "--sections",
+        metavar="SECTION_INDEX",
+        help="a section index (`echoclip index --sections`): the page drafts a report for each uploaded "
+        "video, each section with the study it comes from and its similarity",
+    )
+    p.add_argument(
+        "--neighbours",
+        help="reference reports with labels (the folder `echoclip embed` wrote for the training split): "
+        "the page shows each EF, device and finding's neighbour label beside the prompt prediction",
+    )
+    p.add_argument("--neighbours-k", type=int, help="nearest reports a neighbour label averages (default 50)")
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
 
 
@@ -47,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         device=args.device,
         video_root=args.video_root,
+        sections=args.sections,
+        neighbours=args.neighbours,
+        neighbours_k=args.neighbours_k,
     )
     engine = app.state.engine
     sizes = ", ".join(f"{len(index):,} {name}" for name, index in engine.indexes.items())
+    if engine.sections is not None:
+        sizes += f"; drafts from {len(engine.sections.default_sections)} sections"
+    if engine.neighbours is not None:
+        sizes += f"; neighbour labels of {engine.neighbours_k} of {len(engine.neighbours):,} reports"
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serve: model {engine.model_name} on {engine.device}, index of {sizes}", flush=True)
     print(f"serve: open http://{host}:{args.port}/ (API at /docs); Ctrl-C stops", flush=True)

@@ -3,12 +3,16 @@
 ``POST /api/search/video``  an uploaded DICOM/AVI/MP4 -> the reports most like it, zero-shot findings
 ``POST /api/search/text``   a report text -> the indexed videos most like it (with thumbnails)
 ``POST /api/zeroshot``      an uploaded video -> EF with its spread, device/finding/view probabilities
+``POST /api/draft``         an uploaded video -> a draft report, each section with its source study
+                            and similarity (when the server has a section index)
 ``GET  /api/health``        the model and index served
 ``GET  /``                  the page; ``/docs`` the API (Swagger UI, served from here, no CDN)
 
-Both video endpoints say whether the upload is unlike the model's training videos
+The video endpoints say whether the upload is unlike the model's training videos
 (``ood``, from the model's OOD reference; ``null`` when it has none), with the warning
-the page shows then.
+the page shows then. A server started with a section index adds the draft report to a
+video search; one started with reference reports (``neighbours``) gives every EF, device
+and finding its neighbour label beside the prompt prediction.
 
 Every refusal is a 4xx with ``{"detail": "..."}``: a bad upload says what is wrong with it.
 """
@@ -72,11 +76,15 @@ class Hit(BaseModel):
     thumbnail: str | None = Field(None, description="URL of a still of the video (text search)")
 
 
+NEIGHBOURS = "the mean label of the k nearest reference reports (null: the server has none with this label)"
+
+
 class Regression(BaseModel):
     value: float = Field(description="EchoCLIP's rank-based estimate")
     sd: float = Field(description="standard deviation of the softmax over candidate values")
     unit: str
     method: str
+    neighbours: float | None = Field(None, description=NEIGHBOURS + ", weighted by similarity")
 
 
 class Binary(BaseModel):
@@ -86,6 +94,7 @@ class Binary(BaseModel):
     probability: float | None
     score: float | None = None
     method: str
+    neighbours: float | None = Field(None, description=NEIGHBOURS + ": the share that have it")
 
 
 class Categorical(BaseModel):
@@ -98,6 +107,21 @@ class Findings(BaseModel):
     ejection_fraction: Regression | None
     binary: list[Binary]
     categorical: list[Categorical]
+    neighbours_k: int | None = Field(None, description="reference reports per neighbour label; null: none")
+
+
+class DraftSection(BaseModel):
+    name: str = Field(description="the section: lv, rv, atria, valves, ...")
+    heading: str
+    text: str = Field(description="the nearest indexed text of this section; empty when not drafted")
+    study_id: str | None = Field(description="the indexed study the text comes from")
+    similarity: float | None = Field(description="cosine similarity of the video and the text")
+    message: str | None = Field(None, description="why the section has no text")
+
+
+class Draft(BaseModel):
+    text: str = Field(description="the drafted sections as a headed report")
+    sections: list[DraftSection]
 
 
 class OutOfDistribution(BaseModel):
@@ -124,6 +148,14 @@ class VideoSearchResult(ZeroShotResult):
     preview: str = Field(description="animated WebP of the video, as a data URL")
     target: str = Field(description="the index searched: reports, or videos with their reports")
     results: list[Hit]
+    draft: Draft | None = Field(None, description="the draft report; null: the server has no section index")
+
+
+class DraftResult(BaseModel):
+    video: VideoInfo
+    draft: Draft
+    ood: OutOfDistribution | None
+    timing_ms: dict[str, float]
 
 
 class TextQuery(BaseModel):
@@ -152,6 +184,10 @@ class Health(BaseModel):
     indexes: dict[str, int] = Field(description="rows of each index served")
     max_upload_mb: float
     ood_reference: bool = Field(description="whether uploads are checked against the model's training data")
+    sections: list[str] | None = Field(
+        None, description="the sections a draft report holds; null: no section index"
+    )
+    neighbours: int | None = Field(None, description="reference reports with labels; null: none")
 
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -168,17 +204,30 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     device: str | None = None,
     video_root: str | os.PathLike[str] | None = None,
+    sections: str | os.PathLike[str] | None = None,
+    neighbours: str | os.PathLike[str] | None = None,
+    neighbours_k: int | None = None,
 ) -> FastAPI:
     """The app serving ``model_dir`` and the index of its embeddings in ``index_dir``.
 
     Both are loaded here, once: a wrong path or an index of another model fails now,
     not at the first request. ``video_root`` is the folder that relative video paths of
     the index start from (the data set's folder); absolute paths, as ``echoclip embed``
-    writes, need none.
+    writes, need none. ``sections``: a section index, for draft reports; ``neighbours``:
+    reference reports with labels (the training split's ``echoclip embed`` folder), for
+    neighbour labels of the ``neighbours_k`` nearest (default 50).
     """
     if not max_upload_mb > 0:
         raise ValueError(f"the upload limit must be positive, not {max_upload_mb} MB")
-    engine = Engine(model_dir, index_dir, device=device, video_root=video_root)
+    engine = Engine(
+        model_dir,
+        index_dir,
+        device=device,
+        video_root=video_root,
+        sections=sections,
+        neighbours=neighbours,
+        neighbours_k=neighbours_k,
+    )
     max_bytes = int(max_upload_mb * 2**20)
     # FastAPIOffline: FastAPI whose /docs page loads Swagger UI from this server, not a CDN
     app = FastAPIOffline(
@@ -227,6 +276,7 @@ def create_app(
         results = engine.search(engine.report_target, emb, k)
         findings = engine.zero_shot(emb)
         ood = engine.out_of_distribution(layer_stats)
+        draft = engine.draft(emb)
         timing["search"] = _ms(time.perf_counter() - start)
         preview = data_url(animated_preview(video), "image/webp")
         log.info("video search: %d frames, %s ms", info.frames, timing)
@@ -238,7 +288,31 @@ def create_app(
             preview=preview,
             target=engine.report_target,
             results=[Hit(**r) for r in results],
+            draft=draft,
         )
+
+    @app.post(
+        "/api/draft",
+        response_model=DraftResult,
+        responses={
+            **UPLOAD_ERRORS,
+            404: {"model": Problem, "description": "the server has no section index"},
+        },
+    )
+    def draft_report(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
+        """A draft report for an uploaded video: per section, the nearest text of the section
+        index, with the study it comes from and its similarity."""
+        if engine.sections is None:
+            return JSONResponse(
+                {"detail": "the server has no section index (start it with --sections)"}, status_code=404
+            )
+        info, (_, emb, layer_stats), timing = _receive(file)
+        start = time.perf_counter()
+        draft = engine.draft(emb)
+        ood = engine.out_of_distribution(layer_stats)
+        timing["draft"] = _ms(time.perf_counter() - start)
+        log.info("draft: %d frames, %s ms", info.frames, timing)
+        return DraftResult(video=info, draft=draft, ood=ood, timing_ms=timing)
 
     @app.post("/api/zeroshot", response_model=ZeroShotResult, responses=UPLOAD_ERRORS)
     def zeroshot(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
@@ -305,6 +379,8 @@ def create_app(
             indexes={name: len(index) for name, index in engine.indexes.items()},
             max_upload_mb=max_upload_mb,
             ood_reference=engine.has_ood_reference,
+            sections=None if engine.sections is None else engine.sections.default_sections,
+            neighbours=None if engine.neighbours is None else len(engine.neighbours),
         )
 
     @app.get("/", include_in_schema=False)

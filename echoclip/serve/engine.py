@@ -1,9 +1,12 @@
 """What the web page asks of the model: embed a video or a text, search the index, read
-zero-shot findings. Everything is loaded once, when the server starts.
+zero-shot findings, draft a report. Everything is loaded once, when the server starts.
 
 An index folder made by ``echoclip index`` holds ``videos/`` and ``reports/`` indexes (or
 is one index itself); both were built from one model's embeddings, which must be the
-model served (``Index.load`` checks its hash).
+model served (``Index.load`` checks its hash). Optionally, a section index
+(``echoclip index --sections``) drafts a report for an uploaded video, and reference
+reports with labels (``echoclip embed`` of the training split) give each device, finding
+and the EF its neighbour label: the mean label of the nearest reports.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class Engine:
         device: str | None = None,
         prompt_sets: Sequence[str] = PROMPT_SETS,
         video_root: str | os.PathLike[str] | None = None,
+        sections: str | os.PathLike[str] | None = None,
+        neighbours: str | os.PathLike[str] | None = None,
+        neighbours_k: int | None = None,
     ) -> None:
         import echoclip
         from echoclip.models.embed import default_device, model_device
@@ -50,6 +56,7 @@ class Engine:
         self.model_name = identity["name"]
         self.model_hash = identity["hash"]
         self.indexes = load_indexes(Path(index_dir), identity["hash"])
+        self.sections = None if sections is None else load_section_index(Path(sections), identity["hash"])
         self.model = echoclip.load_model(model_dir)
         self.device = model_device(self.model, device or default_device())
         self.model.eval()
@@ -58,6 +65,11 @@ class Engine:
         texts = [t for ps in self.prompt_sets for t in ps.texts()]
         self.prompt_emb = encode_prompts(self.model, self.tokenizer, texts, device=self.device, cache=False)
         self.logit_scale = model_logit_scale(self.model)
+        self.neighbours = None
+        self.neighbours_k = None
+        self._knn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if neighbours is not None:
+            self._load_neighbours(neighbours, neighbours_k)
         # one query at a time through the model: parallel requests would only share the same cores
         self._lock = threading.Lock()
         # indexes keep video paths relative to their data set's folder, which they record
@@ -109,22 +121,79 @@ class Engine:
         ]
 
     def zero_shot(self, emb: np.ndarray) -> dict[str, Any]:
-        """EF with the spread of the model's belief, and a probability per device, finding and view."""
+        """EF with the spread of the model's belief, and a probability per device, finding and
+        view; with reference reports, each EF, device and finding's neighbour label beside it."""
         from echoclip.zeroshot.prompts import BinaryTarget, RegressionTarget
 
-        out: dict[str, Any] = {"ejection_fraction": None, "binary": [], "categorical": []}
+        out: dict[str, Any] = {
+            "ejection_fraction": None,
+            "binary": [],
+            "categorical": [],
+            "neighbours_k": self.neighbours_k,
+        }
         for prompt_set in self.prompt_sets:
             for name, target in prompt_set.targets.items():
                 if isinstance(target, RegressionTarget):
                     if name == "ejection_fraction":
-                        out["ejection_fraction"] = self._regression(target, emb)
+                        out["ejection_fraction"] = {
+                            **self._regression(target, emb),
+                            "neighbours": self._neighbour_label(name, emb, weighted=True),
+                        }
                 elif isinstance(target, BinaryTarget):
                     out["binary"].append(
-                        {"name": name, "group": prompt_set.name, **self._binary(target, emb)}
+                        {
+                            "name": name,
+                            "group": prompt_set.name,
+                            **self._binary(target, emb),
+                            "neighbours": self._neighbour_label(name, emb, weighted=False),
+                        }
                     )
                 else:
                     out["categorical"].append({"name": name, **self._categorical(target, emb)})
         return out
+
+    def draft(self, emb: np.ndarray) -> dict[str, Any] | None:
+        """The draft report of a video embedding from the section index: per section the nearest
+        indexed text, its study and similarity; ``None`` when the server has no section index."""
+        if self.sections is None:
+            return None
+        draft = self.sections.draft(emb[None])[0]
+        out = draft.to_dict()
+        for section in out["sections"]:
+            section["study_id"] = _text(section["study_id"])
+        return out
+
+    def _load_neighbours(self, source: str | os.PathLike[str], k: int | None) -> None:
+        """Reference reports and, per target with a label column among theirs, its known values."""
+        from echoclip.zeroshot.neighbours import DEFAULT_K, load_neighbours
+
+        self.neighbours = load_neighbours(source)
+        self.neighbours_k = DEFAULT_K if k is None else int(k)
+        if self.neighbours_k < 1:
+            raise DataError(f"the neighbour count must be at least 1, not {self.neighbours_k}")
+        columns = {str(c) for c in self.neighbours.labels.columns}
+        for prompt_set in self.prompt_sets:
+            for name, target in prompt_set.targets.items():
+                label = getattr(target, "label", None)
+                if (
+                    target.kind not in ("regression", "binary")
+                    or label is None
+                    or label.column not in columns
+                ):
+                    continue
+                emb, values = self.neighbours.for_label(label.column, label.below)
+                known = np.isfinite(values)
+                if known.any():
+                    self._knn[name] = (emb[known], values[known])
+
+    def _neighbour_label(self, name: str, emb: np.ndarray, *, weighted: bool) -> float | None:
+        """The mean label of the ``k`` nearest reference reports (similarity-weighted for EF)."""
+        from echoclip.zeroshot.scoring import knn_labels
+
+        refs = self._knn.get(name)
+        if refs is None:
+            return None
+        return float(knn_labels(emb[None], refs[0], refs[1], self.neighbours_k, weighted=weighted)[0])
 
     @property
     def has_ood_reference(self) -> bool:
@@ -218,6 +287,16 @@ class Engine:
             log.warning("thumbnail of indexed video %d: its file cannot be read", row)
             raise DataError(f"the file of video {row} cannot be read on the server") from None
         return thumbnail(video.frames[0])
+
+
+def load_section_index(path: Path, model_hash: str) -> Any:
+    """The section index at ``path``; one that records another model than the one served is refused."""
+    from echoclip.zeroshot.drafts import SectionIndex, read_section_index_info
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    info = read_section_index_info(path)
+    # an index built without a model identity cannot be checked, only trusted
+    return SectionIndex.load(path, expected_model_hash=model_hash if info.get("model") else None)
 
 
 def load_indexes(path: Path, model_hash: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 ``prompts`` reads and validates prompt sets, ``scoring`` turns embeddings into
 predictions, ``calibration`` maps binary scores to probabilities and ``predict``
 ties them to a model; ``sections`` splits reports into named sections, ``drafts``
-assembles a report from the nearest sections, ``neighbours`` serves the ``knn`` method. Names are resolved lazily (importing this package does no work).
+assembles a report from the nearest sections, ``judge`` scores what drafts state against
+the truth, ``neighbours`` serves the ``knn`` method. Names are resolved lazily (importing
+this package does no work).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ _EXPORTS = {
     "load_section_config": "echoclip.zeroshot.sections",
     "build_section_index": "echoclip.zeroshot.drafts",
     "draft_report": "echoclip.zeroshot.drafts",
+    "draft_reports": "echoclip.zeroshot.drafts",
+    "report_facts": "echoclip.zeroshot.judge",
+    "judge_reports": "echoclip.zeroshot.judge",
+    "judge_drafts": "echoclip.zeroshot.judge",
     "load_neighbours": "echoclip.zeroshot.neighbours",
 }
 

@@ -26,6 +26,7 @@ from echoclip.data.synthetic import (
     extract_ef,
     make_patient,
     mentioned_devices,
+    mentioned_findings,
     plan_cohort,
     report_sentences,
     sector_for,
@@ -36,6 +37,7 @@ from echoclip.data.synthetic import (
 )
 from echoclip.data.synthetic.cohort import report_rng, study_state
 from echoclip.data.synthetic.overlay import ECG_COLOR
+from echoclip.data.synthetic.reports import report_ef
 from echoclip.errors import DataError
 
 SMALL = {"size": 112, "frames": 32, "fps": 25.0}
@@ -243,6 +245,7 @@ def test_reports_state_a_consistent_ef_and_exactly_the_present_devices(cohort_10
     for state, report, _ in cohort_1000:
         assert ef_consistent(report, state.ef), (state.ef, extract_ef(report), report)
         assert mentioned_devices(report) == set(state.devices), (state.devices, report)
+        assert mentioned_findings(report) == set(state.findings), (state.findings, report)
         for d in state.devices:
             counts[d] += 1
     assert all(counts[d] >= 20 for d in DEVICES), counts  # every device is common enough to learn
@@ -294,6 +297,21 @@ def test_extract_ef_reads_the_usual_styles() -> None:
     assert extract_ef("LVEF >70%.") == [(70.0, 100.0)]
     assert extract_ef("LVEF less than 20%.") == [(0.0, 20.0)]
     assert extract_ef("EF has improved since the prior study. HR 72 bpm.") == []
+    assert report_ef("EF: 50 - 55 %. In summary: LVEF 52%.") == 52.5  # the first statement
+    assert report_ef("LVEF >70%.") == 70.0 and report_ef("LVEF less than 20%.") == 20.0
+    assert report_ef("EF has improved since the prior study.") is None
+
+
+def test_mentioned_findings_read_sentences_not_headings_or_denials() -> None:
+    assert mentioned_findings("RIGHT VENTRICLE / ATRIA: The right atrium is mildly dilated.") == set()
+    assert mentioned_findings("RV: moderately dilated with reduced systolic function.") == {"rv_dilation"}
+    assert (
+        mentioned_findings("No LVH. Left atrium is not enlarged. No significant pericardial effusion.")
+        == set()
+    )
+    assert mentioned_findings(
+        "Small pericardial effusion with no echocardiographic signs of tamponade physiology. Mild LVH."
+    ) == {"pericardial_effusion", "lv_hypertrophy"}
     assert not ef_consistent("Normal LV size.", 60.0)
     assert not ef_consistent("LVEF 45%.", 60.0)
 

@@ -23,7 +23,9 @@ PATIENT_ID = "PID-7391-QXZ-5502"
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> dict[str, Path]:
     """``model``, ``index`` and ``sim`` (the data set) folders, ``avi``: one of its videos, and
-    ``unlike``: a video unlike them (a real echo cine when pydicom-data is installed, else noise).
+    ``unlike``: a video unlike them (a real echo cine when pydicom-data is installed, else noise);
+    ``sections``: a section index of the data set's reports, ``emb``: its embeddings with labels
+    (the neighbours' reference reports).
 
     The model's OOD reference holds the 8 served videos; its threshold is calibrated on 8
     other simulated studies.
@@ -45,8 +47,12 @@ def served(tmp_path_factory) -> dict[str, Path]:
         main(["embed", "--model", str(root / "model"), "--data", str(sim), "--out", str(root / "emb")]) == 0
     )
     assert main(["index", "--embeddings", str(root / "emb"), "--out", str(root / "idx")]) == 0
+    sections = ["index", "--sections", str(sim / "manifest.parquet"), "--split", "all"]
+    assert main([*sections, "--model", str(root / "model"), "--out", str(root / "sections")]) == 0
     manifest = pd.read_parquet(sim / "manifest.parquet")
     return {
+        "sections": root / "sections",
+        "emb": root / "emb",
         "model": root / "model",
         "index": root / "idx",
         "sim": sim,
@@ -89,6 +95,28 @@ def app(served):
 def client(app):
     from fastapi.testclient import TestClient
 
+    return TestClient(app)
+
+
+NEIGHBOURS_K = 3
+
+
+@pytest.fixture(scope="session")
+def drafting_client(served):
+    """A server with a section index and reference reports: draft reports and neighbour labels."""
+    from fastapi.testclient import TestClient
+
+    from echoclip.serve.app import create_app
+
+    app = create_app(
+        served["model"],
+        served["index"],
+        max_upload_mb=1.0,
+        device="cpu",
+        sections=served["sections"],
+        neighbours=served["emb"],
+        neighbours_k=NEIGHBOURS_K,
+    )
     return TestClient(app)
 
 

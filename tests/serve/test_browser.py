@@ -49,6 +49,12 @@ def live_server(served, tmp_path_factory):
         str(port),
         "--device",
         "cpu",
+        "--sections",
+        str(served["sections"]),
+        "--neighbours",
+        str(served["emb"]),
+        "--neighbours-k",
+        "3",
     ]
     with open(log, "wb") as out:
         server = subprocess.Popen(
@@ -83,6 +89,7 @@ def test_serve_prints_its_address_and_listens_on_loopback(live_server):
     base, log = live_server
     output = log.read_text()
     assert f"serve: open {base}/ (API at /docs)" in output
+    assert "; drafts from " in output and "; neighbour labels of 3 of " in output
     assert "warning" not in output
     with urllib.request.urlopen(f"{base}/api/health") as r:
         assert b'"status":"ok"' in r.read()
@@ -120,6 +127,13 @@ def test_page_in_a_real_browser(live_server, served, tmp_path):
             assert re.fullmatch(r"\d{1,3}%", page.inner_text("#ef"))
             assert re.fullmatch(r"± \d+\.\d%", page.inner_text("#ef-sd"))
             assert page.locator("#devices .bar").count() == 5
+            # neighbour labels beside the prompts' bars, and the draft report with its sources
+            assert re.fullmatch(r"nb \d{1,3}%", page.locator("#devices .value.muted").first.inner_text())
+            expect(page.locator("#ef-nb")).to_contain_text("3 nearest reports")
+            drafted = page.locator("#draft-table tbody tr")
+            expect(page.locator("#draft")).to_be_visible()
+            assert drafted.count() >= 4 and drafted.first.locator("td").first.inner_text() == "LEFT VENTRICLE"
+            assert re.fullmatch(r"\d\.\d{3}|-\d\.\d{3}", drafted.first.locator("td").nth(3).inner_text())
             assert page.eval_on_selector("#preview", "img => img.complete && img.naturalWidth > 0")
             expect(page.locator("#ood-warning")).to_be_hidden()  # a video like the training videos
 

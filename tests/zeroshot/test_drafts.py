@@ -128,3 +128,20 @@ def test_cli_report_prints_the_draft_and_one_line_for_a_missing_index(tiny, vide
     assert main(["report", "--video", str(video), "--index", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0] and "echoclip index --sections" in err[0]
+
+    # a section no indexed report has: the draft says so in its place; a name no config knows: one line
+    from echoclip.data.synthetic.reports import mentioned_devices
+
+    table = _corpus()
+    plain = table[[not mentioned_devices(r) for r in table["report"]]]
+    plain_idx = build_section_index(tiny[0], tiny[1], plain, tmp_path / "plain", model_dir=model_dir)
+    assert main(["report", "--video", str(video), "--index", str(plain_idx), "--sections", "lv,devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == [
+        "DEVICES: -",
+        f"    [devices: not drafted: no report of the index ({(plain['split'] == 'train').sum()} reports) "
+        "has a 'devices' section]",
+    ]
+    assert main(["report", "--video", str(video), "--index", str(plain_idx), "--sections", "lv,devise"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no section 'devise'" in err[0]

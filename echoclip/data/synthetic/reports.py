@@ -7,8 +7,9 @@ from several phrasings and the order varies, so a model trained on these reports
 learns the facts, not one template. A report states the EF (consistent with the
 label), describes every present finding and device, and never names an absent device.
 
-:func:`extract_ef` and :func:`mentioned_devices` read those facts back out of a report
-text (simulated or real) with regular expressions, as EchoCLIP derived its labels.
+:func:`extract_ef`, :func:`mentioned_devices` and :func:`mentioned_findings` read those
+facts back out of a report text (simulated or real) with regular expressions, as EchoCLIP
+derived its labels.
 
 A :class:`~echoclip.data.synthetic.realism.ReportRealism` makes the reader fallible and
 the writing untidy: the report states the reader's EF (:func:`stated_ef`: the true EF
@@ -38,6 +39,7 @@ __all__ = [
     "stated_ef",
     "report_sentences",
     "extract_ef",
+    "report_ef",
     "mentioned_devices",
     "mentioned_findings",
     "DEVICE_PATTERNS",
@@ -60,37 +62,51 @@ DEVICE_PATTERNS: dict[str, re.Pattern[str]] = {
     "impella": re.compile(r"impella|percutaneous (?:lv |left ventricular )?assist|\bpvad\b", re.I),
 }
 
-# What states a finding as present, in full or abbreviated words ("LV", "LVH", "LAE",
-# "mod"). Each present finding's sentence matches; the normal wordings ("no LVH", "the
-# left atrium is not enlarged") do not: hypertrophy counts in a sentence that does not
-# open with "no", and an effusion needs a size word, as "no pericardial effusion" names
-# the word too.
-_SIZE_CHANGE = r"(?:dilat|enlarg|increased)"
-FINDING_PATTERNS: dict[str, re.Pattern[str]] = {
-    "lv_dilation": re.compile(
-        rf"(?:left ventric\w*|\blv\b)(?: size:)?(?:(?!wall|thick|\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
-        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:left ventric|\blv\b)",
-        re.I,
+# What states a finding, sentence by sentence: (the finding's words, the words that deny it).
+# A sentence names a finding when the first matches and the second does not ("No LVH.",
+# "The left atrium is normal in size."); the subject and its state must stand in one
+# clause, so a heading ("RIGHT VENTRICLE / ATRIA: The right atrium is dilated.") lends
+# its words to no finding. Right-atrial enlargement is not a finding of its own.
+_CLAUSE = r"(?::\s*)?[^.;:]*?"
+FINDING_PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "lv_dilation": (
+        re.compile(
+            rf"(?:left ventric\w*|\blv\b){_CLAUSE}\b(?:dilat\w*|enlarg\w*)|dilat\w* of the left ventricle|"
+            rf"\b(?:dilated|enlarged) (?:left ventricle|lv)\b|\blv (?:cavity )?size(?: is|:){_CLAUSE}\bincreased|"
+            r"\blv end-diastolic volume is increased",
+            re.I,
+        ),
+        re.compile(r"\bnormal\b|\bnot (?:dilated|enlarged)", re.I),
     ),
-    "rv_dilation": re.compile(
-        rf"(?:right ventric\w*|\brv\b):?(?:(?!wall|thick|\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
-        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:right ventric|\brv\b)",
-        re.I,
+    "rv_dilation": (
+        re.compile(
+            rf"(?:right ventric\w*|\brv\b){_CLAUSE}\b(?:dilat\w*|enlarg\w*)|"
+            rf"\b(?:dilated|enlarged) (?:right ventricle|rv)\b|\brv size(?: is|:){_CLAUSE}\bincreased",
+            re.I,
+        ),
+        re.compile(r"\bnormal (?:in )?size|\bnot (?:dilated|enlarged)", re.I),
     ),
-    "la_enlargement": re.compile(
-        rf"(?:left atri\w*|\bla\b):?(?:(?!\bnot\b)[^.;:\n])*?{_SIZE_CHANGE}"
-        r"|\b(?:dilat|enlarg)\w*[^.;:\n]*?(?:left atri|\bla\b)|\blae\b",
-        re.I,
+    "la_enlargement": (
+        re.compile(
+            rf"(?:left atri\w*|\bla\b){_CLAUSE}\b(?:dilat\w*|enlarg\w*|increased)|"
+            r"\b(?:dilated|enlarged) (?:left atrium|la)\b|\blae\b",
+            re.I,
+        ),
+        re.compile(r"\bnormal\b|\bnot (?:dilated|enlarged)", re.I),
     ),
-    "lv_hypertrophy": re.compile(
-        r"(?:^|(?<=[.;:\n]))(?!\s*(?:[-\d)]+\s*)?no\b)[^.;:\n]*?(?:hypertroph|\blvh\b)"
-        r"|\bwalls?\b[^.;:\n]*?(?:thicken|increased)|\bincreased[^.;:\n]*?wall thickness",
-        re.I,
+    "pericardial_effusion": (
+        re.compile(r"pericardial effusion|effusion in the pericardial|echo-free space", re.I),
+        re.compile(
+            r"\bno (?:significant )?(?:pericardial )?effusion|\bwithout (?:pericardial )?effusion", re.I
+        ),
     ),
-    "pericardial_effusion": re.compile(
-        r"\b(?:small|trivial|moderate|moderate-sized|mod|large)\b[^.;:\n]*?effusion"
-        r"|pericardial effusion:\s*(?:small|trivial|moderate|mod|large)\b",
-        re.I,
+    "lv_hypertrophy": (
+        re.compile(
+            rf"hypertroph|\blvh\b|wall thickness(?: is|:){_CLAUSE}\bincreased|increased{_CLAUSE}wall thickness|"
+            rf"\bwalls are{_CLAUSE}\bthickened",
+            re.I,
+        ),
+        re.compile(r"\bno (?:left ventricular hypertrophy|lvh)\b|\bnormal\b", re.I),
     ),
 }
 
@@ -1211,7 +1227,7 @@ def _short_form(short: str, sentence_start: bool) -> Callable[[re.Match[str]], s
 
 _TYPO_GUARDED = (
     *(DEVICE_PATTERNS[d] for d in DEVICES),
-    *FINDING_PATTERNS.values(),
+    *(states for states, _ in FINDING_PATTERNS.values()),
     re.compile(r"\blv\s*ef\b|\blvef\b|\bef\b|ejection fraction|percent", re.I),
 )
 
@@ -1354,5 +1370,30 @@ def mentioned_devices(text: str) -> set[str]:
 
 
 def mentioned_findings(text: str) -> set[str]:
-    """The findings a report states as present, by :data:`FINDING_PATTERNS`."""
-    return {f for f in FINDINGS if FINDING_PATTERNS[f].search(text)}
+    """The findings a report states as present, sentence by sentence, by :data:`FINDING_PATTERNS`."""
+    found: set[str] = set()
+    for sentence in _SENTENCE_END.split(text):
+        for f in FINDINGS:
+            states, denies = FINDING_PATTERNS[f]
+            if f not in found and states.search(sentence) and not denies.search(sentence):
+                found.add(f)
+    return found
+
+
+def report_ef(text: str) -> float | None:
+    """The EF a report states, as one number: its first EF statement (:func:`extract_ef`), a
+    range read as its middle and an open one (``>70%``, ``<20%``) as its bound; ``None``
+    when it states none.
+
+    A report states one EF in its LV paragraph and may repeat it in the summary; the first
+    statement is the LV paragraph's in a headed report and in a draft.
+    """
+    stated = extract_ef(text)
+    if not stated:
+        return None
+    lo, hi = stated[0]
+    if hi >= 100.0 > lo > 0.0:
+        return lo
+    if lo <= 0.0 < hi < 100.0:
+        return hi
+    return (lo + hi) / 2.0

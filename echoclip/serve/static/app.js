@@ -43,8 +43,10 @@ function say(node, text, isError) {
   node.classList.toggle("error", Boolean(isError));
 }
 
-function bars(container, rows) {
+// rows: {label, title, p, nb}; with `neighbours`, a fourth column holds each row's neighbour label
+function bars(container, rows, neighbours) {
   container.replaceChildren();
+  container.classList.toggle("nb", Boolean(neighbours));
   for (const row of rows) {
     const fill = el("div");
     fill.style.width = `${Math.round(100 * (row.p || 0))}%`;
@@ -53,6 +55,28 @@ function bars(container, rows) {
     const label = el("span", row.label);
     if (row.title) label.title = row.title;
     container.append(label, bar, el("span", pct(row.p), "value"));
+    if (neighbours) container.append(el("span", `nb ${pct(row.nb)}`, "value muted"));
+  }
+}
+
+function showDraft(draft) {
+  const box = $("draft");
+  const body = $("draft-table").querySelector("tbody");
+  body.replaceChildren();
+  box.hidden = !draft;
+  if (!draft) return;
+  for (const s of draft.sections) {
+    const tr = el("tr");
+    const text = el("td");
+    if (s.message) text.append(el("span", s.message, "muted"));
+    else text.append(report(s.text, "div"));
+    tr.append(
+      el("td", s.heading),
+      text,
+      el("td", s.study_id ?? "–"),
+      el("td", s.similarity === null || s.similarity === undefined ? "–" : s.similarity.toFixed(3), "num"),
+    );
+    body.append(tr);
   }
 }
 
@@ -73,13 +97,22 @@ function showVideoResult(result) {
   $("ef").textContent = ef ? `${Math.round(ef.value)}${ef.unit}` : "–";
   $("ef-sd").textContent = ef ? `± ${ef.sd.toFixed(1)}${ef.unit}` : "";
 
+  // neighbour labels: the mean label of the k nearest reference reports, beside the prompts'
+  const k = result.findings.neighbours_k;
+  const efNb = $("ef-nb");
+  efNb.hidden = !(k && ef && ef.neighbours !== null && ef.neighbours !== undefined);
+  efNb.textContent = efNb.hidden ? "" : `neighbours: ${Math.round(ef.neighbours)}${ef.unit} (${k} nearest reports)`;
+  const legend = $("nb-legend");
+  legend.hidden = !k;
+  legend.textContent = k ? `nb: the share of the ${k} nearest reference reports whose study has it` : "";
+
   const binary = result.findings.binary;
   const asBars = (group) =>
     binary
       .filter((b) => b.group === group)
-      .map((b) => ({ label: b.name.replaceAll("_", " "), title: b.description, p: b.probability }));
-  bars($("devices"), asBars("devices"));
-  bars($("findings"), asBars("findings"));
+      .map((b) => ({ label: b.name.replaceAll("_", " "), title: b.description, p: b.probability, nb: b.neighbours }));
+  bars($("devices"), asBars("devices"), k);
+  bars($("findings"), asBars("findings"), k);
   const view = result.findings.categorical.find((c) => c.name === "view");
   bars($("views"), view ? Object.entries(view.probabilities).map(([label, p]) => ({ label, p })) : []);
 
@@ -97,6 +130,7 @@ function showVideoResult(result) {
     );
     body.append(tr);
   }
+  showDraft(result.draft);
   $("video-results").hidden = false;
 }
 
