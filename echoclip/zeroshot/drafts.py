@@ -423,7 +423,8 @@ class SectionIndex:
                 continue
             heading = self.info["sections"][name]["heading"]
             share = shares[name]
-            chosen = np.flatnonzero(share >= presence_threshold)  # NaN shares are never chosen
+            # NaN shares are never chosen; the tolerance keeps 5 of 10 at 0.5 from rounding under it
+            chosen = np.flatnonzero(share >= float(presence_threshold) - 1e-9)
             hits = dict(
                 zip(
                     chosen.tolist(),
