@@ -691,6 +691,16 @@ def _judged_summary(draft: Mapping[str, Any], nearest: Mapping[str, Any]) -> lis
                 f"| {label} | {e['n_true']} of {e['n']} | {_fmt(e['f1'])} | {_fmt(other.get('f1'))} |"
             )
     lines.append("")
+    rates = draft.get("section_rates") or {}
+    if rates:
+        lines += [
+            f"A section is drafted when at least {draft['presence_threshold']:g} of the study's "
+            f"{draft['presence_k']} nearest training reports (weighted by similarity) have it; "
+            "share of drafts with each section: "
+            + ", ".join(f"{name} {rate:.2f}" for name, rate in rates.items())
+            + ".",
+            "",
+        ]
     if draft.get("sections_not_drafted"):
         lines += [f"Sections the index has no text for: {', '.join(draft['sections_not_drafted'])}.", ""]
     return lines

@@ -24,6 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sections", help="comma-separated sections to draft (default: every indexed one but comparison)"
     )
+    p.add_argument(
+        "--presence-k",
+        type=int,
+        default=None,
+        help="nearest whole reports that decide which sections the draft has (default: 10)",
+    )
+    p.add_argument(
+        "--presence-threshold",
+        type=float,
+        default=None,
+        help="share of those reports (weighted by similarity) that must have a section for the draft "
+        "to have it; 0 drafts every indexed section (default: 0.5)",
+    )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
     p.add_argument("--json", action="store_true", help="print the draft as JSON")
     add_video_arguments(p)
@@ -34,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from echoclip.errors import ConfigError
     from echoclip.models.embed import default_device
     from echoclip.models.model_dir import model_identity
-    from echoclip.zeroshot.drafts import draft_report, read_section_index_info
+    from echoclip.zeroshot.drafts import (
+        PRESENCE_K,
+        PRESENCE_THRESHOLD,
+        draft_report,
+        read_section_index_info,
+    )
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     info = read_section_index_info(args.index)
@@ -53,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         expected_model_hash=model_identity(model_dir)["hash"] if info.get("model") else None,
         device=args.device or default_device(),
         read_options=read_options(args),
+        presence_k=PRESENCE_K if args.presence_k is None else args.presence_k,
+        presence_threshold=PRESENCE_THRESHOLD if args.presence_threshold is None else args.presence_threshold,
     )
     if args.json:
         json.dump(
@@ -69,5 +89,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    [{s.name}: {s.message}]")
             continue
         print(f"{s.heading}: {s.text}")
-        print(f"    [{s.name}: study {s.study_id}, similarity {s.similarity:.3f}]")
+        print(
+            f"    [{s.name}: study {s.study_id}, similarity {s.similarity:.3f}, "
+            f"in {s.presence:.2f} of the {draft.presence_k} nearest reports]"
+        )
     return 0

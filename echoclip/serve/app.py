@@ -117,10 +117,16 @@ class DraftSection(BaseModel):
     study_id: str | None = Field(description="the indexed study the text comes from")
     similarity: float | None = Field(description="cosine similarity of the video and the text")
     message: str | None = Field(None, description="why the section has no text")
+    presence: float | None = Field(
+        None,
+        description="similarity-weighted share of the video's nearest whole reports that have this "
+        "section; the draft has it from 0.5; null: the index has no text of it",
+    )
 
 
 class Draft(BaseModel):
     text: str = Field(description="the drafted sections as a headed report")
+    presence_k: int | None = Field(None, description="nearest whole reports that decided the sections")
     sections: list[DraftSection]
 
 

@@ -5,10 +5,19 @@ A ranked list of whole reports (``echoclip search``) is not a report. Cutting ev
 report of a corpus into named sections (:mod:`echoclip.zeroshot.sections`) and
 indexing each section name apart lets one video query assemble a draft whose LV
 paragraph comes from the report with the nearest LV paragraph, its valves paragraph
-from the nearest valves paragraph, and so on. A section index is a folder::
+from the nearest valves paragraph, and so on.
+
+Which sections a draft has is decided apart from their text. Reports write some
+sections only when there is something to say (a devices paragraph when the patient
+has a device); every text indexed under ``devices`` names a device, so drafting that
+section for every video would state a device in most drafts that should have none.
+A section is drafted only when the video's ``presence_k`` nearest whole reports
+have it, their share (weighted by similarity) at least ``presence_threshold``; that
+share is kept in each drafted section. A section index is a folder::
 
     sections.json        format, the sections with their heading and row count, model identity
     lv/, rv/, ...        one retrieval index per section name (metadata: study_id, section, text)
+    whole_reports/       the whole reports (metadata: study_id, the ";"-joined sections each has)
 
 ::
 
@@ -16,8 +25,9 @@ from the nearest valves paragraph, and so on. A section index is a folder::
     draft = draft_report(model, tokenizer, "study.avi", "runs/sections")
     print(draft.text)
 
-A section the index holds no text for (no indexed report had a devices paragraph) is
-not an error: the draft carries it with a message saying so and no text.
+A section the index holds no text for (no indexed report had a devices paragraph), or
+one the nearest whole reports mostly lack, is not an error: the draft carries it with
+a message saying so and no text.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from echoclip.errors import DataError
+from echoclip.errors import ConfigError, DataError
 from echoclip.zeroshot.sections import SectionConfig, load_section_config, split_sections
 
 __all__ = [
@@ -46,16 +56,23 @@ __all__ = [
 ]
 
 FORMAT = "echoclip-section-index"
+VERSION = 2  # 2: whole-report embeddings, for which sections a draft has
+WHOLE = "whole_reports"
 # a retrieved comparison would describe another patient's prior study
 DRAFT_SKIPS = ("comparison",)
+# how many nearest whole reports vote on whether a draft has a section, and the share it needs
+PRESENCE_K = 10
+PRESENCE_THRESHOLD = 0.5
 
 
 @dataclass
 class DraftSection:
-    """One section of a draft: the retrieved text, the study it came from, the cosine similarity.
+    """One section of a draft: the retrieved text, the study it came from, the cosine similarity,
+    and ``presence``: the similarity-weighted share of the video's nearest whole reports
+    that have this section, which decided whether it is drafted.
 
-    A section the index has no text for has ``text == ""``, no study or similarity, and a
-    ``message`` saying why.
+    A section not drafted has ``text == ""``, no study or similarity, and a ``message``
+    saying why (``presence`` is ``None`` when the index has no text of the section at all).
     """
 
     name: str
@@ -64,13 +81,16 @@ class DraftSection:
     study_id: Any
     similarity: float | None
     message: str | None = None
+    presence: float | None = None
 
 
 @dataclass
 class DraftReport:
-    """A report assembled section by section, in the index's section order."""
+    """A report assembled section by section, in the index's section order; ``presence_k``:
+    how many nearest whole reports decided which sections it has."""
 
     sections: list[DraftSection] = field(default_factory=list)
+    presence_k: int | None = None
 
     @property
     def text(self) -> str:
@@ -90,7 +110,11 @@ class DraftReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "sections": [asdict(s) for s in self.sections]}
+        return {
+            "text": self.text,
+            "presence_k": self.presence_k,
+            "sections": [asdict(s) for s in self.sections],
+        }
 
 
 def section_table(
@@ -99,14 +123,23 @@ def section_table(
     """One row per (report, section): ``study_id``, ``section``, ``text`` (and ``patient_id``,
     ``split`` when given), from a table with ``study_id`` and ``report`` columns."""
     cfg = load_section_config(config)
+    whole = _with_text(reports)
+    return _section_rows(whole, [split_sections(text, cfg) for text in whole["report"]])
+
+
+def _with_text(reports: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose ``report`` is non-blank text."""
+    return reports[reports["report"].map(lambda r: isinstance(r, str) and bool(r.strip()))].reset_index(
+        drop=True
+    )
+
+
+def _section_rows(reports: pd.DataFrame, parts: Sequence[Mapping[str, str]]) -> pd.DataFrame:
     keep = [c for c in ("study_id", "patient_id", "split") if c in reports.columns]
     rows = []
-    for record in reports.to_dict("records"):
-        text = record.get("report")
-        if not isinstance(text, str) or not text.strip():
-            continue
-        for name, part in split_sections(text, cfg).items():
-            rows.append({**{c: record[c] for c in keep}, "section": name, "text": part})
+    for record, split in zip(reports[keep].to_dict("records"), parts, strict=True):
+        for name, part in split.items():
+            rows.append({**record, "section": name, "text": part})
     return pd.DataFrame(rows, columns=[*keep, "section", "text"])
 
 
@@ -125,7 +158,8 @@ def build_section_index(
     progress: bool = False,
 ) -> Path:
     """Split every distinct report of ``manifest`` (its ``split`` rows; ``None``: all) into
-    sections, embed each section text and write one exact index per section name to ``out``.
+    sections, embed each section text and write one exact index per section name to ``out``,
+    and one of the whole reports (which sections a draft has follows its nearest reports).
 
     ``model_identity`` (``{"name", "hash"}``) lets a later query refuse another model;
     ``model_dir`` is recorded so that ``echoclip report`` finds the model by itself.
@@ -136,6 +170,8 @@ def build_section_index(
     from echoclip.retrieval import build_index
 
     cfg = load_section_config(config)
+    if WHOLE in cfg.order:
+        raise ConfigError(f"section config {cfg.name!r}: {WHOLE!r} is reserved for the whole reports' index")
     source = "<table>" if isinstance(manifest, pd.DataFrame) else os.fspath(manifest)
     table = manifest if isinstance(manifest, pd.DataFrame) else read_table(Path(manifest))
     missing = [c for c in ("study_id", "report") if c not in table.columns]
@@ -144,20 +180,29 @@ def build_section_index(
     if split is not None and "split" in table.columns:
         table = table[table["split"].astype(str) == split]
     reports = table.drop_duplicates(subset=["study_id", "report"])
-    sections = section_table(reports, cfg)
+    whole = _with_text(reports)
+    parts = [split_sections(text, cfg) for text in whole["report"]]
+    sections = _section_rows(whole, parts)
     if sections.empty:
         raise DataError(f"{source}: no report text{f' in split {split!r}' if split else ''} to index")
     emb = embed_reports(
         model, tokenizer, sections["text"].tolist(), batch_size, device=device, progress=progress
     )
     names = [n for n in cfg.order if n in set(sections["section"])]
+    # the sections each whole report has, for deciding which sections a draft has
+    whole_sections = [";".join(n for n in cfg.order if n in part) for part in parts]
+    whole_emb = embed_reports(
+        model, tokenizer, whole["report"].tolist(), batch_size, device=device, progress=progress
+    )
     info: dict[str, Any] = {
         "format": FORMAT,
+        "version": VERSION,
         "config": cfg.name,
         "split": split,
         "model": model_identity,
         "model_dir": None if model_dir is None else str(Path(model_dir).resolve()),
         "reports": len(reports),
+        WHOLE: len(whole),
         "sections": {},
         # sections of the config that no indexed report has: a draft says so instead of failing
         "absent": {n: {"heading": _heading(cfg, n)} for n in cfg.order if n not in set(sections["section"])},
@@ -170,6 +215,10 @@ def build_section_index(
             index = build_index(emb[rows], factory="Flat", metric="ip", metadata=meta, model=model_identity)
             index.save(tmp / name)
             info["sections"][name] = {"heading": _heading(cfg, name), "rows": len(rows)}
+        meta = pd.DataFrame({"study_id": whole["study_id"].astype(str), "sections": whole_sections})
+        build_index(whole_emb, factory="Flat", metric="ip", metadata=meta, model=model_identity).save(
+            tmp / WHOLE
+        )
         (tmp / "sections.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return Path(out)
 
@@ -179,7 +228,8 @@ def _heading(cfg: SectionConfig, name: str) -> str:
 
 
 def read_section_index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``sections.json`` of a section index; a :class:`DataError` naming the folder if there is none."""
+    """``sections.json`` of a section index; a :class:`DataError` naming the folder if there is
+    none, or if the index predates the whole-report embeddings a draft needs."""
     path = Path(index_dir)
     file = path / "sections.json"
     if not file.is_file():
@@ -192,6 +242,11 @@ def read_section_index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]
         raise DataError(f"{file}: not valid JSON ({e})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise DataError(f"{file}: not an echoclip section index description")
+    if info.get("version", 1) < VERSION or WHOLE not in info:
+        raise DataError(
+            f"{path}: a section index from an older echoclip, without the whole-report embeddings that "
+            "decide which sections a draft has; rebuild it with `echoclip index --sections`"
+        )
     return info
 
 
@@ -206,16 +261,21 @@ def draft_report(
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
     exclude_study: Any = None,
+    presence_k: int = PRESENCE_K,
+    presence_threshold: float = PRESENCE_THRESHOLD,
 ) -> DraftReport:
     """A draft report for one video: per section name, the nearest indexed section text.
 
     ``video`` is a file path, a :class:`~echoclip.data.video.Video`, a clip, or its
-    embedding ``[D]``. ``sections`` picks the sections (default: every indexed one
-    except ``comparison``); a section of the index's config that no indexed report has
-    comes back without text, with a message. ``exclude_study`` is a study whose own
-    sections are never drafted from (the video's, when the index holds its report).
-    ``tokenizer`` is accepted for the uniform signature of the text-side functions; a
-    video query does not use it.
+    embedding ``[D]``. ``sections`` picks the sections considered (default: every
+    indexed one except ``comparison``); of those, a section is drafted when at least
+    ``presence_threshold`` of the video's ``presence_k`` nearest whole reports (weighted
+    by similarity) have it, and otherwise comes back without text, with a message, as does
+    a section of the index's config that no indexed report has (``presence_threshold=0``
+    drafts every section the index has). ``exclude_study`` is a study whose own report is
+    never drafted from nor counted among the nearest (the video's, when the index holds
+    its report). ``tokenizer`` is accepted for the uniform signature of the text-side
+    functions; a video query does not use it.
     """
     if isinstance(video, np.ndarray) and video.dtype != np.uint8 and video.ndim in (1, 2):
         query = np.asarray(video, dtype=np.float32).reshape(1, -1)
@@ -229,12 +289,15 @@ def draft_report(
         sections=sections,
         expected_model_hash=expected_model_hash,
         exclude_studies=None if exclude_study is None else [exclude_study],
+        presence_k=presence_k,
+        presence_threshold=presence_threshold,
     )[0]
 
 
 class SectionIndex:
-    """A section index loaded once: its description and one retrieval index per section,
-    for drafting many reports (a server, an evaluation) without reading the folder again.
+    """A section index loaded once: its description, one retrieval index per section and
+    the whole reports', for drafting many reports (a server, an evaluation) without reading
+    the folder again.
 
     ::
 
@@ -242,10 +305,21 @@ class SectionIndex:
         drafts = index.draft(study_embeddings)
     """
 
-    def __init__(self, path: str | os.PathLike[str], info: dict[str, Any], indexes: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], info: dict[str, Any], indexes: dict[str, Any], whole: Any
+    ) -> None:
         self.path = Path(path)
         self.info = info
         self.indexes = indexes
+        self.whole = whole
+        meta = whole.metadata
+        if meta is None or not {"study_id", "sections"} <= set(meta.columns):
+            raise DataError(f"{self.path / WHOLE}: its metadata has no study_id and sections columns")
+        self._whole_ids = meta["study_id"].astype(str).to_numpy()
+        has = [set(str(v).split(";")) if isinstance(v, str) and v else set() for v in meta["sections"]]
+        self._whole_has = {name: np.array([name in h for h in has], dtype=bool) for name in info["sections"]}
+        # a study may have several distinct reports: all of them step aside when it is excluded
+        self._reports_per_study = int(pd.Series(self._whole_ids).value_counts().max()) if len(meta) else 0
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, expected_model_hash: str | None = None) -> SectionIndex:
@@ -257,7 +331,8 @@ class SectionIndex:
             name: Index.load(Path(path) / name, expected_model_hash=expected_model_hash)
             for name in info["sections"]
         }
-        return cls(path, info, indexes)
+        whole = Index.load(Path(path) / WHOLE, expected_model_hash=expected_model_hash)
+        return cls(path, info, indexes, whole)
 
     @property
     def sections(self) -> list[str]:
@@ -266,8 +341,43 @@ class SectionIndex:
 
     @property
     def default_sections(self) -> list[str]:
-        """What a draft holds unless asked otherwise: every indexed section but ``comparison``."""
+        """What a draft considers unless asked otherwise: every indexed section but ``comparison``."""
         return [n for n in self.sections if n not in DRAFT_SKIPS]
+
+    def presence(
+        self, queries: np.ndarray, *, k: int = PRESENCE_K, exclude_studies: Sequence[Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per indexed section, the share of each query's ``k`` nearest whole reports that have
+        it, each report weighted by its similarity (clipped at 0; equal weights when all are 0):
+        ``({name: float [N]}, reports counted [N])``. ``queries`` are unit-length ``[N, D]``;
+        a query whose only reports are its excluded study's gets NaN shares.
+        """
+        if int(k) < 1:
+            raise ConfigError(f"presence_k must be at least 1, not {k}")
+        n = len(queries)
+        excluded = _excluded(exclude_studies, n)
+        extra = self._reports_per_study if any(e is not None for e in excluded) else 0
+        depth = min(len(self.whole), int(k) + extra)
+        if depth == 0 or n == 0:
+            return {name: np.full(n, np.nan) for name in self.sections}, np.zeros(n, dtype=int)
+        scores, rows = self.whole.search_arrays(queries, depth)
+        found = rows >= 0
+        ids = self._whole_ids[np.where(found, rows, 0)]
+        own_study = np.array(["" if e is None else e for e in excluded], dtype=object)[:, None]
+        own = (ids == own_study) & np.array([e is not None for e in excluded])[:, None]
+        valid = found & ~own
+        keep = valid & (np.cumsum(valid, axis=1) <= int(k))
+        weights = np.where(keep, np.clip(scores.astype(np.float64), 0.0, None), 0.0)
+        plain = weights.sum(axis=1) <= 0
+        weights[plain] = keep[plain].astype(np.float64)
+        total = weights.sum(axis=1)
+        safe = np.where(total > 0, total, 1.0)
+        shares = {}
+        for name in self.sections:
+            has = self._whole_has[name][np.where(found, rows, 0)]
+            share = (weights * has).sum(axis=1) / safe
+            shares[name] = np.where(total > 0, share, np.nan)
+        return shares, keep.sum(axis=1)
 
     def draft(
         self,
@@ -275,12 +385,18 @@ class SectionIndex:
         *,
         sections: Sequence[str] | None = None,
         exclude_studies: Sequence[Any] | None = None,
+        presence_k: int = PRESENCE_K,
+        presence_threshold: float = PRESENCE_THRESHOLD,
     ) -> list[DraftReport]:
-        """One draft per video embedding ``[N, D]``: per section, the nearest indexed text.
+        """One draft per video embedding ``[N, D]``: per section its nearest indexed text,
+        for the sections that at least ``presence_threshold`` of the video's ``presence_k``
+        nearest whole reports have (similarity-weighted).
 
-        ``exclude_studies`` gives per query a study (or ``None``) whose own sections are
-        skipped in favour of the next nearest.
+        ``exclude_studies`` gives per query a study (or ``None``) whose own report is
+        skipped in favour of the next nearest, for the text and for the presence vote.
         """
+        if not 0.0 <= float(presence_threshold) <= 1.0:
+            raise ConfigError(f"presence_threshold must be in [0, 1], not {presence_threshold}")
         indexed = self.sections
         absent = dict(self.info.get("absent") or {})
         wanted = self.default_sections if sections is None else list(sections)
@@ -292,11 +408,9 @@ class SectionIndex:
             )
         queries = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        excluded = [None] * len(queries) if exclude_studies is None else list(exclude_studies)
-        if len(excluded) != len(queries):
-            raise DataError(f"{len(excluded)} studies to exclude for {len(queries)} videos")
-        excluded = [None if e is None else str(e) for e in excluded]
-        drafts = [DraftReport() for _ in range(len(queries))]
+        excluded = _excluded(exclude_studies, len(queries))
+        shares, counted = self.presence(queries, k=presence_k, exclude_studies=excluded)
+        drafts = [DraftReport(presence_k=int(c)) for c in counted]
         for name in wanted:
             if name not in indexed:
                 reports = self.info.get("reports")
@@ -307,30 +421,68 @@ class SectionIndex:
                         DraftSection(name, absent[name]["heading"], "", None, None, message)
                     )
                 continue
-            index = self.indexes[name]
             heading = self.info["sections"][name]["heading"]
-            k = min(len(index), 2 if any(e is not None for e in excluded) else 1)
-            hits = index.search(queries, k)
-            hits["study_id"] = hits["study_id"].astype(str)
-            by_query = {int(q): rows for q, rows in hits.groupby("query", sort=False)}
-            for q, draft in enumerate(drafts):
-                rows = by_query.get(q, hits.iloc[:0])
-                rows = rows[rows["study_id"] != excluded[q]] if excluded[q] is not None else rows
-                if rows.empty:  # the only indexed text of this section is the excluded study's
-                    message = f"not drafted: the index's only {name!r} section is this study's own"
-                    draft.sections.append(DraftSection(name, heading, "", None, None, message))
-                    continue
-                hit = rows.iloc[0]
-                draft.sections.append(
-                    DraftSection(
-                        name=name,
-                        heading=heading,
-                        text=str(hit["text"]),
-                        study_id=hit["study_id"],
-                        similarity=float(hit["score"]),
-                    )
+            share = shares[name]
+            # NaN shares are never chosen; the tolerance keeps 5 of 10 at 0.5 from rounding under it
+            chosen = np.flatnonzero(share >= float(presence_threshold) - 1e-9)
+            hits = dict(
+                zip(
+                    chosen.tolist(),
+                    self._nearest(name, queries[chosen], [excluded[q] for q in chosen]),
+                    strict=True,
                 )
+            )
+            for q, draft in enumerate(drafts):
+                presence = None if np.isnan(share[q]) else round(float(share[q]), 4)
+                hit = hits.get(q)
+                if presence is None:
+                    message = "not drafted: the index holds no report but this study's own"
+                elif q not in hits:
+                    message = (
+                        f"not drafted: {presence:.2f} of the {counted[q]} nearest reports (weighted by "
+                        f"similarity) have a {name!r} section, under {float(presence_threshold):g}"
+                    )
+                elif hit is None:
+                    message = f"not drafted: the index's only {name!r} section is this study's own"
+                else:
+                    draft.sections.append(
+                        DraftSection(
+                            name=name,
+                            heading=heading,
+                            text=str(hit["text"]),
+                            study_id=hit["study_id"],
+                            similarity=float(hit["score"]),
+                            presence=presence,
+                        )
+                    )
+                    continue
+                draft.sections.append(DraftSection(name, heading, "", None, None, message, presence))
         return drafts
+
+    def _nearest(self, name: str, queries: np.ndarray, excluded: list[str | None]) -> list[Any]:
+        """Per query, the nearest indexed text of section ``name`` not from its excluded study
+        (a row with ``text``, ``study_id``, ``score``), or ``None`` when there is none."""
+        if len(queries) == 0:
+            return []
+        index = self.indexes[name]
+        k = min(len(index), 1 + (self._reports_per_study if any(e is not None for e in excluded) else 0))
+        hits = index.search(queries, k)
+        hits["study_id"] = hits["study_id"].astype(str)
+        by_query = {int(q): rows for q, rows in hits.groupby("query", sort=False)}
+        out: list[Any] = []
+        for q, own in enumerate(excluded):
+            rows = by_query.get(q, hits.iloc[:0])
+            rows = rows[rows["study_id"] != own] if own is not None else rows
+            out.append(None if rows.empty else rows.iloc[0])
+        return out
+
+
+def _excluded(exclude_studies: Sequence[Any] | None, n: int) -> list[str | None]:
+    """Per query, the study (as text) whose own reports are left out, or ``None``."""
+    excluded = [None] * n if exclude_studies is None else list(exclude_studies)
+    if len(excluded) != n:
+        raise DataError(f"{len(excluded)} studies to exclude for {n} videos")
+    return [None if e is None else str(e) for e in excluded]
 
 
 def draft_reports(
@@ -344,13 +496,16 @@ def draft_reports(
     device: Any = None,
     read_options: Mapping[str, Any] | None = None,
     exclude_studies: Sequence[Any] | None = None,
+    presence_k: int = PRESENCE_K,
+    presence_threshold: float = PRESENCE_THRESHOLD,
 ) -> list[DraftReport]:
     """Draft reports for many videos at once, each section index loaded and searched once.
 
     ``videos`` is a list of what :func:`draft_report` takes, or their embeddings
     ``float [N, D]``; ``index_dir`` a section index folder or a loaded :class:`SectionIndex`.
-    ``exclude_studies`` gives per video a study (or ``None``) whose sections are skipped
-    in favour of the next nearest.
+    ``exclude_studies`` gives per video a study (or ``None``) whose report is skipped in
+    favour of the next nearest. ``presence_k`` and ``presence_threshold`` decide which
+    sections each draft has, as for :func:`draft_report`.
 
     Example::
 
@@ -365,7 +520,13 @@ def draft_reports(
         queries = np.asarray(videos, dtype=np.float32)
     else:
         queries = _embed_videos(model, list(videos), device, read_options)
-    return index.draft(queries, sections=sections, exclude_studies=exclude_studies)
+    return index.draft(
+        queries,
+        sections=sections,
+        exclude_studies=exclude_studies,
+        presence_k=presence_k,
+        presence_threshold=presence_threshold,
+    )
 
 
 def _embed_videos(

@@ -152,6 +152,8 @@ def judge_drafts(
     expected_model_hash: str | None = None,
     device: Any = None,
     batch_size: int = 256,
+    presence_k: int | None = None,
+    presence_threshold: float | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Draft a report per study from a section index and judge it, beside the nearest whole report.
 
@@ -163,8 +165,10 @@ def judge_drafts(
         reference: the reference studies (the training split): ``study_id``, ``report``
             and, for the mean predictor, ``ef``; without ``ef`` the mean EF their reports state.
 
-    A study's own report is never its draft's source nor its nearest report, should the
-    index or the reference hold it.
+    A study's own report is never its draft's source, nor among the nearest reports that
+    decide which sections its draft has, nor its nearest report, should the index or the
+    reference hold it. ``presence_k`` and ``presence_threshold`` (default: those of
+    :func:`~echoclip.zeroshot.drafts.draft_reports`) decide which sections a draft has.
 
     Returns:
         ``(metrics, per_study)``: ``metrics["draft"]`` and ``metrics["nearest_report"]``
@@ -172,9 +176,16 @@ def judge_drafts(
         study with what its draft and its nearest report state next to the truth.
     """
     from echoclip.models.embed import embed_reports
-    from echoclip.zeroshot.drafts import draft_reports, read_section_index_info
+    from echoclip.zeroshot.drafts import (
+        PRESENCE_K,
+        PRESENCE_THRESHOLD,
+        draft_reports,
+        read_section_index_info,
+    )
 
     info = read_section_index_info(index_dir)
+    presence_k = PRESENCE_K if presence_k is None else int(presence_k)
+    presence_threshold = PRESENCE_THRESHOLD if presence_threshold is None else float(presence_threshold)
     study_ids = [str(s) for s in truth.index]
     if len(queries) != len(study_ids):
         raise DataError(f"{len(queries)} video embeddings for {len(study_ids)} studies")
@@ -196,6 +207,8 @@ def judge_drafts(
         # an index built without a model identity cannot be checked, only trusted
         expected_model_hash=expected_model_hash if info.get("model") else None,
         exclude_studies=study_ids,
+        presence_k=presence_k,
+        presence_threshold=presence_threshold,
     )
     ref_texts = ref["report"].astype(str).tolist()
     ref_emb = embed_reports(model, tokenizer, ref_texts, batch_size, device=device, progress=False)
@@ -222,7 +235,13 @@ def judge_drafts(
         "index": str(index_dir),
         "index_split": info.get("split"),
         "sections": sections,
-        "sections_not_drafted": sorted({s.name for d in drafts for s in d.sections if s.message}),
+        "sections_not_drafted": [n for n in sections if n not in info["sections"]],
+        "presence_k": presence_k,
+        "presence_threshold": presence_threshold,
+        # per section, the share of drafts that have it
+        "section_rates": {
+            n: float(np.mean([bool(d[n].text) for d in drafts])) for n in sections if n in info["sections"]
+        },
         "mean_similarity": _mean([s.similarity for d in drafts for s in d.sections]),
         **draft,
     }

@@ -34,9 +34,14 @@ def test_video_search_carries_the_draft_with_each_sections_source(drafting_clien
     assert names[0] == "lv" and "comparison" not in names
     from echoclip.zeroshot.sections import split_sections
 
+    assert draft["presence_k"] == 8  # the nearest whole reports that voted: all 8 indexed
     for s in draft["sections"]:
+        if s["presence"] < 0.5:  # most of the nearest reports have no such section: nor has the draft
+            assert s["text"] == "" and s["study_id"] is None and s["message"].startswith("not drafted")
+            continue
         assert s["message"] is None and -1 <= s["similarity"] <= 1.0001
         assert s["text"] == split_sections(reports[s["study_id"]])[s["name"]]  # that study's section
+    assert draft["sections"][0]["presence"] == 1.0  # every report has an LV section
     assert draft["text"].startswith(draft["sections"][0]["heading"] + ": ")
     for patient in manifest["patient_id"].astype(str):  # sources are studies, never patients
         assert patient not in r.text

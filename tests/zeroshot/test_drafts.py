@@ -1,4 +1,5 @@
-"""Section indexes and draft reports: round trip, lookup by name, the ``echoclip report`` command."""
+"""Section indexes and draft reports: round trip, lookup by name, which sections a draft has,
+the ``echoclip report`` command."""
 
 from __future__ import annotations
 
@@ -78,6 +79,12 @@ def test_section_index_round_trip(tiny, tmp_path) -> None:
 
     lv = Index.load(out / "lv", expected_model_hash="h")
     assert set(lv.metadata["study_id"]) <= set(train["study_id"]) and (lv.metadata["section"] == "lv").all()
+    # the whole reports, each with the sections it has, decide which sections a draft has
+    whole = Index.load(out / "whole_reports", expected_model_hash="h")
+    assert list(whole.metadata["study_id"]) == list(train["study_id"]) and info["whole_reports"] == len(train)
+    for sid, has in zip(whole.metadata["study_id"], whole.metadata["sections"], strict=True):
+        report = train.set_index("study_id").loc[sid, "report"]
+        assert set(has.split(";")) == set(split_sections(report))
 
 
 def test_a_draft_takes_each_section_by_name_whatever_the_order_in_the_corpus(tiny, video, tmp_path) -> None:
@@ -87,7 +94,8 @@ def test_a_draft_takes_each_section_by_name_whatever_the_order_in_the_corpus(tin
     drafts = []
     for i, corpus in enumerate([table, _reshuffled(table, 1), _reshuffled(table, 2)]):
         out = build_section_index(model, tokenizer, corpus, tmp_path / f"idx{i}")
-        drafts.append(draft_report(model, tokenizer, str(video), out))
+        # every indexed section: the reshuffled whole reports embed apart, and may vote otherwise
+        drafts.append(draft_report(model, tokenizer, str(video), out, presence_threshold=0))
     first = drafts[0]
     assert "comparison" not in [s.name for s in first.sections]  # another patient's comparison is no use
     for s in first.sections:
@@ -100,9 +108,76 @@ def test_a_draft_takes_each_section_by_name_whatever_the_order_in_the_corpus(tin
         assert [s.similarity for s in other.sections] == pytest.approx(
             [s.similarity for s in first.sections], abs=1e-4
         )
-    assert list(split_sections(first.text)) == [s.name for s in first.sections]
+    assert list(split_sections(first.text)) == [s.name for s in first.sections]  # all drafted
+    assert all(0 <= s.presence <= 1 for s in first.sections) and first.presence_k == 10
     only = draft_report(model, tokenizer, str(video), tmp_path / "idx0", sections=["valves", "lv"])
     assert [s.name for s in only.sections] == ["valves", "lv"]
+
+
+def _minority_corpus() -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Ten reports, three with a devices section; each text's embedding chosen: the whole
+    reports with a device lie along axis 0, those without along axis 1."""
+    from .toy import axis
+
+    reports, vectors = [], {}
+    for i in range(10):
+        device = i < 3
+        text = f"LEFT VENTRICLE: LVEF {50 + i}%." + ("\nDEVICES: Pacemaker lead in the RV." if device else "")
+        reports.append(text)
+        v = axis(0 if device else 1) + 0.05 * i * axis(2)
+        vectors[text] = v / np.linalg.norm(v)
+        for part in split_sections(text).values():
+            vectors.setdefault(part, axis(3) + 0.01 * len(vectors) * axis(4))
+    table = pd.DataFrame({"study_id": [f"s{i}" for i in range(10)], "report": reports})
+    assert sum("devices" in split_sections(r) for r in reports) == 3
+    return table, vectors
+
+
+def test_a_section_only_a_minority_of_reports_has_is_drafted_only_where_the_nearest_have_it(tmp_path) -> None:
+    from .toy import axis, toy_model
+
+    table, vectors = _minority_corpus()
+    model, tokenizer = toy_model(vectors)
+    out = build_section_index(model, tokenizer, table, tmp_path / "idx", split=None)
+    plain, with_device = axis(1), axis(0)
+
+    # all ten reports vote, weighted by similarity: the three with a device hardly count for a plain video
+    draft = draft_report(model, tokenizer, plain, out)
+    devices = draft["devices"]
+    assert devices.text == "" and devices.study_id is None and devices.presence < 0.1
+    assert devices.message.startswith("not drafted: ") and "'devices' section, under 0.5" in devices.message
+    assert draft["lv"].text and draft["lv"].presence == 1.0 and draft.presence_k == 10
+    assert "Pacemaker" not in draft.text and "DEVICES" not in draft.text
+
+    draft = draft_report(model, tokenizer, with_device, out)
+    assert draft["devices"].text == "Pacemaker lead in the RV." and draft["devices"].presence > 0.9
+    assert draft["devices"].study_id in {"s0", "s1", "s2"} and draft["devices"].message is None
+
+    # unweighted the three would be 0.3 of ten; among the three nearest they are all
+    draft = draft_report(model, tokenizer, with_device, out, presence_k=3)
+    assert draft["devices"].presence == 1.0 and draft.presence_k == 3
+    # a threshold of 0 drafts every indexed section, as before the vote
+    assert draft_report(model, tokenizer, plain, out, presence_threshold=0)["devices"].text
+
+    # a study's own report never votes: s0's own embedding, s0 excluded, ranks s1 and s2 first
+    own = vectors[table["report"][0]]
+    draft = draft_report(model, tokenizer, own, out, presence_k=2, exclude_study="s0")
+    assert draft["devices"].presence == 1.0 and draft["devices"].study_id != "s0"
+
+
+def test_an_index_from_before_the_whole_reports_asks_to_be_rebuilt(tmp_path) -> None:
+    from echoclip.errors import DataError
+
+    table, vectors = _minority_corpus()
+    from .toy import axis, toy_model
+
+    model, tokenizer = toy_model(vectors)
+    out = build_section_index(model, tokenizer, table, tmp_path / "idx", split=None)
+    info = json.loads((out / "sections.json").read_text())
+    del info["version"], info["whole_reports"]
+    (out / "sections.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match="older echoclip.*rebuild it with `echoclip index --sections`"):
+        draft_report(model, tokenizer, axis(0), out)
 
 
 def test_cli_report_prints_the_draft_and_one_line_for_a_missing_index(tiny, video, tmp_path, capsys) -> None:

@@ -133,6 +133,9 @@ def test_judge_drafts_never_drafts_a_study_from_its_own_report(tiny, tmp_path) -
     assert metrics["nearest_report"]["reference_reports"] == 30
     assert metrics["draft"]["mean_predictor_ef"] == pytest.approx(table["ef"].mean())
     assert "comparison" not in metrics["draft"]["sections"] and "lv" in metrics["draft"]["sections"]
+    rates = metrics["draft"]["section_rates"]
+    assert metrics["draft"]["presence_k"] == 10 and metrics["draft"]["presence_threshold"] == 0.5
+    assert rates["lv"] == 1.0 and set(rates) == set(metrics["draft"]["sections"])
     assert set(per_study.columns) >= {"draft_devices", "nearest_devices", "true_devices", "draft"}
 
     from echoclip.zeroshot.drafts import draft_reports
@@ -140,6 +143,7 @@ def test_judge_drafts_never_drafts_a_study_from_its_own_report(tiny, tmp_path) -
     drafts = draft_reports(model, tokenizer, queries, index, exclude_studies=list(evaluated.index))
     for sid, draft in zip(evaluated.index, drafts, strict=True):
         assert all(s.study_id != sid for s in draft.sections)
+    assert rates["devices"] == np.mean([bool(d["devices"].text) for d in drafts])
     # the judged draft is what the drafted sections state
     j = judge_reports([d.body for d in drafts], evaluated)
     assert j["macro_f1"] == metrics["draft"]["macro_f1"] and j["ef_mae"] == metrics["draft"]["ef_mae"]
@@ -204,6 +208,7 @@ def test_cli_evaluate_with_drafts_writes_the_judged_keys(tmp_path, capsys) -> No
     assert len(per_study) == metrics["data"]["studies"]
     summary = (out / "summary.md").read_text()
     assert "## Draft reports judged against the truth" in summary and "| nearest whole report |" in summary
+    assert "share of drafts with each section: lv 1.00" in summary
 
     # a folder that is not a section index: one line, before any video is embedded
     assert main([*evaluate, "--drafts", str(tmp_path)]) == 1

@@ -75,6 +75,7 @@ function showDraft(draft) {
       text,
       el("td", s.study_id ?? "–"),
       el("td", s.similarity === null || s.similarity === undefined ? "–" : s.similarity.toFixed(3), "num"),
+      el("td", s.presence === null || s.presence === undefined ? "–" : s.presence.toFixed(2), "num"),
     );
     body.append(tr);
   }
