@@ -70,6 +70,45 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return Path(path)
 
 
+def link(source: str | os.PathLike[str], path: str | os.PathLike[str], *, symlink: bool = True) -> str:
+    """Make ``path`` name the file ``source`` without copying it where the file systems allow.
+
+    A hard link first; where there can be none (another file system, links not
+    supported or not permitted), a symbolic link to the absolute path of ``source``
+    when ``symlink`` allows it; else a copy. The link or copy is made under the
+    temporary name and renamed over ``path``. Returns ``"hard"``, ``"symlink"`` or ``"copy"``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    kind = "copy"
+    try:
+        os.link(source, tmp)
+        kind = "hard"
+    except FileNotFoundError:
+        raise
+    except OSError:
+        if symlink:
+            with contextlib.suppress(OSError):
+                os.symlink(os.path.abspath(source), tmp)
+                kind = "symlink"
+    try:
+        if kind == "copy":
+            shutil.copyfile(source, tmp)
+            _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    # renaming a hard link over another link to the same file does nothing: drop the spare name
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    return kind
+
+
 def jsonable(value: Any) -> Any:
     """Plain JSON values: numpy and torch scalars become Python numbers, NaN and
     infinities ``null``, paths strings, mapping keys strings."""

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="folder of the export (a DICOMDIR in it is followed when present)")
     parser.add_argument("--reports", required=True, help="CSV of reports, keyed by accession number")
     parser.add_argument("--out", required=True, help="folder to write (a rerun resumes it)")
-    parser.add_argument("--workers", type=int, default=1, help="processes converting studies (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="processes ingesting studies (default 1)")
     parser.add_argument(
         "--accession-column", default="accession_number", help="key column of the reports CSV"
     )
@@ -31,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also keep cines without an ultrasound region (cropped to the detected sector)",
     )
     parser.add_argument(
+        "--videos",
+        default="convert",
+        choices=("convert", "link"),
+        help="convert: each kept cine to a de-identified lossless AVI (default); link: the source "
+        "DICOM hard-linked (else symlinked, else copied) into --out, no pixel decoded - de-identified "
+        "when read, but the linked files keep the patient's data: keep --out where the export is kept",
+    )
+    parser.add_argument(
         "--limit", type=int, default=None, help="finish at most this many studies now (rerun for the rest)"
     )
 
@@ -45,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         salt=args.salt,
         workers=args.workers,
         keep_no_region=args.keep_no_region,
+        videos=args.videos,
         limit=args.limit,
         progress=not args.quiet,
     )

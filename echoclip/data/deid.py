@@ -17,6 +17,7 @@ data: with the default, anyone can recompute the hash of a known UID.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -181,21 +182,45 @@ def identifying_labels(ds: Any) -> dict[str, str]:
 Values = Mapping[str, str] | Iterable[str]
 
 
-def _matcher(values: Values) -> tuple[re.Pattern[str] | None, dict[str, str]]:
-    """One pattern for every value, matching it only as a whole word, and the labels by folded value.
+def _matcher(values: Values, within: str) -> tuple[re.Pattern[str] | None, dict[str, str]]:
+    """One pattern for every value found in ``within``, matching it only as a whole word, and
+    the labels by folded value.
 
     A value counts only where it is not part of a longer run of letters and digits:
     the modality-like "OB" must not eat into the file name ``OBXXXX1A.dcm``, while
     ``DOE^JANE`` is found in ``DOE^JANE_0001.dcm`` (``_`` separates words in file names).
     """
     labels = dict(values) if isinstance(values, Mapping) else dict.fromkeys(values, "redacted")
-    labels = {k: v for k, v in labels.items() if k}
+    # only the values that occur in the text: a file's UIDs make its set of values unique,
+    # and compiling one pattern of them all for each path took most of an ingest's time
+    lowered = within.lower() if within.isascii() else None
+    labels = {k: v for k, v in labels.items() if k and _occurs(k, within, lowered)}
     if not labels:
         return None, {}
     ordered = sorted(labels, key=len, reverse=True)  # the whole name before its parts
     alternation = "|".join(re.escape(v) for v in ordered)
-    pattern = re.compile(rf"(?<![^\W_])(?:{alternation})(?![^\W_])", re.IGNORECASE)
+    pattern = re.compile(_WHOLE_WORD.format(alternation), re.IGNORECASE)
     return pattern, {k.casefold(): v for k, v in labels.items()}
+
+
+_WHOLE_WORD = r"(?<![^\W_])(?:{})(?![^\W_])"
+
+
+def _occurs(value: str, text: str, lowered: str | None) -> bool:
+    """Whether ``value`` occurs in ``text`` as the pattern of :func:`_matcher` finds it.
+
+    ``lowered``: ``text.lower()`` when ``text`` is ASCII. Between ASCII strings, matching
+    regardless of case is matching lower case (beyond ASCII, "İ" matches "i" too), so
+    a value not in ``lowered`` is absent without running a pattern.
+    """
+    if lowered is not None and value.isascii() and value.lower() not in lowered:
+        return False
+    return _word_pattern(value).search(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_pattern(value: str) -> re.Pattern[str]:
+    return re.compile(_WHOLE_WORD.format(re.escape(value)), re.IGNORECASE)
 
 
 def redact(text: str, ds: Any | None = None, values: Values | None = None) -> str:
@@ -206,7 +231,7 @@ def redact(text: str, ds: Any | None = None, values: Values | None = None) -> st
     """
     if values is None:
         values = identifying_labels(ds) if ds is not None else {}
-    pattern, _ = _matcher(values)
+    pattern, _ = _matcher(values, text)
     return text if pattern is None else pattern.sub("[redacted]", text)
 
 
@@ -222,7 +247,7 @@ def redact_path(
     if values is None:
         values = identifying_labels(ds) if ds is not None else {}
     path = PurePath(path)
-    pattern, labels = _matcher(values)
+    pattern, labels = _matcher(values, str(path))
     if pattern is None:
         return path
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -37,7 +38,14 @@ from echoclip.data.scale import region_scale
 from echoclip.data.video import IndexSelector, Video, frame_indices, register_reader
 from echoclip.errors import VideoReadError
 
-__all__ = ["read_dicom", "write_dicom", "find_sector", "dicom_frame_rate", "palette_table"]
+__all__ = [
+    "read_dicom",
+    "probe_dicom",
+    "write_dicom",
+    "find_sector",
+    "dicom_frame_rate",
+    "palette_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,192 @@ def _header_labels(path: Path) -> dict[str, str]:
             return {}
 
 
+# what _to_rgb8 converts
+_PHOTOMETRICS = frozenset(
+    ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "PALETTE COLOR", "MONOCHROME1", "MONOCHROME2")
+)
+
+
+def probe_dicom(
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    salt: str | None = None,
+    header: tuple[Any, int] | None = None,
+) -> dict[str, Any]:
+    """What :func:`read_dicom` gives for the whole file, found without decoding a pixel.
+
+    Reads the header up to the pixel data and walks the pixel data's layout (its length,
+    or the items of encapsulated data), not its content. Returns the de-identified
+    ``meta`` of the video a read would give, with ``fps`` and ``frames`` added and
+    ``height``, ``width``, ``crop_box`` and ``cm_per_px`` of its ultrasound region. A
+    file without a region is cropped on read to the sector its pixels show, which a
+    probe cannot see: its ``height`` and ``width`` are the frame's (``crop_box`` the
+    whole frame).
+
+    ``header``: the file's data set as ``dcmread(fp, stop_before_pixels=True)`` read it
+    and ``fp.tell()`` after, for a caller that has read the header already.
+
+    Example::
+
+        probe_dicom("IM0001.dcm")["frames"]  # NumberOfFrames, the file read no further
+
+    Raises:
+        VideoReadError: whatever :func:`read_dicom` rejects before decoding - not
+            DICOM, no (or float) pixel data, no Rows/Columns, no frame timing, no
+            decoder for the transfer syntax, a photometric interpretation it does not
+            convert - and pixel data that ends before its frames do (a file cut
+            short). What only decoding shows (a corrupt JPEG frame, flat colour) is
+            found when the file is read. Messages are redacted as :func:`read_dicom`'s.
+    """
+    path = Path(path)
+    ds = None
+    with _pydicom_quiet():
+        try:
+            try:
+                fp = open(path, "rb")  # noqa: SIM115 - closed below; open errors get their own message
+            except FileNotFoundError:
+                raise VideoReadError(f"{path}: file not found") from None
+            except IsADirectoryError:
+                raise VideoReadError(f"{path}: is a directory, not a video file") from None
+            except OSError as e:
+                raise VideoReadError(f"{path}: cannot open ({type(e).__name__})") from None
+            with fp:
+                if header is None:
+                    ds = _read_dataset(path, fp, stop_before_pixels=True)
+                else:
+                    ds = header[0]
+                    fp.seek(header[1])
+                return _probe(ds, fp, path, fps, salt)
+        except (ValueError, TypeError) as e:  # VideoReadError among them
+            # the header's values are looked up only for a message: most files have none
+            phi = identifying_labels(ds) if ds is not None and len(ds) else _header_labels(path)
+            shown, reason = _redacted(str(e), path, phi)
+            if isinstance(e, VideoReadError):
+                raise VideoReadError(f"{shown}: {reason}", path=shown, reason=reason) from None
+            raise type(e)(f"{shown}: {reason}") from None
+
+
+def _probe(ds: Any, fp: Any, path: Path, fps: float | None, salt: str | None) -> dict[str, Any]:
+    """:func:`probe_dicom` of a header read from ``fp``, which stands at the pixel data element."""
+    _require_data_set(ds, path)
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    # a deflated data set is inflated in memory: its offsets are not the file's
+    layout = None if tsyntax is None or tsyntax.is_deflated else _pixel_element(ds, fp, path)
+    num_frames, rows, cols = _frame_shape(ds, path)
+    source_fps, fps_source = dicom_frame_rate(ds, num_frames, fps, path)
+    _decoder(ds, path)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    if photometric not in _PHOTOMETRICS:
+        raise VideoReadError(f"{path}: photometric interpretation {photometric!r} is not supported")
+    if layout is not None:
+        _check_pixel_layout(ds, fp, path, *layout, num_frames, rows, cols, photometric)
+
+    meta = dicom_meta(ds, salt)
+    region = _image_region(meta.get("ultrasound_regions", []), rows, cols)
+    box = (0, 0, rows, cols)
+    if region is not None:
+        box = (region["y0"], region["x0"], region["y1"] + 1, region["x1"] + 1)
+    meta.update(
+        fps=source_fps,
+        frames=num_frames,
+        height=box[2] - box[0],
+        width=box[3] - box[1],
+        source_height=rows,
+        source_width=cols,
+        source_frames=num_frames,
+        source_fps=source_fps,
+        fps_source=fps_source,
+        crop_box=box,
+        cm_per_px=region_scale(region),
+    )
+    return meta
+
+
+def _pixel_element(ds: Any, fp: Any, path: Path) -> tuple[int, int, int]:
+    """Where the pixel data's value starts in ``fp``, its declared length and the file's size.
+
+    ``fp`` stands where ``dcmread(..., stop_before_pixels=True)`` stopped: at the tag of
+    the pixel data, or at the end of a file without any.
+    """
+    start = fp.tell()
+    size = fp.seek(0, os.SEEK_END)
+    fp.seek(start)
+    implicit, little = getattr(ds, "original_encoding", (False, True))
+    order = "<" if little is not False else ">"
+    head = fp.read(8)
+    if len(head) < 8:
+        raise VideoReadError(f"{path}: {_no_pixel_data(ds)}")
+    group, element = struct.unpack(f"{order}HH", head[:4])
+    if (group, element) in ((0x7FE0, 0x0008), (0x7FE0, 0x0009)):
+        raise VideoReadError(f"{path}: {_FLOAT_PIXELS}")
+    if (group, element) != (0x7FE0, 0x0010):
+        raise VideoReadError(f"{path}: {_no_pixel_data(ds)}")
+    if implicit:
+        return start + 8, struct.unpack(f"{order}L", head[4:])[0], size
+    if head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):  # a 4-byte length after 2 reserved
+        more = fp.read(4)
+        if len(more) < 4:
+            raise VideoReadError(f"{path}: DICOM file is truncated (it ends in the pixel data's header)")
+        return start + 12, struct.unpack(f"{order}L", more)[0], size
+    return start + 8, struct.unpack(f"{order}H", head[6:])[0], size
+
+
+def _check_pixel_layout(
+    ds: Any,
+    fp: Any,
+    path: Path,
+    value_at: int,
+    length: int,
+    size: int,
+    frames: int,
+    rows: int,
+    cols: int,
+    photometric: str,
+) -> None:
+    """Raise when the pixel data cannot hold ``frames`` frames: cut short, too small, or too few items."""
+    if length != 0xFFFFFFFF:  # native: one block of known length
+        samples = 2 if photometric == "YBR_FULL_422" else int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+        needed = -(-frames * rows * cols * samples * bits // 8)
+        if value_at + length > size:
+            raise VideoReadError(
+                f"{path}: DICOM file is truncated: its pixel data ends {value_at + length - size} bytes early"
+            )
+        if length < needed:
+            raise VideoReadError(
+                f"{path}: pixel data holds {length} bytes; {frames} frames of {cols}x{rows} need {needed}"
+            )
+        return
+    # encapsulated (PS3.5 A.4): a basic offset table item, then at least one item per frame
+    items, at = 0, value_at
+    while True:
+        fp.seek(at)
+        head = fp.read(8)
+        if head[:4] == b"\xfe\xff\xdd\xe0":  # the end marker's tag (pydicom needs no more of it)
+            break
+        if len(head) < 8:
+            raise VideoReadError(
+                f"{path}: DICOM file is truncated: its pixel data ends after {max(items - 1, 0)} of "
+                f"{frames} frames' fragments"
+            )
+        group, element, item_length = struct.unpack("<HHL", head)
+        if (group, element) != (0xFFFE, 0xE000) or item_length == 0xFFFFFFFF:
+            raise VideoReadError(
+                f"{path}: cannot parse the encapsulated pixel data (a bad item at byte {at})"
+            )
+        at += 8 + item_length
+        if at > size:
+            raise VideoReadError(
+                f"{path}: DICOM file is truncated: its pixel data ends in fragment {items} of {frames} frames"
+            )
+        items += 1
+    if items - 1 < frames:
+        raise VideoReadError(
+            f"{path}: encapsulated pixel data holds {max(items - 1, 0)} fragments for {frames} frames"
+        )
+
+
 _reading = threading.local()
 
 
@@ -152,15 +346,17 @@ def _pydicom_quiet() -> Iterator[None]:
         _reading.active = outer
 
 
-def _read_dataset(path: Path) -> Any:
+def _read_dataset(path: Path, fp: Any = None, **kwargs: Any) -> Any:
+    """The data set of ``path`` (read from ``fp`` when given; ``kwargs`` go to ``dcmread``)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    kwargs = kwargs or {"defer_size": "64 KB"}
     with warnings.catch_warnings():
         # pydicom warns about odd element values by quoting them: those may be patient data.
         warnings.simplefilter("ignore")
         try:
-            return pydicom.dcmread(path, defer_size="64 KB")
+            return pydicom.dcmread(path if fp is None else fp, **kwargs)
         except FileNotFoundError:
             raise VideoReadError(f"{path}: file not found") from None
         except IsADirectoryError:
@@ -185,18 +381,12 @@ def _read_pixels(
     mask: bool,
     salt: str | None,
 ) -> Video:
-    if len(ds) == 0:
-        raise VideoReadError(f"{path}: DICOM file holds no data set after its header (truncated or corrupt)")
+    _require_data_set(ds, path)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        sop = _uid_name(ds.get("SOPClassUID", None)) or "unknown"
-        raise VideoReadError(f"{path}: no pixel data (SOP class {sop})")
+        raise VideoReadError(f"{path}: {_no_pixel_data(ds)}")
     if "PixelData" not in ds:
-        raise VideoReadError(f"{path}: float pixel data is not an image this reader handles")
-    try:
-        num_frames = int(ds.get("NumberOfFrames", 1) or 1)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise VideoReadError(f"{path}: the image pixel module is incomplete (Rows, Columns)") from None
+        raise VideoReadError(f"{path}: {_FLOAT_PIXELS}")
+    num_frames, rows, cols = _frame_shape(ds, path)
     source_fps, fps_source = dicom_frame_rate(ds, num_frames, fps, path)
 
     out_fps = source_fps
@@ -254,6 +444,26 @@ def _read_pixels(
     return Video(frames, out_fps, meta)
 
 
+_FLOAT_PIXELS = "float pixel data is not an image this reader handles"
+
+
+def _require_data_set(ds: Any, path: Path) -> None:
+    if len(ds) == 0:
+        raise VideoReadError(f"{path}: DICOM file holds no data set after its header (truncated or corrupt)")
+
+
+def _no_pixel_data(ds: Any) -> str:
+    return f"no pixel data (SOP class {_uid_name(ds.get('SOPClassUID', None)) or 'unknown'})"
+
+
+def _frame_shape(ds: Any, path: Path) -> tuple[int, int, int]:
+    """NumberOfFrames, Rows and Columns of an image."""
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1), int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise VideoReadError(f"{path}: the image pixel module is incomplete (Rows, Columns)") from None
+
+
 def dicom_frame_rate(
     ds: Any, num_frames: int, fps: float | None = None, path: Path | str = ""
 ) -> tuple[float, str]:
@@ -297,19 +507,9 @@ def _uid_name(uid: Any) -> str:
 
 def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
     """Decode frames ``indices`` and convert each to ``uint8 [H,W,3]`` RGB exactly once."""
-    from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None:
-        raise VideoReadError(f"{path}: no transfer syntax in the file meta information")
-    try:
-        decoder = get_decoder(tsyntax)
-    except NotImplementedError:
-        raise VideoReadError(f"{path}: pixel data in {_uid_name(tsyntax)} cannot be decoded") from None
-    if not decoder.is_available:
-        missing = "; ".join(decoder.missing_dependencies)
-        raise VideoReadError(f"{path}: no decoder installed for {_uid_name(tsyntax)} ({missing})")
+    tsyntax, decoder = _decoder(ds, path)
     # Pillow's libjpeg-turbo decodes baseline JPEG about twice as fast as the other plugins.
     fast_jpeg = tsyntax in (JPEGBaseline8Bit, JPEGExtended12Bit) and "pillow" in decoder.available_plugins
     plugin = "pillow" if fast_jpeg else ""
@@ -346,6 +546,23 @@ def _decode_rgb(ds: Any, path: Path, indices: np.ndarray) -> list[np.ndarray]:
             f"the stored pixels vary (bits stored {ds.get('BitsStored', '?')}): refusing to return a blank video"
         )
     return out
+
+
+def _decoder(ds: Any, path: Path) -> tuple[Any, Any]:
+    """The file's transfer syntax and an installed pydicom decoder for it."""
+    from pydicom.pixels import get_decoder
+
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is None:
+        raise VideoReadError(f"{path}: no transfer syntax in the file meta information")
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        raise VideoReadError(f"{path}: pixel data in {_uid_name(tsyntax)} cannot be decoded") from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        raise VideoReadError(f"{path}: no decoder installed for {_uid_name(tsyntax)} ({missing})")
+    return tsyntax, decoder
 
 
 def _is_constant(arr: np.ndarray) -> bool:

@@ -5,9 +5,25 @@ stills, spectral Doppler strips, structured reports holding the measurements,
 screenshots with the patient's name burnt in, and files that are not DICOM at all.
 The reports live in another system, keyed by accession number. :func:`ingest` reads
 every header (never the pixels) to sort the files, groups them into studies, joins the
-reports, reads the measurements of each study's SR, and converts each kept cine -
-cropped to its ultrasound region and masked outside the sector, as
-:func:`~echoclip.data.video.load_video` reads it - into a lossless AVI.
+reports, reads the measurements of each study's SR, and then, for each kept cine:
+
+- ``videos="convert"`` (the default): converts it - cropped to its ultrasound region and
+  masked outside the sector, as :func:`~echoclip.data.video.load_video` reads it - into
+  a lossless AVI. The data set holds no identifying pixel or header: it can be shared.
+- ``videos="link"``: links the source DICOM into the data set (a hard link, else a
+  symbolic link, else a copy) and decodes no pixel. :func:`~echoclip.data.dicom.probe_dicom`
+  checks from the header and the pixel data's layout that a read will work (timing,
+  decoder, a file cut short) and gives the manifest's geometry; the reader crops,
+  masks and de-identifies each time training reads the file. Its time does not grow
+  with the cines' size, but the linked files are the hospital's, headers and burnt-in
+  text included: keep such a data set where the export is kept, and convert one that
+  leaves it.
+
+What conversion learns from the pixels - the sector of a cine without an ultrasound
+region, frames that do not decode - a linked data set learns when training reads the
+file (the sector is found on each read; an undecodable file is skipped and logged).
+Sorting the files needs no pixel in either mode: :func:`classify_instance` reads the
+header's SOP class and ultrasound regions.
 
 Output folder::
 
@@ -18,17 +34,21 @@ Output folder::
     ingest_report.csv   every file not used: file (relative to the root, components
                         holding header values replaced), reason, key (a salted hash of
                         the path, which tells apart files shown alike)
-    videos/<study>/<instance>.avi
+    videos/<study>/<instance>.avi   (convert) or .dcm, the source DICOM linked (link)
     studies/<study>.json   the finished studies: a rerun skips them
     salt                the salt of the hashes, when none was given (keep it private)
 
 Nothing identifying leaves the headers: no name, id, date, accession number or UID is
-written, logged or raised; the ids are HMAC-SHA256 of the UIDs under the salt.
+written, logged or raised; the ids are HMAC-SHA256 of the UIDs under the salt. Paths in
+the data set are these hashes; a symbolic link is made only to a source path that holds
+no header value (else a copy), since the link stores the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import hmac
 import io
@@ -37,20 +57,21 @@ import logging
 import os
 import secrets
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, Literal
 
 from echoclip import atomic
-from echoclip.data.deid import SALT_ENV, identifying_labels, redact, redact_path, shown_path
-from echoclip.errors import DataError, VideoReadError
+from echoclip.data.deid import SALT_ENV, identifying_labels, redact, redact_path
+from echoclip.errors import ConfigError, DataError, VideoReadError
 
 __all__ = [
     "INSTANCE_KINDS",
     "SR_CODES",
     "IngestConfig",
     "IngestResult",
+    "VIDEO_MODES",
     "classify_instance",
     "ingest",
     "salted_id",
@@ -92,6 +113,11 @@ MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for c, _ in SR_CODE
 _TO_UNIT = {("mm", "cm"): 0.1, ("cm", "cm"): 1.0, ("m", "cm"): 100.0, ("ml", "ml"): 1.0}
 _TO_UNIT.update({("cm3", "ml"): 1.0, ("l", "ml"): 1000.0, ("%", "%"): 1.0, ("1", "%"): 100.0})
 
+# what becomes of a kept cine: a lossless AVI, or a link to the source DICOM
+VIDEO_MODES: tuple[str, ...] = ("convert", "link")
+
+_CINES = ("bmode_cine", "color_cine")
+
 _REASONS = {
     "still": "single-frame still image, not a cine",
     "spectral_doppler": "spectral Doppler or M-mode display, not a cine",
@@ -108,7 +134,9 @@ class IngestConfig:
     once and kept in the output folder). ``keep_no_region``: also keep cines without an
     ultrasound region (cropped to the detected sector); by default they are skipped,
     as screenshots often are. ``limit``: finish at most this many studies in this run
-    (the rest on a rerun).
+    (the rest on a rerun). ``videos``: ``"convert"`` each kept cine to a lossless AVI, or
+    ``"link"`` the source DICOM into the data set without decoding it (see the module's
+    notes: such a data set holds the identifiable source files).
     """
 
     accession_column: str = "accession_number"
@@ -118,6 +146,7 @@ class IngestConfig:
     workers: int = 1
     keep_no_region: bool = False
     codec: str = "ffv1"
+    videos: Literal["convert", "link"] = "convert"
     limit: int | None = None
     progress: bool = True
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -135,12 +164,15 @@ class IngestResult:
     patients: int
     skipped: dict[str, int] = field(default_factory=dict)
     unmatched_reports: int = 0
+    links: dict[str, int] = field(default_factory=dict)  # link mode: videos by "hard"/"symlink"/"copy"
 
     def summary(self) -> str:
         """One line: what was ingested, what was left out and why."""
         left = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+        linked = ", ".join(f"{n} {_LINK_NAMES[k]}" for k, n in sorted(self.links.items()))
+        videos = f"{self.videos} videos" + (f" (linked: {linked})" if linked else "")
         head = (
-            f"ingested {self.videos} videos of {self.studies_done} studies ({self.patients} patients) into {self.out}"
+            f"ingested {videos} of {self.studies_done} studies ({self.patients} patients) into {self.out}"
             if self.complete
             else f"{self.studies_done} of {self.studies} studies done; rerun to resume ({self.out})"
         )
@@ -149,6 +181,9 @@ class IngestResult:
             + (f" ({left})" if left else "")
             + f"; {self.unmatched_reports} reports match no study"
         )
+
+
+_LINK_NAMES = {"hard": "hard links", "symlink": "symbolic links", "copy": "copies"}
 
 
 @dataclass(frozen=True)
@@ -166,6 +201,8 @@ class _Instance:
     key: str  # a salted hash of the file's path: tells apart files shown alike
     has_region: bool
     labels: tuple[tuple[str, str], ...]
+    probe: dict[str, Any] | str | None = None  # link mode: probe_dicom's facts, or why it failed
+    plain: bool = False  # link mode: no header value shows in the path (a symbolic link may name it)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,14 +300,47 @@ def ingest(
             its key or report column, or the salt differs from the one a partial run used.
     """
     config = config or IngestConfig()
+    if config.videos not in VIDEO_MODES:
+        raise ConfigError(f"unknown videos mode {config.videos!r}; known: {', '.join(VIDEO_MODES)}")
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (the root of the DICOM export)")
-    table = _read_reports(Path(reports), config)
-    out.mkdir(parents=True, exist_ok=True)
-    salt = _salt(out, config.salt)
+    with _pool(config.workers) as pool:  # the workers start while the reports are read
+        table = _read_reports(Path(reports), config)
+        out.mkdir(parents=True, exist_ok=True)
+        salt = _salt(out, config.salt)
+        _check_mode(out / "studies", config.videos)
+        return _ingest(root, out, table, salt, config, pool)
 
-    instances, skipped = _scan(root, config, salt)
+
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    """One pool of ``workers`` processes for the headers and the studies, started now; None for one."""
+    if workers <= 1:
+        yield None
+        return
+    from echoclip.processes import process_pool
+
+    with process_pool(workers) as pool:
+        for _ in range(workers):
+            pool.submit(_warm_up)
+        yield pool
+
+
+def _warm_up() -> None:
+    """Import what reading headers needs, in a worker, before its first file."""
+    import echoclip.data.dicom  # noqa: F401
+
+
+def _ingest(
+    root: Path,
+    out: Path,
+    table: tuple[dict[str, str], dict[str, str]],
+    salt: str,
+    config: IngestConfig,
+    pool: Any,
+) -> IngestResult:
+    instances, skipped = _scan(root, config, salt, pool)
     by_study: dict[str, list[_Instance]] = {}
     for inst in instances:
         by_study.setdefault(inst.study_uid, []).append(inst)
@@ -303,6 +373,7 @@ def ingest(
                 out=str(out),
                 codec=config.codec,
                 keep_no_region=config.keep_no_region,
+                videos=config.videos,
             )
         )
     jobs.sort(key=lambda j: j.study_id)
@@ -312,7 +383,7 @@ def ingest(
     todo = [j for j in jobs if not (records / f"{j.study_id}.json").is_file()]
     if config.limit is not None:
         todo = todo[: max(config.limit, 0)]
-    _run_jobs(todo, config)
+    _run_jobs(todo, config, pool)
 
     done = [j for j in jobs if (records / f"{j.study_id}.json").is_file()]
     result = IngestResult(
@@ -332,6 +403,16 @@ def ingest(
     skipped = sorted(set(skipped))
     result.videos = len(rows)
     result.skipped = _count_reasons(skipped)
+    for row in rows:
+        if row.get("link"):
+            result.links[row["link"]] = result.links.get(row["link"], 0) + 1
+    if result.links.get("copy"):
+        log.warning(
+            "%d of %d cines were copied, not linked: no hard link is possible (another file system, or "
+            "links not permitted) and a symbolic link would store a source path that holds patient data",
+            result.links["copy"],
+            len(rows),
+        )
     if result.complete:
         manifest = _manifest(rows, config.split_fractions)
         with atomic.writing(out / "manifest.parquet") as tmp:
@@ -401,6 +482,19 @@ def _salt(out: Path, given: str | None) -> str:
     return stored.read_text().strip()
 
 
+def _check_mode(records: Path, videos: str) -> None:
+    """Refuse to go on a folder a partial run began in another videos mode (its records say which)."""
+    first = next(records.glob("*.json"), None) if records.is_dir() else None
+    if first is None:
+        return
+    began = json.loads(first.read_text(encoding="utf-8")).get("mode", "convert")
+    if began != videos:
+        raise DataError(
+            f"{records.parent}: this folder was started with videos {began!r}, not {videos!r}; "
+            "give the same mode or a new folder"
+        )
+
+
 def salted_id(salt: str, kind: str, value: str) -> str:
     """The id an output uses for ``value`` (a UID, a path): HMAC-SHA256 under the salt, 16 hex digits.
 
@@ -409,64 +503,143 @@ def salted_id(salt: str, kind: str, value: str) -> str:
     return hmac.new(salt.encode(), f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def _scan(root: Path, config: IngestConfig, salt: str) -> tuple[list[_Instance], list[tuple[str, str, str]]]:
+def _scan(
+    root: Path, config: IngestConfig, salt: str, pool: Any
+) -> tuple[list[_Instance], list[tuple[str, str, str]]]:
     """Every file's header: the instances worth a look, and the files that are not (with why)."""
     from tqdm.auto import tqdm
 
     files, skipped = _files(root)
-    headers: list[tuple[Path, Any]] = []
+    look = functools.partial(_look, probe=config.videos == "link")
+    if pool is None:
+        looks: Iterable[_Look] = map(look, files)
+    else:  # the headers are read in the workers, in chunks: each is a fraction of a millisecond
+        looks = pool.map(look, files, chunksize=max(1, min(64, len(files) // (8 * config.workers))))
+    headers: list[_Look] = []
     dir_labels: dict[Path, dict[str, str]] = {}
     bad: list[tuple[Path, str]] = []
-    for path in tqdm(files, desc="headers", unit="file", disable=not config.progress):
-        ds, reason = _read_header(path)
-        if ds is None:
-            bad.append((path, reason))
+    for seen in tqdm(looks, total=len(files), desc="headers", unit="file", disable=not config.progress):
+        if seen.reason:
+            bad.append((seen.path, seen.reason))
             continue
-        headers.append((path, ds))
-        labels = identifying_labels(ds)
-        for parent in path.parents:  # a folder named after the patient is redacted for every file in it
-            dir_labels.setdefault(parent, {}).update(labels)
+        headers.append(seen)
+        for parent in seen.path.parents:  # a folder named after the patient is redacted for every file in it
+            dir_labels.setdefault(parent, {}).update(seen.labels)
             if parent == root:
                 break
 
+    def folder_labels(folder: Path) -> dict[str, str]:
+        """The values of the headers under the nearest folder that holds any: a folder of
+        thumbnails inside the patient's folder has none of its own."""
+        for above in (folder, *folder.parents):
+            if above in dir_labels or above == root:
+                return dir_labels.get(above, {})
+        return {}
+
+    @functools.cache
+    def shown_folder(folder: Path) -> PurePath:
+        """The folder relative to the root, each name redacted by the headers found under it."""
+        if folder == root:
+            return PurePath()
+        return shown_folder(folder.parent) / redact_path(folder.name, values=folder_labels(folder))
+
     def shown(path: Path, own: Mapping[str, str] | None = None) -> str:
-        labels = {**dir_labels.get(path.parent, {}), **(own or {})}
-        return shown_path(path, root, redact_path(path, values=labels))
+        labels = {**folder_labels(path.parent), **(own or {})}
+        return str(shown_folder(path.parent) / redact_path(path.name, values=labels))
 
     def key(path: Path) -> str:
         return salted_id(salt, "path", path.relative_to(root).as_posix())
 
+    def plain(path: Path, name: str, labels: Mapping[str, str]) -> bool:
+        """Whether no header value shows in the absolute path: a symbolic link would store it."""
+        above = os.path.abspath(root)
+        return name == str(path.relative_to(root)) and str(redact_path(above, values=labels)) == above
+
     skipped = [(shown(p), why, key(p)) for p, why in [*skipped, *bad]]
+    link = config.videos == "link"
     instances = []
-    for path, ds in headers:
-        labels = identifying_labels(ds)
-        kind = classify_instance(ds)
-        study_uid = str(ds.get("StudyInstanceUID", "") or "")
-        name = shown(path, labels)
-        if not study_uid:
+    for seen in headers:
+        path, kind = seen.path, seen.kind
+        name = shown(path, seen.labels)
+        if not seen.study_uid:
             skipped.append((name, f"{kind}: no StudyInstanceUID in the header", key(path)))
             continue
         if kind == "other":
-            modality = str(ds.get("Modality", "") or "none")
-            sop = _uid_name(ds.get("SOPClassUID", None)) or "unknown"
-            skipped.append((name, f"not an echo image (modality {modality}, SOP class {sop})", key(path)))
+            skipped.append(
+                (name, f"not an echo image (modality {seen.modality}, SOP class {seen.sop_class})", key(path))
+            )
             continue
         instances.append(
             _Instance(
                 path=str(path),
                 shown=name,
                 kind=kind,
-                study_uid=study_uid,
-                accession=str(ds.get("AccessionNumber", "") or "").strip(),
-                patient=str(ds.get("PatientID", "") or "").strip(),
-                sop_uid=str(ds.get("SOPInstanceUID", "") or name),
-                order=(_int(ds.get("SeriesNumber", 0), 0), _int(ds.get("InstanceNumber", 0), 0), name),
+                study_uid=seen.study_uid,
+                accession=seen.accession,
+                patient=seen.patient,
+                sop_uid=seen.sop_uid or name,
+                order=(seen.series, seen.number, name),
                 key=key(path),
-                has_region=bool(ds.get("SequenceOfUltrasoundRegions", None)),
-                labels=tuple({**dir_labels.get(path.parent, {}), **labels}.items()),
+                has_region=seen.has_region,
+                labels=tuple({**folder_labels(path.parent), **seen.labels}.items()),
+                probe=seen.probe,
+                plain=link and kind in _CINES and plain(path, name, seen.labels),
             )
         )
     return instances, skipped
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What one file's header says, as a worker sends it back (identifiers held in memory only)."""
+
+    path: Path
+    reason: str = ""  # why the file is not read further; empty when it is
+    labels: dict[str, str] = field(default_factory=dict)
+    kind: str = "other"
+    study_uid: str = ""
+    accession: str = ""
+    patient: str = ""
+    sop_uid: str = ""
+    series: int = 0
+    number: int = 0
+    has_region: bool = False
+    modality: str = "none"
+    sop_class: str = "unknown"
+    probe: dict[str, Any] | str | None = None  # a cine's probe_dicom, or why it failed
+
+
+def _look(path: Path, probe: bool = False) -> _Look:
+    """Read the header of ``path`` and sort the file; with ``probe``, also probe a cine's pixel data."""
+    ds, offset, reason = _read_header(path)
+    if ds is None:
+        return _Look(path, reason=reason)
+    kind = classify_instance(ds)
+    checked: dict[str, Any] | str | None = None
+    if probe and kind in _CINES:
+        from echoclip.data.dicom import probe_dicom
+
+        try:
+            checked = probe_dicom(path, header=(ds, offset))
+        except VideoReadError as e:
+            checked = e.reason if e.reason is not None else str(e)
+        except Exception as e:  # an odd header value; its text may quote it
+            checked = f"cannot probe the DICOM header ({type(e).__name__})"
+    return _Look(
+        path,
+        labels=identifying_labels(ds),
+        kind=kind,
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        accession=str(ds.get("AccessionNumber", "") or "").strip(),
+        patient=str(ds.get("PatientID", "") or "").strip(),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        series=_int(ds.get("SeriesNumber", 0), 0),
+        number=_int(ds.get("InstanceNumber", 0), 0),
+        has_region=bool(ds.get("SequenceOfUltrasoundRegions", None)),
+        modality=str(ds.get("Modality", "") or "none"),
+        sop_class=_uid_name(ds.get("SOPClassUID", None)) or "unknown",
+        probe=checked,
+    )
 
 
 def _uid_name(uid: Any) -> str:
@@ -494,29 +667,30 @@ def _files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return files, rest
 
 
-def _read_header(path: Path) -> tuple[Any | None, str]:
-    """The header of a DICOM file without its pixels, or None and why not."""
+def _read_header(path: Path) -> tuple[Any | None, int, str]:
+    """The header of a DICOM file without its pixels and where it ends in the file, or None and why not."""
     import pydicom
 
     from echoclip.data.dicom import _pydicom_quiet
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(132)
+        f = open(path, "rb")  # noqa: SIM115 - closed below; open errors get their own reason
     except OSError as e:
-        return None, f"cannot open ({type(e).__name__})"
-    if head[128:132] != b"DICM":
-        return None, "not a DICOM file"
-    with _pydicom_quiet(), warnings.catch_warnings():
+        return None, 0, f"cannot open ({type(e).__name__})"
+    with f, _pydicom_quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if f.read(132)[128:132] != b"DICM":
+                return None, 0, "not a DICOM file"
+            f.seek(0)
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
             len(ds)  # parse now: a broken header fails here, not later
+            offset = f.tell()  # the pixel data's tag, or the end of the file
         except Exception as e:  # the parser raises many types; their text may quote header values
-            return None, f"unreadable DICOM header ({type(e).__name__})"
+            return None, 0, f"unreadable DICOM header ({type(e).__name__})"
     if not len(ds):
-        return None, "DICOM file holds no data set (truncated or corrupt)"
-    return ds, ""
+        return None, 0, "DICOM file holds no data set (truncated or corrupt)"
+    return ds, offset, ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -533,33 +707,28 @@ class _StudyJob:
     out: str
     codec: str
     keep_no_region: bool
+    videos: str = "convert"
 
 
-def _run_jobs(jobs: list[_StudyJob], config: IngestConfig) -> None:
+def _run_jobs(jobs: list[_StudyJob], config: IngestConfig, pool: Any) -> None:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc="ingest", unit="study", disable=not config.progress)
     try:
-        if config.workers <= 1 or len(jobs) <= 1:
+        if pool is None or len(jobs) <= 1:
             for job in jobs:
                 _ingest_study(job)
                 bar.update()
             return
-        from echoclip.processes import process_pool
-
-        with process_pool(config.workers) as pool:
-            for _ in pool.map(_ingest_study, jobs):
-                bar.update()
+        for _ in pool.map(_ingest_study, jobs):
+            bar.update()
     finally:
         bar.close()
 
 
 def _ingest_study(job: _StudyJob) -> str:
-    """Convert one study's cines and read its SR; record the study last, atomically."""
+    """Convert or link one study's cines and read its SR; record the study last, atomically."""
     import pydicom
-
-    from echoclip.data.dicom import read_dicom
-    from echoclip.data.video import save_video
 
     out = Path(job.out)
     videos: list[dict[str, Any]] = []
@@ -580,7 +749,7 @@ def _ingest_study(job: _StudyJob) -> str:
             for k, v in found.items():
                 measurements.setdefault(k, v)
             continue
-        if inst.kind not in ("bmode_cine", "color_cine"):
+        if inst.kind not in _CINES:
             skipped.append((inst.shown, _REASONS[inst.kind], inst.key))
             continue
         if not inst.has_region and not job.keep_no_region:
@@ -593,35 +762,78 @@ def _ingest_study(job: _StudyJob) -> str:
             )
             continue
         try:
-            video = read_dicom(inst.path, salt=job.salt)
+            row = _VIDEO_WRITERS[job.videos](job, inst)
         except VideoReadError as e:
             reason = e.reason if e.reason is not None else str(e)
             skipped.append((inst.shown, redact(reason, values=labels), inst.key))
             continue
-        name = f"videos/{job.study_id}/{salted_id(job.salt, 'instance', inst.sop_uid)}.avi"
-        save_video(video, out / name, codec=job.codec)
         videos.append(
             {
-                "video_path": name,
                 "patient_id": job.patient_id,
                 "study_id": job.study_id,
                 "view": "unknown",
                 "kind": "color" if inst.kind == "color_cine" else "bmode",
-                "cm_per_px": _first(video.meta.get("cm_per_px")),
-                "fps": float(video.fps),
-                "frames": int(video.frames.shape[0]),
-                "height": int(video.frames.shape[1]),
-                "width": int(video.frames.shape[2]),
-                "manufacturer": str(video.meta.get("manufacturer", "")),
+                **row,
             }
         )
     for row in videos:
         row.update({c: measurements.get(c, float("nan")) for c in MEASUREMENT_COLUMNS})
     atomic.write_text(
         out / "studies" / f"{job.study_id}.json",
-        json.dumps({"videos": atomic.jsonable(videos), "skipped": skipped}) + "\n",
+        json.dumps({"mode": job.videos, "videos": atomic.jsonable(videos), "skipped": skipped}) + "\n",
     )
     return job.study_id
+
+
+def _video_name(job: _StudyJob, inst: _Instance, suffix: str) -> str:
+    return f"videos/{job.study_id}/{salted_id(job.salt, 'instance', inst.sop_uid)}{suffix}"
+
+
+def _convert_cine(job: _StudyJob, inst: _Instance) -> dict[str, Any]:
+    """Decode, crop and mask the cine and write it as a lossless AVI; its manifest facts."""
+    from echoclip.data.dicom import read_dicom
+    from echoclip.data.video import save_video
+
+    video = read_dicom(inst.path, salt=job.salt)
+    name = _video_name(job, inst, ".avi")
+    save_video(video, Path(job.out) / name, codec=job.codec)
+    return {
+        "video_path": name,
+        "cm_per_px": _first(video.meta.get("cm_per_px")),
+        "fps": float(video.fps),
+        "frames": int(video.frames.shape[0]),
+        "height": int(video.frames.shape[1]),
+        "width": int(video.frames.shape[2]),
+        "manufacturer": str(video.meta.get("manufacturer", "")),
+    }
+
+
+def _link_cine(job: _StudyJob, inst: _Instance) -> dict[str, Any]:
+    """Check the cine from its header and pixel layout and link it into the data set; its manifest facts.
+
+    The facts are those :func:`_convert_cine` records for the same file (the reader's
+    crop), except that a cine without a region keeps its frame's size.
+    """
+    facts = inst.probe  # probed as the headers were read
+    if isinstance(facts, str) or facts is None:
+        reason = facts or "not probed"
+        raise VideoReadError(f"{inst.shown}: {reason}", reason=reason)
+    name = _video_name(job, inst, ".dcm")
+    # a symbolic link stores its target: only to a path in which no header value shows
+    how = atomic.link(os.path.abspath(inst.path), Path(job.out) / name, symlink=inst.plain)
+    return {
+        "video_path": name,
+        "cm_per_px": _first(facts.get("cm_per_px")),
+        "fps": float(facts["fps"]),
+        "frames": int(facts["frames"]),
+        "height": int(facts["height"]),
+        "width": int(facts["width"]),
+        "manufacturer": str(facts.get("manufacturer", "")),
+        "link": how,
+    }
+
+
+_VIDEO_WRITERS = {"convert": _convert_cine, "link": _link_cine}
 
 
 def _first(value: Any) -> float:

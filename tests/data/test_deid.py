@@ -174,6 +174,10 @@ def test_redaction_replaces_whole_values_only() -> None:
     assert shown_path("/exports/19870923/DOE^JANE/x.dcm", "/exports", shown.with_name("x.dcm")) == (
         "[date]/[patient]/x.dcm"
     )
+    # matching ignores case beyond ASCII too ("İ" is an "i"), with or without ASCII on either side
+    for path, value in (("/exports/İlhan_01.dcm", "ILHAN"), ("/exports/ilhan_01.dcm", "İLHAN")):
+        assert "lhan" not in str(redact_path(path, values={value: "patient"})).lower()
+    assert str(redact_path("/exports/ilhanx/x.dcm", values={"ILHAN": "patient"})) == "/exports/ilhanx/x.dcm"
 
 
 def test_short_header_value_inside_a_file_name_is_kept(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from echoclip.data.dicom import find_sector, read_dicom, write_dicom
+from echoclip.data.dicom import find_sector, probe_dicom, read_dicom, write_dicom
 from echoclip.data.video import list_readers, load_video
 from echoclip.errors import VideoReadError
 
@@ -318,6 +318,89 @@ def test_broken_dicoms_raise_video_read_error_naming_the_file(tmp_path: Path) ->
 
     with pytest.raises(ValueError):
         read_dicom(good, indices=[8])  # out of range: a caller error, not a bad file
+
+
+@pytest.mark.parametrize("compression", [None, "rle", "jpeg"])
+@pytest.mark.parametrize("with_region", [True, False], ids=["region", "no-region"])
+def test_probe_gives_what_a_read_gives_without_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str | None, with_region: bool
+) -> None:
+    import echoclip.data.dicom as module
+
+    frames, _ = _echo_cine(t=10)
+    region = {"x0": 10, "y0": 4, "x1": 117, "y1": 75, "delta_x": 0.05, "delta_y": 0.04}
+    path = write_dicom(
+        frames,
+        tmp_path / "cine.dcm",
+        fps=25,
+        compression=compression,
+        regions=[region] if with_region else None,
+        tags={"Manufacturer": "ACME"},
+    )
+    video = read_dicom(path)
+
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("a probe decoded pixels")
+
+    monkeypatch.setattr(module, "_decode_rgb", no_decoding)
+    probe = probe_dicom(path)
+    assert (probe["fps"], probe["frames"]) == (pytest.approx(video.fps), 10)
+    assert probe["manufacturer"] == "ACME" and probe["cm_per_px"] == video.meta["cm_per_px"]
+    if with_region:  # the crop of the header's region
+        assert (probe["height"], probe["width"]) == video.frames.shape[1:3]
+        assert probe["crop_box"] == video.meta["crop_box"]
+    else:  # a read crops to the sector in the pixels; the probe gives the frame
+        assert (probe["height"], probe["width"]) == (96, 128) and probe["cm_per_px"] is None
+
+
+@pytest.mark.parametrize("compression", [None, "rle", "jpeg"])
+def test_probe_finds_what_a_read_would_refuse(tmp_path: Path, compression: str | None) -> None:
+    frames, _ = _echo_cine(t=8)
+    good = write_dicom(frames, tmp_path / "good.dcm", fps=30, compression=compression)
+    data = good.read_bytes()
+    for cut in (len(data) * 2 // 3, len(data) - 12):  # anywhere in the pixel data, even its end
+        short = tmp_path / f"cut{cut}.dcm"
+        short.write_bytes(data[:cut])
+        with pytest.raises(VideoReadError, match=f"cut{cut}.dcm: DICOM file is truncated"):
+            probe_dicom(short)
+        with pytest.raises(VideoReadError, match=f"cut{cut}.dcm"):
+            read_dicom(short)
+    if compression is not None:  # the end marker's tag but not its length: read, so probed
+        (tmp_path / "unended.dcm").write_bytes(data[:-4])
+        assert read_dicom(tmp_path / "unended.dcm").frames.shape[0] == 8
+        assert probe_dicom(tmp_path / "unended.dcm")["frames"] == 8
+        (tmp_path / "no_end.dcm").write_bytes(data[:-8])  # no end marker: neither
+        for reader in (read_dicom, probe_dicom):
+            with pytest.raises(VideoReadError, match="no_end.dcm"):
+                reader(tmp_path / "no_end.dcm")
+
+    untimed = write_dicom(frames, tmp_path / "untimed.dcm", fps=None, compression=compression)
+    with pytest.raises(VideoReadError, match="untimed.dcm: no frame timing"):
+        probe_dicom(untimed)
+    assert probe_dicom(untimed, fps=12.5)["fps"] == 12.5
+
+    no_pixels = tmp_path / "no_pixels.dcm"
+    ds = pydicom.dcmread(good)
+    del ds.PixelData
+    ds.save_as(no_pixels)
+    with pytest.raises(VideoReadError, match="no_pixels.dcm: no pixel data"):
+        probe_dicom(no_pixels)
+    with pytest.raises(VideoReadError, match="not_there.dcm: file not found"):
+        probe_dicom(tmp_path / "not_there.dcm")
+    (tmp_path / "text.dcm").write_text("not a dicom file\n" * 20)
+    with pytest.raises(VideoReadError, match="text.dcm: not a valid DICOM file"):
+        probe_dicom(tmp_path / "text.dcm")
+
+
+def test_probe_messages_hold_no_patient_data(tmp_path: Path) -> None:
+    folder = tmp_path / "ZQXDOE^ZQXJANE"
+    folder.mkdir()
+    path = write_dicom(
+        _echo_cine(t=4)[0], folder / "IM1.dcm", fps=None, tags={"PatientName": "ZQXDOE^ZQXJANE"}
+    )
+    with pytest.raises(VideoReadError) as err:
+        probe_dicom(path)
+    assert "ZQX" not in str(err.value) and str(err.value.path).endswith("[patient]/IM1.dcm")
 
 
 def test_meta_keeps_geometry_and_timing(tmp_path: Path) -> None:

@@ -16,8 +16,14 @@ structured report (TID 5200-style) holding the measurements, and a secondary cap
 with the patient's name burnt in. Headers follow one of a few vendors' habits
 (transfer syntax, photometric interpretation, timing element), and the folder names
 carry the patient's name and the accession number, as real exports do. A few corrupt
-and non-DICOM files are scattered in. Identifiers are unique strings (``ZQX...``) so a
-test can look for them in every output.
+and non-DICOM files are scattered in; ``distractors`` and ``corrupt`` set how many at
+least (as fractions of the archive's files), ``stills`` how many stills a study has.
+Identifiers are unique strings (``ZQX...``) so a test can look for them in every output.
+
+``truth.csv`` kinds: ``bmode_cine``, ``color_cine``, ``still``, ``spectral_doppler``,
+``sr``, ``secondary_capture``; the distractors ``junk`` (not DICOM, or DICOM garbage)
+and ``other_modality`` (a CT image of the patient's); the corrupt ``truncated`` (a cine
+cut short in its pixel data) and ``corrupt`` (an image cut short in its header).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = ["simulate_archive", "SR_MEASUREMENTS", "ARCHIVE_VENDORS"]
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 
 # SR measurements: LOINC code -> (code meaning, UCUM unit, truth attribute of the cardiac state)
@@ -83,12 +90,19 @@ def simulate_archive(
     missing_reports: float = 0.15,
     orphan_reports: int = 2,
     overwrite: bool = False,
+    stills: int = 1,
+    distractors: float = 0.0,
+    corrupt: float = 0.0,
 ) -> Path:
     """Write a simulated DICOM export of ``n`` studies under ``out_dir`` (atomically).
 
     Returns the folder; the archive is ``out_dir/dicom``, the reports
     ``out_dir/reports.csv``. ``missing_reports`` of the studies get no report;
     ``orphan_reports`` reports name accession numbers that are in no study.
+    ``stills``: single-frame images per study. ``distractors``: at least this fraction
+    of the files are not echo instances (notes, thumbnails, PDFs, CT images); ``corrupt``:
+    at least this fraction are damaged DICOM files (cines cut in their pixel data,
+    images cut in their header). The few of each every archive has count towards both.
     The same arguments give the same files.
     """
     import pandas as pd
@@ -96,6 +110,11 @@ def simulate_archive(
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise DataError(f"unknown or no views {bad or list(views)}; known: {', '.join(VIEWS)}")
+    if stills < 0 or not (0 <= distractors < 1 and 0 <= corrupt < 1):
+        raise DataError(
+            f"stills must be >= 0 and distractors, corrupt fractions in [0, 1); got {stills}, "
+            f"{distractors}, {corrupt}"
+        )
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise DataError(f"{out}: already exists (choose another folder or overwrite it)")
@@ -120,7 +139,7 @@ def simulate_archive(
             )
             vendor = ARCHIVE_VENDORS[plan.index % len(ARCHIVE_VENDORS)]
             folder = root / f"{person.patient_name.replace('^', '_')}" / f"ACC_{ids.accession}"
-            rows = _write_study(folder, state, report, plan, ids, vendor, size, frames, fps, views)
+            rows = _write_study(folder, state, report, plan, ids, vendor, size, frames, fps, views, stills)
             truth += [{**r, "path": str(Path(r["path"]).relative_to(root))} for r in rows]
             if rng.random() >= missing_reports:
                 reports.append({"accession_number": ids.accession, "report": report})
@@ -131,6 +150,8 @@ def simulate_archive(
             if row["path"] == truncated:
                 row["keep"], row["kind"] = False, "truncated"
         truth += junk
+        if distractors or corrupt:
+            truth = _add_damage(root, truth, distractors, corrupt, np.random.default_rng([seed, 11]))
         order = np.random.default_rng([seed, 7]).permutation(len(reports))  # not in study order
         pd.DataFrame([reports[i] for i in order]).to_csv(tmp / "reports.csv", index=False)
         pd.DataFrame(truth).to_csv(tmp / "truth.csv", index=False)
@@ -166,6 +187,7 @@ def _write_study(
     frames: int,
     fps: float,
     views: tuple[str, ...],
+    stills: int = 1,
 ) -> list[dict[str, Any]]:
     from echoclip.data.dicom import write_dicom
 
@@ -235,9 +257,11 @@ def _write_study(
             colour = _with_colour(canvas, cine_region, plan.study_seed)
             box = _inner_box(cine_region)
             instance("color_cine", True, colour, [cine_region, {**box, "data_type": 2}])
-            instance(
-                "still", False, canvas[:1], [cine_region], tags={"SOPClassUID": US_IMAGE, "NumberOfFrames": 1}
-            )
+            for k in range(stills):  # stills of the loop's frames, one after another
+                frame = canvas[k % len(canvas)][None]
+                instance(
+                    "still", False, frame, [cine_region], tags={"SOPClassUID": US_IMAGE, "NumberOfFrames": 1}
+                )
             strip, strip_regions = _doppler_strip(canvas[0], cine_region, plan.study_seed)
             instance("spectral_doppler", False, strip[None], strip_regions, tags={"SOPClassUID": US_IMAGE})
             instance(
@@ -422,6 +446,64 @@ def _write_sr(
     ds.ContentSequence = [section]
     with atomic.writing(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
+
+
+_DISTRACTOR_NAMES = {"ct": "CT0001.dcm", "note": "NOTES.TXT", "thumbnail": "THUMB.JPG", "pdf": "DOC.PDF"}
+
+
+def _add_damage(
+    root: Path, truth: list[dict[str, Any]], distractors: float, corrupt: float, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Add distractor files and damage study files until each is at least its fraction of the archive."""
+    from echoclip.data.dicom import write_dicom
+
+    not_echo = {"junk", "other_modality"}
+    have = sum(r["kind"] in not_echo for r in truth) - 1  # BROKEN.dcm is junk but corrupt
+    needed = int(np.ceil((distractors * len(truth) - have) / (1 - distractors))) if distractors else 0
+    studies = sorted({Path(r["path"]).parent.parent for r in truth if r.get("study_uid")})
+    people = {Path(r["path"]).parent.parent: r for r in truth if r.get("study_uid")}
+    added: list[dict[str, Any]] = []
+    for k in range(max(needed, 0)):
+        folder = studies[int(rng.integers(len(studies)))]
+        kind = ("ct", "note", "thumbnail", "pdf")[k % 4]
+        path = root / folder / f"EXTRA{k:05d}" / _DISTRACTOR_NAMES[kind]
+        if kind == "ct":
+            owner = people[folder]
+            image = np.repeat(rng.integers(0, 255, (1, 16, 16, 1), dtype=np.uint8), 3, axis=-1)
+            tags = {
+                "PatientName": owner["patient_name"],
+                "PatientID": owner["patient_id"],
+                "PatientBirthDate": owner["birth_date"],
+                "Modality": "CT",
+                "SOPClassUID": CT_IMAGE,
+                "StudyInstanceUID": _uid(int(rng.integers(1 << 30)), k),
+            }
+            write_dicom(image, path, None, photometric="MONOCHROME2", tags=tags)
+            added.append({"path": str(path.relative_to(root)), "kind": "other_modality", "keep": False})
+            continue
+        data = {
+            "note": b"Transferred by the archive; see the cover letter.\n",
+            "thumbnail": b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 200, dtype=np.uint8)) + b"\xff\xd9",
+            "pdf": b"%PDF-1.4\n%" + bytes(rng.integers(0, 255, 300, dtype=np.uint8)) + b"\n%%EOF\n",
+        }[kind]
+        atomic.write_bytes(path, data)
+        added.append({"path": str(path.relative_to(root)), "kind": "junk", "keep": False})
+    truth = truth + added
+
+    broken = sum(r["kind"] in ("truncated", "corrupt") for r in truth) + 1  # and BROKEN.dcm
+    wanted = int(np.ceil(corrupt * len(truth))) - broken
+    images = [i for i, r in enumerate(truth) if r["kind"] in ("bmode_cine", "color_cine", "still")]
+    for j, i in enumerate(rng.choice(images, size=min(max(wanted, 0), len(images)), replace=False)):
+        row = truth[i]
+        path = root / row["path"]
+        data = path.read_bytes()
+        if j % 2 == 0 and row["kind"] != "still":  # cut in the pixel data: the header reads
+            atomic.write_bytes(path, data[: len(data) * 2 // 3])
+            truth[i] = {**row, "kind": "truncated", "keep": False}
+        else:  # cut in the header
+            atomic.write_bytes(path, data[:300])
+            truth[i] = {**row, "kind": "corrupt", "keep": False}
+    return truth
 
 
 def _write_junk(root: Path) -> tuple[list[dict[str, Any]], str]:
