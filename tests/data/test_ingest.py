@@ -504,3 +504,44 @@ def test_a_dicomdir_names_the_files_to_read(archive, truth, tmp_path):
     assert result.complete and len(manifest) == members["kind"].isin(CINES).sum()
     report = pd.read_csv(out / "ingest_report.csv")
     assert "not listed in the DICOMDIR" in set(report.loc[report["file"] == "EXTRA.dcm", "reason"])
+
+
+def test_a_killed_process_resumes_to_the_same_manifest(archive, reference, tmp_path):
+    """SIGKILL of a real ``echoclip ingest`` process mid-run, then a rerun: the same manifest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "echoclip.cli.main", "ingest", str(archive / "dicom")]
+    command += ["--reports", str(archive / "reports.csv"), "--out", str(out), "--salt", SALT]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((out / "studies").glob("*.json"))) < 3 and process.poll() is None:
+            assert time.monotonic() < deadline, "no study finished within two minutes"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished first
+    assert not (out / "manifest.parquet").exists()
+    assert (
+        main(
+            [
+                "ingest",
+                str(archive / "dicom"),
+                "--reports",
+                str(archive / "reports.csv"),
+                "--out",
+                str(out),
+                "--salt",
+                SALT,
+            ]
+        )
+        == 0
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "manifest.parquet"), pd.read_parquet(reference / "manifest.parquet")
+    )
