@@ -81,12 +81,13 @@ if preset and not has_realism and preset != "clean":
     sys.exit(3)  # NO_PRESET
 kwargs = {"realism": preset} if preset and has_realism else {}
 studies = [simulate_study(int(s), view="A4C", size=size, frames=frames, **kwargs) for s in seeds.split(",")]
+# a realism preset's frame rate sets each clip's length: keep the common length
+length = min(len(s.video.frames) for s in studies)
 np.savez(
     out,
-    # a realism preset's frame rate sets each clip's length: keep the common length
-    frames=np.stack([s.video.frames[: min(len(t.video.frames) for t in studies)] for s in studies]),
+    frames=np.stack([s.video.frames[:length] for s in studies]),
     fans=np.stack([s.truth.sector_mask for s in studies]),
-    ed=np.array([min(s.truth.ed_frame, min(len(t.video.frames) for t in studies) - 1) for s in studies]),
+    ed=np.array([min(s.truth.ed_frame, length - 1) for s in studies]),
     cm_per_px=np.array([s.truth.cm_per_px for s in studies]),
     realism_keyword=np.array(has_realism),
 )

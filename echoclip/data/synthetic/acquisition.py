@@ -156,11 +156,19 @@ def tint(grey: np.ndarray, vendor: str) -> np.ndarray:
 
 def dual_screen(frames: np.ndarray, still: int) -> np.ndarray:
     """Two half-width images side by side: the live clip left, one frame frozen right."""
-    half = frames[:, :, ::2]
-    out = np.zeros_like(frames)
-    w = half.shape[2]
-    out[:, :, :w] = half
-    out[:, :, frames.shape[2] - w :] = half[still][None]
+    out = left_half(frames, axis=2)
+    w = (frames.shape[2] + 1) // 2
+    out[:, :, frames.shape[2] - w :] = out[still, :, :w][None]
+    return out
+
+
+def left_half(image: np.ndarray, axis: int) -> np.ndarray:
+    """``image`` squeezed to half its width along ``axis`` (every other column), at the left."""
+    half = np.take(image, np.arange(0, image.shape[axis], 2), axis=axis)
+    out = np.zeros_like(image)
+    index = [slice(None)] * image.ndim
+    index[axis] = slice(0, half.shape[axis])
+    out[tuple(index)] = half
     return out
 
 

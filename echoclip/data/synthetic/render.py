@@ -948,7 +948,8 @@ def render_view(
     speckle = _speckle(sector, frames, rng)
     # blood scatters weakly and sparsely: its speckle is a few specks on black, not a
     # smooth haze (a heavier-tailed amplitude where the echo is weak)
-    speckle **= 1.0 + BLOOD_SPARSITY * np.clip(1.0 - fan / 0.2, 0.0, 1.0)
+    power = 1.0 + BLOOD_SPARSITY * np.clip(1.0 - fan / 0.2, 0.0, 1.0)
+    np.power(speckle, power, out=speckle, where=power > 1.0)  # tissue keeps its speckle as drawn
     fan *= speckle
     gain = 1.0 - (0.25 + 0.3 * (1 - q)) * (r / sector.radius) ** 1.4
     gain *= 1.0 - 0.3 * (np.abs(theta) / sector.half_angle) ** 4
@@ -981,21 +982,13 @@ def render_view(
     cm_per_px_x = s
     if acq.dual_screen:  # the clip as the left half of a dual screen, a frozen frame right
         rgb = acquisition_mod.dual_screen(rgb, timing.es_frame)
-        lv_ed, lv_es = _left_half(lv_ed), _left_half(lv_es)
-        regions = {name: _left_half(mask) for name, mask in regions.items()}
+        lv_ed, lv_es = (acquisition_mod.left_half(m, axis=1) for m in (lv_ed, lv_es))
+        regions = {name: acquisition_mod.left_half(mask, axis=1) for name, mask in regions.items()}
         tracings = [(x1 / 2, y1, x2 / 2, y2, f) for x1, y1, x2, y2, f in tracings]
         cm_per_px_x = 2 * s
     return Rendered(
         rgb, timing, depth, s, sector, lv_ed, lv_es, regions, tracings, motion.volume, fps, cm_per_px_x, acq
     )
-
-
-def _left_half(mask: np.ndarray) -> np.ndarray:
-    """A mask squeezed into the left half of the frame, as the dual screen's live image is."""
-    out = np.zeros_like(mask)
-    half = mask[:, ::2]
-    out[:, : half.shape[1]] = half
-    return out
 
 
 def _incidence(img: np.ndarray, sector: Sector, cm_per_px: float) -> np.ndarray:
