@@ -8,7 +8,10 @@ centimetre is as many pixels in both) and placed in a ``--size``-pixel square fr
 with its fan's top row and apex column where the simulator puts its own. The real fan
 is ``fidelity.fan_mask`` (where any frame is above 3 grey levels, as one solid
 region); a simulated study's fan is its ground-truth sector mask. Both are eroded by
-one pixel, so the resampled edge counts in neither.
+one pixel, so the resampled edge counts in neither. Colour-Doppler pixels
+(``fidelity.colour_flow``) are not grey-scale echo and leave the fan in every frame
+(the real cine is a B-mode clip and has none: ``real_colour_share``; each arm's
+``colour_share`` is the share of its fan's pixels left out).
 
 Arms, ``--studies`` A4C studies each (seeds 0, 1, ...), ``--frames`` frames of
 ``--size`` pixels:
@@ -128,18 +131,19 @@ def _render(arm: str, args: argparse.Namespace, work: Path) -> dict[str, np.ndar
         return dict(data)
 
 
-def _real(size: int, cm_per_px: float, top: int, apex: float) -> tuple[np.ndarray, float]:
+def _real(size: int, cm_per_px: float, top: int, apex: float) -> tuple[np.ndarray, float, float]:
     """The real cine's grey frames at ``cm_per_px``, in a ``size`` square with the fan's top at row ``top``
-    and its apex at column ``apex``; and the source's own scale."""
+    and its apex at column ``apex``; the source's own scale; and the share of its fan in colour flow."""
     from PIL import Image
     from pydicom.data import get_testdata_file
 
     import echoclip
-    from echoclip.data.synthetic.fidelity import fan_mask, to_grey
+    from echoclip.data.synthetic.fidelity import colour_flow, fan_mask, to_grey
 
     video = echoclip.load_video(get_testdata_file(REAL_FILE))
     source = float(video.meta["cm_per_px"][0])
     grey = np.clip(np.rint(to_grey(video.frames)), 0, 255).astype(np.uint8)
+    colour = float(colour_flow(video.frames)[:, fan_mask(grey)].mean())
     scale = source / cm_per_px
     h, w = round(grey.shape[1] * scale), round(grey.shape[2] * scale)
     small = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BOX)) for f in grey])
@@ -151,7 +155,7 @@ def _real(size: int, cm_per_px: float, top: int, apex: float) -> tuple[np.ndarra
     padded = np.pad(small, ((0, 0), (pad, pad), (pad, pad)))
     y0 = pad + first - top
     x0 = pad + round(centre - apex)
-    return padded[:, y0 : y0 + size, x0 : x0 + size].astype(np.float32), source
+    return padded[:, y0 : y0 + size, x0 : x0 + size].astype(np.float32), source, colour
 
 
 def _tissue_blood_figures(frames: np.ndarray, fans: np.ndarray) -> dict[str, float]:
@@ -195,16 +199,19 @@ def _figures(
     }
 
 
-def _frames_and_fans(rendered: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """All of an arm's frames as grey ``[N*T, H, W]``, with each frame's (eroded) fan."""
+def _frames_and_fans(rendered: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    """All of an arm's frames as grey ``[N*T, H, W]``, with each frame's (eroded) fan less its colour
+    flow; and the share of the fans' pixels that colour flow took."""
     from scipy import ndimage
 
-    from echoclip.data.synthetic.fidelity import to_grey
+    from echoclip.data.synthetic.fidelity import colour_flow, to_grey
 
     frames = to_grey(rendered["frames"])
     n, t = frames.shape[:2]
     fans = np.stack([ndimage.binary_erosion(f, structure=np.ones((3, 3))) for f in rendered["fans"]])
-    return frames.reshape(n * t, *frames.shape[2:]), np.repeat(fans, t, axis=0)
+    fans = np.repeat(fans, t, axis=0)
+    colour = colour_flow(rendered["frames"]).reshape(fans.shape) & fans
+    return frames.reshape(fans.shape), fans & ~colour, float(colour.sum() / max(int(fans.sum()), 1))
 
 
 def _draw(
@@ -287,7 +294,7 @@ def main() -> None:
     cm_per_px = float(np.median(first["cm_per_px"]))
     fan0 = first["fans"][0]
     top = int(np.nonzero(fan0.any(axis=1))[0][0])
-    real, source_cm = _real(args.size, cm_per_px, top, float(np.nonzero(fan0[top])[0].mean()))
+    real, source_cm, real_colour = _real(args.size, cm_per_px, top, float(np.nonzero(fan0[top])[0].mean()))
     real_fan = ndimage.binary_erosion(fan_mask(real), structure=np.ones((3, 3)))
     real_fans = np.broadcast_to(real_fan, real.shape)
 
@@ -296,10 +303,13 @@ def main() -> None:
     figures: dict[str, Any] = {"real_cine": {k: floor[k] for k in ("fan_mean", "fan_median")}}
     figures["real_cine"].update({k: _r(v, 2) for k, v in _tissue_blood_figures(real, real_fans).items()})
     figures["real_halves"] = {k: floor[k] for k in ("histogram_w1", "histogram_js", "patch_auc")}
-    grey = {arm: _frames_and_fans(r) for arm, r in arms.items()}
+    grey, colour_share = {}, {}
+    for arm, r in arms.items():
+        *grey[arm], colour_share[arm] = _frames_and_fans(r)
     for arm, r in arms.items():
         figures[arm] = _figures((real, real_fans), grey[arm], args)
         figures[arm]["realism_keyword"] = bool(r["realism_keyword"])
+        figures[arm]["colour_share"] = _r(colour_share[arm], 4)
     for arm in rendered:
         if arm not in arms:
             figures[arm] = {"skipped": "the working tree's simulate_study has no realism keyword"}
@@ -333,6 +343,7 @@ def main() -> None:
         "real": REAL_FILE,
         "real_frames": int(len(real)),
         "real_cm_per_px": _r(source_cm, 4),
+        "real_colour_share": _r(real_colour, 4),
         "size": args.size,
         "cm_per_px": _r(cm_per_px, 4),
         "studies": args.studies,

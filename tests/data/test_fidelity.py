@@ -11,6 +11,7 @@ from scipy import ndimage
 from echoclip.data.synthetic import simulate_study
 from echoclip.data.synthetic.fidelity import (
     PATCH_FEATURES,
+    colour_flow,
     fan_mask,
     grey_histogram,
     histogram_distance,
@@ -108,3 +109,19 @@ def test_patch_auc_is_chance_for_one_source_and_near_one_for_two():
     assert abs(patch_auc(a, b) - 0.5) < 0.1
     assert patch_auc(a, c) > 0.95
     assert patch_auc(a, c) == patch_auc(a, c)  # seeded
+
+
+def test_colour_flow_finds_doppler_pixels_and_not_a_tinted_grey_map():
+    from echoclip.data.synthetic.realism import AcquisitionRealism, Realism
+
+    sepia = Realism("sepia", AcquisitionRealism(vendors=("vendor_c",)))
+    doppler = Realism("doppler", AcquisitionRealism(doppler_box=1.0))
+    tinted = simulate_study(5, view="A4C", size=64, frames=32, realism=sepia)
+    assert (tinted.video.frames[..., 0] != tinted.video.frames[..., 2]).any()  # it is tinted
+    fan = tinted.truth.sector_mask
+    assert not colour_flow(tinted.video.frames)[:, fan].any()
+    flow = simulate_study(5, view="A4C", size=64, frames=32, realism=doppler)
+    colour = colour_flow(flow.video.frames)[:, fan]
+    painted = (flow.video.frames[..., 0] != flow.video.frames[..., 2])[:, fan]
+    assert colour.any() and not (colour & ~painted).any()  # only painted pixels are colour
+    assert not colour_flow(to_grey(flow.video.frames)).any()  # grey frames have none

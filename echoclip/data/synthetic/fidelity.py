@@ -7,6 +7,8 @@ grey frames ``[T, H, W]`` of the same size and scale:
   sets of grey levels, in grey levels (or their Jensen–Shannon distance);
 - :func:`speckle_snr`: mean over SD of a region's grey levels (fully developed speckle
   on an envelope image gives 1.91; log compression and smoothing raise it);
+- :func:`colour_flow`: the colour-Doppler pixels, which are not grey-scale echo and are
+  left out of every figure;
 - :func:`tissue_blood`: the automatic rule that finds tissue and blood in any frame,
   the same rule for real and simulated frames;
 - :func:`patch_features` and :func:`patch_auc`: the cross-validated AUC of a logistic
@@ -30,6 +32,7 @@ import numpy as np
 __all__ = [
     "PATCH_FEATURES",
     "to_grey",
+    "colour_flow",
     "fan_mask",
     "grey_histogram",
     "histogram_distance",
@@ -60,6 +63,23 @@ def to_grey(frames: np.ndarray) -> np.ndarray:
             np.float32
         )
     return frames.astype(np.float32)
+
+
+def colour_flow(frames: np.ndarray, *, ratio: float = 0.3, floor: float = 12.0) -> np.ndarray:
+    """Where frames ``[..., 3]`` show colour flow rather than a tinted grey map: boolean ``[...]``.
+
+    A pixel is colour when its chroma (largest minus smallest channel) is above ``floor``
+    grey levels and above ``ratio`` of its largest channel. A vendor's tinted grey map
+    keeps every channel in a fixed proportion (chroma at most a quarter of the largest in
+    the simulator's sepia), while a colour-flow pixel is red or blue on dim grey. Grey
+    frames (no channel axis) have none.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim < 3 or frames.shape[-1] != 3:
+        return np.zeros(frames.shape, dtype=bool)
+    top = frames.max(axis=-1).astype(np.float32)
+    chroma = top - frames.min(axis=-1).astype(np.float32)
+    return (chroma > floor) & (chroma > ratio * top)
 
 
 def fan_mask(frames: np.ndarray, threshold: float = 3.0) -> np.ndarray:
