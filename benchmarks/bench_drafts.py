@@ -5,8 +5,10 @@ runs/demo/data/manifest.parquet``), builds a section index on the ``--index-spli
 (``train``) reports and, on the ``--split`` (``test``) studies:
 
 - drafts a report per study (sections looked up by name; a section drafted only when
-  enough of the study's nearest whole training reports have it) and judges what it
-  states against the truth, beside the single nearest whole training report
+  enough of the study's nearest whole training reports have it; its text their
+  consensus) and judges what it states against the truth, beside the same drafts with
+  each section's text the one nearest the video (``draft_nearest_sections``) and the
+  single nearest whole training report
   (``echoclip.evaluate.evaluate(..., drafts=)``, so :func:`echoclip.zeroshot.judge.judge_drafts`);
 - scores every device and finding with its prompts (the prompt set's own method) and
   with the labels of the ``--k`` nearest training reports (``knn``), each an AUC;
@@ -127,6 +129,17 @@ def main() -> None:
     prompts = evaluate(
         model, tokenizer, manifest, work / "prompts", drafts=sections, model_hash=identity["hash"], **common
     )
+    # the same drafts with each section's text the one nearest the video instead of the consensus
+    by_nearest = evaluate(
+        model,
+        tokenizer,
+        manifest,
+        work / "nearest_sections",
+        drafts=sections,
+        draft_method="nearest",
+        model_hash=identity["hash"],
+        **{**common, "prompt_sets": ("devices",)},
+    )
     k = DEFAULT_K if args.k is None else args.k
     knn = evaluate(
         model,
@@ -185,6 +198,8 @@ def main() -> None:
             **_judged(draft),
             "section_rates": {n: _r(v, 3) for n, v in draft["section_rates"].items()},
         },
+        "draft_method": draft.get("method"),
+        "draft_nearest_sections": _judged(by_nearest["draft"]),
         "nearest_report": _judged(nearest),
         "auc": auc,
         "knn_k": k,

@@ -88,6 +88,7 @@ def evaluate(
     k: int | None = None,
     drafts: str | os.PathLike[str] | None = None,
     drafts_reference: Any = None,
+    draft_method: str = "consensus",
     model_hash: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
@@ -118,6 +119,8 @@ def evaluate(
             ``report``, ``ef``); default: the rows of the evaluated manifest in the split the
             section index was built on. A study's own report is never its draft's source
             nor its nearest report.
+        draft_method: how a draft's section text is chosen (``"consensus"`` of the nearest
+            reports, or the ``"nearest"`` section text; :meth:`~echoclip.zeroshot.drafts.SectionIndex.draft`).
         model_hash: the evaluated model directory's hash; a section index that records
             another model's is refused.
 
@@ -147,6 +150,10 @@ def evaluate(
         _check_labels(sets, table.columns)
     reference = None
     if drafts is not None:
+        from echoclip.zeroshot.drafts import METHODS
+
+        if draft_method not in METHODS:
+            raise ConfigError(f"draft method must be one of {METHODS}, not {draft_method!r}")
         reference = _drafts_reference(dataset_or_manifest, drafts, drafts_reference, table)
     calibration_dataset = None
     if calibration_data is not None or (_is_manifest_like(dataset_or_manifest) and calibration_split):
@@ -200,7 +207,9 @@ def evaluate(
 
     _evaluate_retrieval(model, tokenizer, part, device, out_dir, metrics)
     if drafts is not None:
-        _evaluate_drafts(model, tokenizer, part, drafts, reference, model_hash, device, out_dir, metrics)
+        _evaluate_drafts(
+            model, tokenizer, part, drafts, reference, draft_method, model_hash, device, out_dir, metrics
+        )
     if metrics_csv is not None:
         from echoclip.plots import plot_loss_curves
 
@@ -348,6 +357,7 @@ def _evaluate_drafts(
     part: _Part,
     index_dir: Any,
     reference: pd.DataFrame,
+    method: str,
     model_hash: str | None,
     device: Any,
     out_dir: Path,
@@ -365,6 +375,7 @@ def _evaluate_drafts(
         reference,
         expected_model_hash=model_hash,
         device=device,
+        method=method,
     )
     metrics.update(judged)
     write_text(out_dir / "drafts.csv", per_study.to_csv(index=False))

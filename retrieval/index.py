@@ -144,6 +144,16 @@ class Index:
         scores, rows = self._searcher().search(q, k)
         return scores, rows
 
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``rows`` ``[len(rows), dim]``: exact for a flat index, the
+        decoded approximation for a compressed one (an index that cannot reconstruct raises)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.size):
+            raise RetrievalError(f"rows must be in [0, {self.size}), got {rows.min()}..{rows.max()}")
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self.index.reconstruct_batch(rows), dtype=np.float32)
+
     def search(self, queries: np.ndarray, k: int = 10) -> pd.DataFrame:
         """One row per query and hit: ``query`` (position of the query), ``rank`` (from 1),
         ``score``, ``row`` (position in the index and its store), then every metadata column."""

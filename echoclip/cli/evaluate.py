@@ -66,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(`echoclip index --sections`, built on the training split), read the devices, findings and "
         "EF it states, and score them against the truth beside the nearest whole training report",
     )
+    p.add_argument(
+        "--draft-method",
+        choices=("consensus", "nearest"),
+        default="consensus",
+        help="each drafted section's text: what most of the nearest reports say, or the section text "
+        "nearest the video (default: consensus)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         neighbours=args.neighbours,
         k=args.neighbours_k,
         drafts=args.drafts,
+        draft_method=args.draft_method,
         model_hash=model_hash,
     )
     if perturbations is None:
@@ -150,9 +158,10 @@ def _headline(metrics: dict) -> str:
     if "retrieval" in metrics:
         parts.append(f"video→report R@1 {metrics['retrieval']['video_to_report']['recall@1']:.2f}")
     draft, nearest = metrics.get("draft"), metrics.get("nearest_report")
-    if draft and nearest and draft.get("macro_f1") is not None:
+    if draft and nearest:  # macro F1 is None where no study has nor states any device or finding
         parts.append(
-            f"draft macro F1 {draft['macro_f1']:.2f} (nearest report {_or_dash(nearest.get('macro_f1'))})"
+            f"draft macro F1 {_or_dash(draft.get('macro_f1'))} "
+            f"(nearest report {_or_dash(nearest.get('macro_f1'))})"
         )
     return ", ".join(parts)
 

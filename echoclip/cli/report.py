@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="share of those reports (weighted by similarity) that must have a section for the draft "
         "to have it; 0 drafts every indexed section (default: 0.5)",
     )
+    p.add_argument(
+        "--method",
+        choices=("consensus", "nearest"),
+        default="consensus",
+        help="each section's text: what most of the nearest reports say (consensus, default) or the "
+        "section text nearest the video (nearest)",
+    )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
     p.add_argument("--json", action="store_true", help="print the draft as JSON")
     add_video_arguments(p)
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         read_options=read_options(args),
         presence_k=PRESENCE_K if args.presence_k is None else args.presence_k,
         presence_threshold=PRESENCE_THRESHOLD if args.presence_threshold is None else args.presence_threshold,
+        method=args.method,
     )
     if args.json:
         json.dump(

@@ -13,7 +13,8 @@ has a device); every text indexed under ``devices`` names a device, so drafting 
 section for every video would state a device in most drafts that should have none.
 A section is drafted only when the video's ``presence_k`` nearest whole reports
 have it, their share (weighted by similarity) at least ``presence_threshold``; that
-share is kept in each drafted section. A section index is a folder::
+share is kept in each drafted section. Its text is, by default, the consensus of those
+same reports: of their sections of that name, the one closest to all the others. A section index is a folder::
 
     sections.json        format, the sections with their heading and row count, model identity
     lv/, rv/, ...        one retrieval index per section name (metadata: study_id, section, text)
@@ -63,6 +64,8 @@ DRAFT_SKIPS = ("comparison",)
 # how many nearest whole reports vote on whether a draft has a section, and the share it needs
 PRESENCE_K = 10
 PRESENCE_THRESHOLD = 0.5
+# how a drafted section's text is chosen: see SectionIndex.draft
+METHODS = ("consensus", "nearest")
 
 
 @dataclass
@@ -263,6 +266,7 @@ def draft_report(
     exclude_study: Any = None,
     presence_k: int = PRESENCE_K,
     presence_threshold: float = PRESENCE_THRESHOLD,
+    method: str = "consensus",
 ) -> DraftReport:
     """A draft report for one video: per section name, the nearest indexed section text.
 
@@ -272,7 +276,8 @@ def draft_report(
     ``presence_threshold`` of the video's ``presence_k`` nearest whole reports (weighted
     by similarity) have it, and otherwise comes back without text, with a message, as does
     a section of the index's config that no indexed report has (``presence_threshold=0``
-    drafts every section the index has). ``exclude_study`` is a study whose own report is
+    drafts every section the index has). ``method`` chooses each section's text
+    (:meth:`SectionIndex.draft`: ``"consensus"`` or ``"nearest"``). ``exclude_study`` is a study whose own report is
     never drafted from nor counted among the nearest (the video's, when the index holds
     its report). ``tokenizer`` is accepted for the uniform signature of the text-side
     functions; a video query does not use it.
@@ -291,6 +296,7 @@ def draft_report(
         exclude_studies=None if exclude_study is None else [exclude_study],
         presence_k=presence_k,
         presence_threshold=presence_threshold,
+        method=method,
     )[0]
 
 
@@ -320,6 +326,7 @@ class SectionIndex:
         self._whole_has = {name: np.array([name in h for h in has], dtype=bool) for name in info["sections"]}
         # a study may have several distinct reports: all of them step aside when it is excluded
         self._reports_per_study = int(pd.Series(self._whole_ids).value_counts().max()) if len(meta) else 0
+        self._rows_by_study: dict[str, dict[str, list[int]]] = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, expected_model_hash: str | None = None) -> SectionIndex:
@@ -352,6 +359,25 @@ class SectionIndex:
         ``({name: float [N]}, reports counted [N])``. ``queries`` are unit-length ``[N, D]``;
         a query whose only reports are its excluded study's gets NaN shares.
         """
+        return self._shares(*self.neighbours(queries, k=k, exclude_studies=exclude_studies))
+
+    def _shares(self, rows: np.ndarray, weights: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`presence` from the nearest whole reports that :meth:`neighbours` found."""
+        total = weights.sum(axis=1)
+        safe = np.where(total > 0, total, 1.0)
+        shares = {}
+        for name in self.sections:
+            has = self._whole_has[name][np.maximum(rows, 0)]
+            share = (weights * has).sum(axis=1) / safe
+            shares[name] = np.where(total > 0, share, np.nan)
+        return shares, (rows >= 0).sum(axis=1)
+
+    def neighbours(
+        self, queries: np.ndarray, *, k: int = PRESENCE_K, exclude_studies: Sequence[Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` nearest whole reports, its excluded study's left out: their rows
+        ``int [N, depth]`` (-1 where none) and weights ``float [N, depth]`` (the similarity,
+        clipped at 0, or equal weights when every kept one is 0; 0 for rows not kept)."""
         if int(k) < 1:
             raise ConfigError(f"presence_k must be at least 1, not {k}")
         n = len(queries)
@@ -359,7 +385,7 @@ class SectionIndex:
         extra = self._reports_per_study if any(e is not None for e in excluded) else 0
         depth = min(len(self.whole), int(k) + extra)
         if depth == 0 or n == 0:
-            return {name: np.full(n, np.nan) for name in self.sections}, np.zeros(n, dtype=int)
+            return np.full((n, 1), -1, dtype=np.int64), np.zeros((n, 1))
         scores, rows = self.whole.search_arrays(queries, depth)
         found = rows >= 0
         ids = self._whole_ids[np.where(found, rows, 0)]
@@ -370,14 +396,7 @@ class SectionIndex:
         weights = np.where(keep, np.clip(scores.astype(np.float64), 0.0, None), 0.0)
         plain = weights.sum(axis=1) <= 0
         weights[plain] = keep[plain].astype(np.float64)
-        total = weights.sum(axis=1)
-        safe = np.where(total > 0, total, 1.0)
-        shares = {}
-        for name in self.sections:
-            has = self._whole_has[name][np.where(found, rows, 0)]
-            share = (weights * has).sum(axis=1) / safe
-            shares[name] = np.where(total > 0, share, np.nan)
-        return shares, keep.sum(axis=1)
+        return np.where(keep, rows, -1), weights
 
     def draft(
         self,
@@ -387,16 +406,28 @@ class SectionIndex:
         exclude_studies: Sequence[Any] | None = None,
         presence_k: int = PRESENCE_K,
         presence_threshold: float = PRESENCE_THRESHOLD,
+        method: str = "consensus",
     ) -> list[DraftReport]:
-        """One draft per video embedding ``[N, D]``: per section its nearest indexed text,
-        for the sections that at least ``presence_threshold`` of the video's ``presence_k``
-        nearest whole reports have (similarity-weighted).
+        """One draft per video embedding ``[N, D]``, for the sections that at least
+        ``presence_threshold`` of the video's ``presence_k`` nearest whole reports have
+        (similarity-weighted).
+
+        ``method`` chooses each drafted section's text:
+
+        - ``"consensus"`` (default): among that section of the nearest whole reports, the
+          one closest to all the others (the text embedding's medoid, each weighted as its
+          report is in the presence vote): what most of the nearest reports say;
+        - ``"nearest"``: the indexed section text nearest to the video itself, over all
+          reports. A video meets a section's text less well than a whole report (the model
+          was trained on whole reports), and a few generic texts come nearest to many videos.
 
         ``exclude_studies`` gives per query a study (or ``None``) whose own report is
         skipped in favour of the next nearest, for the text and for the presence vote.
         """
         if not 0.0 <= float(presence_threshold) <= 1.0:
             raise ConfigError(f"presence_threshold must be in [0, 1], not {presence_threshold}")
+        if method not in METHODS:
+            raise ConfigError(f"draft method must be one of {METHODS}, not {method!r}")
         indexed = self.sections
         absent = dict(self.info.get("absent") or {})
         wanted = self.default_sections if sections is None else list(sections)
@@ -409,7 +440,8 @@ class SectionIndex:
         queries = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
         excluded = _excluded(exclude_studies, len(queries))
-        shares, counted = self.presence(queries, k=presence_k, exclude_studies=excluded)
+        neighbours = self.neighbours(queries, k=presence_k, exclude_studies=excluded)
+        shares, counted = self._shares(*neighbours)
         drafts = [DraftReport(presence_k=int(c)) for c in counted]
         for name in wanted:
             if name not in indexed:
@@ -425,13 +457,16 @@ class SectionIndex:
             share = shares[name]
             # NaN shares are never chosen; the tolerance keeps 5 of 10 at 0.5 from rounding under it
             chosen = np.flatnonzero(share >= float(presence_threshold) - 1e-9)
-            hits = dict(
-                zip(
-                    chosen.tolist(),
-                    self._nearest(name, queries[chosen], [excluded[q] for q in chosen]),
-                    strict=True,
-                )
-            )
+            found = self._nearest(name, queries[chosen], [excluded[q] for q in chosen])
+            if method == "consensus":
+                rows, weights = (a[chosen] for a in neighbours)
+                found = [
+                    medoid if medoid is not None else hit
+                    for medoid, hit in zip(
+                        self._consensus(name, queries[chosen], rows, weights), found, strict=True
+                    )
+                ]
+            hits = dict(zip(chosen.tolist(), found, strict=True))
             for q, draft in enumerate(drafts):
                 presence = None if np.isnan(share[q]) else round(float(share[q]), 4)
                 hit = hits.get(q)
@@ -458,6 +493,48 @@ class SectionIndex:
                     continue
                 draft.sections.append(DraftSection(name, heading, "", None, None, message, presence))
         return drafts
+
+    def _consensus(
+        self, name: str, queries: np.ndarray, rows: np.ndarray, weights: np.ndarray
+    ) -> list[dict[str, Any] | None]:
+        """Per query, the weighted medoid of section ``name`` among its nearest whole reports
+        (``rows``, ``weights`` as :meth:`neighbours` gives them): a dict with ``text``,
+        ``study_id`` and ``score`` (its similarity to the query), or ``None`` when none of them
+        has the section."""
+        index = self.indexes[name]
+        by_study = self._section_rows(name)
+        texts = index.metadata["text"].astype(str).to_numpy()
+        studies = index.metadata["study_id"].astype(str).to_numpy()
+        out: list[dict[str, Any] | None] = []
+        for query, near, weight in zip(queries, rows, weights, strict=True):
+            study_weight: dict[str, float] = {}
+            for row, w in zip(near, weight, strict=True):
+                if row >= 0 and w > 0:  # a study with several reports counts once, with their weights
+                    study = self._whole_ids[row]
+                    study_weight[study] = study_weight.get(study, 0.0) + float(w)
+            candidates, cand_weights = [], []
+            for study, w in study_weight.items():
+                own = by_study.get(study, ())
+                candidates.extend(own)
+                cand_weights.extend([w / max(len(own), 1)] * len(own))
+            if not candidates:
+                out.append(None)
+                continue
+            emb = index.vectors(np.asarray(candidates))
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            agreement = (emb @ emb.T) @ np.asarray(cand_weights, dtype=np.float32)
+            best = int(np.argmax(agreement))
+            row = candidates[best]
+            out.append({"text": texts[row], "study_id": studies[row], "score": float(emb[best] @ query)})
+        return out
+
+    def _section_rows(self, name: str) -> dict[str, list[int]]:
+        """Section ``name``'s index rows by study id (built once per section)."""
+        if name not in self._rows_by_study:
+            meta = self.indexes[name].metadata
+            groups = meta.groupby(meta["study_id"].astype(str), sort=False).indices
+            self._rows_by_study[name] = {study: list(map(int, r)) for study, r in groups.items()}
+        return self._rows_by_study[name]
 
     def _nearest(self, name: str, queries: np.ndarray, excluded: list[str | None]) -> list[Any]:
         """Per query, the nearest indexed text of section ``name`` not from its excluded study
@@ -498,14 +575,15 @@ def draft_reports(
     exclude_studies: Sequence[Any] | None = None,
     presence_k: int = PRESENCE_K,
     presence_threshold: float = PRESENCE_THRESHOLD,
+    method: str = "consensus",
 ) -> list[DraftReport]:
     """Draft reports for many videos at once, each section index loaded and searched once.
 
     ``videos`` is a list of what :func:`draft_report` takes, or their embeddings
     ``float [N, D]``; ``index_dir`` a section index folder or a loaded :class:`SectionIndex`.
     ``exclude_studies`` gives per video a study (or ``None``) whose report is skipped in
-    favour of the next nearest. ``presence_k`` and ``presence_threshold`` decide which
-    sections each draft has, as for :func:`draft_report`.
+    favour of the next nearest. ``presence_k``, ``presence_threshold`` and ``method``
+    are those of :func:`draft_report`.
 
     Example::
 
@@ -526,6 +604,7 @@ def draft_reports(
         exclude_studies=exclude_studies,
         presence_k=presence_k,
         presence_threshold=presence_threshold,
+        method=method,
     )
 
 

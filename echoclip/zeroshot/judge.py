@@ -154,6 +154,7 @@ def judge_drafts(
     batch_size: int = 256,
     presence_k: int | None = None,
     presence_threshold: float | None = None,
+    method: str = "consensus",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Draft a report per study from a section index and judge it, beside the nearest whole report.
 
@@ -168,7 +169,8 @@ def judge_drafts(
     A study's own report is never its draft's source, nor among the nearest reports that
     decide which sections its draft has, nor its nearest report, should the index or the
     reference hold it. ``presence_k`` and ``presence_threshold`` (default: those of
-    :func:`~echoclip.zeroshot.drafts.draft_reports`) decide which sections a draft has.
+    :func:`~echoclip.zeroshot.drafts.draft_reports`) decide which sections a draft has,
+    ``method`` how each section's text is chosen (``"consensus"`` or ``"nearest"``).
 
     Returns:
         ``(metrics, per_study)``: ``metrics["draft"]`` and ``metrics["nearest_report"]``
@@ -209,6 +211,7 @@ def judge_drafts(
         exclude_studies=study_ids,
         presence_k=presence_k,
         presence_threshold=presence_threshold,
+        method=method,
     )
     ref_texts = ref["report"].astype(str).tolist()
     ref_emb = embed_reports(model, tokenizer, ref_texts, batch_size, device=device, progress=False)
@@ -238,6 +241,7 @@ def judge_drafts(
         "sections_not_drafted": [n for n in sections if n not in info["sections"]],
         "presence_k": presence_k,
         "presence_threshold": presence_threshold,
+        "method": method,
         # per section, the share of drafts that have it
         "section_rates": {
             n: float(np.mean([bool(d[n].text) for d in drafts])) for n in sections if n in info["sections"]

@@ -197,3 +197,13 @@ def test_save_replaces_an_index_but_not_other_folders(saved, tmp_path, unit_vect
     with pytest.raises(RetrievalError, match="not an index directory; refusing"):
         build_index(unit_vectors(30, 16, seed=2)).save(tmp_path / "docs")
     assert (tmp_path / "docs" / "notes.txt").read_text() == "keep"
+
+
+def test_vectors_gives_back_the_stored_rows_of_a_flat_index(unit_vectors):
+    x = unit_vectors(50, 16, seed=2)
+    index = build_index(x, factory="Flat", metric="ip")
+    rows = np.array([5, 0, 5, 49])
+    np.testing.assert_array_equal(index.vectors(rows), x[rows].astype(np.float32))
+    assert index.vectors(np.array([], dtype=int)).shape == (0, 16)
+    with pytest.raises(RetrievalError, match="rows must be in"):
+        index.vectors(np.array([50]))

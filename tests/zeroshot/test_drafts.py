@@ -94,8 +94,9 @@ def test_a_draft_takes_each_section_by_name_whatever_the_order_in_the_corpus(tin
     drafts = []
     for i, corpus in enumerate([table, _reshuffled(table, 1), _reshuffled(table, 2)]):
         out = build_section_index(model, tokenizer, corpus, tmp_path / f"idx{i}")
-        # every indexed section: the reshuffled whole reports embed apart, and may vote otherwise
-        drafts.append(draft_report(model, tokenizer, str(video), out, presence_threshold=0))
+        # every indexed section (the reshuffled whole reports may vote otherwise)
+        # by "nearest": the reshuffled whole reports embed apart, so their consensus may differ
+        drafts.append(draft_report(model, tokenizer, str(video), out, presence_threshold=0, method="nearest"))
     first = drafts[0]
     assert "comparison" not in [s.name for s in first.sections]  # another patient's comparison is no use
     for s in first.sections:
@@ -163,6 +164,43 @@ def test_a_section_only_a_minority_of_reports_has_is_drafted_only_where_the_near
     own = vectors[table["report"][0]]
     draft = draft_report(model, tokenizer, own, out, presence_k=2, exclude_study="s0")
     assert draft["devices"].presence == 1.0 and draft["devices"].study_id != "s0"
+
+
+def test_consensus_drafts_what_most_nearest_reports_say_where_nearest_takes_a_hub(tmp_path) -> None:
+    from echoclip.errors import ConfigError
+
+    from .toy import axis, ef_vector, toy_model
+
+    # (lv section, whole-report vector, section vector): four near reports state 35 %, one 60 %;
+    # a far report's section text lies along the video itself (a hub), another far one states 20 %
+    rows = [
+        (f"LVEF 35%, reader {i}.", axis(0) + 0.1 * i * axis(2), ef_vector(35) + 0.01 * i * axis(5))
+        for i in range(4)
+    ]
+    rows += [
+        ("LVEF 60%.", axis(0) + 0.3 * axis(2), ef_vector(60)),
+        ("LVEF 70%, hub.", axis(1), axis(0)),
+        ("LVEF 20%.", axis(1) + axis(3), ef_vector(20)),
+    ]
+    vectors, reports = {}, []
+    for section, whole, part in rows:
+        reports.append(f"LEFT VENTRICLE: {section}")
+        vectors[reports[-1]] = whole / np.linalg.norm(whole)
+        vectors[section] = part / np.linalg.norm(part)
+    table = pd.DataFrame({"study_id": [f"s{i}" for i in range(len(rows))], "report": reports})
+    model, tokenizer = toy_model(vectors)
+    out = build_section_index(model, tokenizer, table, tmp_path / "idx", split=None)
+
+    nearest = draft_report(model, tokenizer, axis(0), out, method="nearest")["lv"]
+    assert nearest.text == "LVEF 70%, hub." and nearest.similarity == pytest.approx(1.0, abs=1e-5)
+    consensus = draft_report(model, tokenizer, axis(0), out)["lv"]
+    assert consensus.text.startswith("LVEF 35%") and consensus.study_id in {"s0", "s1", "s2", "s3"}
+    assert consensus.similarity == pytest.approx(float(ef_vector(35)[0]), abs=0.01)  # to the video
+    # its own study excluded, a query drafts from the others' consensus
+    own = draft_report(model, tokenizer, vectors[reports[0]], out, exclude_study="s0")["lv"]
+    assert own.text.startswith("LVEF 35%") and own.study_id != "s0"
+    with pytest.raises(ConfigError, match="draft method must be one of"):
+        draft_report(model, tokenizer, axis(0), out, method="medoid")
 
 
 def test_an_index_from_before_the_whole_reports_asks_to_be_rebuilt(tmp_path) -> None:
