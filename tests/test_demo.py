@@ -154,3 +154,16 @@ def test_a_field_of_view_reaches_the_models_preprocessing():
     assert DemoRecipe.load("demo-small").settings()["field_cm"] == 0.0
     scaled = dataclasses.replace(TOY, scale_embedding=True, scale_dropout=0.2).model_overrides()
     assert scaled == {"scale_embedding": True, "scale_dropout": 0.2}
+
+
+def test_the_robust_recipe_is_the_demo_recipe_on_real_studies_with_the_acquisition_augmentation():
+    small, robust = DemoRecipe.load("demo-small"), DemoRecipe.load("demo-robust")
+    augment = dataclasses.replace(small.train.augment, acquisition_p=0.2, acquisition_strength=0.75)
+    expected = dataclasses.replace(
+        small,
+        realism="real",
+        ablation=False,
+        probe_steps=0,
+        train=dataclasses.replace(small.train, augment=augment),
+    )
+    assert robust == expected
