@@ -18,7 +18,7 @@ from echoclip.data.synthetic.anatomy import (
 )
 from echoclip.data.synthetic.archive import simulate_archive
 from echoclip.data.synthetic.cohort import StudyPlan, plan_cohort, simulate_reports
-from echoclip.data.synthetic.dataset import patient_split, simulate_dataset
+from echoclip.data.synthetic.dataset import patient_split, simulate_dataset, study_videos
 from echoclip.data.synthetic.render import (
     DEVICE_REGIONS,
     DEVICE_VIEWS,
@@ -58,6 +58,7 @@ __all__ = [
     "sector_for",
     "simulate_study",
     "simulate_dataset",
+    "study_videos",
     "simulate_archive",
     "patient_split",
     "visible_devices",

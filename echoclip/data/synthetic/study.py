@@ -129,19 +129,26 @@ def render_study(
     *,
     realism: Realism | None = None,
     reported_ef: float | None = None,
+    repeat: int = 0,
 ) -> Study:
     """Render the video of a study in one view (each view its own acquisition).
 
     ``realism`` gives the acquisition's variation (``None``: the textbook scanner);
-    ``reported_ef`` is the EF ``report`` states, recorded in the truth.
+    ``reported_ef`` is the EF ``report`` states, recorded in the truth. ``repeat``
+    numbers the acquisitions of the same view in one study (0 the first): the same
+    heart, caught with its own probe pose, timing and noise.
     """
+    if repeat < 0:
+        raise DataError(f"repeat must be 0 or more, got {repeat}")
+    # the first acquisition keeps the stream a one-video-per-view study has always used
+    stream = (VIEWS.index(view),) if repeat == 0 else (VIEWS.index(view), repeat)
     rendered = render_view(
         state,
         view,
         size,
         frames,
         fps,
-        rng_for(seed, TAG_RENDER, VIEWS.index(view)),
+        rng_for(seed, TAG_RENDER, *stream),
         acquisition=None if realism is None else realism.acquisition,
     )
     meta = {
