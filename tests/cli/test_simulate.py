@@ -120,3 +120,30 @@ def test_simulate_a_dicom_archive_then_ingest_it(tmp_path, capsys) -> None:
     )
     assert capsys.readouterr().out.startswith("ingested ")
     assert (data / "manifest.parquet").is_file() and (data / "ingest_report.csv").is_file()
+
+
+def test_simulate_studies_of_several_views_and_repeated_videos(tmp_path, capsys) -> None:
+    out = tmp_path / "sim"
+    args = ["--out", str(out), "--n", "4", "--size", "32", "--frames", "16", "--fps", "25"]
+    views = ["--views", "A4C,A2C,PLAX,PSAX", "--videos-per-study", "1-3", "--view-missing", "0.1"]
+    assert main(["-q", "simulate", *args, *views]) == 0
+    assert capsys.readouterr().out.startswith("wrote 4 studies (")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert set(manifest["view"]) <= {"A4C", "A2C", "PLAX", "PSAX"} and manifest["study_id"].nunique() == 4
+    assert manifest.groupby(["study_id", "view"]).size().between(1, 3).all()
+
+
+def test_simulate_rejects_unknown_views_and_bad_counts_with_one_line(tmp_path, capsys) -> None:
+    from echoclip.cli import simulate
+    from echoclip.data.synthetic import VIEWS
+
+    assert simulate._VIEWS == VIEWS  # the CLI's list (no numpy at import) is the simulator's
+    base = ["simulate", "--out", str(tmp_path / "sim"), "--n", "1"]
+    assert main([*base, "--views", "A4C,A5C"]) == 1
+    assert "A5C" in _one_line_error(capsys)
+    for bad in ("0", "3-1", "1-x", "1-2-3", ""):
+        assert main([*base, "--videos-per-view", bad]) == 1
+        assert "--videos-per-view" in _one_line_error(capsys)
+    assert main([*base, "--view-missing", "1.5"]) == 1
+    assert "view_missing" in _one_line_error(capsys)
+    assert not (tmp_path / "sim").exists()

@@ -14,16 +14,19 @@ from echoclip.data.synthetic.anatomy import (
     ef_from_masks,
     lv_volume_from_mask,
     make_patient,
+    with_findings,
 )
 from echoclip.data.synthetic.archive import simulate_archive
 from echoclip.data.synthetic.cohort import StudyPlan, plan_cohort, simulate_reports
-from echoclip.data.synthetic.dataset import patient_split, simulate_dataset
+from echoclip.data.synthetic.dataset import patient_split, simulate_dataset, study_videos
 from echoclip.data.synthetic.render import (
     DEVICE_REGIONS,
     DEVICE_VIEWS,
+    FINDING_VIEWS,
     device_region,
     sector_for,
     visible_devices,
+    visible_findings,
 )
 from echoclip.data.synthetic.reports import (
     DEVICE_PATTERNS,
@@ -48,15 +51,19 @@ __all__ = [
     "FINDING_PATTERNS",
     "DEVICE_REGIONS",
     "DEVICE_VIEWS",
+    "FINDING_VIEWS",
     "Study",
     "StudyTruth",
     "device_region",
     "sector_for",
     "simulate_study",
     "simulate_dataset",
+    "study_videos",
     "simulate_archive",
     "patient_split",
     "visible_devices",
+    "visible_findings",
+    "with_findings",
     "CardiacState",
     "Patient",
     "StudyPlan",

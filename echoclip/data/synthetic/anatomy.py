@@ -17,7 +17,8 @@ shows half an ellipse of area ``π·a·c/2``, for which the single-plane area-le
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -355,6 +356,50 @@ def cardiac_state(patient: Patient, visit: int, study_seed: int) -> CardiacState
         tapse=float(rng.uniform(1.8, 2.6) * (0.7 if patient.rv_scale > 1.4 else 1.0)),
         aortic_root=float(rng.uniform(2.7, 3.6) * (1.05 if patient.sex == "M" else 0.95)),
     )
+
+
+def with_findings(state: CardiacState, findings: Sequence[str]) -> CardiacState:
+    """``state`` with exactly ``findings`` present, all else equal: to see what a finding changes.
+
+    A finding added gets a moderate grade (the anatomy that renders it is set to a
+    moderate value); one taken away gets a typical normal value; the others keep theirs.
+
+    Example::
+
+        >>> wet = with_findings(state, (*state.findings, "pericardial_effusion"))  # doctest: +SKIP
+    """
+    unknown = sorted(set(findings) - set(FINDINGS))
+    if unknown:
+        from echoclip.errors import DataError
+
+        raise DataError(f"unknown findings {unknown}; known: {', '.join(FINDINGS)}")
+    changes: dict[str, float] = {}
+    severity = dict(state.severity)
+    for finding in FINDINGS:
+        present = finding in findings
+        if present == (finding in state.findings):
+            continue
+        changes.update(_finding_anatomy(state, finding, present))
+        if present:
+            severity[finding] = "moderate"
+        else:
+            severity.pop(finding, None)
+    return replace(state, **changes, findings=tuple(f for f in FINDINGS if f in findings), severity=severity)
+
+
+def _finding_anatomy(state: CardiacState, finding: str, present: bool) -> dict[str, float]:
+    """The state's fields that make ``finding`` present (moderate) or absent (normal)."""
+    if finding == "lv_dilation":
+        edv = EDV_UPPER_NORMAL[state.sex] * (1.35 if present else 0.75)
+        return {"edv": round(edv, 2), "esv": round(edv * (1.0 - state.ef / 100.0), 2)}
+    if finding == "rv_dilation":
+        return {"rv_scale": 1.45 if present else 1.0}
+    if finding == "la_enlargement":
+        return {"la_index": 45.0 if present else 26.0}
+    if finding == "pericardial_effusion":
+        return {"effusion_cm": 1.4 if present else 0.0}
+    wall_upper = WALL_UPPER_NORMAL[state.sex]  # lv_hypertrophy
+    return {"wall_cm": wall_upper + 0.45 if present else wall_upper - 0.15}
 
 
 def ef_from_volumes(edv: float, esv: float) -> float:

@@ -33,8 +33,10 @@ __all__ = [
     "render_view",
     "sector_for",
     "visible_devices",
+    "visible_findings",
     "device_region",
     "DEVICE_VIEWS",
+    "FINDING_VIEWS",
     "DEVICE_REGIONS",
 ]
 
@@ -65,6 +67,24 @@ DEVICE_REGIONS: dict[str, tuple[str, ...]] = {
     "mitraclip": ("mitral_valve",),
     "impella": ("lv", "aortic_valve", "aorta"),
 }
+
+
+# Where each finding shows: the views whose scene draws the anatomy it changes. The
+# two-chamber cut has no right heart; the short axis (mid-ventricle) has no left atrium.
+# A study's report describes what its views show together, so a finding one video
+# cannot show is still the truth of the study.
+FINDING_VIEWS: dict[str, tuple[str, ...]] = {
+    "lv_dilation": ("A4C", "A2C", "PLAX", "PSAX"),
+    "rv_dilation": ("A4C", "PLAX", "PSAX"),  # PLAX: the RV outflow in front of the LV
+    "la_enlargement": ("A4C", "A2C", "PLAX"),
+    "pericardial_effusion": ("A4C", "A2C", "PLAX", "PSAX"),
+    "lv_hypertrophy": ("A4C", "A2C", "PLAX", "PSAX"),
+}
+
+
+def visible_findings(state: CardiacState, view: str) -> tuple[str, ...]:
+    """The study's findings that ``view`` shows (RV dilation is not in A2C, LA enlargement not in PSAX)."""
+    return tuple(f for f in state.findings if view in FINDING_VIEWS[f])
 
 
 def visible_devices(state: CardiacState, view: str) -> tuple[str, ...]:

@@ -14,10 +14,11 @@ from echoclip.data.synthetic.anatomy import (
     cardiac_state,
     make_patient,
     rng_for,
+    with_findings,
 )
 from echoclip.data.synthetic.cohort import report_rng
 from echoclip.data.synthetic.realism import Realism, get_realism
-from echoclip.data.synthetic.render import render_view, visible_devices
+from echoclip.data.synthetic.render import render_view, visible_devices, visible_findings
 from echoclip.data.synthetic.reports import compose_report
 from echoclip.data.video import Video
 from echoclip.errors import DataError
@@ -54,6 +55,7 @@ class StudyTruth:
     cm_per_px_x: float = 0.0  # across the frame
     state: CardiacState | None = field(default=None, repr=False)
     reported_ef: float | None = None  # the EF the report states (None: it states none)
+    visible_findings: tuple[str, ...] = ()  # the findings this view shows
 
     @property
     def reduced_lv_function(self) -> bool:
@@ -77,6 +79,7 @@ def simulate_study(
     patient: Patient | int | None = None,
     visit: int = 0,
     devices: tuple[str, ...] | None = None,
+    findings: tuple[str, ...] | None = None,
     realism: str | Realism = "clean",
 ) -> Study:
     """Simulate one echo study: a ``frames``-long clip at ``fps``, ``size``×``size`` pixels.
@@ -84,7 +87,8 @@ def simulate_study(
     The same arguments give byte-identical frames and the same report. ``patient`` (a
     :class:`Patient` or its seed) keeps the anatomy across studies; by default each seed
     is a new patient. ``view`` defaults to ``"A4C"``. ``devices`` overrides the devices
-    present (to see what a device changes, all else equal). ``realism`` (a preset name or
+    present (to see what a device changes, all else equal); ``findings`` the findings
+    (:func:`~echoclip.data.synthetic.anatomy.with_findings`). ``realism`` (a preset name or
     a :class:`Realism`) varies the acquisition and the report; ``"clean"`` is the textbook.
 
     Example::
@@ -105,6 +109,8 @@ def simulate_study(
     state = cardiac_state(patient, visit, seed)
     if devices is not None:
         state = _with_devices(state, devices)
+    if findings is not None:
+        state = with_findings(state, findings)
     realism = get_realism(realism)
     written = compose_report(state, report_rng(seed), realism.report)
     return render_study(
@@ -123,19 +129,26 @@ def render_study(
     *,
     realism: Realism | None = None,
     reported_ef: float | None = None,
+    repeat: int = 0,
 ) -> Study:
     """Render the video of a study in one view (each view its own acquisition).
 
     ``realism`` gives the acquisition's variation (``None``: the textbook scanner);
-    ``reported_ef`` is the EF ``report`` states, recorded in the truth.
+    ``reported_ef`` is the EF ``report`` states, recorded in the truth. ``repeat``
+    numbers the acquisitions of the same view in one study (0 the first): the same
+    heart, caught with its own probe pose, timing and noise.
     """
+    if repeat < 0:
+        raise DataError(f"repeat must be 0 or more, got {repeat}")
+    # the first acquisition keeps the stream a one-video-per-view study has always used
+    stream = (VIEWS.index(view),) if repeat == 0 else (VIEWS.index(view), repeat)
     rendered = render_view(
         state,
         view,
         size,
         frames,
         fps,
-        rng_for(seed, TAG_RENDER, VIEWS.index(view)),
+        rng_for(seed, TAG_RENDER, *stream),
         acquisition=None if realism is None else realism.acquisition,
     )
     meta = {
@@ -173,6 +186,7 @@ def render_study(
         cm_per_px_x=rendered.cm_per_px_x,
         state=state,
         reported_ef=reported_ef,
+        visible_findings=visible_findings(state, view),
     )
     return Study(Video(rendered.frames, float(rendered.fps), meta), report, truth)
 
