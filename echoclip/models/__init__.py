@@ -9,6 +9,8 @@
 - ``open_clip_compat``: the published EchoCLIP checkpoints; ``echoprime_compat``: EchoPrime's
   released checkpoints (video and text encoders, view classifier, section x view table);
   ``view_classifier``: views from a clip's first frame; ``embed``: batch embeddings.
+- ``study_encoder``: study poolings by name (``mean``, ``echoprime``, ``attention``) behind
+  :meth:`EchoCLIP.encode_study`.
 
 Nothing is imported here, so ``import echoclip.models`` stays free of torch.
 """

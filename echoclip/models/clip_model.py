@@ -8,7 +8,7 @@ and ``SigLipLoss`` take, with ``logit_scale`` already exponentiated.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from echoclip.data.transforms import PreprocessConfig
 from echoclip.errors import ModelError
 from echoclip.models.config import ModelConfig
 from echoclip.models.scale_embedding import ScaleEmbedding
+from echoclip.models.study_encoder import StudyEncoder
 from echoclip.models.text_towers import build_text_tower
 from echoclip.models.video_towers import build_video_tower
 
@@ -41,6 +42,8 @@ class EchoCLIP(nn.Module):
         logit_scale: log of the logit scale (a parameter; frozen when the config fixes it).
         logit_bias: the SigLIP bias, or ``None``.
         scale_embedding: the clip's cm per pixel as an input (:class:`ScaleEmbedding`), or ``None``.
+        study_encoder: the pooling of a study's videos (:class:`StudyEncoder`), or ``None``
+            (``encode_study`` then takes the mean).
     """
 
     def __init__(self, config: ModelConfig, preprocess_config: PreprocessConfig | None = None) -> None:
@@ -57,6 +60,18 @@ class EchoCLIP(nn.Module):
         self.text_tower = build_text_tower(config.text, config.embed_dim)
         self.scale_embedding = (
             ScaleEmbedding(config.embed_dim, dropout=config.scale_dropout) if config.scale_embedding else None
+        )
+        self.study_encoder = (
+            StudyEncoder(
+                config.embed_dim,
+                config.study_pooling,
+                views=config.study_views,
+                video_dropout=config.study_video_dropout,
+                view_dropout=config.study_view_dropout,
+                options=config.study_options,
+            )
+            if config.study_pooling is not None
+            else None
         )
         self.logit_scale = nn.Parameter(
             torch.tensor(float(config.logit_scale_init)), requires_grad=config.learn_logit_scale
@@ -146,6 +161,73 @@ class EchoCLIP(nn.Module):
             )
         x = self.text_tower(text)
         return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_study(
+        self,
+        videos: torch.Tensor,
+        views: torch.Tensor | Sequence[Any] | None = None,
+        mask: torch.Tensor | None = None,
+        normalize: bool = True,
+        cm_per_px: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One embedding per study: ``[D]`` for one study, ``[B, D]`` for a batch of them.
+
+        Args:
+            videos: one study's clips ``[N, 3, T, H, W]`` or a batch's ``[B, N, 3, T, H, W]``
+                (encoded with :meth:`encode_video`; only the real ones), or video
+                embeddings ``[N, D]`` / ``[B, N, D]``.
+            views: each video's view, known or predicted (``ViewClassifier.predict_views``):
+                names (a list, or a list per study), or ids ``[N]`` / ``[B, N]`` into
+                ``config.study_views`` with ``-1`` for unknown. ``None``: all unknown.
+            mask: ``[N]`` / ``[B, N]``, True for real videos, False for padding (default: all real).
+            cm_per_px: the clips' scales ``[N, 2]`` / ``[B, N, 2]``, for a model with a scale embedding.
+
+        The pooling is the config's ``study_pooling``; a model without one takes the mean of
+        the unit video embeddings. Training mode applies the study dropouts.
+
+        Example::
+
+            study = model.encode_study(clips, views=["A4C", "PLAX", None])   # [D]
+        """
+        one = videos.ndim in (2, 5)
+        if videos.ndim not in (2, 3, 5, 6):
+            raise ModelError(
+                "encode_study takes clips [N, 3, T, H, W] or [B, N, 3, T, H, W], or video embeddings "
+                f"[N, D] or [B, N, D], got {list(videos.shape)}"
+            )
+        if one:
+            videos = videos.unsqueeze(0)
+            mask = None if mask is None else mask.unsqueeze(0)
+            cm_per_px = None if cm_per_px is None else cm_per_px.unsqueeze(0)
+            if views is not None:
+                views = views.unsqueeze(0) if isinstance(views, torch.Tensor) else [list(views)]
+        encoder = self.study_encoder
+        if encoder is None:  # no parameters: nothing to keep or save
+            encoder = StudyEncoder(self.config.embed_dim, "mean", views=self.config.study_views)
+        b, n = videos.shape[:2]
+        if mask is None:
+            mask = torch.ones(b, n, dtype=torch.bool, device=videos.device)
+        if videos.ndim == 6:
+            videos = self._encode_study_videos(videos, mask.to(videos.device).bool(), cm_per_px)
+        if views is not None and not isinstance(views, torch.Tensor):
+            views = encoder.view_ids(views).to(videos.device)
+            if views.ndim == 2 and views.shape[1] < n:  # shorter lists: the rest are unknown (or padding)
+                views = F.pad(views, (0, n - views.shape[1]), value=-1)
+        out = encoder(videos, mask, views)
+        out = F.normalize(out, dim=-1) if normalize else out
+        return out[0] if one else out
+
+    def _encode_study_videos(
+        self, clips: torch.Tensor, mask: torch.Tensor, cm_per_px: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[B, N, 3, T, H, W] -> [B, N, D]``, encoding only the real clips (zeros for padding)."""
+        if tuple(mask.shape) != tuple(clips.shape[:2]):
+            raise ModelError(f"study mask must be [B, N] = {list(clips.shape[:2])}, got {list(mask.shape)}")
+        scales = None if cm_per_px is None else cm_per_px.to(clips.device)[mask]
+        x = self.encode_video(clips[mask], normalize=True, cm_per_px=scales)
+        out = x.new_zeros(*clips.shape[:2], x.shape[-1])
+        out[mask] = x
+        return out
 
     def forward(
         self, video: torch.Tensor, text: torch.Tensor, cm_per_px: torch.Tensor | None = None

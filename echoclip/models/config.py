@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,23 @@ FRAME_BACKBONES = ("convnet", "timm", "open_clip")
 AGGREGATIONS = ("mean", "stats", "transformer")
 TEXT_POOLS = {"clip": ("eos", "argmax", "mean"), "hf": ("cls", "mean")}
 TOKENIZER_KINDS = ("echo", "clip", "echoclip-r", "bert")
+# the view vocabulary of study poolings: EchoPrime's view classes in their output order,
+# under the names echoclip uses for them (PLAX for Parasternal_Long, ...)
+STUDY_VIEWS: tuple[str, ...] = (
+    "A2C",
+    "A3C",
+    "A4C",
+    "A5C",
+    "Apical_Doppler",
+    "Doppler_PLAX",
+    "Doppler_PSAX",
+    "PLAX",
+    "PSAX",
+    "SSN",
+    "Subcostal",
+)
+# the fields that only a study pooling reads; a config without one leaves them out of to_dict
+STUDY_FIELDS = ("study_pooling", "study_views", "study_video_dropout", "study_view_dropout", "study_options")
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,13 @@ class ModelConfig:
             (:class:`echoclip.models.scale_embedding.ScaleEmbedding`), so sizes can be read.
         scale_dropout: the rate at which training hides a known scale (the unknown vector
             is learned from these).
+        study_pooling: how ``encode_study`` pools a study's video embeddings, a name in
+            :data:`echoclip.models.study_encoder.STUDY_POOLINGS` (``mean``, ``echoprime``,
+            ``attention``); ``None``: no study module, and ``encode_study`` takes the mean.
+        study_views: the view names that view ids index (:data:`STUDY_VIEWS` by default).
+        study_video_dropout, study_view_dropout: in training, the rate at which a study's
+            videos are dropped (never all) and views hidden (replaced by unknown).
+        study_options: keyword arguments of the pooling (``heads``, ``section``).
     """
 
     name: str
@@ -189,9 +213,15 @@ class ModelConfig:
     preprocess: dict[str, Any] = field(default_factory=dict)
     scale_embedding: bool = False
     scale_dropout: float = 0.0
+    study_pooling: str | None = None
+    study_views: tuple[str, ...] = STUDY_VIEWS
+    study_video_dropout: float = 0.0
+    study_view_dropout: float = 0.0
+    study_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_choice("tokenizer", self.tokenizer, TOKENIZER_KINDS)
+        self._check_study()
         if not (isinstance(self.embed_dim, int) and self.embed_dim > 0):
             raise ModelError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
         bad = sorted(set(self.preprocess) - {"fps", "mean", "std", "field_cm"})
@@ -211,8 +241,33 @@ class ModelConfig:
                 f"text.value_embeddings needs the 'echo' tokenizer's value tokens, not {self.tokenizer!r}"
             )
 
+    def _check_study(self) -> None:
+        # the pooling's name is checked by the pooling registry, which users may extend
+        views = self.study_views
+        if isinstance(views, str) or not all(isinstance(v, str) and v for v in views) or not views:
+            raise ModelError(f"study_views must be a list of view names, got {views!r}")
+        if len(set(views)) != len(views):
+            raise ModelError(f"study_views must be distinct, got {list(views)}")
+        object.__setattr__(self, "study_views", tuple(views))  # JSON gives a list
+        for name in ("study_video_dropout", "study_view_dropout"):
+            rate = getattr(self, name)
+            if not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
+                raise ModelError(f"{name} must be in [0, 1), got {rate!r}")
+        if not isinstance(self.study_options, dict):
+            raise ModelError(f"study_options must be an object, got {self.study_options!r}")
+        if self.study_pooling is None:
+            changed = [f.name for f in fields(self) if f.name in STUDY_FIELDS and not _is_default(self, f)]
+            if changed:
+                raise ModelError(f"{', '.join(changed)}: set study_pooling to use them")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as JSON-ready data; without a study pooling, the study fields are left
+        out, so such a model's ``config.json`` is as before they existed."""
+        d = asdict(self)
+        if self.study_pooling is None:
+            for name in STUDY_FIELDS:
+                d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], name: str | None = None) -> ModelConfig:
@@ -260,6 +315,11 @@ def load_config_file(path: str | Path) -> ModelConfig:
         return ModelConfig.from_dict(d, name=path.stem)
     except (ModelError, TypeError) as e:
         raise ModelError(f"{path}: {e}") from None
+
+
+def _is_default(cfg: Any, f: Any) -> bool:
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    return getattr(cfg, f.name) == default
 
 
 def _check_keys(where: str, d: dict[str, Any], cls: type) -> None:
