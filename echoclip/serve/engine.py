@@ -153,11 +153,14 @@ class Engine:
         return out
 
     def draft(self, emb: np.ndarray) -> dict[str, Any] | None:
-        """The draft report of a video embedding from the section index: per section the nearest
-        indexed text, its study and similarity; ``None`` when the server has no section index."""
+        """The draft report of a video embedding from the section index: per section the
+        consensus of the nearest reports' text, its study and similarity; ``None`` when the
+        server has no section index."""
+        from echoclip.zeroshot.drafts import model_temperature
+
         if self.sections is None:
             return None
-        draft = self.sections.draft(emb[None])[0]
+        draft = self.sections.draft(emb[None], temperature=model_temperature(self.model))[0]
         out = draft.to_dict()
         for section in out["sections"]:
             section["study_id"] = _text(section["study_id"])

@@ -267,6 +267,7 @@ def draft_report(
     presence_k: int = PRESENCE_K,
     presence_threshold: float = PRESENCE_THRESHOLD,
     method: str = "consensus",
+    temperature: float | None = None,
 ) -> DraftReport:
     """A draft report for one video: per section name, the nearest indexed section text.
 
@@ -277,7 +278,9 @@ def draft_report(
     by similarity) have it, and otherwise comes back without text, with a message, as does
     a section of the index's config that no indexed report has (``presence_threshold=0``
     drafts every section the index has). ``method`` chooses each section's text
-    (:meth:`SectionIndex.draft`: ``"consensus"`` or ``"nearest"``). ``exclude_study`` is a study whose own report is
+    (:meth:`SectionIndex.draft`: ``"consensus"`` or ``"nearest"``); the consensus weighs
+    the nearest reports at ``temperature``, by default the model's own (``1 /
+    logit_scale``; plain similarities for a model without one). ``exclude_study`` is a study whose own report is
     never drafted from nor counted among the nearest (the video's, when the index holds
     its report). ``tokenizer`` is accepted for the uniform signature of the text-side
     functions; a video query does not use it.
@@ -297,6 +300,7 @@ def draft_report(
         presence_k=presence_k,
         presence_threshold=presence_threshold,
         method=method,
+        temperature=temperature,
     )[0]
 
 
@@ -407,6 +411,7 @@ class SectionIndex:
         presence_k: int = PRESENCE_K,
         presence_threshold: float = PRESENCE_THRESHOLD,
         method: str = "consensus",
+        temperature: float | None = None,
     ) -> list[DraftReport]:
         """One draft per video embedding ``[N, D]``, for the sections that at least
         ``presence_threshold`` of the video's ``presence_k`` nearest whole reports have
@@ -415,8 +420,11 @@ class SectionIndex:
         ``method`` chooses each drafted section's text:
 
         - ``"consensus"`` (default): among that section of the nearest whole reports, the
-          one closest to all the others (the text embedding's medoid, each weighted as its
-          report is in the presence vote): what most of the nearest reports say;
+          one closest to all the others (the text embedding's weighted medoid): what most
+          of the nearest reports say. Each report weighs its similarity to the video, as
+          in the presence vote, or with ``temperature`` its share of a softmax over the
+          similarities at that temperature (the model's own, ``1 / logit_scale``, weighs
+          each as likely as the model finds it to be the video's report);
         - ``"nearest"``: the indexed section text nearest to the video itself, over all
           reports. A video meets a section's text less well than a whole report (the model
           was trained on whole reports), and a few generic texts come nearest to many videos.
@@ -428,6 +436,8 @@ class SectionIndex:
             raise ConfigError(f"presence_threshold must be in [0, 1], not {presence_threshold}")
         if method not in METHODS:
             raise ConfigError(f"draft method must be one of {METHODS}, not {method!r}")
+        if temperature is not None and not float(temperature) > 0:
+            raise ConfigError(f"the consensus temperature must be positive, not {temperature}")
         indexed = self.sections
         absent = dict(self.info.get("absent") or {})
         wanted = self.default_sections if sections is None else list(sections)
@@ -460,6 +470,8 @@ class SectionIndex:
             found = self._nearest(name, queries[chosen], [excluded[q] for q in chosen])
             if method == "consensus":
                 rows, weights = (a[chosen] for a in neighbours)
+                if temperature is not None:
+                    weights = _softmax_weights(rows, weights, float(temperature))
                 found = [
                     medoid if medoid is not None else hit
                     for medoid, hit in zip(
@@ -554,6 +566,14 @@ class SectionIndex:
         return out
 
 
+def _softmax_weights(rows: np.ndarray, similarity: np.ndarray, temperature: float) -> np.ndarray:
+    """Each kept neighbour's (``rows >= 0``) softmax weight over its query's kept similarities."""
+    kept = rows >= 0
+    top = np.where(kept, similarity, -np.inf).max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.where(kept, np.exp((np.where(kept, similarity, top) - top) / temperature), 0.0)
+
+
 def _excluded(exclude_studies: Sequence[Any] | None, n: int) -> list[str | None]:
     """Per query, the study (as text) whose own reports are left out, or ``None``."""
     excluded = [None] * n if exclude_studies is None else list(exclude_studies)
@@ -576,14 +596,15 @@ def draft_reports(
     presence_k: int = PRESENCE_K,
     presence_threshold: float = PRESENCE_THRESHOLD,
     method: str = "consensus",
+    temperature: float | None = None,
 ) -> list[DraftReport]:
     """Draft reports for many videos at once, each section index loaded and searched once.
 
     ``videos`` is a list of what :func:`draft_report` takes, or their embeddings
     ``float [N, D]``; ``index_dir`` a section index folder or a loaded :class:`SectionIndex`.
     ``exclude_studies`` gives per video a study (or ``None``) whose report is skipped in
-    favour of the next nearest. ``presence_k``, ``presence_threshold`` and ``method``
-    are those of :func:`draft_report`.
+    favour of the next nearest. ``presence_k``, ``presence_threshold``, ``method`` and
+    ``temperature`` are those of :func:`draft_report`.
 
     Example::
 
@@ -605,7 +626,16 @@ def draft_reports(
         presence_k=presence_k,
         presence_threshold=presence_threshold,
         method=method,
+        temperature=model_temperature(model) if temperature is None else temperature,
     )
+
+
+def model_temperature(model: Any) -> float | None:
+    """``1 / logit_scale`` of a CLIP model (its softmax temperature), or ``None`` without one."""
+    scale = getattr(model, "logit_scale", None)
+    if scale is None:
+        return None
+    return float(1.0 / np.exp(float(scale.detach().cpu()) if hasattr(scale, "detach") else float(scale)))
 
 
 def _embed_videos(

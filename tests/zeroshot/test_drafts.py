@@ -202,6 +202,20 @@ def test_consensus_drafts_what_most_nearest_reports_say_where_nearest_takes_a_hu
     with pytest.raises(ConfigError, match="draft method must be one of"):
         draft_report(model, tokenizer, axis(0), out, method="medoid")
 
+    # the model's temperature by default (the toy's logit scale is 100); a sharp one weighs the
+    # nearest report almost alone, still among the nearest reports' texts
+    from echoclip.zeroshot.drafts import _softmax_weights, model_temperature
+
+    assert model_temperature(model) == pytest.approx(0.01)
+    sharp = draft_report(model, tokenizer, axis(0), out, temperature=1e-4)["lv"]
+    assert sharp.text == "LVEF 35%, reader 0." and sharp.study_id == "s0"
+    with pytest.raises(ConfigError, match="temperature must be positive"):
+        draft_report(model, tokenizer, axis(0), out, temperature=0.0)
+    weights = _softmax_weights(
+        np.array([[3, 1, -1], [-1, -1, -1]]), np.array([[0.9, 0.8, 0.0], [0, 0, 0]]), 0.1
+    )
+    np.testing.assert_allclose(weights, [[1.0, np.exp(-1.0), 0.0], [0.0, 0.0, 0.0]])
+
 
 def test_an_index_from_before_the_whole_reports_asks_to_be_rebuilt(tmp_path) -> None:
     from echoclip.errors import DataError
