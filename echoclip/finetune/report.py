@@ -142,7 +142,7 @@ def write_report(
 ) -> Path:
     """Write ``predictions.csv``, the figures and ``metrics.json`` (returned) into ``out_dir``.
 
-    ``videos`` (each row's file) adds a ``video_path`` column: a study may hold several videos.
+    ``videos`` (each row's file) adds a last ``video_path`` column: a study may hold several videos.
     A categorical target writes ``<column>_true``, ``<column>_pred`` (class names),
     ``<column>_prob`` (the predicted class's probability) and ``<column>_p_<class>``.
     """
@@ -151,8 +151,6 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"study_id": list(study_ids)})
-    if videos is not None:
-        table["video_path"] = list(videos)
     if task.kind == "categorical":
         names = np.asarray(task.targets, dtype=object)
         known = np.isfinite(truth[:, 0])
@@ -168,6 +166,8 @@ def write_report(
         for j, name in enumerate(task.targets):
             table[f"{name}_true"] = truth[:, j]
             table[f"{name}_pred"] = pred[:, j]
+    if videos is not None:  # last, so that the first columns stay those of every task
+        table["video_path"] = list(videos)
     write_text(out / "predictions.csv", table.to_csv(index=False))
     if plots and len(table):
         metrics["plots"] = _plots(out, task, truth, pred)
