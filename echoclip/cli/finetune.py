@@ -40,7 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="ef (regression), ef50, findings (binary) or view (the manifest's view column; "
         "classes: the views of the training split)",
     )
-    p.add_argument("--loss", choices=["l1", "mse", "bce", "ce"], help="ef: l1 (default) or mse")
+    p.add_argument(
+        "--loss",
+        choices=["l1", "mse", "bce", "ce"],
+        help="ef: l1 (default) or mse; ef50, findings: bce; view: ce",
+    )
     p.add_argument("--labels", help="comma-separated label columns of --task findings (default: finding_*)")
     p.add_argument("--no-volumes", action="store_true", help="ef: predict EF only, not ESV and EDV")
     p.add_argument("--out", default="runs/ft", help="run folder (checkpoints, metrics, report, final model)")
