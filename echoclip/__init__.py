@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "build_section_index": "echoclip.zeroshot.drafts",
     "draft_report": "echoclip.zeroshot.drafts",
     "load_finetuned": "echoclip.finetune.model",
+    "predict_views": "echoclip.views",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("echoclip.models",),
     ("echoclip.zeroshot", "echoclip.loop"),
     ("echoclip.pretrain", "echoclip.train", "echoclip.finetune"),
-    ("echoclip.evaluate", "echoclip.robustness", "echoclip.demo", "echoclip.serve"),
+    ("echoclip.evaluate", "echoclip.robustness", "echoclip.demo", "echoclip.serve", "echoclip.views"),
     ("echoclip.cli",),
 ]
 # units of one layer that may not import one another (siblings, not a stack)

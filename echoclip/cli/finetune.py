@@ -1,4 +1,4 @@
-"""``echoclip finetune``: fine-tune a video encoder with a head for EF, EF < 50 % or findings."""
+"""``echoclip finetune``: fine-tune a video encoder with a head for EF, EF < 50 %, findings or the view."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from echoclip.cli.loop_options import add_loop_arguments, loop_config_from_args
 from echoclip.cli.video_options import read_options
 
-HELP = "fine-tune a video encoder with a linear, attentive or STF-Net head (EF, EF < 50 %, findings)"
+HELP = "fine-tune a video encoder with a linear, attentive or STF-Net head (EF, EF < 50 %, findings, view)"
 EXAMPLE = (
     "echoclip finetune --data EchoNet-Dynamic --init runs/clip/final --head stfnet --task ef "
     "--out runs/ft --epochs 20 --batch-size 16 --test-clips 4"
@@ -33,8 +33,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the architecture --init must have (config name, JSON or model directory)")
     p.add_argument("--head", default="stfnet", help="linear, attentive or stfnet (default)")
     p.add_argument("--head-options", help="JSON of head options, e.g. '{\"hidden\": 64}'")
-    p.add_argument("--task", default="ef", choices=TASKS)
-    p.add_argument("--loss", choices=["l1", "mse", "bce"], help="ef: l1 (default) or mse")
+    p.add_argument(
+        "--task",
+        default="ef",
+        choices=TASKS,
+        help="ef (regression), ef50, findings (binary) or view (the manifest's view column; "
+        "classes: the views of the training split)",
+    )
+    p.add_argument(
+        "--loss",
+        choices=["l1", "mse", "bce", "ce"],
+        help="ef: l1 (default) or mse; ef50, findings: bce; view: ce",
+    )
     p.add_argument("--labels", help="comma-separated label columns of --task findings (default: finding_*)")
     p.add_argument("--no-volumes", action="store_true", help="ef: predict EF only, not ESV and EDV")
     p.add_argument("--out", default="runs/ft", help="run folder (checkpoints, metrics, report, final model)")
@@ -109,6 +119,9 @@ def summary(metrics: dict[str, Any], steps: int, model: str) -> dict[str, Any]:
         out.update(test_mae=r(ef["mae"]), test_rmse=r(ef["rmse"]), test_r2=r(ef["r2"]))
         out["test_ef50_auc"] = r(metrics["ef50"]["auc"])
         out["mean_predictor_mae"] = r(metrics["baseline"]["ef_mae_mean_predictor"])
+    elif metrics.get("task") == "view":
+        view = metrics["view"]
+        out.update(test_accuracy=r(view["accuracy"]), test_balanced_accuracy=r(view["balanced_accuracy"]))
     elif metrics.get("task") == "ef50":
         out.update(test_auc=r(metrics["ef"]["auc"]), test_accuracy=r(metrics["ef"]["accuracy"]))
     elif "macro_auc" in metrics or metrics.get("targets"):

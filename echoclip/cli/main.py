@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "search": "echoclip.cli.search",
     "report": "echoclip.cli.report",
     "zeroshot": "echoclip.cli.zeroshot",
+    "views": "echoclip.cli.views",
     "evaluate": "echoclip.cli.evaluate",
     "serve": "echoclip.cli.serve",
 }

@@ -6,7 +6,13 @@ Tasks:
   further outputs when every training study has them (EchoNet-Dynamic does);
 - ``ef50``: EF < 50 % as a binary classification;
 - ``findings``: multi-label classification of a manifest's ``finding_*`` columns (or
-  any label columns named).
+  any label columns named);
+- ``view``: the echocardiographic view, a categorical target read from the manifest's
+  ``view`` column (cross-entropy). Its classes are the sorted distinct views of the
+  training split, saved with the model as its ``targets``, so predictions map back to
+  names. A video without a view is left out of the loss and the scores; a validation
+  or test video whose view is not one of the training classes is a :class:`DataError`
+  naming it (the model cannot predict that view, so its score would mislead).
 
 The run uses the training loop of ``echoclip train`` (checkpoints, exact resume,
 ``metrics.csv``, TensorBoard); at the end the model is scored on the test split,
@@ -38,18 +44,29 @@ from echoclip.models.encoders import load_video_encoder
 
 log = logging.getLogger(__name__)
 
-TASKS = ("ef", "ef50", "findings")
+TASKS = ("ef", "ef50", "findings", "view")
+VIEW_COLUMN = "view"
 VOLUMES = ("esv", "edv")
 
 
 @dataclass(frozen=True)
 class Task:
-    """What the head predicts: ``targets`` (table columns), ``kind`` and ``loss``."""
+    """What the head predicts: ``targets``, ``kind`` and ``loss``.
+
+    ``targets`` are table columns, except for a categorical task, where they are the
+    class names (one output each) and ``column`` is the table column holding the class.
+    """
 
     name: str
     targets: tuple[str, ...]
     kind: str
     loss: str
+    column: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name the task's figures go under: its column (categorical) or its first target."""
+        return self.column or self.targets[0]
 
 
 def make_task(
@@ -58,13 +75,24 @@ def make_task(
     loss: str | None = None,
     labels: Sequence[str] | None = None,
     volumes: bool = True,
+    classes: Sequence[str] | None = None,
 ) -> Task:
     """The :class:`Task` called ``name`` on a table with ``columns``.
 
     ``labels`` names the columns of ``findings`` (default: every ``finding_*`` column);
-    ``volumes`` adds ESV and EDV to ``ef`` when the table has them.
+    ``volumes`` adds ESV and EDV to ``ef`` when the table has them; ``classes`` are the
+    views of ``view`` (see :func:`label_classes`).
     """
     columns = [str(c) for c in columns]
+    if name == "view":
+        if loss not in (None, "ce"):
+            raise ConfigError(f"task 'view' is a categorical classification; its loss is 'ce', not {loss!r}")
+        if VIEW_COLUMN not in columns:
+            raise DataError(f"task 'view' needs a {VIEW_COLUMN!r} column, and the data has none")
+        chosen = tuple(str(c) for c in classes or ())
+        if len(chosen) < 2 or len(set(chosen)) != len(chosen):
+            raise DataError(f"task 'view' needs two or more distinct views to tell apart, got {list(chosen)}")
+        return Task("view", chosen, "categorical", "ce", column=VIEW_COLUMN)
     if name == "ef":
         loss = loss or "l1"
         if loss not in ("l1", "mse"):
@@ -92,16 +120,33 @@ def data_source(dataset: Any) -> Path:
     return Path(path) if path is not None else Path(dataset.root) / "FileList.csv"
 
 
+def label_classes(dataset: Any, column: str = VIEW_COLUMN) -> list[str]:
+    """The sorted distinct values of ``column`` in a dataset's table (missing ones left out)."""
+    table = dataset.table
+    if column not in table.columns:
+        raise DataError(f"{data_source(dataset)}: has no {column!r} column to learn classes from")
+    return sorted(set(_class_names(table[column]).dropna()))
+
+
+def _class_names(values: Any) -> Any:
+    """Class names as stripped text; missing or empty ones as ``None``."""
+    names = values.astype("string").str.strip()
+    return names.where(names.notna() & (names != ""), None).astype(object)
+
+
 def target_matrix(dataset: Any, task: Task) -> np.ndarray:
     """``float [N, K]`` targets of every row of a clip dataset (``nan``: unknown label).
 
     Every row needs an EF for ``ef`` and ``ef50``: a missing one is a :class:`DataError`
-    naming the file and the first such video.
+    naming the file and the first such video. A categorical task gives ``[N, 1]`` class
+    indices; a class outside the task's is a :class:`DataError` naming it.
     """
     import pandas as pd
 
     table = dataset.table
     source = data_source(dataset)
+    if task.kind == "categorical":
+        return _class_matrix(table, task, source)
     missing_cols = [c for c in task.targets if c not in table.columns]
     if missing_cols:
         raise DataError(f"{source}: has no {missing_cols} column for task {task.name!r}")
@@ -125,6 +170,23 @@ def target_matrix(dataset: Any, task: Task) -> np.ndarray:
     if task.name == "ef50":
         y = (y < EF_THRESHOLD).astype(np.float64)
     return y
+
+
+def _class_matrix(table: Any, task: Task, source: Path) -> np.ndarray:
+    column = str(task.column)
+    if column not in table.columns:
+        raise DataError(f"{source}: has no {column!r} column for task {task.name!r}")
+    names = _class_names(table[column])
+    index = {c: float(i) for i, c in enumerate(task.targets)}
+    unknown = names.notna() & ~names.isin(list(task.targets))
+    if unknown.any():
+        first = int(np.argmax(unknown.to_numpy()))
+        where = table["video_path"].iat[first] if "video_path" in table.columns else f"row {first}"
+        raise DataError(
+            f"{source}: {int(unknown.sum())} videos have a {column} outside the model's classes "
+            f"{list(task.targets)}: {sorted(set(names[unknown]))} (first: {where})"
+        )
+    return np.array(names.map(index), dtype=np.float64)[:, None]
 
 
 class FineTuneObjective:
@@ -160,6 +222,8 @@ class FineTuneObjective:
         y = batch["target"].to(raw.device)
         known = torch.isfinite(y)
         y = torch.where(known, y, torch.zeros_like(y))
+        if self.task.kind == "categorical":
+            return self._categorical_loss(raw, y[:, 0], known[:, 0])
         if self.task.kind == "regression":
             scaled = (y - net.target_mean) / net.target_std
             per = F.l1_loss(raw, scaled, reduction="none") if self.task.loss == "l1" else (raw - scaled) ** 2
@@ -172,16 +236,25 @@ class FineTuneObjective:
             figures[f"{self.task.targets[0]}_mae"] = float(error.mean()) if error.numel() else math.nan
         return loss, figures
 
+    def _categorical_loss(
+        self, logits: torch.Tensor, label: torch.Tensor, known: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        per = F.cross_entropy(logits, label.long(), reduction="none")
+        n = known.sum().clamp(min=1)
+        loss = (per * known).sum() / n
+        correct = ((logits.detach().argmax(dim=-1) == label.long()) & known).sum() / n
+        return loss, {"loss": float(loss.detach()), "accuracy": float(correct)}
+
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """MAE and R² (regression) or AUC (binary) of the first target on the held-out split."""
+        """MAE and R² (regression), AUC (binary) or accuracy (categorical) on the held-out split."""
         if self.val_dataset is None or self.val_targets is None:
             return {}
         index, pred = predict(model, self.val_dataset, 1, self.batch_size, limit=self.val_limit)
         if not len(index):
             return {}
         figures = task_metrics(self.task, self.val_targets[index], pred)
-        first = self.task.targets[0]
-        keys = ("mae", "r2") if self.task.kind == "regression" else ("auc",)
+        first = self.task.label
+        keys = {"regression": ("mae", "r2"), "binary": ("auc",), "categorical": ("accuracy",)}[self.task.kind]
         return {f"{first}_{k}": float(figures[first][k]) for k in keys}
 
     def save_model(self, model: nn.Module, directory: Path) -> None:
@@ -258,7 +331,8 @@ def finetune(
     train_set = open_dataset(data, train_split, transform, read_options=options)
     if len(train_set) == 0:
         raise DataError(f"{data}: no videos in split {train_split!r}")
-    the_task = make_task(task, list(train_set.table.columns), loss, labels, volumes)
+    classes = label_classes(train_set, VIEW_COLUMN) if task == "view" else None
+    the_task = make_task(task, list(train_set.table.columns), loss, labels, volumes, classes)
     y_train = target_matrix(train_set, the_task)
     if the_task.kind == "regression":
         mean, std = np.nanmean(y_train, axis=0), np.nanstd(y_train, axis=0)
@@ -320,7 +394,10 @@ def finetune(
             "model": str(result.final_dir),
         }
         ids = test_set.table["study_id"].astype(str).to_numpy()[index]
-        metrics_path = write_report(out, the_task, ids, y_test[index], pred, metrics, plots=plots)
+        videos = test_set.table["video_path"].to_numpy()[index] if "video_path" in test_set.table else None
+        metrics_path = write_report(
+            out, the_task, ids, y_test[index], pred, metrics, plots=plots, videos=videos
+        )
         _write_skipped(out, train_set, val_set, test_set)
     return FineTuneResult(result, metrics, metrics_path, net)
 
@@ -373,4 +450,13 @@ def _write_skipped(out: Path, *datasets: Any) -> None:
         write_skip_report(skipped, out / "skipped.csv")
 
 
-__all__ = ["TASKS", "FineTuneObjective", "FineTuneResult", "Task", "finetune", "make_task", "target_matrix"]
+__all__ = [
+    "TASKS",
+    "FineTuneObjective",
+    "FineTuneResult",
+    "Task",
+    "finetune",
+    "label_classes",
+    "make_task",
+    "target_matrix",
+]

@@ -28,7 +28,7 @@ from echoclip.models.features import tokens
 FINETUNE_INFO = formats.FORMAT_FILES[formats.FINETUNED]
 WEIGHTS = "model.safetensors"
 FORMAT = formats.FINETUNED
-KINDS = ("regression", "binary")
+KINDS = ("regression", "binary", "categorical")
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,15 +92,16 @@ class FineTuneModel(nn.Module):
     """A video tower and a head: ``[B, 3, T, H, W] -> [B, outputs]``.
 
     ``forward`` gives what the loss reads (standardised values for regression, logits
-    for binary targets); :meth:`predict` gives values in the targets' units or
-    probabilities. A frozen encoder stays in eval mode (its batch norm statistics do
+    for binary and categorical targets); :meth:`predict` gives values in the targets'
+    units or probabilities (categorical: one per class, summing to 1). A frozen encoder stays in eval mode (its batch norm statistics do
     not drift) and runs without gradients.
 
     Args:
         encoder: a video tower (``forward_features`` gives tokens or frame features).
         head: a name of :data:`echoclip.finetune.heads.HEADS`.
-        targets: names of the outputs (``("ef", "esv", "edv")``, finding columns).
-        kind: ``regression`` or ``binary``.
+        targets: names of the outputs (``("ef", "esv", "edv")``, finding columns, or the
+            classes of a categorical target: ``("A2C", "A4C", "PLAX", "PSAX")``).
+        kind: ``regression``, ``binary`` or ``categorical``.
         freeze: keep the encoder's weights fixed.
         layer_decay: learning rate of an encoder block ``d`` blocks below the head is
             ``lr * layer_decay**d`` (unfrozen encoder only; ``None``: the same everywhere).
@@ -168,10 +169,12 @@ class FineTuneModel(nn.Module):
         return self.head(self.features(x))
 
     def to_outputs(self, raw: torch.Tensor) -> torch.Tensor:
-        """Head outputs in the targets' units (regression) or as probabilities (binary)."""
+        """Head outputs in the targets' units (regression) or as probabilities (binary, categorical)."""
         raw = raw.float()
         if self.kind == "binary":
             return torch.sigmoid(raw)
+        if self.kind == "categorical":
+            return raw.softmax(dim=-1)
         return raw * self.target_std + self.target_mean
 
     @torch.no_grad()

@@ -5,7 +5,8 @@ EchoNet-Dynamic scores a video by the mean prediction over clips spread along it
 (:class:`~echoclip.data.datasets.VideoClips`). :func:`write_report` writes ``metrics.json``,
 ``predictions.csv`` and the figures: MAE, RMSE, R² and Pearson's r for EF (plus the
 EF < 50 % classification read off the predicted EF), accuracy, F1 and AUC for binary
-targets, R² of ESV and EDV when they are predicted.
+targets, R² of ESV and EDV when they are predicted, and accuracy (overall, balanced,
+per class) with the confusion matrix for a categorical target (the view).
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def task_metrics(
     For EF regression: ``ef`` (MAE, RMSE, R², Pearson), ``ef50`` (EF < 50 % from the
     predicted EF), ``esv``/``edv`` when predicted, and ``baseline``: the MAE of always
     predicting the training mean. Binary targets: AUC, accuracy, F1 at probability 0.5.
+    A categorical target (truths ``[N, 1]`` class indices, predictions ``[N, classes]``
+    probabilities): under its column, accuracy, balanced accuracy, macro F1, the accuracy
+    of each class (NaN for a class absent from the truths) and the confusion matrix
+    (rows: true class, columns: predicted class, in the order of ``classes``).
     """
     from echoclip.metrics import binary_metrics, regression_metrics
 
     out: dict[str, Any] = {}
+    if task.kind == "categorical":
+        out[task.label] = categorical_task_metrics(list(task.targets), truth[:, 0], pred)
+        return out
     if task.kind == "regression":
         for j, name in enumerate(task.targets):
             out[name] = regression_metrics(truth[:, j], pred[:, j])
@@ -97,6 +105,26 @@ def task_metrics(
     return out
 
 
+def categorical_task_metrics(classes: Sequence[str], truth: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Figures of class probabilities ``[N, C]`` against class indices ``[N]`` (NaN: unknown, left out)."""
+    from echoclip.metrics import categorical_metrics
+
+    known = np.isfinite(truth)
+    t = truth[known].astype(np.int64)
+    p = np.asarray(probs)[known].argmax(axis=1)
+    names = np.asarray(classes, dtype=object)
+    out: dict[str, Any] = dict(categorical_metrics(names[t], names[p]))
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (t, p), 1)
+    totals = confusion.sum(axis=1)
+    out["per_class_accuracy"] = {
+        c: float(confusion[i, i] / totals[i]) if totals[i] else math.nan for i, c in enumerate(classes)
+    }
+    out["confusion"] = {"classes": list(classes), "matrix": confusion.tolist()}
+    out["n_unlabelled"] = int((~known).sum())
+    return out
+
+
 def _mean_predictor_mae(truth: np.ndarray, mean: float) -> float:
     t = truth[np.isfinite(truth)]
     return float(np.abs(t - mean).mean()) if t.size else math.nan
@@ -110,16 +138,36 @@ def write_report(
     pred: np.ndarray,
     metrics: dict[str, Any],
     plots: bool = True,
+    videos: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``predictions.csv``, the figures and ``metrics.json`` (returned) into ``out_dir``."""
+    """Write ``predictions.csv``, the figures and ``metrics.json`` (returned) into ``out_dir``.
+
+    ``videos`` (each row's file) adds a last ``video_path`` column: a study may hold several videos.
+    A categorical target writes ``<column>_true``, ``<column>_pred`` (class names),
+    ``<column>_prob`` (the predicted class's probability) and ``<column>_p_<class>``.
+    """
     import pandas as pd
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"study_id": list(study_ids)})
-    for j, name in enumerate(task.targets):
-        table[f"{name}_true"] = truth[:, j]
-        table[f"{name}_pred"] = pred[:, j]
+    if task.kind == "categorical":
+        names = np.asarray(task.targets, dtype=object)
+        known = np.isfinite(truth[:, 0])
+        table[f"{task.label}_true"] = np.where(
+            known, names[np.where(known, truth[:, 0], 0).astype(int)], None
+        )
+        table[f"{task.label}_pred"] = names[pred.argmax(axis=1)] if len(pred) else []
+        table[f"{task.label}_prob"] = pred.max(axis=1) if len(pred) else []
+        for j, name in enumerate(task.targets):
+            table[f"{task.label}_p_{name}"] = pred[:, j]
+        plots = False  # no figure of a confusion matrix yet; metrics.json holds it
+    else:
+        for j, name in enumerate(task.targets):
+            table[f"{name}_true"] = truth[:, j]
+            table[f"{name}_pred"] = pred[:, j]
+    if videos is not None:  # last, so that the first columns stay those of every task
+        table["video_path"] = list(videos)
     write_text(out / "predictions.csv", table.to_csv(index=False))
     if plots and len(table):
         metrics["plots"] = _plots(out, task, truth, pred)
@@ -149,4 +197,4 @@ def _plots(out: Path, task: Any, truth: np.ndarray, pred: np.ndarray) -> dict[st
     return written
 
 
-__all__ = ["predict", "task_metrics", "write_report"]
+__all__ = ["categorical_task_metrics", "predict", "task_metrics", "write_report"]

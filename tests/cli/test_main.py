@@ -74,6 +74,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
         "search": ["search", "--index", gone, "--model", gone, "--text", "EF 40%."],
         "report": ["report", "--video", gone, "--index", gone],
         "zeroshot": ["zeroshot", "--model", gone, "--data", gone, "--out", out + ".csv"],
+        "views": ["views", "--model", gone, "--data", gone, "--out", out + ".parquet"],
         "evaluate": ["evaluate", "--model", gone, "--data", gone, "--out", out],
         "serve": ["serve", "--model", gone, "--index", gone],
     }
