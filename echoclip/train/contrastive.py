@@ -258,6 +258,35 @@ def value_order_loss(
     return per_pair[holders].mean()
 
 
+def collate_studies(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Study items (``"videos"`` ``[n, 3, T, H, W]`` each) as one padded batch.
+
+    ``video`` ``[B, N, 3, T, H, W]`` with ``N`` the most videos of a study in the batch,
+    ``video_mask`` ``[B, N]`` (False for padding), ``views`` (a list of view names per
+    study; ``None`` is unknown) and, when every item has it, ``cm_per_px`` ``[B, N, 2]``
+    (NaN for padding).
+    """
+    n = max(int(s["videos"].shape[0]) for s in samples)
+    first = samples[0]["videos"]
+    video = first.new_zeros(len(samples), n, *first.shape[1:])
+    mask = torch.zeros(len(samples), n, dtype=torch.bool)
+    for b, s in enumerate(samples):
+        k = int(s["videos"].shape[0])
+        video[b, :k] = s["videos"]
+        mask[b, :k] = True
+    batch: dict[str, Any] = {
+        "video": video,
+        "video_mask": mask,
+        "views": [list(s.get("views") or [None] * int(s["videos"].shape[0])) for s in samples],
+    }
+    if all("cm_per_px" in s for s in samples):
+        scale = torch.full((len(samples), n, 2), float("nan"))
+        for b, s in enumerate(samples):
+            scale[b, : s["cm_per_px"].shape[0]] = s["cm_per_px"]
+        batch["cm_per_px"] = scale
+    return batch
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """Per-sample randomness that does not depend on workers, ranks or resumption."""
     return random.Random(f"{seed}:{epoch}:{index}")
@@ -291,6 +320,10 @@ class ContrastiveObjective:
     ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
 
     The names above are fields of its :class:`~echoclip.train.config.ContrastiveConfig`.
+
+    Items of several videos (``"videos"``, from study-level :class:`StudyPairs`) make
+    study batches (:func:`collate_studies`): the model's study embedding of each
+    (``forward`` with a ``mask`` and ``views``) takes the video's place in every term.
     """
 
     def __init__(
@@ -325,7 +358,7 @@ class ContrastiveObjective:
 
     # -- data --------------------------------------------------------------------------
 
-    def collate(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor] | None:
+    def collate(self, samples: list[Any], epoch: int) -> dict[str, Any] | None:
         samples = [s for s in samples if s is not None]
         if not samples:
             return None
@@ -338,12 +371,13 @@ class ContrastiveObjective:
             )
             for i, s in enumerate(samples)
         ]
-        batch = {
-            "video": torch.stack([s["video"] for s in samples]),
-            "text": self.tokenizer(reports, context_length=self.config.context_length),
-        }
-        if all("cm_per_px" in s for s in samples):
-            batch["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
+        batch = {"text": self.tokenizer(reports, context_length=self.config.context_length)}
+        if "videos" in samples[0]:
+            batch.update(collate_studies(samples))
+        else:
+            batch["video"] = torch.stack([s["video"] for s in samples])
+            if all("cm_per_px" in s for s in samples):
+                batch["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
         uses_sentences = self.config.sentence_loss_weight > 0 or self.config.sentence_report_weight > 0
         if not uses_sentences and self.config.value_loss_weight <= 0:
             return batch
@@ -432,6 +466,9 @@ class ContrastiveObjective:
         scale = {}
         if "cm_per_px" in batch and getattr(getattr(model, "module", model), "uses_scale", False):
             scale["cm_per_px"] = batch["cm_per_px"].to(device, non_blocking=True)
+        if "video_mask" in batch:  # study level: the study embedding meets the report
+            scale["mask"] = batch["video_mask"].to(device, non_blocking=True)
+            scale["views"] = batch["views"]
         out = model(
             batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True), **scale
         )
