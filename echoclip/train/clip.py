@@ -11,7 +11,7 @@ from echoclip.errors import DataError
 from echoclip.loop.trainer import Trainer, TrainResult
 from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import ContrastiveObjective
-from echoclip.train.pairs import StudyPairs, study_view_column
+from echoclip.train.pairs import StudyPairs, table_views
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def train_clip(
         skip_empty_reports=config.skip_empty_reports,
         weight_column=config.sample_weight_column,
         videos_per_study=config.videos_per_study if study else None,
-        view_column=study_view_column(list(train_set.table.columns), config.view_column) if study else None,
+        view_column=config.view_column if study else None,
     )
     if study:
         net.set_study_pooling(config.study_pooling or net.config.study_pooling or "attention")
@@ -141,6 +141,10 @@ def train_clip(
         seed=config.seed,
         val_dataset=val_set,
         zero_shot_prompts=zero_shot_prompts,
+        study_level=study,
+        val_views=table_views(val_set.table, config.view_column, data)
+        if study and val_set is not None
+        else None,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

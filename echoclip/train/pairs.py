@@ -80,7 +80,7 @@ class StudyPairs(Dataset):
 
         ``weight_column`` names a column of sampling weights (see :attr:`sample_weights`).
         ``videos_per_study`` makes items of several videos (study-level training), each
-        with its view from ``view_column`` (see :func:`study_view_column`).
+        with its view from the column ``view_column`` chooses (:func:`table_views`).
         """
         table = base.table
         where = getattr(base, "path", getattr(base, "root", "the data set"))
@@ -94,11 +94,7 @@ class StudyPairs(Dataset):
                     f"{where}: column study_id is empty in {missing} of {len(table)} rows; "
                     "study-level training groups videos by it"
                 )
-        views = None
-        if view_column is not None:
-            if view_column not in table.columns:
-                raise DataError(f"{where}: no view column {view_column!r} (it has: {sorted(table.columns)})")
-            views = table[view_column].tolist()
+        views = None if view_column is None else table_views(table, view_column, where)
         weights = None
         if weight_column is not None:
             if weight_column not in table.columns:
@@ -169,6 +165,17 @@ def study_view_column(columns: Sequence[str], choice: str = "auto") -> str | Non
     if choice == "auto":
         return next((c for c in ("view_pred", "view") if c in columns), None)
     return choice
+
+
+def table_views(table: Any, choice: str = "auto", where: Any = "the data set") -> list[str | None] | None:
+    """Each row's view from the column ``choice`` names (:func:`study_view_column`; empty
+    cells are ``None``), or ``None`` when it names none."""
+    column = study_view_column(list(table.columns), choice)
+    if column is None:
+        return None
+    if column not in table.columns:
+        raise DataError(f"{where}: no view column {column!r} (it has: {sorted(map(str, table.columns))})")
+    return [_view_name(v) for v in table[column]]
 
 
 def _view_name(value: Any) -> str | None:
