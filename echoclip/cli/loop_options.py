@@ -39,7 +39,9 @@ def add_loop_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--epochs", type=int)
     g.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, help="clips per step and per process")
+    g.add_argument(
+        "--batch-size", type=int, help="clips per step and per process (studies with train --level study)"
+    )
     g.add_argument("--grad-accum", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--warmup-steps", type=int)

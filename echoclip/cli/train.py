@@ -12,7 +12,9 @@ from echoclip.cli.video_options import read_options
 HELP = "train a video-report CLIP model on a manifest or a simulated data set"
 EXAMPLE = (
     "echoclip train --data runs/sim --model echoclip-tiny --tokenizer runs/tok "
-    "--init runs/ssl/final --out runs/clip --steps 800 --batch-size 32"
+    "--init runs/ssl/final --out runs/clip --steps 800 --batch-size 32\n"
+    "  echoclip train --data runs/sim --level study --videos-per-study 4 --study-pooling attention "
+    "--out runs/study --steps 800 --batch-size 16"
 )
 
 
@@ -68,6 +70,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sample-weight-column",
         help="manifest column of per-study sampling weights (studies are drawn in proportion to them)",
     )
+    g = p.add_argument_group("study level")
+    g.add_argument(
+        "--level",
+        choices=["clip", "study"],
+        help="what meets a report: one video of its study (clip, default) or the study embedding of "
+        "several (study; --batch-size then counts studies)",
+    )
+    g.add_argument(
+        "--videos-per-study",
+        type=int,
+        metavar="K",
+        help="study level: the most videos drawn per study and step (4); a study with fewer uses all",
+    )
+    g.add_argument(
+        "--study-pooling",
+        help="study level: how a study's videos are pooled (attention, mean, echoprime; default: the "
+        "model's own, else attention); saved with the model",
+    )
+    g.add_argument(
+        "--view-column",
+        help="study level: the manifest column of the videos' views (auto: view_pred, else view, else "
+        "unknown; none: unknown)",
+    )
     add_loop_arguments(p)
 
 
@@ -91,6 +116,10 @@ CONTRASTIVE_FLAGS = (
 )
 
 
+# TrainConfig fields of study-level training exposed as flags
+STUDY_FLAGS = ("level", "videos_per_study", "study_pooling", "view_column")
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The :class:`TrainConfig` of a recipe file plus flags, and the recipe's other tables."""
     from echoclip.train.config import TrainConfig
@@ -101,7 +130,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         contrastive = contrastive.updated(
             concept_patterns={**contrastive.concept_patterns, **dict(args.concepts)}
         )
-    return config.updated(contrastive=contrastive, sample_weight_column=args.sample_weight_column), recipe
+    study = {k: getattr(args, k) for k in STUDY_FLAGS}
+    return (
+        config.updated(contrastive=contrastive, sample_weight_column=args.sample_weight_column, **study),
+        recipe,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

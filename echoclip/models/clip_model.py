@@ -230,17 +230,55 @@ class EchoCLIP(nn.Module):
         return out
 
     def forward(
-        self, video: torch.Tensor, text: torch.Tensor, cm_per_px: torch.Tensor | None = None
+        self,
+        video: torch.Tensor,
+        text: torch.Tensor,
+        cm_per_px: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        views: torch.Tensor | Sequence[Any] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Normalised features and the (exponentiated) logit scale, as open_clip's ``CLIP.forward``."""
+        """Normalised features and the (exponentiated) logit scale, as open_clip's ``CLIP.forward``.
+
+        A batch of studies (``video`` ``[B, N, 3, T, H, W]``, with ``mask`` and ``views`` as
+        :meth:`encode_study` takes them) gives study embeddings as ``video_features``: one
+        forward pass, so that study-level training runs under DDP as clip level does.
+        """
+        if video.ndim == 6:
+            features = self.encode_study(video, views=views, mask=mask, cm_per_px=cm_per_px)
+        else:
+            features = self.encode_video(video, normalize=True, cm_per_px=cm_per_px)
         out = {
-            "video_features": self.encode_video(video, normalize=True, cm_per_px=cm_per_px),
+            "video_features": features,
             "text_features": self.encode_text(text, normalize=True),
             "logit_scale": self.logit_scale.exp(),
         }
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out
+
+    def set_study_pooling(self, pooling: str) -> None:
+        """Pool studies by ``pooling`` (a name in ``STUDY_POOLINGS``) from now on, and say so in
+        the config, so that ``save_pretrained`` and ``load_model`` keep it.
+
+        A model that pools by that name already keeps its pooling and weights; otherwise the
+        pooling is new (an ``attention`` pooling starts as the mean).
+        """
+        if self.config.study_pooling == pooling and self.study_encoder is not None:
+            return
+        config = self.config.replace(study_pooling=pooling)
+        encoder = StudyEncoder(
+            config.embed_dim,
+            pooling,
+            views=config.study_views,
+            video_dropout=config.study_video_dropout,
+            view_dropout=config.study_view_dropout,
+            options=config.study_options,
+        )
+        reference = next(self.parameters(), None)
+        if reference is not None:
+            encoder = encoder.to(reference.device)
+        encoder.train(self.training)
+        self.config, self.study_encoder = config, encoder
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute activations in the backward pass of both towers (less memory, more compute)."""

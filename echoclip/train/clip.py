@@ -11,7 +11,7 @@ from echoclip.errors import DataError
 from echoclip.loop.trainer import Trainer, TrainResult
 from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import ContrastiveObjective
-from echoclip.train.pairs import StudyPairs
+from echoclip.train.pairs import StudyPairs, table_views
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ def train_clip(
     later runs on the same videos in this process. ``read_options`` go to ``load_video``
     for every file (``{"fps": 30}`` for files that record no frame rate).
 
+    ``config.level = "study"`` trains study embeddings: each item is a study with up to
+    ``config.videos_per_study`` of its videos and their views (``config.view_column``), and
+    the model's ``encode_study`` (pooling ``config.study_pooling``, by default the model's
+    own or ``attention``; saved with the model) meets the report; ``batch_size`` counts
+    studies. The data set must have a ``study_id`` column.
+
     With a validation split (and ``ood``), the final model directory also gets the
     reference that tells inputs unlike the training videos (``ood.safetensors``, see
     :mod:`echoclip.models.ood`): training videos embedded by the final weights, and a
@@ -103,12 +109,17 @@ def train_clip(
     preload = preload or video_cache is not None
     if preload:
         train_set.preload(progress=config.progress, cache=video_cache)
+    study = config.level == "study"
     pairs = StudyPairs.from_table_dataset(
         train_set,
         seed=config.seed,
         skip_empty_reports=config.skip_empty_reports,
         weight_column=config.sample_weight_column,
+        videos_per_study=config.videos_per_study if study else None,
+        view_column=config.view_column if study else None,
     )
+    if study:
+        net.set_study_pooling(config.study_pooling or net.config.study_pooling or "attention")
     val_set = None
     if val_split:
         try:
@@ -130,6 +141,10 @@ def train_clip(
         seed=config.seed,
         val_dataset=val_set,
         zero_shot_prompts=zero_shot_prompts,
+        study_level=study,
+        val_views=table_views(val_set.table, config.view_column, data)
+        if study and val_set is not None
+        else None,
     )
     result = Trainer(net, objective, pairs, config, resume=resume).fit()
     _write_skipped(Path(config.out), train_set, val_set)

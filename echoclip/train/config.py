@@ -11,7 +11,7 @@ from echoclip.data.augment import AugmentConfig
 from echoclip.errors import ConfigError
 from echoclip.loop.config import LoopConfig, config_kwargs, load_recipe
 
-__all__ = ["ContrastiveConfig", "TrainConfig", "load_recipe"]
+__all__ = ["TRAIN_LEVELS", "ContrastiveConfig", "TrainConfig", "load_recipe"]
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,45 @@ class ContrastiveConfig:
         return cls(**config_kwargs(cls, d, "contrastive options"))
 
 
+TRAIN_LEVELS = ("clip", "study")
+
+
 @dataclass(frozen=True)
 class TrainConfig(LoopConfig):
-    """A contrastive training run: the loop's settings, the data's, and the objective's (nested)."""
+    """A contrastive training run: the loop's settings, the data's, and the objective's (nested).
+
+    ``level`` says what meets a report: one video of its study (``"clip"``), or the study
+    embedding of up to ``videos_per_study`` of its videos (``"study"``; ``batch_size`` then
+    counts studies, and a step puts up to ``batch_size * videos_per_study`` clips through
+    the video tower in one batch).
+    """
 
     skip_empty_reports: bool = True
+    level: Literal["clip", "study"] = "clip"
+    # study level: the most videos of a study drawn per step (without replacement)
+    videos_per_study: int = 4
+    # study level: the model's study pooling (a name in STUDY_POOLINGS); None keeps the
+    # model's own, or "attention" for a model without one. Clip level leaves it unset.
+    study_pooling: str | None = None
+    # study level: the manifest column of each video's view; "auto" reads "view_pred" (a
+    # classifier's views, as inference has them), else "view", else none; "none": unknown
+    view_column: str = "auto"
     # a manifest column of per-study sampling weights (e.g. from mention_weights): an
     # epoch draws studies with replacement in proportion to them
     sample_weight_column: str | None = None
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     # the training clips' augmentation (the [train.augment] table)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.level not in TRAIN_LEVELS:
+            raise ConfigError(f"unknown training level {self.level!r}; known: {list(TRAIN_LEVELS)}")
+        if not (isinstance(self.videos_per_study, int) and self.videos_per_study >= 1):
+            raise ConfigError(f"videos_per_study must be at least 1, got {self.videos_per_study!r}")
+        if self.study_pooling is not None and self.level != "study":
+            raise ConfigError(f"study_pooling {self.study_pooling!r} is trained only at level 'study'")
+        if not (isinstance(self.view_column, str) and self.view_column):
+            raise ConfigError(
+                f"view_column must be a column name, 'auto' or 'none', got {self.view_column!r}"
+            )

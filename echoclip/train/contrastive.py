@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,35 @@ def value_order_loss(
     return per_pair[holders].mean()
 
 
+def collate_studies(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Study items (``"videos"`` ``[n, 3, T, H, W]`` each) as one padded batch.
+
+    ``video`` ``[B, N, 3, T, H, W]`` with ``N`` the most videos of a study in the batch,
+    ``video_mask`` ``[B, N]`` (False for padding), ``views`` (a list of view names per
+    study; ``None`` is unknown) and, when every item has it, ``cm_per_px`` ``[B, N, 2]``
+    (NaN for padding).
+    """
+    n = max(int(s["videos"].shape[0]) for s in samples)
+    first = samples[0]["videos"]
+    video = first.new_zeros(len(samples), n, *first.shape[1:])
+    mask = torch.zeros(len(samples), n, dtype=torch.bool)
+    for b, s in enumerate(samples):
+        k = int(s["videos"].shape[0])
+        video[b, :k] = s["videos"]
+        mask[b, :k] = True
+    batch: dict[str, Any] = {
+        "video": video,
+        "video_mask": mask,
+        "views": [list(s.get("views") or [None] * int(s["videos"].shape[0])) for s in samples],
+    }
+    if all("cm_per_px" in s for s in samples):
+        scale = torch.full((len(samples), n, 2), float("nan"))
+        for b, s in enumerate(samples):
+            scale[b, : s["cm_per_px"].shape[0]] = s["cm_per_px"]
+        batch["cm_per_px"] = scale
+    return batch
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     """Per-sample randomness that does not depend on workers, ranks or resumption."""
     return random.Random(f"{seed}:{epoch}:{index}")
@@ -291,6 +320,10 @@ class ContrastiveObjective:
     ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
 
     The names above are fields of its :class:`~echoclip.train.config.ContrastiveConfig`.
+
+    Items of several videos (``"videos"``, from study-level :class:`StudyPairs`) make
+    study batches (:func:`collate_studies`): the model's study embedding of each
+    (``forward`` with a ``mask`` and ``views``) takes the video's place in every term.
     """
 
     def __init__(
@@ -301,8 +334,13 @@ class ContrastiveObjective:
         seed: int = 0,
         val_dataset: Any | None = None,
         zero_shot_prompts: str | dict | None = None,
+        study_level: bool = False,
+        val_views: Sequence[Any] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        # validate study embeddings (the videos of each held-out study, pooled) against reports
+        self.study_level = study_level
+        self.val_views = None if val_views is None else list(val_views)
         self.config = config if config is not None else ContrastiveConfig()
         self.seed = seed
         self.val_dataset = val_dataset
@@ -325,7 +363,7 @@ class ContrastiveObjective:
 
     # -- data --------------------------------------------------------------------------
 
-    def collate(self, samples: list[Any], epoch: int) -> dict[str, torch.Tensor] | None:
+    def collate(self, samples: list[Any], epoch: int) -> dict[str, Any] | None:
         samples = [s for s in samples if s is not None]
         if not samples:
             return None
@@ -338,12 +376,13 @@ class ContrastiveObjective:
             )
             for i, s in enumerate(samples)
         ]
-        batch = {
-            "video": torch.stack([s["video"] for s in samples]),
-            "text": self.tokenizer(reports, context_length=self.config.context_length),
-        }
-        if all("cm_per_px" in s for s in samples):
-            batch["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
+        batch = {"text": self.tokenizer(reports, context_length=self.config.context_length)}
+        if "videos" in samples[0]:
+            batch.update(collate_studies(samples))
+        else:
+            batch["video"] = torch.stack([s["video"] for s in samples])
+            if all("cm_per_px" in s for s in samples):
+                batch["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
         uses_sentences = self.config.sentence_loss_weight > 0 or self.config.sentence_report_weight > 0
         if not uses_sentences and self.config.value_loss_weight <= 0:
             return batch
@@ -432,6 +471,9 @@ class ContrastiveObjective:
         scale = {}
         if "cm_per_px" in batch and getattr(getattr(model, "module", model), "uses_scale", False):
             scale["cm_per_px"] = batch["cm_per_px"].to(device, non_blocking=True)
+        if "video_mask" in batch:  # study level: the study embedding meets the report
+            scale["mask"] = batch["video_mask"].to(device, non_blocking=True)
+            scale["views"] = batch["views"]
         out = model(
             batch["video"].to(device, non_blocking=True), batch["text"].to(device, non_blocking=True), **scale
         )
@@ -512,11 +554,12 @@ class ContrastiveObjective:
 
         sim = video_emb @ text_emb.T
         ranks = rm.ranks_of_true_pairs(sim)
+        what = "study_to_report" if self.study_level else "video_to_report"
         figures = {
-            "video_to_report.recall@1": rm.recall_at_k(ranks, 1),
-            "video_to_report.recall@5": rm.recall_at_k(ranks, 5),
-            "video_to_report.recall@10": rm.recall_at_k(ranks, 10),
-            "video_to_report.mean_rank": rm.mean_rank(ranks),
+            f"{what}.recall@1": rm.recall_at_k(ranks, 1),
+            f"{what}.recall@5": rm.recall_at_k(ranks, 5),
+            f"{what}.recall@10": rm.recall_at_k(ranks, 10),
+            f"{what}.mean_rank": rm.mean_rank(ranks),
             "n": float(len(ranks)),
         }
         figures.update(self._zero_shot_ef(model, video_emb, efs))
@@ -529,12 +572,44 @@ class ContrastiveObjective:
         videos = encode_videos(model, self.val_dataset, batch_size=batch, on_error="drop", progress=False)
         if len(videos.features) == 0:
             return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0)
-        reports = [m["report"] for m in videos.meta]
+        features, meta = videos.features, videos.meta
+        if self.study_level:
+            features, meta = self._pool_studies(model, features, meta)
+        reports = [m["report"] for m in meta]
         texts = embed_reports(
             model, self.tokenizer, reports, batch, progress=False, context_length=self.config.context_length
         )
-        efs = np.asarray([float(m.get("ef", float("nan"))) for m in videos.meta])
-        return videos.features, texts, efs
+        efs = np.asarray([float(m.get("ef", float("nan"))) for m in meta])
+        return features, texts, efs
+
+    def _pool_studies(
+        self, model: nn.Module, features: np.ndarray, meta: list[dict[str, Any]]
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Unit study embeddings of the held-out videos (grouped by ``study_id``), and one
+        metadata row per study (its first video's)."""
+        groups: dict[str, list[int]] = {}
+        for i, m in enumerate(meta):
+            groups.setdefault(str(m.get("study_id", i)), []).append(i)
+        studies = list(groups.values())
+        device = next(model.parameters()).device
+        pooled = []
+        for start in range(0, len(studies), self.config.val_batch_size):
+            chunk = studies[start : start + self.config.val_batch_size]
+            n = max(len(rows) for rows in chunk)
+            x = torch.zeros(len(chunk), n, features.shape[1])
+            mask = torch.zeros(len(chunk), n, dtype=torch.bool)
+            views = []
+            for b, rows in enumerate(chunk):
+                x[b, : len(rows)] = torch.from_numpy(np.asarray(features[rows], dtype=np.float32))
+                mask[b, : len(rows)] = True
+                views.append([self._val_view(meta[r]) for r in rows])
+            pooled.append(model.encode_study(x.to(device), views=views, mask=mask.to(device)).float().cpu())
+        return torch.cat(pooled).numpy(), [meta[rows[0]] for rows in studies]
+
+    def _val_view(self, meta: dict[str, Any]) -> Any:
+        if self.val_views is None or "index" not in meta:
+            return None
+        return self.val_views[int(meta["index"])]
 
     def _zero_shot_ef(self, model: nn.Module, video_emb: np.ndarray, efs: np.ndarray) -> dict[str, float]:
         if self.zero_shot_prompts is None or not np.isfinite(efs).any():
