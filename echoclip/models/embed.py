@@ -367,6 +367,9 @@ class StudyEmbeddings:
     skipped: list[Any] = field(default_factory=list)  # studies none of whose videos could be read
     failed: list[int] = field(default_factory=list)  # input rows that could not be read
     subsampled: list[Any] = field(default_factory=list)  # studies that had more than max_videos videos
+    meta: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per study: its first pooled video's item fields
     # per pooled video (the rows of every study, concatenated): layer statistics for OOD scores, or None
     video_ood_features: np.ndarray | None = None
 
@@ -551,6 +554,7 @@ def embed_studies(
     pooled.subsampled = subsampled or pooled.subsampled
     if encoded.ood_features is not None:
         pooled.video_ood_features = encoded.ood_features[np.concatenate(pooled.rows)] if len(pooled) else None
+    pooled.meta = [encoded.meta[int(r[0])] for r in pooled.rows]
     pooled.rows = [rows[r] for r in pooled.rows]
     return pooled
 
