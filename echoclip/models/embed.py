@@ -617,6 +617,7 @@ class StoredEmbeddings:
     reports: int  # rows of the report store (0: the data set has no reports, and no store)
     skipped: int  # videos that could not be read (listed in skipped.csv)
     dim: int
+    studies: StudyEmbeddings | None = None  # embed_study_dataset: what pooling did
 
 
 def embed_dataset(
@@ -713,6 +714,95 @@ def embed_dataset(
         else:
             write_skip_report(dataset.skipped, tmp / "skipped.csv")
     return StoredEmbeddings(target, len(read_rows), len(report_rows), len(encoded.failed), dim)
+
+
+def embed_study_dataset(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    out: str | os.PathLike[str],
+    *,
+    model_identity: dict[str, str] | None = None,
+    dtype: str = "float16",
+    max_videos: int = DEFAULT_MAX_VIDEOS,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StoredEmbeddings:
+    """Embed a data set's studies (:func:`embed_studies`) and distinct reports into two stores.
+
+    Writes ``out/studies`` (one row per study with a readable video: ``study_id``, every
+    manifest column that is the same on all of the study's rows, such as its report, patient,
+    split and labels, ``n_videos`` pooled and their ``views``), ``out/reports`` (as
+    :func:`embed_dataset`), ``out/skipped.csv`` (unreadable files) and
+    ``out/skipped_studies.csv`` (studies with no readable video). ``echoclip index`` turns
+    the folder into a study index and a report index. A study without a report text is
+    kept (it can be found by its videos) and has no row in ``out/reports``.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from echoclip import atomic
+    from echoclip.data.datasets import write_skip_report
+    from echoclip.retrieval import EmbeddingStore
+
+    out = Path(out)
+    _check_out(out, overwrite, Ranks())
+    table = getattr(dataset, "table", None)
+    if table is None or "study_id" not in table.columns:
+        raise DataError(f"{getattr(dataset, 'root', 'the data set')}: no study_id column to group videos by")
+    studies = embed_studies(
+        model,
+        dataset,
+        max_videos=max_videos,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+    )
+    meta = _study_metadata(table, studies)
+    report_meta = _report_metadata(table)
+    reports = embed_reports(
+        model, tokenizer, report_meta["report"].tolist(), device=device, progress=progress
+    )
+    dim = int(studies.features.shape[1]) or int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    root = str(Path(dataset.root).resolve())
+    with atomic.writing_dir(out) as tmp:
+        store = EmbeddingStore.create(tmp / "studies", dim, dtype, model=model_identity, video_root=root)
+        store.append(studies.features, meta)
+        if len(report_meta):
+            store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
+            store.append(reports, report_meta)
+        write_skip_report(dataset.skipped, tmp / "skipped.csv")
+        skipped = pd.DataFrame(
+            {
+                "study_id": studies.skipped,
+                "videos": [int((table["study_id"] == s).sum()) for s in studies.skipped],
+                "reason": "no readable video (see skipped.csv)",
+            }
+        )
+        atomic.write_text(tmp / "skipped_studies.csv", skipped.to_csv(index=False))
+    return StoredEmbeddings(out, len(studies), len(report_meta), len(studies.failed), dim, studies)
+
+
+def _study_metadata(table: Any, studies: StudyEmbeddings) -> Any:
+    """One row per pooled study: ``study_id``, the columns constant within every study, the
+    number of videos pooled and their views (``;``-joined, ``?`` unknown)."""
+    per_video = {"video_path", "view", "view_pred", *RESULT_COLUMNS}
+    grouped = table.groupby("study_id", sort=False)
+    constant = [
+        c
+        for c in table.columns
+        if c not in per_video and c != "study_id" and bool((grouped[c].nunique(dropna=False) <= 1).all())
+    ]
+    first = table.drop_duplicates("study_id").set_index("study_id")
+    meta = first.loc[list(studies.study_ids), constant].reset_index()
+    meta["n_videos"] = [len(r) for r in studies.rows]
+    meta["views"] = [";".join("?" if v is None else str(v) for v in vs) for vs in studies.views]
+    return meta
 
 
 PART_FILE = "part.json"  # written last in a rank's part folder, with the rows it holds beside it
@@ -816,7 +906,7 @@ def _check_out(out: Any, overwrite: bool, ranks: Ranks) -> None:
 
     if not out.exists() or not any(out.iterdir()):
         return
-    final = any((out / n / "store.json").is_file() for n in ("videos", "reports"))
+    final = any((out / n / "store.json").is_file() for n in ("videos", "reports", "studies"))
     if final and not overwrite:
         raise RetrievalError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
     if not final and not (ranks.split and (out / PARTS).is_dir()):

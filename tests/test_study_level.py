@@ -4,6 +4,7 @@ evaluation answer once per study, from the study's pooled embedding; bad flags a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,65 @@ def test_cli_refuses_bad_study_flags_in_one_line(served, tmp_path, capsys, comma
     assert err == f"echoclip {command}: error: --max-videos must be at least 1, not 0"
     with pytest.raises(SystemExit):
         main([*run, "--level", "patient"])
+
+
+def test_study_index_and_search_by_a_study_folder(served, tmp_path, capsys):
+    model, sim = str(served["model"]), served["sim"]
+    emb, idx = tmp_path / "emb", tmp_path / "idx"
+    assert main(["embed", "--model", model, "--data", str(sim), "--out", str(emb), "--level", "study"]) == 0
+    assert capsys.readouterr().out.startswith("embed: 6 studies")
+    assert sorted(p.name for p in emb.iterdir()) == [
+        "reports",
+        "skipped.csv",
+        "skipped_studies.csv",
+        "studies",
+    ]
+    assert main(["index", "--embeddings", str(emb), "--out", str(idx)]) == 0
+    assert "6 studies (Flat, exact)" in capsys.readouterr().out
+    manifest = pd.read_parquet(sim / "manifest.parquet")
+    from echoclip.retrieval import EmbeddingStore
+
+    meta = EmbeddingStore(emb / "studies").metadata()
+    assert list(meta["study_id"]) == list(dict.fromkeys(manifest["study_id"]))
+    assert {"report", "patient_id", "split", "n_videos", "views"} <= set(meta.columns)
+    assert "video_path" not in meta.columns
+    # a study given as a folder of its files, some of which are not videos
+    study = manifest["study_id"].iloc[0]
+    folder = tmp_path / "query"
+    folder.mkdir()
+    for p in manifest.loc[manifest["study_id"] == study, "video_path"]:
+        (folder / Path(p).name).write_bytes((sim / p).read_bytes())
+    (folder / "notes.txt").write_text("not a video")
+    run = ["search", "--index", str(idx), "--model", model, "--k", "3", "--json"]
+    assert main([*run, "--study", str(folder), "--target", "studies"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["target"] == "studies" and found["query"]["unreadable"] == 1
+    assert found["results"][0]["study_id"] == study  # the study's own row, pooled the same way
+    assert found["query"]["videos"] == int((manifest["study_id"] == study).sum())
+    assert main([*run, "--study", str(folder)]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "reports"
+    # report -> study: a text against an index that holds studies, not videos
+    assert main([*run, "--text", manifest["report"].iloc[0]]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits["target"] == "studies" and len(hits["results"]) == 3 and "n_videos" in hits["results"][0]
+
+
+def test_search_by_an_unreadable_study_is_one_line(served, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.avi").write_bytes(b"nothing")
+    (folder / "b.dcm").write_bytes(b"nothing")
+    index = tmp_path / "idx"
+    emb = tmp_path / "emb"
+    model = str(served["model"])
+    assert (
+        main(["embed", "--model", model, "--data", str(served["sim"]), "--out", str(emb), "--level", "study"])
+        == 0
+    )
+    assert main(["index", "--embeddings", str(emb), "--out", str(index)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--model", model, "--study", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"echoclip search: error: {folder}: none of the 2 files of the study is a readable video"
+    assert main(["search", "--index", str(index), "--model", model, "--study", str(folder / "c.avi")]) == 1
+    assert "no such file" in capsys.readouterr().err
