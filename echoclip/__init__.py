@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "load_open_clip_checkpoint": "echoclip.models.open_clip_compat",
     "embed_videos": "echoclip.models.embed",
     "embed_reports": "echoclip.models.embed",
+    "embed_studies": "echoclip.models.embed",
     "zero_shot": "echoclip.zeroshot.predict",
     "load_prompt_set": "echoclip.zeroshot.prompts",
     "split_sections": "echoclip.zeroshot.sections",

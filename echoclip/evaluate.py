@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_SETS = ("ejection_fraction", "devices", "findings", "views")
 RECALL_KS = (1, 5, 10)
+LEVELS = ("clip", "study")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Part:
     studies: pd.DataFrame  # index study_id: report, labels
     skipped: int = 0
     ood_features: np.ndarray | None = None  # per video: layer statistics for the OOD score
+    study_level: dict[str, Any] | None = None  # at study level: what pooling did (for metrics' data)
 
 
 def evaluate(
@@ -90,6 +92,8 @@ def evaluate(
     drafts_reference: Any = None,
     draft_method: str = "consensus",
     model_hash: str | None = None,
+    level: str = "clip",
+    max_videos: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a labelled data set and write the report into ``out_dir``.
 
@@ -123,6 +127,18 @@ def evaluate(
             reports, or the ``"nearest"`` section text; :meth:`~echoclip.zeroshot.drafts.SectionIndex.draft`).
         model_hash: the evaluated model directory's hash; a section index that records
             another model's is refused.
+        level: ``"clip"`` scores a study's clips together and retrieves with their mean;
+            ``"study"`` pools each study's videos into one embedding with the model's study
+            pooling (:func:`echoclip.models.embed.embed_studies`: views from ``view_pred`` or
+            ``view``, at most ``max_videos`` videos, default 64, subsampled by a study-id seed)
+            and scores and retrieves with that. A study's labels and report are those of its
+            first readable video (a manifest repeats them on every row; studies whose rows
+            disagree are counted in ``data.label_disagreements``); a study without a report
+            text is evaluated but left out of retrieval, as at clip level; a study with no
+            readable video is left out and counted in ``data.skipped_studies``.
+            ``metrics.json`` then carries ``"level": "study"`` and ``data`` gains
+            ``skipped_studies``, ``subsampled_studies``, ``max_videos`` and ``pooling``; at
+            clip level it has no ``level`` key, exactly as before.
 
     Returns:
         The dictionary written to ``metrics.json``.
@@ -132,6 +148,9 @@ def evaluate(
 
     if isinstance(method, str):
         require_method(method)
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {LEVELS}, not {level!r}")
+    study_level = {"max_videos": max_videos} if level == "study" else None
     explicit = prompt_sets is not None
     sets = [load_prompt_set(p) for p in (prompt_sets if explicit else DEFAULT_PROMPT_SETS)]
     if isinstance(method, Mapping):
@@ -164,12 +183,14 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    part = _embed_part(model, dataset, batch_size, num_workers, device)
+    part = _embed_part(model, dataset, batch_size, num_workers, device, study_level)
     if explicit:
         _check_labels(sets, part.studies.columns)
     calibration_part = None
     if calibration_dataset is not None:
-        calibration_part = _embed_part(model, calibration_dataset, batch_size, num_workers, device)
+        calibration_part = _embed_part(
+            model, calibration_dataset, batch_size, num_workers, device, study_level
+        )
 
     logit_scale = model_logit_scale(model)
     metrics: dict[str, Any] = {
@@ -187,6 +208,9 @@ def evaluate(
         "skipped_targets": {},
         "plots": {},
     }
+    if part.study_level is not None:
+        metrics = {"level": "study", **metrics}
+        metrics["data"].update(part.study_level)
     if perturbation is not None:
         metrics["data"]["perturbation"] = {
             "name": dataset.perturbation.name,
@@ -454,9 +478,22 @@ def _dataset(
     return data
 
 
-def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, device: Any) -> _Part:
-    """Embed the videos of ``dataset`` and gather one row of truths per study."""
+def _embed_part(
+    model: Any,
+    dataset: Any,
+    batch_size: int,
+    num_workers: int,
+    device: Any,
+    study_level: Mapping[str, Any] | None = None,
+) -> _Part:
+    """Embed the videos of ``dataset`` and gather one row of truths per study.
+
+    With ``study_level`` (``{"max_videos"}``), one embedding per study instead of one per video.
+    """
     from echoclip.models.embed import encode_videos
+
+    if study_level is not None:
+        return _embed_studies_part(model, dataset, batch_size, num_workers, device, study_level["max_videos"])
 
     out = encode_videos(
         model,
@@ -480,6 +517,63 @@ def _embed_part(model: Any, dataset: Any, batch_size: int, num_workers: int, dev
         skipped=len(skipped) if skipped else 0,
         ood_features=out.ood_features,
     )
+
+
+def _embed_studies_part(
+    model: Any, dataset: Any, batch_size: int, num_workers: int, device: Any, max_videos: int | None
+) -> _Part:
+    """One pooled embedding per study (:func:`~echoclip.models.embed.embed_studies`) and its truths."""
+    from echoclip.models.embed import DEFAULT_MAX_VIDEOS, embed_studies
+
+    max_videos = DEFAULT_MAX_VIDEOS if max_videos is None else int(max_videos)
+    studies = embed_studies(
+        model,
+        dataset,
+        max_videos=max_videos,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=False,
+    )
+    if not len(studies):
+        raise DataError(f"{_describe(dataset)}: no video could be read; nothing to evaluate")
+    table = getattr(dataset, "table", None)
+    truths = _studies_from_items(studies.meta, studies.study_ids, table)
+    skipped = getattr(dataset, "skipped", None)
+    config = getattr(model, "config", None)
+    return _Part(
+        emb=studies.features,
+        study_ids=list(studies.study_ids),
+        studies=truths,
+        skipped=len(skipped) if skipped else 0,
+        ood_features=studies.video_ood_features,
+        study_level={
+            "videos": int(sum(len(r) for r in studies.rows)),  # the videos pooled
+            "skipped_studies": len(studies.skipped),
+            "subsampled_studies": len(studies.subsampled),
+            "max_videos": max_videos,
+            "pooling": getattr(config, "study_pooling", None) or "mean",
+            "label_disagreements": _label_disagreements(table),
+        },
+    )
+
+
+def _label_disagreements(table: Any) -> dict[str, int]:
+    """Per label or report column, the studies whose rows do not all agree (the first row is used)."""
+    if not isinstance(table, pd.DataFrame) or "study_id" not in table.columns:
+        return {}
+    columns = [
+        c
+        for c in table.columns
+        if str(c) in ("report", "ef") or str(c).startswith(("device_", "finding_", "reported_"))
+    ]
+    if not columns:
+        return {}
+    counts = (table.groupby("study_id", sort=False)[columns].nunique() > 1).sum()
+    out = {str(c): int(n) for c, n in counts.items() if n}
+    if out:
+        log.warning("studies whose videos disagree on a label (the first video's is used): %s", out)
+    return out
 
 
 def _studies_from_items(meta: list[dict[str, Any]], study_ids: list[Any], table: Any = None) -> pd.DataFrame:
@@ -730,6 +824,13 @@ def _summary(metrics: Mapping[str, Any]) -> str:
         + ".",
         "",
     ]
+    if metrics.get("level") == "study":
+        lines += [
+            f"Study level: each study's videos pooled into one embedding ({data['pooling']}, at most "
+            f"{data['max_videos']} videos; {data['subsampled_studies']} studies subsampled, "
+            f"{data['skipped_studies']} with no readable video left out).",
+            "",
+        ]
     perturbed = data.get("perturbation")
     if perturbed:
         lines += [

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from echoclip.cli.video_options import add_video_arguments, read_options
+from echoclip.cli.video_options import add_level_arguments, add_video_arguments, max_videos, read_options
 from echoclip.cli.zeroshot import add_neighbour_arguments
 
 HELP = "evaluate a model: zero-shot EF, devices, findings, views and report retrieval, with plots"
@@ -14,6 +14,7 @@ EXAMPLE = (
     "echoclip evaluate --model runs/clip/final --data runs/sim --split test --out runs/eval"
     "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/robust --perturb shadow,speckle:0.25"
     "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/eval --drafts runs/sections"
+    "\n  echoclip evaluate --model runs/clip/final --data runs/sim --out runs/eval-studies --level study"
 )
 
 
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", help="scoring method for the targets of its kind (see `echoclip zeroshot --help`)"
     )
+    add_level_arguments(p, "metrics and retrieval")
     add_video_arguments(p)
     p.add_argument(
         "--metrics-csv",
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         from echoclip.data.perturb import parse_perturbations
 
         perturbations = parse_perturbations(args.perturb)
+    limit = max_videos(args)  # a bad flag fails before the model loads
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         drafts=args.drafts,
         draft_method=args.draft_method,
         model_hash=model_hash,
+        level=args.level,
+        max_videos=limit,
     )
     if perturbations is None:
         metrics = evaluate(model, tokenizer, args.data, args.out, **options)
@@ -148,7 +153,7 @@ def _robustness_line(table: Any) -> str:
 
 def _headline(metrics: dict) -> str:
     """One line: EF MAE, mean device AUC, retrieval R@1, as available."""
-    parts = [f"{metrics['data']['studies']} studies"]
+    parts = [f"{metrics['data']['studies']} studies" + (" (study level)" if metrics.get("level") else "")]
     zs = metrics["zero_shot"]
     if zs.get("ejection_fraction", {}).get("mae") is not None:
         parts.append(f"EF MAE {zs['ejection_fraction']['mae']:.1f}%")

@@ -1,5 +1,12 @@
-"""``echoclip search``: the reports that describe a video, the videos that match a text,
-or the other studies of a video's patient, from an index built by ``echoclip index``."""
+"""``echoclip search``: the reports that describe a video or a study, the videos (or studies)
+that match a text, or the other studies of a video's patient, from an index built by
+``echoclip index``.
+
+A study query (``--study``: a folder of its files, or several files) is embedded as
+``echoclip embed --level study`` embeds studies: each readable file embedded, then pooled by
+the model's study pooling (views unknown). It searches a report index (study -> report) or a
+study index (``--target studies``: study -> study); ``--text`` against a study index finds
+studies (report -> study)."""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from echoclip.cli.video_options import add_video_arguments, read_options
+from echoclip.cli.video_options import add_video_arguments, max_videos, read_options
 
 HELP = "search an index with a video file or a text query"
 EXAMPLE = (
@@ -29,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--video", help="a video file (DICOM, AVI, MP4) to search with")
     query.add_argument("--text", help="a report sentence to search with")
+    query.add_argument(
+        "--study",
+        nargs="+",
+        metavar="PATH",
+        help="a study to search with: a folder of its video files, or several files; unreadable "
+        "files are skipped and counted",
+    )
     p.add_argument("--k", type=int, default=5, help="results to show")
     p.add_argument(
         "--same-patient",
@@ -37,9 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--target",
-        choices=["auto", "reports", "videos"],
+        choices=["auto", "reports", "videos", "studies"],
         default="auto",
-        help="which index to search (default: reports for a video, videos for a text)",
+        help="which index to search (default: reports for a video or a study; videos for a text, "
+        "or studies when the index holds no videos)",
+    )
+    p.add_argument(
+        "--max-videos",
+        type=int,
+        default=64,
+        help="with --study: videos pooled at most; more are subsampled, seeded by the study (default: 64)",
     )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -59,9 +80,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--same-patient needs --video")
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, not {args.k}")
+    if args.study is not None:
+        max_videos(args)
     target = args.target
     if target == "auto":
         target = "videos" if (args.text is not None or args.same_patient) else "reports"
+        if args.text is not None and not _has_index(Path(args.index), "videos"):
+            target = "studies" if _has_index(Path(args.index), "studies") else target
 
     identity = model_identity(args.model)
     folder = find_index_folder(Path(args.index), target)
@@ -72,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         query = embed_reports(
             model, echoclip.get_tokenizer(args.model), [args.text], device=device, progress=False
         )
+    elif args.study is not None:
+        query, study_info = _embed_study(model, args.study, device, max_videos(args), read_options(args))
     else:
         encoded = encode_videos(
             model,
@@ -94,9 +121,13 @@ def run(args: argparse.Namespace) -> int:
         results.insert(3, "same_patient", results["patient_id"].isin(own["patient_id"]))
 
     ood = _ood(model, layer_stats) if args.video else None
+    if args.study is not None:
+        ood = study_info.pop("out_of_distribution")
     if args.json:
         query_info: dict[str, Any] = {"text": args.text} if args.text is not None else {"video": args.video}
-        if args.video:
+        if args.study is not None:
+            query_info = {"study": args.study, **study_info}
+        if args.video or args.study is not None:
             query_info["out_of_distribution"] = ood
         payload = {
             "query": query_info,
@@ -111,11 +142,76 @@ def run(args: argparse.Namespace) -> int:
     if ood is not None:
         print(_ood_line(ood))
     what = "text" if args.text is not None else "video"
+    if args.study is not None:
+        what = f"study ({study_info['videos']} videos"
+        what += f", {study_info['unreadable']} unreadable skipped)" if study_info["unreadable"] else ")"
     print(
         f"search: top {len(results)} of {len(index):,} {target} for the {what} query "
         f"({index.info.get('factory')}) in {time.perf_counter() - start:.1f} s"
     )
     return 0
+
+
+def _has_index(path: Path, target: str) -> bool:
+    return (path / target / "info.json").is_file()
+
+
+def study_files(paths: list[str]) -> list[Path]:
+    """The files of a study given as a folder (its files, sorted, hidden ones left out) or as files."""
+    from echoclip.errors import DataError
+
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        folder = Path(paths[0])
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not p.relative_to(folder).as_posix().startswith(".")
+        )
+        if not files:
+            raise DataError(f"{folder}: the study folder holds no files")
+        return files
+    for p in paths:
+        if not Path(p).is_file():
+            raise DataError(f"{p}: no such file (give a study folder, or several files of one study)")
+    return [Path(p) for p in paths]
+
+
+def _embed_study(
+    model: Any, paths: list[str], device: Any, limit: int, options: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """A study's embedding ``[1, D]``, and what was read of it (files, videos pooled, OOD)."""
+    from echoclip.errors import DataError
+    from echoclip.models.embed import embed_studies
+    from echoclip.zeroshot.predict import study_ood
+
+    files = study_files(paths)
+    studies = embed_studies(
+        model,
+        [str(f) for f in files],
+        study_ids=["query"] * len(files),
+        max_videos=limit,
+        batch_size=8,
+        device=device,
+        progress=False,
+        read_options=options,
+    )
+    if not len(studies):
+        where = paths[0] if len(paths) == 1 else f"{len(files)} files given"
+        raise DataError(f"{where}: none of the {len(files)} files of the study is a readable video")
+    score, flag = study_ood(model, studies.video_ood_features, studies.video_study_ids)
+    reference = model.ood_reference
+    ood = {
+        "flag": None if flag[0] is None else bool(flag[0]),
+        "score": None if reference is None else float(score[0]),
+        "threshold": None if reference is None else reference.threshold,
+    }
+    info = {
+        "files": len(files),
+        "videos": len(studies.rows[0]),
+        "unreadable": len(studies.failed),
+        "out_of_distribution": ood,
+    }
+    return studies.features, info
 
 
 def _ood(model: Any, layer_stats: Any) -> dict[str, Any]:
@@ -185,7 +281,17 @@ def _other_studies(index: Any, query: Any, k: int, own: Any) -> Any:
 def _table(results: Any) -> str:
     shown = [
         c
-        for c in ("rank", "score", "same_patient", "study_id", "patient_id", "view", "video_path", "report")
+        for c in (
+            "rank",
+            "score",
+            "same_patient",
+            "study_id",
+            "patient_id",
+            "view",
+            "n_videos",
+            "video_path",
+            "report",
+        )
         if c in results.columns
     ]
     table = results[shown or list(results.columns)].copy()

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from echoclip.cli.video_options import add_video_arguments, read_options
+from echoclip.cli.video_options import add_level_arguments, add_video_arguments, max_videos, read_options
 
 HELP = "predict targets (EF, devices, findings, views) from videos with text prompts, no labelled training"
 EXAMPLE = (
     "echoclip zeroshot --model runs/clip/final --data runs/sim --split test "
     "--prompts ejection_fraction,devices --method echoclip_rank --out runs/preds.parquet"
+    "\n  echoclip zeroshot --model runs/clip/final --data runs/sim --level study --out runs/studies.csv"
 )
 
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="videos per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loading processes")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when present)")
+    add_level_arguments(p, "predictions")
     add_video_arguments(p)
 
 
@@ -88,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(ps.name for ps in prompt_sets)
         raise ConfigError(f"--method {args.method} scores none of the targets of {names}")
 
+    max_videos(args)  # a bad flag fails before the model loads
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, device=device)
     tokenizer = get_tokenizer(args.model)
     split = None if args.split.lower() == "all" else args.split
     data = open_data(args.data, split, VideoTransform(model.preprocess_config), read_options(args))
+    if args.level == "study":
+        return _run_studies(args, model, tokenizer, data, prompt_sets, set_methods, out)
     video_emb, study_ids, ood_features = video_embeddings(
         model,
         data,
@@ -131,6 +136,63 @@ def run(args: argparse.Namespace) -> int:
         f"zero-shot: {len(table)} studies x {len(methods)} targets -> {out}"
         + (f" ({skipped} unreadable videos skipped)" if skipped else "")
         + (f"; {flagged} studies out of distribution (column out_of_distribution)" if flagged else "")
+    )
+    return 0
+
+
+def _run_studies(
+    args: argparse.Namespace,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    prompt_sets: list,
+    set_methods: list,
+    out: Path,
+) -> int:
+    """``--level study``: one row per study from its pooled embedding; video files given are one study."""
+    from echoclip.cli.video_options import study_name
+    from echoclip.zeroshot.predict import study_embeddings, zero_shot
+
+    study_ids = [study_name(data)] * len(data) if isinstance(data, list) else None
+    studies = study_embeddings(
+        model,
+        data,
+        study_ids=study_ids,
+        max_videos=max_videos(args),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        read_options=read_options(args),
+    )
+    table = None
+    methods: dict[str, str] = {}
+    for prompt_set, method in zip(prompt_sets, set_methods, strict=True):
+        df = zero_shot(
+            model,
+            tokenizer,
+            studies,
+            prompts=prompt_set,
+            method=method,
+            level="study",
+            neighbours=args.neighbours,
+            k=args.neighbours_k,
+        )
+        methods.update(df.attrs["methods"])
+        shared = ["n_videos", "ood_score", "out_of_distribution"]
+        table = df if table is None else table.merge(df.drop(columns=shared), on="study_id", how="outer")
+    assert table is not None
+    table.attrs = {"prompt_sets": [ps.name for ps in prompt_sets], "methods": methods, "level": "study"}
+    _write_table(table, out)
+    notes = []
+    if studies.failed:
+        notes.append(f"{len(studies.failed)} unreadable videos skipped")
+    if studies.skipped:
+        shown = ", ".join(map(str, studies.skipped[:5])) + (" ..." if len(studies.skipped) > 5 else "")
+        notes.append(f"{len(studies.skipped)} studies with no readable video left out: {shown}")
+    if studies.subsampled:
+        notes.append(f"{len(studies.subsampled)} studies subsampled to {max_videos(args)} videos")
+    print(
+        f"zero-shot: {len(table)} studies x {len(methods)} targets at study level -> {out}"
+        + (f" ({'; '.join(notes)})" if notes else "")
     )
     return 0
 

@@ -347,6 +347,218 @@ def embed_reports(
     return np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
 
 
+# ---------------------------------------------------------------------------------------------
+# Studies: many videos of many views, one embedding
+
+DEFAULT_MAX_VIDEOS = 64  # videos pooled per study; more are subsampled (see study_subsample)
+VIEW_COLUMNS = ("view_pred", "view")  # where a study's views come from, first found first
+_STUDIES_PER_BATCH = 256
+
+
+@dataclass
+class StudyEmbeddings:
+    """What :func:`embed_studies` and :func:`pool_studies` return: one row per study that has a
+    readable video, in order of first appearance."""
+
+    study_ids: list[Any]
+    features: np.ndarray  # [S, D] unit length
+    rows: list[np.ndarray]  # per study: the input rows (videos) it pooled, in input order
+    views: list[list[Any]]  # per study: the view of each pooled video (None: unknown)
+    skipped: list[Any] = field(default_factory=list)  # studies none of whose videos could be read
+    failed: list[int] = field(default_factory=list)  # input rows that could not be read
+    subsampled: list[Any] = field(default_factory=list)  # studies that had more than max_videos videos
+    meta: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per study: its first pooled video's item fields
+    # per pooled video (the rows of every study, concatenated): layer statistics for OOD scores, or None
+    video_ood_features: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.study_ids)
+
+    @property
+    def video_study_ids(self) -> list[Any]:
+        """The study of each pooled video, in the order of ``video_ood_features``."""
+        return [sid for sid, rows in zip(self.study_ids, self.rows, strict=True) for _ in rows]
+
+
+def study_subsample(study_id: Any, n: int, max_videos: int) -> np.ndarray:
+    """The positions (sorted) of the ``max_videos`` videos kept of a study of ``n``.
+
+    Seeded by the study id (its text's SHA-256), so a study keeps the same videos on every
+    run, machine and process, whatever other studies the data holds.
+    """
+    import hashlib
+
+    if n <= max_videos:
+        return np.arange(n)
+    seed = int.from_bytes(hashlib.sha256(str(study_id).encode()).digest()[:8], "little")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_videos, replace=False))
+
+
+def table_views(table: Any) -> list[Any] | None:
+    """Each row's view from a table: ``view_pred`` (a view classifier's) when present, else
+    ``view``; ``None`` when it has neither. Missing entries are unknown (``None``)."""
+    for column in VIEW_COLUMNS:
+        if column in table.columns:
+            return [None if (v is None or v != v or str(v).strip() == "") else str(v) for v in table[column]]
+    return None
+
+
+def pool_studies(
+    model: Any,
+    embeddings: Any,
+    study_ids: Sequence[Any],
+    views: Sequence[Any] | None = None,
+    *,
+    max_videos: int = DEFAULT_MAX_VIDEOS,
+    device: str | torch.device | None = None,
+) -> StudyEmbeddings:
+    """Pool video embeddings ``[N, D]`` into one unit embedding per study with
+    ``model.encode_study`` (the model's study pooling; the mean when it has none).
+
+    Rows of a study are found by ``study_ids`` (one per row); ``views`` (one per row, names,
+    ``None`` for unknown) go to view-aware poolings. Rows of NaN (unreadable videos) are left
+    out; a study with no other row is listed in ``skipped``. A study of more than
+    ``max_videos`` rows keeps the subsample of :func:`study_subsample`. Studies are pooled in
+    padded batches, with a mask.
+    """
+    if max_videos < 1:
+        raise ConfigError(f"max_videos must be at least 1, got {max_videos}")
+    emb = np.asarray(
+        embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings, dtype=np.float32
+    )
+    if emb.ndim != 2:
+        raise DataError(f"study pooling takes video embeddings [N, D], got shape {list(emb.shape)}")
+    if len(study_ids) != len(emb):
+        raise DataError(f"got {len(study_ids)} study ids for {len(emb)} video embeddings")
+    if views is not None and len(views) != len(emb):
+        raise DataError(f"got {len(views)} views for {len(emb)} video embeddings")
+    readable = np.isfinite(emb).all(axis=1)
+    groups: dict[Any, list[int]] = {}
+    for i, sid in enumerate(study_ids):
+        groups.setdefault(sid, []).append(i)
+    kept_ids, kept_rows, skipped, subsampled = [], [], [], []
+    for sid, rows in groups.items():
+        real = np.asarray([r for r in rows if readable[r]], dtype=np.int64)
+        if not len(real):
+            skipped.append(sid)
+            continue
+        if len(real) > max_videos:
+            subsampled.append(sid)
+            real = real[study_subsample(sid, len(real), max_videos)]
+        kept_ids.append(sid)
+        kept_rows.append(real)
+    study_views = [[None if views is None else views[r] for r in rows] for rows in kept_rows]
+    if skipped:
+        log.warning("%d studies have no readable video and are skipped", len(skipped))
+    dev = model_device(model, device)
+    dim = emb.shape[1]
+    chunks: list[np.ndarray] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(kept_rows), _STUDIES_PER_BATCH):
+                batch = kept_rows[start : start + _STUDIES_PER_BATCH]
+                width = max(len(r) for r in batch)
+                padded = np.zeros((len(batch), width, dim), np.float32)
+                mask = torch.zeros(len(batch), width, dtype=torch.bool)
+                for j, rows in enumerate(batch):
+                    padded[j, : len(rows)] = emb[rows]
+                    mask[j, : len(rows)] = True
+                batch_views = None if views is None else study_views[start : start + len(batch)]
+                out = model.encode_study(
+                    torch.from_numpy(padded).to(dev), views=batch_views, mask=mask.to(dev), normalize=True
+                )
+                chunks.append(out.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return StudyEmbeddings(kept_ids, features, kept_rows, study_views, skipped, [], subsampled)
+
+
+def embed_studies(
+    model: Any,
+    data: Any,
+    *,
+    study_ids: Sequence[Any] | None = None,
+    views: Sequence[Any] | None = None,
+    max_videos: int = DEFAULT_MAX_VIDEOS,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    transform: Any = None,
+    read_options: dict[str, Any] | None = None,
+) -> StudyEmbeddings:
+    """One embedding per study: each video embedded (:func:`encode_videos`), then a study's
+    videos pooled by ``model.encode_study`` (:func:`pool_studies`).
+
+    ``data`` is a dataset with a ``table`` of one row per video (a :class:`Manifest`: its
+    ``study_id`` column groups the rows, its ``view_pred`` or else ``view`` column gives the
+    views), or anything :func:`encode_videos` takes, with ``study_ids=`` (one per video;
+    default: a dataset item's ``study_id``, else one study of all the videos) and
+    ``views=`` (default: unknown). A study of more than ``max_videos`` videos is subsampled
+    before any is decoded (:func:`study_subsample`, seeded by its id). Unreadable videos
+    are left out (``failed``; a dataset's ``skipped`` log says why); a study with none
+    left is listed in ``skipped``. Example::
+
+        studies = embed_studies(model, open_dataset("sim", "test", VideoTransform(cfg)))
+        studies.study_ids, studies.features  # [S], [S, D]
+    """
+    table = getattr(data, "table", None)
+    if study_ids is None and table is not None and "study_id" in getattr(table, "columns", ()):
+        study_ids = table["study_id"].tolist()
+        if views is None:
+            views = table_views(table)
+    if study_ids is not None and views is not None and len(views) != len(study_ids):
+        raise DataError(f"got {len(views)} views for {len(study_ids)} videos")
+    chosen, subsampled = None, []
+    if study_ids is not None:  # subsample before decoding: a 200-video study decodes max_videos
+        if len(study_ids) != len(data):
+            raise DataError(f"got {len(study_ids)} study ids for {len(data)} videos")
+        groups: dict[Any, list[int]] = {}
+        for i, sid in enumerate(study_ids):
+            groups.setdefault(sid, []).append(i)
+        subsampled = [s for s, r in groups.items() if len(r) > max_videos]
+        chosen = np.sort(
+            np.concatenate([np.asarray(r)[study_subsample(s, len(r), max_videos)] for s, r in groups.items()])
+        ).astype(np.int64)
+        if len(chosen) < len(data):
+            data = [data[int(i)] for i in chosen] if isinstance(data, list | tuple) else _Rows(data, chosen)
+    encoded = encode_videos(
+        model,
+        data,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        on_error="nan",
+        transform=transform,
+        read_options=read_options,
+    )
+    rows = np.arange(len(encoded.features)) if chosen is None else chosen  # input row of each encoded row
+    if study_ids is None:
+        read = [m for m in encoded.meta if m]
+        if read and all("study_id" in m for m in read):  # an unreadable item's study is not known
+            ids = [m.get("study_id") for m in encoded.meta]
+        else:  # videos given without study ids: one study
+            ids = [0] * len(encoded.meta)
+    else:
+        ids = [study_ids[int(r)] for r in rows]
+    row_views = None if views is None else [views[int(r)] for r in rows]
+    pooled = pool_studies(model, encoded.features, ids, row_views, max_videos=max_videos, device=device)
+    pooled.failed = [int(rows[i]) for i in encoded.failed]
+    pooled.skipped = [sid for sid in pooled.skipped if sid is not None]
+    pooled.subsampled = subsampled or pooled.subsampled
+    if encoded.ood_features is not None:
+        pooled.video_ood_features = encoded.ood_features[np.concatenate(pooled.rows)] if len(pooled) else None
+    pooled.meta = [encoded.meta[int(r[0])] for r in pooled.rows]
+    pooled.rows = [rows[r] for r in pooled.rows]
+    return pooled
+
+
 def model_transform(model: Any) -> Any:
     """The model's inference transform (from its ``preprocess_config``)."""
     from echoclip.data.transforms import VideoTransform
@@ -405,6 +617,7 @@ class StoredEmbeddings:
     reports: int  # rows of the report store (0: the data set has no reports, and no store)
     skipped: int  # videos that could not be read (listed in skipped.csv)
     dim: int
+    studies: StudyEmbeddings | None = None  # embed_study_dataset: what pooling did
 
 
 def embed_dataset(
@@ -501,6 +714,95 @@ def embed_dataset(
         else:
             write_skip_report(dataset.skipped, tmp / "skipped.csv")
     return StoredEmbeddings(target, len(read_rows), len(report_rows), len(encoded.failed), dim)
+
+
+def embed_study_dataset(
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    out: str | os.PathLike[str],
+    *,
+    model_identity: dict[str, str] | None = None,
+    dtype: str = "float16",
+    max_videos: int = DEFAULT_MAX_VIDEOS,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StoredEmbeddings:
+    """Embed a data set's studies (:func:`embed_studies`) and distinct reports into two stores.
+
+    Writes ``out/studies`` (one row per study with a readable video: ``study_id``, every
+    manifest column that is the same on all of the study's rows, such as its report, patient,
+    split and labels, ``n_videos`` pooled and their ``views``), ``out/reports`` (as
+    :func:`embed_dataset`), ``out/skipped.csv`` (unreadable files) and
+    ``out/skipped_studies.csv`` (studies with no readable video). ``echoclip index`` turns
+    the folder into a study index and a report index. A study without a report text is
+    kept (it can be found by its videos) and has no row in ``out/reports``.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from echoclip import atomic
+    from echoclip.data.datasets import write_skip_report
+    from echoclip.retrieval import EmbeddingStore
+
+    out = Path(out)
+    _check_out(out, overwrite, Ranks())
+    table = getattr(dataset, "table", None)
+    if table is None or "study_id" not in table.columns:
+        raise DataError(f"{getattr(dataset, 'root', 'the data set')}: no study_id column to group videos by")
+    studies = embed_studies(
+        model,
+        dataset,
+        max_videos=max_videos,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+    )
+    meta = _study_metadata(table, studies)
+    report_meta = _report_metadata(table)
+    reports = embed_reports(
+        model, tokenizer, report_meta["report"].tolist(), device=device, progress=progress
+    )
+    dim = int(studies.features.shape[1]) or int(getattr(getattr(model, "config", None), "embed_dim", 0))
+    root = str(Path(dataset.root).resolve())
+    with atomic.writing_dir(out) as tmp:
+        store = EmbeddingStore.create(tmp / "studies", dim, dtype, model=model_identity, video_root=root)
+        store.append(studies.features, meta)
+        if len(report_meta):
+            store = EmbeddingStore.create(tmp / "reports", dim, dtype, model=model_identity, video_root=root)
+            store.append(reports, report_meta)
+        write_skip_report(dataset.skipped, tmp / "skipped.csv")
+        skipped = pd.DataFrame(
+            {
+                "study_id": studies.skipped,
+                "videos": [int((table["study_id"] == s).sum()) for s in studies.skipped],
+                "reason": "no readable video (see skipped.csv)",
+            }
+        )
+        atomic.write_text(tmp / "skipped_studies.csv", skipped.to_csv(index=False))
+    return StoredEmbeddings(out, len(studies), len(report_meta), len(studies.failed), dim, studies)
+
+
+def _study_metadata(table: Any, studies: StudyEmbeddings) -> Any:
+    """One row per pooled study: ``study_id``, the columns constant within every study, the
+    number of videos pooled and their views (``;``-joined, ``?`` unknown)."""
+    per_video = {"video_path", "view", "view_pred", *RESULT_COLUMNS}
+    grouped = table.groupby("study_id", sort=False)
+    constant = [
+        c
+        for c in table.columns
+        if c not in per_video and c != "study_id" and bool((grouped[c].nunique(dropna=False) <= 1).all())
+    ]
+    first = table.drop_duplicates("study_id").set_index("study_id")
+    meta = first.loc[list(studies.study_ids), constant].reset_index()
+    meta["n_videos"] = [len(r) for r in studies.rows]
+    meta["views"] = [";".join("?" if v is None else str(v) for v in vs) for vs in studies.views]
+    return meta
 
 
 PART_FILE = "part.json"  # written last in a rank's part folder, with the rows it holds beside it
@@ -604,7 +906,7 @@ def _check_out(out: Any, overwrite: bool, ranks: Ranks) -> None:
 
     if not out.exists() or not any(out.iterdir()):
         return
-    final = any((out / n / "store.json").is_file() for n in ("videos", "reports"))
+    final = any((out / n / "store.json").is_file() for n in ("videos", "reports", "studies"))
     if final and not overwrite:
         raise RetrievalError(f"{out}: already exists; pass overwrite=True (--overwrite) to replace it")
     if not final and not (ranks.split and (out / PARTS).is_dir()):

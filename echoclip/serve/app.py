@@ -1,6 +1,7 @@
 """The FastAPI app of ``echoclip serve``: a JSON API and one page that uses it.
 
 ``POST /api/search/video``  an uploaded DICOM/AVI/MP4 -> the reports most like it, zero-shot findings
+                            (several files of one study: answered for the study, see below)
 ``POST /api/search/text``   a report text -> the indexed videos most like it (with thumbnails)
 ``POST /api/zeroshot``      an uploaded video -> EF with its spread, device/finding/view probabilities
 ``POST /api/draft``         an uploaded video -> a draft report, each section with its source study
@@ -13,6 +14,12 @@ The video endpoints say whether the upload is unlike the model's training videos
 the page shows then. A server started with a section index adds the draft report to a
 video search; one started with reference reports (``neighbours``) gives every EF, device
 and finding its neighbour label beside the prompt prediction.
+
+``/api/search/video`` and ``/api/zeroshot`` take one file or several files of one study (the
+``file`` field repeated, at most ``MAX_STUDY_FILES``). Several are answered at study level:
+the readable files' embeddings pooled by the model's study pooling (views unknown), their OOD
+score the mean of theirs; files that cannot be read are skipped and listed in ``skipped``, and
+a study none of whose files can be read is a 422.
 
 Every refusal is a 4xx with ``{"detail": "..."}``: a bad upload says what is wrong with it.
 """
@@ -38,7 +45,7 @@ import echoclip
 from echoclip.errors import DataError, EchoclipError
 from echoclip.serve.engine import Engine
 from echoclip.serve.media import animated_preview, data_url
-from echoclip.serve.uploads import BodySizeLimit, UploadError, read_upload
+from echoclip.serve.uploads import BodySizeLimit, UploadError, display_name, read_upload
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,8 @@ STATIC = Path(__file__).parent / "static"
 MAX_K = 50
 TEXT_LIMIT = 2000
 DEFAULT_MAX_UPLOAD_MB = 64.0
+MAX_STUDY_FILES = 64
+FILES = "a DICOM, AVI or MP4 echo video, or several files of one study (repeat the field)"
 # The page loads nothing from elsewhere; say so to the browser too.
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -63,6 +72,11 @@ class VideoInfo(BaseModel):
     fps: float
     width: int
     height: int
+
+
+class SkippedFile(BaseModel):
+    file: str = Field(description="the upload's file name, without folders")
+    reason: str = Field(description="why it could not be read")
 
 
 class Hit(BaseModel):
@@ -142,7 +156,10 @@ class OutOfDistribution(BaseModel):
 
 
 class ZeroShotResult(BaseModel):
-    video: VideoInfo
+    video: VideoInfo = Field(description="the upload (of several: the first readable one)")
+    level: str = Field("video", description="video: one file answered; study: several pooled")
+    videos: list[VideoInfo] = Field(default_factory=list, description="every readable file of the study")
+    skipped: list[SkippedFile] = Field(default_factory=list, description="files of the study not read")
     findings: Findings
     ood: OutOfDistribution | None = Field(
         description="whether the video is unlike the model's training videos; null: the model has no OOD reference"
@@ -265,19 +282,49 @@ def create_app(
         decoded = time.perf_counter()
         emb, layer_stats = engine.embed_video(video)
         timing = {"decode": _ms(decoded - start), "embed": _ms(time.perf_counter() - decoded)}
-        info = VideoInfo(
-            file=name, frames=video.num_frames, fps=video.fps, width=video.width, height=video.height
-        )
-        return info, (video, emb, layer_stats), timing
+        return _info(name, video), (video, emb, layer_stats), timing
+
+    def _receive_study(files: list[UploadFile]) -> tuple[dict[str, Any], Any, dict[str, float]]:
+        """One file as :func:`_receive`; several as one study: ``(fields of the result, (first
+        video, study embedding, layer statistics), timing)``."""
+        if not files:
+            raise UploadError(422, "no file uploaded")
+        if len(files) == 1:
+            info, received, timing = _receive(files[0])
+            return {"video": info, "videos": [info]}, received, timing
+        if len(files) > MAX_STUDY_FILES:
+            raise UploadError(422, f"{len(files)} files: a study takes at most {MAX_STUDY_FILES}")
+        start = time.perf_counter()
+        infos, videos, skipped = [], [], []
+        for file in files:
+            try:
+                name, video = read_upload(file.file, file.filename, max_bytes)
+            except UploadError as e:
+                if e.status == 413:
+                    raise
+                skipped.append(SkippedFile(file=display_name(file.filename), reason=e.message))
+                continue
+            infos.append(_info(name, video))
+            videos.append(video)
+        if not videos:
+            reasons = "; ".join(s.reason for s in skipped)
+            raise UploadError(
+                422, f"none of the {len(files)} files of the study is a readable video: {reasons}"
+            )
+        decoded = time.perf_counter()
+        emb, layer_stats = engine.embed_study(videos)
+        timing = {"decode": _ms(decoded - start), "embed": _ms(time.perf_counter() - decoded)}
+        fields = {"video": infos[0], "videos": infos, "skipped": skipped, "level": "study"}
+        return fields, (videos[0], emb, layer_stats), timing
 
     @app.post("/api/search/video", response_model=VideoSearchResult, responses=UPLOAD_ERRORS)
     def search_video(
-        file: UploadFile = File(description="a DICOM, AVI or MP4 echo video"),
+        file: list[UploadFile] = File(description=FILES),
         k: int = Query(5, ge=1, le=MAX_K, description="results to return"),
     ) -> Any:
-        """The reports (or indexed videos, with their reports) nearest to an uploaded video,
-        its zero-shot findings and an animated preview."""
-        info, (video, emb, layer_stats), timing = _receive(file)
+        """The reports (or indexed videos, with their reports) nearest to an uploaded video or
+        study, its zero-shot findings and an animated preview (of the first video)."""
+        fields, (video, emb, layer_stats), timing = _receive_study(file)
         start = time.perf_counter()
         results = engine.search(engine.report_target, emb, k)
         findings = engine.zero_shot(emb)
@@ -285,9 +332,9 @@ def create_app(
         draft = engine.draft(emb)
         timing["search"] = _ms(time.perf_counter() - start)
         preview = data_url(animated_preview(video), "image/webp")
-        log.info("video search: %d frames, %s ms", info.frames, timing)
+        log.info("video search: %d videos, %s ms", len(fields["videos"]), timing)
         return VideoSearchResult(
-            video=info,
+            **fields,
             findings=Findings(**findings),
             ood=ood,
             timing_ms=timing,
@@ -321,15 +368,16 @@ def create_app(
         return DraftResult(video=info, draft=draft, ood=ood, timing_ms=timing)
 
     @app.post("/api/zeroshot", response_model=ZeroShotResult, responses=UPLOAD_ERRORS)
-    def zeroshot(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
-        """EF (with the spread of the model's belief), devices, findings and view of an uploaded video."""
-        info, (_, emb, layer_stats), timing = _receive(file)
+    def zeroshot(file: list[UploadFile] = File(description=FILES)) -> Any:
+        """EF (with the spread of the model's belief), devices, findings and view of an uploaded
+        video, or of a study's videos together."""
+        fields, (_, emb, layer_stats), timing = _receive_study(file)
         start = time.perf_counter()
         findings = engine.zero_shot(emb)
         ood = engine.out_of_distribution(layer_stats)
         timing["zero_shot"] = _ms(time.perf_counter() - start)
-        log.info("zero-shot: %d frames, %s ms", info.frames, timing)
-        return ZeroShotResult(video=info, findings=Findings(**findings), ood=ood, timing_ms=timing)
+        log.info("zero-shot: %d videos, %s ms", len(fields["videos"]), timing)
+        return ZeroShotResult(**fields, findings=Findings(**findings), ood=ood, timing_ms=timing)
 
     @app.post(
         "/api/search/text",
@@ -395,6 +443,12 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _info(name: str, video: Any) -> VideoInfo:
+    return VideoInfo(
+        file=name, frames=video.num_frames, fps=video.fps, width=video.width, height=video.height
+    )
 
 
 def _ms(seconds: float) -> float:

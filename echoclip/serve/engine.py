@@ -95,6 +95,16 @@ class Engine:
             out = encode_videos(self.model, [video], batch_size=1, on_error="raise", progress=False)
         return out.features[0], out.ood_features
 
+    def embed_study(self, videos: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit-norm embedding ``[D]`` of a study's decoded videos, pooled by the model's study
+        pooling (the mean without one; views unknown), and each video's layer statistics."""
+        from echoclip.models.embed import encode_videos, pool_studies
+
+        with self._lock:
+            out = encode_videos(self.model, list(videos), batch_size=8, on_error="raise", progress=False)
+            pooled = pool_studies(self.model, out.features, [0] * len(out.features), max_videos=len(videos))
+        return pooled.features[0], out.ood_features
+
     def embed_text(self, text: str) -> np.ndarray:
         """Unit-norm embedding ``[D]`` of a report text."""
         from echoclip.models.embed import embed_reports
@@ -205,16 +215,18 @@ class Engine:
         return reference is not None and reference.threshold is not None
 
     def out_of_distribution(self, features: np.ndarray | None) -> dict[str, Any] | None:
-        """The video's OOD score (from its layer statistics), the threshold, the flag and, when
-        flagged, the warning to show; ``None`` for a model without a calibrated reference."""
+        """The video's OOD score (from its layer statistics; a study's: the mean of its videos'),
+        the threshold, the flag and, when flagged, the warning to show; ``None`` for a model
+        without a calibrated reference."""
         from echoclip.models.ood import OOD_WARNING, score_ood
 
         scores, flags = score_ood(self.model, features, rows=1)
         if flags is None:
             return None
-        flagged = bool(flags[0])
+        score = float(np.mean(scores))
+        flagged = bool(score > self.model.ood_reference.threshold) if len(scores) > 1 else bool(flags[0])
         return {
-            "score": float(scores[0]),
+            "score": score,
             "threshold": float(self.model.ood_reference.threshold),
             "out_of_distribution": flagged,
             "warning": OOD_WARNING if flagged else None,

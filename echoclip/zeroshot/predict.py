@@ -48,11 +48,13 @@ __all__ = [
     "resolve_methods",
     "model_logit_scale",
     "study_ood",
+    "study_embeddings",
 ]
 
 log = logging.getLogger(__name__)
 
 _STUDIES_PER_CHUNK = 4096
+LEVELS = ("clip", "study")
 
 # model -> (weights fingerprint, tokenizer -> {(context_length, texts): embeddings})
 _TEXT_CACHE: weakref.WeakKeyDictionary[Any, tuple[int, Any]] = weakref.WeakKeyDictionary()
@@ -75,6 +77,9 @@ def zero_shot(
     neighbours: Any = None,
     k: int | None = None,
     ood_features: Any = None,
+    level: str = "clip",
+    views: Sequence[Any] | None = None,
+    max_videos: int | None = None,
 ) -> pd.DataFrame:
     """Predict every target of a prompt set for every study, with no labelled training.
 
@@ -108,6 +113,16 @@ def zero_shot(
         k: how many neighbours ``knn`` averages (default 50).
         ood_features: for ``data`` given as embeddings, the videos' layer statistics
             (``video_embeddings``' third value), so that their OOD score is known.
+        level: ``"clip"`` scores every clip of a study together (the scorers see them all);
+            ``"study"`` first pools a study's videos into one study embedding with the
+            model's study pooling (:meth:`EchoCLIP.encode_study`; the mean without one, see
+            :func:`echoclip.models.embed.embed_studies`) and scores that. ``data`` may then
+            also be what ``embed_studies`` returned. Studies with no readable video are
+            absent, and listed in ``df.attrs["skipped_studies"]``.
+        views: at study level, each video's view (default: a manifest's ``view_pred`` or
+            ``view`` column, else unknown).
+        max_videos: at study level, the most videos pooled per study; more are subsampled,
+            seeded by the study id (default 64).
 
     Returns:
         One row per study, in order of first appearance: ``study_id``, ``n_clips``,
@@ -120,6 +135,39 @@ def zero_shot(
     """
     prompt_set = load_prompt_set(prompts)
     methods = resolve_methods(prompt_set, method)
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {LEVELS}, not {level!r}")
+    if level == "study":
+        studies = study_embeddings(
+            model,
+            data,
+            study_ids=study_ids,
+            views=views,
+            max_videos=max_videos,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            transform=transform,
+            device=device,
+            read_options=read_options,
+        )
+        text_emb = encode_prompts(model, tokenizer, _unique(prompt_set.texts()), device=device)
+        df = score_embeddings(
+            studies.features,
+            studies.study_ids,
+            prompt_set,
+            text_emb,
+            methods=methods,
+            logit_scale=model_logit_scale(model),
+            neighbours=neighbours,
+            k=k,
+        )
+        df = df.rename(columns={"n_clips": "n_videos"})
+        df["n_videos"] = np.array([len(r) for r in studies.rows], dtype=np.int64)
+        score, flag = study_ood(model, studies.video_ood_features, studies.video_study_ids)
+        df.insert(2, "ood_score", score)
+        df.insert(3, "out_of_distribution", flag)
+        df.attrs.update(level="study", skipped_studies=list(studies.skipped))
+        return df
     if per_frame is None:
         per_frame = bool(getattr(model, "embeds_frames", False))
     video_emb, found_ids, found_stats = video_embeddings(
@@ -151,6 +199,37 @@ def zero_shot(
     df.insert(2, "ood_score", score)
     df.insert(3, "out_of_distribution", flag)
     return df
+
+
+def study_embeddings(
+    model: Any,
+    data: Any,
+    *,
+    study_ids: Sequence[Any] | None = None,
+    views: Sequence[Any] | None = None,
+    max_videos: int | None = None,
+    **options: Any,
+) -> Any:
+    """``data`` as :class:`~echoclip.models.embed.StudyEmbeddings`: itself when it is one,
+    video embeddings ``[N, D]`` pooled per study (``study_ids``; default: one study), or
+    videos embedded and pooled (:func:`~echoclip.models.embed.embed_studies`)."""
+    import torch
+
+    from echoclip.models.embed import DEFAULT_MAX_VIDEOS, StudyEmbeddings, embed_studies, pool_studies
+
+    max_videos = DEFAULT_MAX_VIDEOS if max_videos is None else int(max_videos)
+    if isinstance(data, StudyEmbeddings):
+        return data
+    if isinstance(data, np.ndarray | torch.Tensor) and data.ndim == 2:
+        ids = [0] * len(data) if study_ids is None else study_ids
+        return pool_studies(model, data, ids, views, max_videos=max_videos, device=options.get("device"))
+    options["read_options"] = dict(options.get("read_options") or {})
+    studies = embed_studies(
+        model, data, study_ids=study_ids, views=views, max_videos=max_videos, progress=False, **options
+    )
+    if not len(studies):
+        raise DataError("no video could be read; nothing to score")
+    return studies
 
 
 def study_ood(model: Any, features: Any, study_ids: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

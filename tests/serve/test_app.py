@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from echoclip.data.video import load_video
+
 from .conftest import write_patient_dicom
 
 
@@ -216,3 +218,44 @@ def test_relative_video_paths_start_from_the_root_the_index_records(served, tmp_
     client = TestClient(create_app(served["model"], index, video_root=moved))
     r = client.get("/api/videos/0/thumbnail")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+
+
+def _upload_study(client, paths, url="/api/search/video", **params):
+    files = [("file", (Path(p).name, Path(p).read_bytes())) for p in paths]
+    return client.post(url, files=files, params=params)
+
+
+@pytest.mark.parametrize("url", ["/api/search/video", "/api/zeroshot"])
+def test_several_files_of_one_study_are_answered_for_the_study(client, app, served, tmp_path, url):
+    import pandas as pd
+
+    manifest = pd.read_parquet(served["sim"] / "manifest.parquet")
+    paths = [served["sim"] / p for p in manifest["video_path"][:3]]
+    bad = tmp_path / "notes.avi"
+    bad.write_bytes(b"not a video")
+    r = _upload_study(client, [*paths, bad], url, **({"k": 3} if "search" in url else {}))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["level"] == "study" and [v["file"] for v in body["videos"]] == [p.name for p in paths]
+    assert body["video"]["file"] == paths[0].name
+    assert [s["file"] for s in body["skipped"]] == ["notes.avi"]
+    # the study's answer is that of its pooled embedding: the mean of its videos' (the tiny model has no pooling)
+    engine = app.state.engine
+    emb = np.stack([engine.embed_video(load_video(p))[0] for p in paths])
+    mean = emb.mean(axis=0)
+    expected = engine.zero_shot(mean / np.linalg.norm(mean))
+    assert body["findings"]["ejection_fraction"]["value"] == pytest.approx(
+        expected["ejection_fraction"]["value"], abs=1e-3
+    )
+    single = _upload(client, paths[0], url).json()
+    assert single["level"] == "video" and single["skipped"] == [] and len(single["videos"]) == 1
+
+
+def test_a_study_with_no_readable_file_is_422(client, tmp_path):
+    paths = []
+    for name in ("a.avi", "b.dcm"):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(b"nothing here")
+    r = _upload_study(client, paths, "/api/zeroshot")
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("none of the 2 files of the study is a readable video: a.avi")

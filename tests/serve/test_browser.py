@@ -157,6 +157,15 @@ def test_page_in_a_real_browser(live_server, served, tmp_path):
                 assert img.evaluate("img => img.naturalWidth") > 0
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
 
+            # three files of one study: one answer for the study, naming its videos
+            import pandas as pd
+
+            manifest = pd.read_parquet(served["sim"] / "manifest.parquet")
+            study = [str(served["sim"] / p) for p in manifest["video_path"][:3]]
+            page.set_input_files("#file", study)
+            expect(page.locator("#video-info")).to_contain_text("one study of 3 videos", timeout=60_000)
+            rows.nth(4).wait_for(timeout=60_000)
+
             # a DICOM naming a patient: the page shows its findings, and nothing of the patient
             dicom = write_patient_dicom(tmp_path / "study.dcm", served["avi"])
             page.set_input_files("#file", str(dicom))

@@ -85,7 +85,10 @@ function showVideoResult(result) {
   const v = result.video;
   $("preview").src = result.preview;
   $("video-info").textContent =
-    `${v.file}: ${v.frames} frames, ${v.width}×${v.height}, ${v.fps.toFixed(1)} fps`;
+    result.level === "study"
+      ? `one study of ${result.videos.length} videos (${result.videos.map((x) => x.file).join(", ")})` +
+        (result.skipped.length ? `; ${result.skipped.length} files not read` : "")
+      : `${v.file}: ${v.frames} frames, ${v.width}×${v.height}, ${v.fps.toFixed(1)} fps`;
 
   // the server's words when the video is unlike the training videos: its answers follow, marked
   const warning = $("ood-warning");
@@ -135,11 +138,12 @@ function showVideoResult(result) {
   $("video-results").hidden = false;
 }
 
-async function upload(file) {
+async function upload(files) {
+  // several files are one study: the server pools them into one answer
   const status = $("status");
-  say(status, `Reading ${file.name}…`);
+  say(status, files.length > 1 ? `Reading ${files.length} files of one study…` : `Reading ${files[0].name}…`);
   const form = new FormData();
-  form.append("file", file, file.name);
+  for (const file of files) form.append("file", file, file.name);
   try {
     const result = await answer(await fetch("/api/search/video?k=5", { method: "POST", body: form }));
     showVideoResult(result);
@@ -193,7 +197,7 @@ async function showServed() {
 document.addEventListener("DOMContentLoaded", () => {
   const drop = $("drop");
   $("file").addEventListener("change", (e) => {
-    if (e.target.files.length) upload(e.target.files[0]);
+    if (e.target.files.length) upload([...e.target.files]);
   });
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (e) => {
@@ -206,7 +210,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
-    if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]);
+    if (e.dataTransfer.files.length) upload([...e.dataTransfer.files]);
   });
   $("text-form").addEventListener("submit", (e) => {
     e.preventDefault();
