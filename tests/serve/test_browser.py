@@ -165,6 +165,9 @@ def test_page_in_a_real_browser(live_server, served, tmp_path):
             page.set_input_files("#file", study)
             expect(page.locator("#video-info")).to_contain_text("one study of 3 videos", timeout=60_000)
             rows.nth(4).wait_for(timeout=60_000)
+            # the study's draft report: five sections or more, each with the study it came from
+            sources = [row.locator("td").nth(2).inner_text() for row in drafted.all()]
+            assert sum(source not in ("", "–") for source in sources) >= 5
 
             # a DICOM naming a patient: the page shows its findings, and nothing of the patient
             dicom = write_patient_dicom(tmp_path / "study.dcm", served["avi"])
