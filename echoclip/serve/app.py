@@ -127,7 +127,9 @@ class Findings(BaseModel):
 class DraftSection(BaseModel):
     name: str = Field(description="the section: lv, rv, atria, valves, ...")
     heading: str
-    text: str = Field(description="the nearest indexed text of this section; empty when not drafted")
+    text: str = Field(
+        description="the consensus of the nearest reports for this section; empty when not drafted"
+    )
     study_id: str | None = Field(description="the indexed study the text comes from")
     similarity: float | None = Field(description="cosine similarity of the video and the text")
     message: str | None = Field(None, description="why the section has no text")
