@@ -396,13 +396,37 @@ def study_subsample(study_id: Any, n: int, max_videos: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_videos, replace=False))
 
 
-def table_views(table: Any) -> list[Any] | None:
-    """Each row's view from a table: ``view_pred`` (a view classifier's) when present, else
-    ``view``; ``None`` when it has neither. Missing entries are unknown (``None``)."""
-    for column in VIEW_COLUMNS:
-        if column in table.columns:
-            return [None if (v is None or v != v or str(v).strip() == "") else str(v) for v in table[column]]
-    return None
+def study_view_column(columns: Sequence[str], choice: str = "auto") -> str | None:
+    """The column that gives each video's view at study level, or ``None`` (unknown).
+
+    ``"auto"``: the first of :data:`VIEW_COLUMNS` present (``view_pred``, a view
+    classifier's, as inference will have them; else ``view``); ``"none"``: none; any other
+    name: that column (which must exist).
+    """
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return next((c for c in VIEW_COLUMNS if c in columns), None)
+    return choice
+
+
+def table_views(table: Any, choice: str = "auto", where: Any = "the data set") -> list[str | None] | None:
+    """Each row's view from the column ``choice`` names (:func:`study_view_column`; empty or
+    missing cells are unknown, ``None``), or ``None`` when it names none."""
+    column = study_view_column(list(table.columns), choice)
+    if column is None:
+        return None
+    if column not in table.columns:
+        raise DataError(f"{where}: no view column {column!r} (it has: {sorted(map(str, table.columns))})")
+    return [view_name(v) for v in table[column]]
+
+
+def view_name(value: Any) -> str | None:
+    """A table cell as a view name; empty and missing cells are unknown (``None``)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def pool_studies(

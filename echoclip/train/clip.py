@@ -9,9 +9,10 @@ from typing import Any
 
 from echoclip.errors import DataError
 from echoclip.loop.trainer import Trainer, TrainResult
+from echoclip.models.embed import table_views
 from echoclip.train.config import TrainConfig
 from echoclip.train.contrastive import ContrastiveObjective
-from echoclip.train.pairs import StudyPairs, table_views
+from echoclip.train.pairs import StudyPairs
 
 log = logging.getLogger(__name__)
 

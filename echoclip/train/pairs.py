@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from echoclip.errors import DataError
+from echoclip.models.embed import table_views, view_name
 from echoclip.train.contrastive import sample_rng
 
 
@@ -64,7 +65,7 @@ class StudyPairs(Dataset):
         self.seed = seed
         self.epoch = 0
         self.videos_per_study = videos_per_study
-        self.views = None if views is None else [_view_name(v) for v in views]
+        self.views = None if views is None else [view_name(v) for v in views]
 
     @classmethod
     def from_table_dataset(
@@ -152,35 +153,3 @@ class StudyPairs(Dataset):
         if all("cm_per_px" in s for s in samples):
             out["cm_per_px"] = torch.stack([s["cm_per_px"] for s in samples])
         return {**out, "views": views, "index": i}
-
-
-def study_view_column(columns: Sequence[str], choice: str = "auto") -> str | None:
-    """The column that gives each video's view in study-level training, or ``None`` (unknown).
-
-    ``"auto"``: ``view_pred`` (a view classifier's, as inference will have them), else
-    ``view``, else none; ``"none"``: none; any other name: that column (which must exist).
-    """
-    if choice == "none":
-        return None
-    if choice == "auto":
-        return next((c for c in ("view_pred", "view") if c in columns), None)
-    return choice
-
-
-def table_views(table: Any, choice: str = "auto", where: Any = "the data set") -> list[str | None] | None:
-    """Each row's view from the column ``choice`` names (:func:`study_view_column`; empty
-    cells are ``None``), or ``None`` when it names none."""
-    column = study_view_column(list(table.columns), choice)
-    if column is None:
-        return None
-    if column not in table.columns:
-        raise DataError(f"{where}: no view column {column!r} (it has: {sorted(map(str, table.columns))})")
-    return [_view_name(v) for v in table[column]]
-
-
-def _view_name(value: Any) -> str | None:
-    """A table cell as a view name; empty and missing cells are unknown (``None``)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    text = str(value).strip()
-    return text or None

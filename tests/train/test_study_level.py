@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 from echoclip.cli.main import main
 from echoclip.errors import ConfigError, DataError
+from echoclip.models.embed import study_view_column
 from echoclip.train.config import ContrastiveConfig, TrainConfig
 from echoclip.train.contrastive import collate_studies
-from echoclip.train.pairs import StudyPairs, study_view_column
+from echoclip.train.pairs import StudyPairs
 from tests.train.toy import ToyClips
 
 # the tiny model on 32-pixel clips: a step of 8 studies takes well under a second
