@@ -467,17 +467,18 @@ class SectionIndex:
             share = shares[name]
             # NaN shares are never chosen; the tolerance keeps 5 of 10 at 0.5 from rounding under it
             chosen = np.flatnonzero(share >= float(presence_threshold) - 1e-9)
-            found = self._nearest(name, queries[chosen], [excluded[q] for q in chosen])
             if method == "consensus":
                 rows, weights = (a[chosen] for a in neighbours)
                 if temperature is not None:
                     weights = _softmax_weights(rows, weights, float(temperature))
-                found = [
-                    medoid if medoid is not None else hit
-                    for medoid, hit in zip(
-                        self._consensus(name, queries[chosen], rows, weights), found, strict=True
-                    )
-                ]
+                found = self._consensus(name, queries[chosen], rows, weights)
+            else:
+                found = [None] * len(chosen)
+            # the nearest text where there is no consensus (no nearest report has the section)
+            missing = [i for i, hit in enumerate(found) if hit is None]
+            nearest = self._nearest(name, queries[chosen[missing]], [excluded[chosen[i]] for i in missing])
+            for i, hit in zip(missing, nearest, strict=True):
+                found[i] = hit
             hits = dict(zip(chosen.tolist(), found, strict=True))
             for q, draft in enumerate(drafts):
                 presence = None if np.isnan(share[q]) else round(float(share[q]), 4)
@@ -635,7 +636,8 @@ def model_temperature(model: Any) -> float | None:
     scale = getattr(model, "logit_scale", None)
     if scale is None:
         return None
-    return float(1.0 / np.exp(float(scale.detach().cpu()) if hasattr(scale, "detach") else float(scale)))
+    log_scale = float(scale.detach() if hasattr(scale, "detach") else scale)  # a parameter or a number
+    return float(np.exp(-log_scale))
 
 
 def _embed_videos(
