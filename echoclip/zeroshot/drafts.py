@@ -632,12 +632,11 @@ def draft_reports(
 
 
 def model_temperature(model: Any) -> float | None:
-    """``1 / logit_scale`` of a CLIP model (its softmax temperature), or ``None`` without one."""
-    scale = getattr(model, "logit_scale", None)
-    if scale is None:
-        return None
-    log_scale = float(scale.detach() if hasattr(scale, "detach") else scale)  # a parameter or a number
-    return float(np.exp(-log_scale))
+    """``1 / logit_scale`` of a CLIP model (its softmax temperature,
+    :func:`~echoclip.zeroshot.predict.model_logit_scale`), or ``None`` without one."""
+    from echoclip.zeroshot.predict import model_logit_scale
+
+    return None if getattr(model, "logit_scale", None) is None else 1.0 / model_logit_scale(model)
 
 
 def _embed_videos(
