@@ -4,7 +4,7 @@
                             (several files of one study: answered for the study, see below)
 ``POST /api/search/text``   a report text -> the indexed videos most like it (with thumbnails)
 ``POST /api/zeroshot``      an uploaded video -> EF with its spread, device/finding/view probabilities
-``POST /api/draft``         an uploaded video -> a draft report, each section with its source study
+``POST /api/draft``         an uploaded video or study -> a draft report, each section with its source
                             and similarity (when the server has a section index)
 ``GET  /api/health``        the model and index served
 ``GET  /``                  the page; ``/docs`` the API (Swagger UI, served from here, no CDN)
@@ -15,7 +15,7 @@ the page shows then. A server started with a section index adds the draft report
 video search; one started with reference reports (``neighbours``) gives every EF, device
 and finding its neighbour label beside the prompt prediction.
 
-``/api/search/video`` and ``/api/zeroshot`` take one file or several files of one study (the
+``/api/search/video``, ``/api/zeroshot`` and ``/api/draft`` take one file or several files of one study (the
 ``file`` field repeated, at most ``MAX_STUDY_FILES``). Several are answered at study level:
 the readable files' embeddings pooled by the model's study pooling (views unknown), their OOD
 score the mean of theirs; files that cannot be read are skipped and listed in ``skipped``, and
@@ -177,7 +177,10 @@ class VideoSearchResult(ZeroShotResult):
 
 
 class DraftResult(BaseModel):
-    video: VideoInfo
+    video: VideoInfo = Field(description="the upload (of several: the first readable one)")
+    level: str = Field("video", description="video: one file drafted for; study: several pooled")
+    videos: list[VideoInfo] = Field(default_factory=list, description="every readable file of the study")
+    skipped: list[SkippedFile] = Field(default_factory=list, description="files of the study not read")
     draft: Draft
     ood: OutOfDistribution | None
     timing_ms: dict[str, float]
@@ -354,20 +357,20 @@ def create_app(
             404: {"model": Problem, "description": "the server has no section index"},
         },
     )
-    def draft_report(file: UploadFile = File(description="a DICOM, AVI or MP4 echo video")) -> Any:
-        """A draft report for an uploaded video: per section, the nearest text of the section
-        index, with the study it comes from and its similarity."""
+    def draft_report(file: list[UploadFile] = File(description=FILES)) -> Any:
+        """A draft report for an uploaded video or study: per section, the consensus of the
+        nearest reports' text, with the study it comes from and its similarity."""
         if engine.sections is None:
             return JSONResponse(
                 {"detail": "the server has no section index (start it with --sections)"}, status_code=404
             )
-        info, (_, emb, layer_stats), timing = _receive(file)
+        fields, (_, emb, layer_stats), timing = _receive_study(file)
         start = time.perf_counter()
         draft = engine.draft(emb)
         ood = engine.out_of_distribution(layer_stats)
         timing["draft"] = _ms(time.perf_counter() - start)
-        log.info("draft: %d frames, %s ms", info.frames, timing)
-        return DraftResult(video=info, draft=draft, ood=ood, timing_ms=timing)
+        log.info("draft: %d videos, %s ms", len(fields["videos"]), timing)
+        return DraftResult(**fields, draft=draft, ood=ood, timing_ms=timing)
 
     @app.post("/api/zeroshot", response_model=ZeroShotResult, responses=UPLOAD_ERRORS)
     def zeroshot(file: list[UploadFile] = File(description=FILES)) -> Any:

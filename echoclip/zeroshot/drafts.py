@@ -331,6 +331,7 @@ class SectionIndex:
         # a study may have several distinct reports: all of them step aside when it is excluded
         self._reports_per_study = int(pd.Series(self._whole_ids).value_counts().max()) if len(meta) else 0
         self._rows_by_study: dict[str, dict[str, list[int]]] = {}
+        self._facts: dict[str, list[frozenset[str]]] = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, expected_model_hash: str | None = None) -> SectionIndex:
@@ -518,6 +519,7 @@ class SectionIndex:
         by_study = self._section_rows(name)
         texts = index.metadata["text"].astype(str).to_numpy()
         studies = index.metadata["study_id"].astype(str).to_numpy()
+        facts = self._section_facts(name)
         out: list[dict[str, Any] | None] = []
         for query, near, weight in zip(queries, rows, weights, strict=True):
             study_weight: dict[str, float] = {}
@@ -535,11 +537,37 @@ class SectionIndex:
                 continue
             emb = index.vectors(np.asarray(candidates))
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            agreement = (emb @ emb.T) @ np.asarray(cand_weights, dtype=np.float32)
-            best = int(np.argmax(agreement))
+            cand_weights = np.asarray(cand_weights, dtype=np.float64)
+            # first what the texts state (agreeing with most of the weight on each fact), then how
+            # they say it (the text embedding's weighted medoid)
+            stated = self._fact_agreement([facts[r] for r in candidates], cand_weights)
+            agreement = (emb @ emb.T) @ cand_weights.astype(np.float32)
+            best = int(np.lexsort((-agreement, -np.round(stated, 9)))[0])
             row = candidates[best]
             out.append({"text": texts[row], "study_id": studies[row], "score": float(emb[best] @ query)})
         return out
+
+    @staticmethod
+    def _fact_agreement(facts: Sequence[frozenset[str]], weights: np.ndarray) -> np.ndarray:
+        """Per candidate, the weight of the candidates that agree with it on each fact, summed
+        over the facts any states, less the weight that disagrees: the negated weighted Hamming
+        distance to all of them, up to a constant. A fact stated by more than half of the
+        weight counts for the texts that state it, one stated by less against them."""
+        names = sorted(set().union(*facts))
+        if not names:
+            return np.zeros(len(facts))
+        has = np.array([[n in f for n in names] for f in facts], dtype=np.float64)
+        share = weights @ has / max(float(weights.sum()), 1e-12)
+        return has @ (2.0 * share - 1.0)
+
+    def _section_facts(self, name: str) -> list[frozenset[str]]:
+        """The devices and findings each indexed text of section ``name`` states (read once)."""
+        from echoclip.zeroshot.judge import report_facts
+
+        if name not in self._facts:
+            texts = self.indexes[name].metadata["text"].astype(str)
+            self._facts[name] = [(lambda f: f.devices | f.findings)(report_facts(t)) for t in texts]
+        return self._facts[name]
 
     def _section_rows(self, name: str) -> dict[str, list[int]]:
         """Section ``name``'s index rows by study id (built once per section)."""

@@ -60,6 +60,25 @@ def test_draft_endpoint_and_a_server_without_sections(drafting_client, client, s
     assert _upload(client, served["avi"]).json()["draft"] is None
 
 
+def test_draft_endpoint_drafts_a_study_from_several_files(drafting_client, served, tmp_path):
+    manifest = pd.read_parquet(served["sim"] / "manifest.parquet")
+    paths = [served["sim"] / p for p in manifest["video_path"][:3]]
+    bad = tmp_path / "notes.avi"
+    bad.write_bytes(b"not a video")
+    files = [("file", (p.name, p.read_bytes())) for p in [*paths, bad]]
+    r = drafting_client.post("/api/draft", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["level"] == "study" and [v["file"] for v in body["videos"]] == [p.name for p in paths]
+    assert [s["file"] for s in body["skipped"]] == ["notes.avi"]
+    # the study's draft is the one its video search carries: both draft the pooled embedding
+    files = [("file", (p.name, p.read_bytes())) for p in paths]
+    searched = drafting_client.post("/api/search/video", files=files).json()
+    assert searched["level"] == "study" and body["draft"] == searched["draft"]
+    single = _upload(drafting_client, paths[0], url="/api/draft").json()
+    assert single["level"] == "video" and single["draft"]["sections"]
+
+
 def test_neighbour_labels_sit_beside_the_prompt_predictions(drafting_client, client, served):
     from echoclip.data.video import load_video
     from echoclip.zeroshot.neighbours import load_neighbours
