@@ -295,3 +295,50 @@ def test_cli_trains_at_study_level(sim, tmp_path, capsys):
     assert "train done" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert saved["study_pooling"] == "echoprime"
+
+
+def _run_worker(sim: Path, out: Path, batch_size: int, pooling: str, ranks: int) -> None:
+    """``study_dist_worker.py`` as one process or as ``ranks`` gloo ranks on this machine."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    worker = Path(__file__).with_name("study_dist_worker.py")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    args = [sys.executable, str(worker), str(sim), str(out), str(batch_size), pooling]
+    if ranks == 1:
+        subprocess.run(args, env=env, check=True, timeout=180)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    ranked = {"WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    procs = [
+        subprocess.Popen(args, env={**env, **ranked, "RANK": str(r), "LOCAL_RANK": str(r)})
+        for r in range(ranks)
+    ]
+    assert [p.wait(timeout=180) for p in procs] == [0] * ranks
+
+
+def test_two_ranks_train_studies_as_one_process_with_the_double_batch(sim, tmp_path):
+    """Under torchrun each rank draws its own studies; their embeddings meet every report of the
+    global batch and the attention pooling's gradients are summed, so two ranks of 2 studies
+    take the steps of one process with 4."""
+    pooling = "attention"
+    single, double = tmp_path / "single", tmp_path / "double"
+    _run_worker(sim, single, 4, pooling, ranks=1)
+    _run_worker(sim, double, 2, pooling, ranks=2)
+
+    def losses(run: Path) -> list[float]:
+        table = pd.read_csv(run / "metrics.csv")
+        return table["loss"].dropna().astype(float).tolist()
+
+    assert len(losses(single)) == 2 and losses(single) == pytest.approx(losses(double), abs=1e-5)
+    a = load_file(single / "final" / "model.safetensors")
+    b = load_file(double / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, equal_nan=True)
+    assert json.loads((double / "final" / "config.json").read_text())["study_pooling"] == pooling
