@@ -34,14 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--presence-threshold",
         type=float,
         default=None,
-        help="share of those reports (weighted by similarity) that must have a section for the draft "
-        "to have it; 0 drafts every indexed section (default: 0.5)",
+        help="share of those reports (weighted by similarity) that must have a section, or state a "
+        "device or finding, for the draft to; 0 drafts every indexed section (default: 0.4)",
     )
     p.add_argument(
         "--method",
         choices=("consensus", "nearest"),
         default="consensus",
-        help="each section's text: what most of the nearest reports say (consensus, default) or the "
+        help="each section's text: what the nearest reports say (consensus, default) or the "
         "section text nearest the video (nearest)",
     )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")

@@ -136,7 +136,7 @@ class DraftSection(BaseModel):
     presence: float | None = Field(
         None,
         description="similarity-weighted share of the video's nearest whole reports that have this "
-        "section; the draft has it from 0.5; null: the index has no text of it",
+        "section; the draft has it from 0.4; null: the index has no text of it",
     )
 
 

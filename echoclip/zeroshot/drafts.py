@@ -14,7 +14,11 @@ section for every video would state a device in most drafts that should have non
 A section is drafted only when the video's ``presence_k`` nearest whole reports
 have it, their share (weighted by similarity) at least ``presence_threshold``; that
 share is kept in each drafted section. Its text is, by default, the consensus of those
-same reports: of their sections of that name, the one closest to all the others. A section index is a folder::
+same reports: of their sections of that name, the one that states the devices and
+findings that the same share of them states, the EF nearest theirs, and is closest to
+all the others. The threshold is 0.4, not a majority: the F1 of a label is highest at
+a threshold of about half the F1 that can be reached (Lipton et al., 2014), and a
+draft is judged by F1. A section index is a folder::
 
     sections.json        format, the sections with their heading and row count, model identity
     lv/, rv/, ...        one retrieval index per section name (metadata: study_id, section, text)
@@ -43,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from echoclip.data.synthetic.anatomy import DEVICES, FINDINGS
 from echoclip.errors import ConfigError, DataError
 from echoclip.zeroshot.sections import SectionConfig, load_section_config, split_sections
 
@@ -61,11 +66,14 @@ VERSION = 2  # 2: whole-report embeddings, for which sections a draft has
 WHOLE = "whole_reports"
 # a retrieved comparison would describe another patient's prior study
 DRAFT_SKIPS = ("comparison",)
-# how many nearest whole reports vote on whether a draft has a section, and the share it needs
+# how many nearest whole reports vote on whether a draft has a section (and states a device
+# or finding in it), and the weighted share that needs
 PRESENCE_K = 10
-PRESENCE_THRESHOLD = 0.5
+PRESENCE_THRESHOLD = 0.4
 # how a drafted section's text is chosen: see SectionIndex.draft
 METHODS = ("consensus", "nearest")
+# what a consensus text is chosen to state (the labels a draft is judged on)
+FACTS: tuple[str, ...] = (*DEVICES, *FINDINGS)
 
 
 @dataclass
@@ -331,7 +339,7 @@ class SectionIndex:
         # a study may have several distinct reports: all of them step aside when it is excluded
         self._reports_per_study = int(pd.Series(self._whole_ids).value_counts().max()) if len(meta) else 0
         self._rows_by_study: dict[str, dict[str, list[int]]] = {}
-        self._facts: dict[str, list[frozenset[str]]] = {}
+        self._facts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, expected_model_hash: str | None = None) -> SectionIndex:
@@ -421,11 +429,13 @@ class SectionIndex:
         ``method`` chooses each drafted section's text:
 
         - ``"consensus"`` (default): among that section of the nearest whole reports, the
-          one closest to all the others (the text embedding's weighted medoid): what most
-          of the nearest reports say. Each report weighs its similarity to the video, as
-          in the presence vote, or with ``temperature`` its share of a softmax over the
-          similarities at that temperature (the model's own, ``1 / logit_scale``, weighs
-          each as likely as the model finds it to be the video's report);
+          one that states the devices and findings at least ``presence_threshold`` of them
+          state (and no other, as nearly as one does), then the EF nearest their mean, then
+          the one closest to all the others (the text embedding's weighted medoid). Each
+          report weighs its similarity to the video, as in the presence vote, or with
+          ``temperature`` its share of a softmax over the similarities at that temperature
+          (the model's own, ``1 / logit_scale``, weighs each as likely as the model finds
+          it to be the video's report);
         - ``"nearest"``: the indexed section text nearest to the video itself, over all
           reports. A video meets a section's text less well than a whole report (the model
           was trained on whole reports), and a few generic texts come nearest to many videos.
@@ -466,13 +476,13 @@ class SectionIndex:
                 continue
             heading = self.info["sections"][name]["heading"]
             share = shares[name]
-            # NaN shares are never chosen; the tolerance keeps 5 of 10 at 0.5 from rounding under it
+            # NaN shares are never chosen; the tolerance keeps 4 of 10 at 0.4 from rounding under it
             chosen = np.flatnonzero(share >= float(presence_threshold) - 1e-9)
             if method == "consensus":
                 rows, weights = (a[chosen] for a in neighbours)
                 if temperature is not None:
                     weights = _softmax_weights(rows, weights, float(temperature))
-                found = self._consensus(name, queries[chosen], rows, weights)
+                found = self._consensus(name, queries[chosen], rows, weights, float(presence_threshold))
             else:
                 found = [None] * len(chosen)
             # the nearest text where there is no consensus (no nearest report has the section)
@@ -509,17 +519,23 @@ class SectionIndex:
         return drafts
 
     def _consensus(
-        self, name: str, queries: np.ndarray, rows: np.ndarray, weights: np.ndarray
+        self, name: str, queries: np.ndarray, rows: np.ndarray, weights: np.ndarray, threshold: float
     ) -> list[dict[str, Any] | None]:
-        """Per query, the weighted medoid of section ``name`` among its nearest whole reports
+        """Per query, the consensus of section ``name`` among its nearest whole reports
         (``rows``, ``weights`` as :meth:`neighbours` gives them): a dict with ``text``,
         ``study_id`` and ``score`` (its similarity to the query), or ``None`` when none of them
-        has the section."""
+        has the section.
+
+        Of those reports' texts of the section, the one chosen states (1) the devices and
+        findings that at least ``threshold`` of their weight states and no other, as nearly
+        as any does; then (2) the EF nearest their weighted mean EF (when they state one);
+        then (3) says it as most of them do (the text embedding's weighted medoid).
+        """
         index = self.indexes[name]
         by_study = self._section_rows(name)
         texts = index.metadata["text"].astype(str).to_numpy()
         studies = index.metadata["study_id"].astype(str).to_numpy()
-        facts = self._section_facts(name)
+        has, ef = self._section_facts(name)
         out: list[dict[str, Any] | None] = []
         for query, near, weight in zip(queries, rows, weights, strict=True):
             study_weight: dict[str, float] = {}
@@ -535,38 +551,38 @@ class SectionIndex:
             if not candidates:
                 out.append(None)
                 continue
-            emb = index.vectors(np.asarray(candidates))
+            cand = np.asarray(candidates)
+            w = np.asarray(cand_weights, dtype=np.float64)
+            w /= max(float(w.sum()), 1e-12)
+            # (1) each fact stated counts its weighted share less the threshold: positive for
+            # what enough of them state, negative for the rest
+            stated = has[cand].astype(np.float64) @ (w @ has[cand] - threshold)
+            # (2) how far the text's EF is from theirs; a text without one is farthest
+            ef_off = np.zeros(len(cand))
+            said = ~np.isnan(ef[cand])
+            if said.any():
+                target = float(w[said] @ ef[cand][said] / max(float(w[said].sum()), 1e-12))
+                ef_off = np.nan_to_num(np.abs(ef[cand] - target), nan=np.inf)
+            # (3) the weighted medoid of the text embeddings
+            emb = index.vectors(cand)
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            cand_weights = np.asarray(cand_weights, dtype=np.float64)
-            # first what the texts state (agreeing with most of the weight on each fact), then how
-            # they say it (the text embedding's weighted medoid)
-            stated = self._fact_agreement([facts[r] for r in candidates], cand_weights)
-            agreement = (emb @ emb.T) @ cand_weights.astype(np.float32)
-            best = int(np.lexsort((-agreement, -np.round(stated, 9)))[0])
-            row = candidates[best]
+            agreement = (emb @ emb.T) @ w.astype(np.float32)
+            best = int(np.lexsort((-agreement, ef_off, -np.round(stated, 9)))[0])
+            row = int(cand[best])
             out.append({"text": texts[row], "study_id": studies[row], "score": float(emb[best] @ query)})
         return out
 
-    @staticmethod
-    def _fact_agreement(facts: Sequence[frozenset[str]], weights: np.ndarray) -> np.ndarray:
-        """Per candidate, the weight of the candidates that agree with it on each fact, summed
-        over the facts any states, less the weight that disagrees: the negated weighted Hamming
-        distance to all of them, up to a constant. A fact stated by more than half of the
-        weight counts for the texts that state it, one stated by less against them."""
-        names = sorted(set().union(*facts))
-        if not names:
-            return np.zeros(len(facts))
-        has = np.array([[n in f for n in names] for f in facts], dtype=np.float64)
-        share = weights @ has / max(float(weights.sum()), 1e-12)
-        return has @ (2.0 * share - 1.0)
-
-    def _section_facts(self, name: str) -> list[frozenset[str]]:
-        """The devices and findings each indexed text of section ``name`` states (read once)."""
+    def _section_facts(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """What each indexed text of section ``name`` states (read once, by the patterns that
+        judge a draft): the devices and findings ``bool [rows, len(FACTS)]`` and the EF ``[rows]``
+        (NaN where none)."""
         from echoclip.zeroshot.judge import report_facts
 
         if name not in self._facts:
-            texts = self.indexes[name].metadata["text"].astype(str)
-            self._facts[name] = [(lambda f: f.devices | f.findings)(report_facts(t)) for t in texts]
+            read = [report_facts(t) for t in self.indexes[name].metadata["text"].astype(str)]
+            has = np.array([[n in f.devices or n in f.findings for n in FACTS] for f in read], dtype=bool)
+            ef = np.array([np.nan if f.ef is None else f.ef for f in read], dtype=np.float64)
+            self._facts[name] = (has.reshape(len(read), len(FACTS)), ef)
         return self._facts[name]
 
     def _section_rows(self, name: str) -> dict[str, list[int]]:

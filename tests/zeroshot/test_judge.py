@@ -134,7 +134,7 @@ def test_judge_drafts_never_drafts_a_study_from_its_own_report(tiny, tmp_path) -
     assert metrics["draft"]["mean_predictor_ef"] == pytest.approx(table["ef"].mean())
     assert "comparison" not in metrics["draft"]["sections"] and "lv" in metrics["draft"]["sections"]
     rates = metrics["draft"]["section_rates"]
-    assert metrics["draft"]["presence_k"] == 10 and metrics["draft"]["presence_threshold"] == 0.5
+    assert metrics["draft"]["presence_k"] == 10 and metrics["draft"]["presence_threshold"] == 0.4
     assert rates["lv"] == 1.0 and set(rates) == set(metrics["draft"]["sections"])
     assert set(per_study.columns) >= {"draft_devices", "nearest_devices", "true_devices", "draft"}
 
