@@ -12,10 +12,11 @@ video shows everything it says. A study pooling turns a study's video embeddings
   by that section's entry for each video's view, scaled to unit length; the study embedding
   is the mean of those section embeddings (or one named ``section``).
 - ``attention``: learned. Each video's key is its content plus a learned embedding of its
-  view; a learned query per head weights the videos (softmax over the real ones); the
-  output is the weighted sum of the videos' embeddings plus a learned, view-aware change
-  of them. Query and change start at zero, so an untrained attention pooling is ``mean``
-  exactly, and study-level training starts from the baseline.
+  view; a learned query per head weights the videos (softmax over the real ones), and the
+  output is the weighted sum of the videos' embeddings: a learned, content- and
+  view-aware weighting, as EchoPrime's table is a fixed one. The query starts at zero, so
+  an untrained attention pooling is ``mean`` exactly, and study-level training starts
+  from the baseline.
 
 Views are ids into a vocabulary of view names (:data:`STUDY_VIEWS` by default: the 11
 views of EchoPrime's view classifier, in its output order, named as elsewhere in echoclip:
@@ -177,9 +178,10 @@ class AttentionPooling(StudyPooling):
 
     ``key = W_k(LayerNorm(x) + view_embedding)``; head ``h`` weights the videos by
     ``softmax(q_h . key_h / sqrt(d_h))`` over the real ones and pools its ``D / heads``
-    channels of ``x + W_v(LayerNorm(x) + view_embedding)``: multi-head attention whose
-    value projection is the identity plus a learned change. ``q`` and ``W_v`` start at
-    zero, so an untrained pooling is the mean.
+    channels of ``x``: multi-head attention whose values are the video embeddings
+    themselves, so that the study embedding stays a weighted mean of its videos' and
+    only the weighting is learned. ``q`` starts at zero, so an untrained pooling is the
+    mean. (A learned value change, tried first, trained worse than the plain mean.)
 
     Args:
         heads: the number of queries; ``dim`` must be a multiple of it.
@@ -197,10 +199,7 @@ class AttentionPooling(StudyPooling):
         self.view_embedding = nn.Embedding(len(self.views) + 1, dim)
         nn.init.normal_(self.view_embedding.weight, std=0.02)
         self.key = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
         self.query = nn.Parameter(torch.zeros(heads, dim // heads))
-        nn.init.zeros_(self.value.weight)
-        nn.init.zeros_(self.value.bias)
 
     def weights(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """``[B, heads, N]``: how much each video counts in each head (zero for padding)."""
@@ -213,7 +212,7 @@ class AttentionPooling(StudyPooling):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        values = (x + self.value(self._inputs(x, views))).view(b, n, self.heads, d // self.heads)
+        values = x.view(b, n, self.heads, d // self.heads)
         return torch.einsum("bhn,bnhc->bhc", self.weights(x, mask, views), values).reshape(b, d)
 
     def _inputs(self, x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
