@@ -88,6 +88,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="study level: how a study's videos are pooled (attention, mean, echoprime; default: the "
         "model's own, else attention); saved with the model",
     )
+    for flag, what in (("video", "each video is left out of its study"), ("view", "each view is hidden")):
+        g.add_argument(
+            f"--study-{flag}-dropout",
+            type=float,
+            metavar="RATE",
+            help=f"study level: the rate at which {what} in training (default 0), so that the "
+            "pooling learns to do without it; saved with the model",
+        )
     g.add_argument(
         "--view-column",
         help="study level: the manifest column of the videos' views (auto: view_pred, else view, else "
@@ -137,12 +145,33 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     )
 
 
+def _with_study_dropouts(overrides: Any, args: argparse.Namespace, config: Any) -> dict[str, Any] | None:
+    """The recipe's model overrides plus the study dropout flags (model settings, as the
+    pooling they act on); a dropout given at clip level is a :class:`ConfigError`."""
+    from echoclip.errors import ConfigError
+
+    dropouts = {
+        f"study_{k}_dropout": getattr(args, f"study_{k}_dropout")
+        for k in ("video", "view")
+        if getattr(args, f"study_{k}_dropout") is not None
+    }
+    if not dropouts:
+        return overrides
+    if config.level != "study":
+        raise ConfigError(f"{', '.join(dropouts)}: study dropouts are trained only at level 'study'")
+    merged = {**(overrides or {}), **dropouts}
+    # the model config needs the pooling the dropouts act on; train_clip sets the same one
+    merged.setdefault("study_pooling", config.study_pooling or "attention")
+    return merged
+
+
 def run(args: argparse.Namespace) -> int:
     from echoclip.loop.distributed import init_distributed
     from echoclip.models.ood import OOD_FILE
     from echoclip.train.clip import train_clip
 
     config, recipe = config_from_args(args)
+    model_overrides = _with_study_dropouts(recipe.get("model"), args, config)
     result = train_clip(
         args.data,
         config,
@@ -151,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         init=args.init,
         init_prefixes=args.init_prefixes,
         resume=args.resume,
-        model_overrides=recipe.get("model"),
+        model_overrides=model_overrides,
         augment=not args.no_augment,
         preload=args.preload,
         read_options=read_options(args),

@@ -239,6 +239,12 @@ def test_study_pairs_need_study_ids():
         (None, ["--study-pooling", "nope"], "nope"),
         (None, ["--level", "clip", "--study-pooling", "attention"], "trained only at level 'study'"),
         (None, ["--videos-per-study", "0"], "videos_per_study must be at least 1"),
+        (
+            None,
+            ["--level", "clip", "--study-video-dropout", "0.1"],
+            "dropouts are trained only at level 'study'",
+        ),
+        (None, ["--study-view-dropout", "1.5"], "study_view_dropout must be in [0, 1)"),
     ],
 )
 def test_bad_study_level_input_is_a_one_line_error(sim, tmp_path, capsys, change, args, message):
@@ -288,6 +294,10 @@ def test_cli_trains_at_study_level(sim, tmp_path, capsys):
             "2",
             "--study-pooling",
             "echoprime",
+            "--study-video-dropout",
+            "0.25",
+            "--study-view-dropout",
+            "0.5",
             "--no-augment",
         ]
     )
@@ -295,6 +305,7 @@ def test_cli_trains_at_study_level(sim, tmp_path, capsys):
     assert "train done" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
     assert saved["study_pooling"] == "echoprime"
+    assert saved["study_video_dropout"] == 0.25 and saved["study_view_dropout"] == 0.5
 
 
 def _run_worker(sim: Path, out: Path, batch_size: int, pooling: str, ranks: int) -> None:
