@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--presence-threshold",
         type=float,
         default=None,
-        help="share of those reports (weighted by similarity) that must have a section, or state a "
-        "device or finding, for the draft to; 0 drafts every indexed section (default: 0.4)",
+        help="share of those reports (weighted by similarity) that must have a section for the draft "
+        "to have it; 0 drafts every indexed section (default: 0.4)",
     )
     p.add_argument(
         "--method",

@@ -15,10 +15,10 @@ A section is drafted only when the video's ``presence_k`` nearest whole reports
 have it, their share (weighted by similarity) at least ``presence_threshold``; that
 share is kept in each drafted section. Its text is, by default, the consensus of those
 same reports: of their sections of that name, the one that states the devices and
-findings that the same share of them states, the EF nearest theirs, and is closest to
-all the others. The threshold is 0.4, not a majority: the F1 of a label is highest at
-a threshold of about half the F1 that can be reached (Lipton et al., 2014), and a
-draft is judged by F1. A section index is a folder::
+findings that at least 0.4 of them (by weight) state, the EF nearest theirs, and is
+closest to all the others. Both thresholds are 0.4, not a majority: the F1 of a label
+is highest at a threshold of about half the F1 that can be reached (Lipton et al.,
+2014), and a draft is judged by F1. A section index is a folder::
 
     sections.json        format, the sections with their heading and row count, model identity
     lv/, rv/, ...        one retrieval index per section name (metadata: study_id, section, text)
@@ -66,10 +66,11 @@ VERSION = 2  # 2: whole-report embeddings, for which sections a draft has
 WHOLE = "whole_reports"
 # a retrieved comparison would describe another patient's prior study
 DRAFT_SKIPS = ("comparison",)
-# how many nearest whole reports vote on whether a draft has a section (and states a device
-# or finding in it), and the weighted share that needs
+# how many nearest whole reports vote on whether a draft has a section, and the weighted
+# share that needs; a consensus text states a device or finding from the same share of them
 PRESENCE_K = 10
 PRESENCE_THRESHOLD = 0.4
+FACT_THRESHOLD = 0.4
 # how a drafted section's text is chosen: see SectionIndex.draft
 METHODS = ("consensus", "nearest")
 # what a consensus text is chosen to state (the labels a draft is judged on)
@@ -421,6 +422,7 @@ class SectionIndex:
         presence_threshold: float = PRESENCE_THRESHOLD,
         method: str = "consensus",
         temperature: float | None = None,
+        fact_threshold: float = FACT_THRESHOLD,
     ) -> list[DraftReport]:
         """One draft per video embedding ``[N, D]``, for the sections that at least
         ``presence_threshold`` of the video's ``presence_k`` nearest whole reports have
@@ -429,7 +431,7 @@ class SectionIndex:
         ``method`` chooses each drafted section's text:
 
         - ``"consensus"`` (default): among that section of the nearest whole reports, the
-          one that states the devices and findings at least ``presence_threshold`` of them
+          one that states the devices and findings at least ``fact_threshold`` of them
           state (and no other, as nearly as one does), then the EF nearest their mean, then
           the one closest to all the others (the text embedding's weighted medoid). Each
           report weighs its similarity to the video, as in the presence vote, or with
@@ -447,6 +449,8 @@ class SectionIndex:
             raise ConfigError(f"presence_threshold must be in [0, 1], not {presence_threshold}")
         if method not in METHODS:
             raise ConfigError(f"draft method must be one of {METHODS}, not {method!r}")
+        if not 0.0 < float(fact_threshold) <= 1.0:
+            raise ConfigError(f"fact_threshold must be in (0, 1], not {fact_threshold}")
         if temperature is not None and not float(temperature) > 0:
             raise ConfigError(f"the consensus temperature must be positive, not {temperature}")
         indexed = self.sections
@@ -482,7 +486,7 @@ class SectionIndex:
                 rows, weights = (a[chosen] for a in neighbours)
                 if temperature is not None:
                     weights = _softmax_weights(rows, weights, float(temperature))
-                found = self._consensus(name, queries[chosen], rows, weights, float(presence_threshold))
+                found = self._consensus(name, queries[chosen], rows, weights, float(fact_threshold))
             else:
                 found = [None] * len(chosen)
             # the nearest text where there is no consensus (no nearest report has the section)

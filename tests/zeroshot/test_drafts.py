@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echoclip.zeroshot.drafts import build_section_index, draft_report, read_section_index_info
+from echoclip.errors import ConfigError
+from echoclip.zeroshot.drafts import SectionIndex, build_section_index, draft_report, read_section_index_info
 from echoclip.zeroshot.sections import split_sections
 
 
@@ -167,7 +168,6 @@ def test_a_section_only_a_minority_of_reports_has_is_drafted_only_where_the_near
 
 
 def test_consensus_drafts_what_most_nearest_reports_say_where_nearest_takes_a_hub(tmp_path) -> None:
-    from echoclip.errors import ConfigError
 
     from .toy import axis, ef_vector, toy_model
 
@@ -242,8 +242,13 @@ def test_consensus_states_what_enough_nearest_reports_state_with_the_ef_nearest_
     assert lv.presence == 1.0 and lv.text == "The left ventricle is dilated. LVEF 50%."
     assert report_facts(lv.text).findings == {"lv_dilation"}
     # a majority rule leaves the dilation out, and the normal texts say it as most of them do
-    majority = draft_report(model, tokenizer, axis(0), out, presence_threshold=0.5)["lv"]
+    index = SectionIndex.load(out)
+    majority = index.draft(axis(0)[None], fact_threshold=0.5)[0]["lv"]
     assert majority.text.startswith("Normal LV size") and not report_facts(majority.text).findings
+    # drafting every section (presence 0) does not make the text state every fact any report states
+    assert draft_report(model, tokenizer, axis(0), out, presence_threshold=0)["lv"].text == lv.text
+    with pytest.raises(ConfigError, match="fact_threshold must be in"):
+        index.draft(axis(0)[None], fact_threshold=0)
 
 
 def test_an_index_from_before_the_whole_reports_asks_to_be_rebuilt(tmp_path) -> None:
