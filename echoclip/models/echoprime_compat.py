@@ -253,6 +253,14 @@ class WordPieceTokenizer:
         self.pad_token_id = int(self.hf.pad_token_id)
         self.eos_token_id = int(self.hf.sep_token_id)
 
+    def save(self, folder: str | os.PathLike[str]) -> None:
+        """Write the vocabulary to ``folder`` as Hugging Face writes a BERT tokenizer
+        (``vocab.txt``, ``tokenizer.json``, ``tokenizer_config.json``), so that a model
+        directory keeps it and ``get_tokenizer`` reads it back."""
+        self.hf.save_pretrained(str(folder))
+        vocab = sorted(self.hf.get_vocab().items(), key=lambda item: item[1])
+        (Path(folder) / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
         encoded = self.hf(

@@ -36,6 +36,7 @@ from echoclip.models.model_dir import (
     load_safetensors,
     load_weights_checked,
     read_config,
+    read_tokenizer,
 )
 from echoclip.registry import Registry
 
@@ -195,13 +196,12 @@ def get_tokenizer(name_or_dir: str | os.PathLike[str]) -> Any:
     """
     path = Path(name_or_dir)
     if path.is_dir():
-        if (path / TOKENIZER_FILE).is_file():
-            from echoclip.tokenizer import EchoTokenizer
-
-            return EchoTokenizer.load(path / TOKENIZER_FILE)
-        if not (path / CONFIG_FILE).is_file():
+        cfg = read_config(path) if (path / CONFIG_FILE).is_file() else None
+        saved = read_tokenizer(path, cfg)
+        if saved is not None:
+            return saved
+        if cfg is None:
             raise ModelError(f"{path}: not a model directory (no {CONFIG_FILE})")
-        cfg = read_config(path)
         if cfg.tokenizer == "echo":
             raise ModelError(
                 f"{path}: model directory has no {TOKENIZER_FILE} "

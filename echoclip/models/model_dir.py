@@ -41,6 +41,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PREPROCESS_FILE = "preprocess.json"
 TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"  # a BERT WordPiece vocabulary (EchoPrime's text tower)
 
 
 def portable_config(model: EchoCLIP) -> ModelConfig:
@@ -106,14 +107,28 @@ def load_model_dir(path: str | os.PathLike[str]) -> EchoCLIP:
         raise ModelError(f"{path}: {e}") from None
     model = EchoCLIP(config, preprocess)
     load_weights_checked(model, load_safetensors(path / WEIGHTS_FILE), source=str(path / WEIGHTS_FILE))
-    if (path / TOKENIZER_FILE).is_file():
-        from echoclip.tokenizer import EchoTokenizer
-
-        model.tokenizer = EchoTokenizer.load(path / TOKENIZER_FILE)
+    saved = read_tokenizer(path, config)
+    if saved is not None:
+        model.tokenizer = saved
     from echoclip.models.ood import load_ood
 
     model.ood_reference = load_ood(path, model)
     return model.eval()
+
+
+def read_tokenizer(path: Path, config: ModelConfig | None) -> Any | None:
+    """The tokenizer saved in a model directory (or a tokenizer folder, ``config`` ``None``),
+    or ``None`` when none is: a BERT vocabulary (``vocab.txt``) for a ``bert`` config, else
+    the echo tokenizer's ``tokenizer.json``."""
+    if config is not None and config.tokenizer == "bert" and (path / VOCAB_FILE).is_file():
+        from echoclip.models.echoprime_compat import WordPieceTokenizer
+
+        return WordPieceTokenizer(path, context_length=config.text.context_length)
+    if (path / TOKENIZER_FILE).is_file():
+        from echoclip.tokenizer import EchoTokenizer
+
+        return EchoTokenizer.load(path / TOKENIZER_FILE)
+    return None
 
 
 def load_safetensors(file: Path) -> dict[str, torch.Tensor]:

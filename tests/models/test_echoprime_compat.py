@@ -231,6 +231,22 @@ def test_echoprime_config_is_registered():
     assert model.video_tower.proj.bias is not None and model.text_tower.proj.bias is not None
 
 
+def test_a_loaded_echoprime_model_saves_as_a_model_directory_with_its_vocabulary(published, tmp_path):
+    from echoclip.models.factory import load_model
+
+    model, tokenizer = published.loaded.model, published.loaded.tokenizer
+    folder = model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
+    assert (folder / "vocab.txt").read_text().split() == VOCAB
+    again = get_tokenizer(folder)
+    assert isinstance(again, WordPieceTokenizer) and again.context_length == model.config.text.context_length
+    torch.testing.assert_close(again(REPORTS), tokenizer(REPORTS), rtol=0, atol=0)
+    loaded = load_model(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.encode_text(again(REPORTS)), model.encode_text(tokenizer(REPORTS)), rtol=0, atol=0
+        )
+
+
 def test_wordpiece_tokenizer_cuts_long_texts_at_the_context_length(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     tokenizer = WordPieceTokenizer(tmp_path / "vocab.txt", context_length=6)
