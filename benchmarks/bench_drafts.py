@@ -27,7 +27,6 @@ nearest report's; EF MAE at most 0.3 of the mean predictor's).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -35,7 +34,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from machine import describe_machine
+from machine import describe_machine, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "drafts.jsonl"
@@ -218,10 +217,7 @@ def main() -> None:
         "index_s": round(index_s, 1),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    print(json.dumps(line))
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(json.dumps(line) + "\n")
+    emit(line, args.results)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -30,7 +30,6 @@ a link's target path is checked instead). Prints one JSON line; ``--save`` appen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -41,7 +40,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from machine import describe_machine
+from machine import describe_machine, emit
 
 CINES = ("bmode_cine", "color_cine")
 RESULTS = Path(__file__).parent / "results" / "ingest.jsonl"
@@ -191,10 +190,7 @@ def main() -> None:
         )
         line["link_manifest_equals_convert"] = bool(linked.equals(manifests["convert"]))
         line["command"] = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-        print(json.dumps(line))
-        if args.save:
-            with RESULTS.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+        emit(line, RESULTS if args.save else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -54,7 +54,6 @@ against the real cine's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import describe_machine
+from machine import describe_machine, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "realism.jsonl"
@@ -354,10 +353,7 @@ def main() -> None:
         "figures": figures,
         "closer": steps,
     }
-    print(json.dumps(line))
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(json.dumps(line) + "\n")
+    emit(line, args.results)
     if args.figure:
         _draw(Path(args.figure), real, real_fan, arms, grey, figures)
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import emit
 
 QUERY_BATCH = 100
 CHUNK = 100_000
@@ -438,11 +439,7 @@ def main() -> None:
         "target_met": bool(speedup >= 20 and auto["recall@10"] >= 0.95),
         "large": large,
     }
-    line = json.dumps(result)
-    print(line)
-    if args.save:
-        with open(args.save, "a") as f:
-            f.write(line + "\n")
+    emit(result, args.save)
 
 
 if __name__ == "__main__":

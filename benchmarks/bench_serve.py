@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from machine import describe_machine
+from machine import describe_machine, emit
 
 KINDS = ("video_search", "text_search", "draft")
 TEXTS = (
@@ -300,11 +300,7 @@ def main() -> None:
             "peak": rss_after.get("peak"),
         },
     }
-    line = json.dumps(result)
-    print(line)
-    if args.save:
-        with open(args.save, "a") as f:
-            f.write(line + "\n")
+    emit(result, args.save)
     if result["server_errors_5xx"] or result["incomplete_answers"]:
         raise SystemExit(1)
 

@@ -45,14 +45,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from machine import describe_machine
+from machine import describe_machine, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "study.jsonl"
@@ -586,11 +585,7 @@ def main() -> None:
         "targets": {name: all(s["targets"][name] for s in seeds.values()) for name in names},
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(line)
-    print(text)
-    if args.results:
-        with open(args.results, "a") as f:
-            f.write(text + "\n")
+    emit(line, args.results)
 
 
 if __name__ == "__main__":

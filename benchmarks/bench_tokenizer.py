@@ -27,7 +27,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -36,6 +35,7 @@ from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import emit  # noqa: E402
 
 if TYPE_CHECKING:
     from echoclip.tokenizer.echoclip_r import TemplateEncoding
@@ -173,12 +173,7 @@ def main() -> None:
         "speed_vs_clip_bpe": round(e["reports_per_s"] / c["reports_per_s"], 1),
         "speed_vs_echoclip_r_style": round(e["reports_per_s"] / r["reports_per_s"], 1),
     }
-    line = json.dumps(result)
-    print(line)
-    if args.save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+    emit(result, RESULTS if args.save else None)
 
 
 if __name__ == "__main__":
