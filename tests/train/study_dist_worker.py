@@ -1,4 +1,4 @@
-"""Train the tiny model at study level for a few steps; launched as several processes by
+"""Train a small model at study level for a few steps; launched as several processes by
 test_study_level's two-rank test.
 
 Usage: study_dist_worker.py DATA OUT BATCH_SIZE POOLING
@@ -7,31 +7,19 @@ Usage: study_dist_worker.py DATA OUT BATCH_SIZE POOLING
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
 from echoclip.train.clip import train_clip
-from echoclip.train.config import ContrastiveConfig, TrainConfig
+from tests.train.test_study_level import _config
 
 
 def main(data: str, out: str, batch_size: int, pooling: str) -> None:
-    config = TrainConfig(
-        out=out,
-        steps=2,
-        batch_size=batch_size,
-        lr=1e-3,
-        warmup_steps=0,
-        weight_decay=0.0,
-        precision="fp32",  # exact sums: bf16 rounds a batch of 2B differently from two of B
-        log_every=1,
-        checkpoint_every=100,
-        tensorboard=False,
-        progress=False,
-        seed=0,
-        level="study",
-        videos_per_study=3,
-        study_pooling=pooling,
-        contrastive=ContrastiveConfig(sentence_dropout=0.0),
+    # the test module's settings (fp32: bf16 rounds a batch of 2B differently from two of B),
+    # for two steps at 1e-3 without warm-up
+    config = _config(
+        Path(out), steps=2, batch_size=batch_size, lr=1e-3, warmup_steps=0, study_pooling=pooling
     )
     train_clip(
         data,
