@@ -149,6 +149,7 @@ def _with_study_dropouts(overrides: Any, args: argparse.Namespace, config: Any) 
     """The recipe's model overrides plus the study dropout flags (model settings, as the
     pooling they act on); a dropout given at clip level is a :class:`ConfigError`."""
     from echoclip.errors import ConfigError
+    from echoclip.train.config import DEFAULT_STUDY_POOLING
 
     dropouts = {
         f"study_{k}_dropout": getattr(args, f"study_{k}_dropout")
@@ -161,7 +162,7 @@ def _with_study_dropouts(overrides: Any, args: argparse.Namespace, config: Any) 
         raise ConfigError(f"{', '.join(dropouts)}: study dropouts are trained only at level 'study'")
     merged = {**(overrides or {}), **dropouts}
     # the model config needs the pooling the dropouts act on; train_clip sets the same one
-    merged.setdefault("study_pooling", config.study_pooling or "attention")
+    merged.setdefault("study_pooling", config.study_pooling or DEFAULT_STUDY_POOLING)
     return merged
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from echoclip.errors import DataError
 from echoclip.loop.trainer import Trainer, TrainResult
 from echoclip.models.embed import table_views
-from echoclip.train.config import TrainConfig
+from echoclip.train.config import DEFAULT_STUDY_POOLING, TrainConfig
 from echoclip.train.contrastive import ContrastiveObjective
 from echoclip.train.pairs import StudyPairs
 
@@ -120,7 +120,7 @@ def train_clip(
         view_column=config.view_column if study else None,
     )
     if study:
-        net.set_study_pooling(config.study_pooling or net.config.study_pooling or "attention")
+        net.set_study_pooling(config.study_pooling or net.config.study_pooling or DEFAULT_STUDY_POOLING)
     val_set = None
     if val_split:
         try:

@@ -91,6 +91,10 @@ class ContrastiveConfig:
 TRAIN_LEVELS = ("clip", "study")
 
 
+# the study pooling a model without one trains with at study level
+DEFAULT_STUDY_POOLING = "attention"
+
+
 @dataclass(frozen=True)
 class TrainConfig(LoopConfig):
     """A contrastive training run: the loop's settings, the data's, and the objective's (nested).
@@ -106,7 +110,7 @@ class TrainConfig(LoopConfig):
     # study level: the most videos of a study drawn per step (without replacement)
     videos_per_study: int = 4
     # study level: the model's study pooling (a name in STUDY_POOLINGS); None keeps the
-    # model's own, or "attention" for a model without one. Clip level leaves it unset.
+    # model's own, or DEFAULT_STUDY_POOLING for a model without one. Clip level leaves it unset.
     study_pooling: str | None = None
     # study level: the manifest column of each video's view; "auto" reads "view_pred" (a
     # classifier's views, as inference has them), else "view", else none; "none": unknown
