@@ -181,7 +181,7 @@ class AttentionPooling(StudyPooling):
     channels of ``x``: multi-head attention whose values are the video embeddings
     themselves, so that the study embedding stays a weighted mean of its videos' and
     only the weighting is learned. ``q`` starts at zero, so an untrained pooling is the
-    mean. (A learned value change, tried first, trained worse than the plain mean.)
+    mean.
 
     Args:
         heads: the number of queries; ``dim`` must be a multiple of it.
