@@ -1,13 +1,14 @@
 """The whole loop on simulated echoes, in minutes on a CPU: the library behind ``echoclip demo``.
 
-simulate -> tokenizer -> pretrain -> CLIP train (from the pretrained tower) -> CLIP
-train from scratch (the ablation, same budget, in a process of its own beside the
-first CLIP run) -> evaluate both on held-out studies
-(zero-shot EF, devices, findings, retrieval) -> frozen-feature probes -> embed and
-index the test set. Each stage records itself in ``stages.json`` when it is done, so
-a second run (or a run after a kill) skips finished stages and resumes training from
-its last checkpoint. Everything lands under one folder; ``metrics.json`` holds the
-flat figures the README reports.
+simulate (multi-view studies) -> tokenizer -> pretrain -> CLIP train from the pretrained
+tower (at study level: the study embedding of a few of each study's videos meets its
+report) -> optionally the same training from scratch (the ablation, same budget, in a
+process of its own beside the first CLIP run) -> evaluate on held-out studies (zero-shot
+EF, devices, findings, retrieval; at study level also the same model given one video of
+each study) -> optionally frozen-feature probes -> embed and index the test set. Each
+stage records itself in ``stages.json`` when it is done, so a second run (or a run after
+a kill) skips finished stages and resumes training from its last checkpoint. Everything
+lands under one folder; ``metrics.json`` holds the flat figures the README reports.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class DemoRecipe:
     ablation: bool
     # the simulator's realism preset (echoclip.data.synthetic.realism): "clean" or "real"
     realism: str
+    # the views each study records, each acquired videos_per_view times (a [min, max]
+    # range, drawn per study and view) and missing from a study at the rate view_missing
+    views: tuple[str, ...]
+    videos_per_view: tuple[int, int]
+    view_missing: float
     pretrain: LoopConfig
     train: TrainConfig
 
@@ -94,14 +100,24 @@ class DemoRecipe:
         if set(demo) != names:
             missing, unknown = sorted(names - set(demo)), sorted(set(demo) - names)
             raise ConfigError(f"{source}: [demo] table lacks {missing} / has unknown {unknown}")
+        per_view = demo["videos_per_view"]
+        per_view = (per_view, per_view) if isinstance(per_view, int) else tuple(per_view)
+        if len(per_view) != 2:
+            raise ConfigError(
+                f"{source}: videos_per_view is a count or [min, max], not {demo['videos_per_view']!r}"
+            )
+        demo.update(views=tuple(demo["views"]), videos_per_view=per_view)
         return cls(**demo, pretrain=pretrain, train=train)
 
     def stages(self) -> list[tuple[str, Stage]]:
         """The stages this recipe runs: the ablation's two only with ``ablation``, the
-        probes only with ``probe_steps``."""
+        probes only with ``probe_steps``, one video per study against the study only at
+        study level."""
         skipped = set() if self.ablation else {"clip_scratch", "evaluate_scratch"}
         if not self.probe_steps:
             skipped.add("probe")
+        if self.train.level != "study":
+            skipped.add("evaluate_one_video")
         return [(name, stage) for name, stage in STAGES if name not in skipped]
 
     def model_overrides(self) -> dict[str, Any] | None:
@@ -135,6 +151,8 @@ class DemoRecipe:
             "value_loss_weight": c.value_loss_weight,
             "value_sentences": c.value_sentences,
             "sentence_report_weight": c.sentence_report_weight,
+            "level": self.train.level,
+            "videos_per_study": self.train.videos_per_study if self.train.level == "study" else None,
         }
 
 
@@ -195,7 +213,9 @@ def run_demo(
             "clip_scratch",
             "eval",
             "eval_scratch",
+            "eval_one_video",
             "embeddings",
+            "embeddings_studies",
             "index",
             "probe",
         ):
@@ -288,8 +308,12 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
                 size=s.image_size,
                 frames=s.frames,
                 fps=s.fps,
+                views=s.views,
+                videos_per_view=s.videos_per_view,
+                view_missing=s.view_missing,
                 realism=s.realism,
                 overwrite=True,
+                progress=run.progress,
                 workers=os.cpu_count() or 1,
             )
     tables = []
@@ -396,7 +420,27 @@ def stage_evaluate_scratch(run: DemoRun) -> dict[str, Any]:
     return _evaluate(run, "clip_scratch", "eval_scratch")
 
 
-def _evaluate(run: DemoRun, model_dir: str, out: str) -> dict[str, Any]:
+def stage_evaluate_one_video(run: DemoRun) -> dict[str, Any]:
+    """The study-level model given one video of each study instead of all of them: what
+    pooling a study's views buys, measured on the same model and studies."""
+    return _evaluate(run, "clip", "eval_one_video", manifest=_one_video_manifest(run), level="clip")
+
+
+def _one_video_manifest(run: DemoRun) -> Path:
+    """The manifest with one video drawn (seeded) from each study."""
+    import pandas as pd
+
+    path = run.data / "one_video.parquet"
+    table = pd.read_parquet(run.manifest)
+    one = table.groupby("study_id", sort=False).sample(n=1, random_state=run.seed)
+    with atomic.writing(path) as tmp:
+        one.sort_index().to_parquet(tmp)
+    return path
+
+
+def _evaluate(
+    run: DemoRun, model_dir: str, out: str, manifest: Path | None = None, level: str | None = None
+) -> dict[str, Any]:
     from echoclip.evaluate import evaluate
     from echoclip.models.factory import get_tokenizer, load_model
 
@@ -405,12 +449,13 @@ def _evaluate(run: DemoRun, model_dir: str, out: str) -> dict[str, Any]:
     return evaluate(
         model,
         get_tokenizer(path),
-        run.manifest,
+        manifest or run.manifest,
         run.out / out,
         split="test",
         calibration_split="val",
         metrics_csv=run.out / model_dir / "metrics.csv",
         num_workers=min(2, os.cpu_count() or 1),  # decoding overlaps embedding
+        level=level or run.recipe.train.level,
     )
 
 
@@ -439,30 +484,43 @@ def stage_probe(run: DemoRun) -> dict[str, Any]:
 
 
 def stage_index(run: DemoRun) -> dict[str, Any]:
-    """Embed the test studies' videos and reports and build the search indexes."""
+    """Embed the test studies' videos and reports (and at study level the studies) and
+    build the search indexes."""
     from echoclip.data.datasets import open_dataset
     from echoclip.data.transforms import VideoTransform
-    from echoclip.models.embed import embed_dataset
+    from echoclip.models.embed import embed_dataset, embed_study_dataset
     from echoclip.models.factory import get_tokenizer, load_model
     from echoclip.models.model_dir import model_identity
     from echoclip.retrieval import EmbeddingStore, build_index
 
     model_dir = run.out / "clip" / "final"
     model = load_model(model_dir)
+    tokenizer, identity = get_tokenizer(model_dir), model_identity(model_dir)
     test = open_dataset(run.manifest, "test", VideoTransform(model.preprocess_config))
-    stores = run.out / "embeddings"
+    stores = {"videos": run.out / "embeddings", "reports": run.out / "embeddings"}
     embed_dataset(
         model,
-        get_tokenizer(model_dir),
+        tokenizer,
         test,
-        stores,
-        model_identity=model_identity(model_dir),
+        stores["videos"],
+        model_identity=identity,
         overwrite=True,
         progress=run.progress,
     )
+    if run.recipe.train.level == "study":
+        stores["studies"] = run.out / "embeddings_studies"
+        embed_study_dataset(
+            model,
+            tokenizer,
+            test,
+            stores["studies"],
+            model_identity=identity,
+            overwrite=True,
+            progress=run.progress,
+        )
     figures: dict[str, Any] = {}
-    for kind in ("videos", "reports"):
-        index = build_index(EmbeddingStore(stores / kind), factory="auto")
+    for kind, folder in stores.items():
+        index = build_index(EmbeddingStore(folder / kind), factory="auto")
         index.save(run.out / "index" / kind)
         figures[f"{kind}.size"] = index.size
     return figures
@@ -487,6 +545,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("clip", stage_clip),
     ("clip_scratch", stage_clip_scratch),
     ("evaluate", stage_evaluate),
+    ("evaluate_one_video", stage_evaluate_one_video),
     ("index", stage_index),
     ("evaluate_scratch", stage_evaluate_scratch),
     ("probe", stage_probe),
@@ -585,6 +644,7 @@ def collect_metrics(run: DemoRun, state: dict[str, Any]) -> dict[str, Any]:
     )
     for d in DEVICES:
         m[f"ablation.scratch.zeroshot.device.{d}.auc"] = ev0.get("zero_shot", {}).get(d, {}).get("auc")
+    m.update(_study_metrics(run, ev, results.get("evaluate_one_video")))
     probe = results.get("probe", {})
     for which in ("pretrained", "random"):
         for kind in ("ridge", "attentive"):
@@ -617,45 +677,102 @@ def collect_metrics(run: DemoRun, state: dict[str, Any]) -> dict[str, Any]:
     return jsonable(m)
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """The final table ``echoclip demo`` prints."""
+def _zero_shot_aucs(zero_shot: dict[str, Any]) -> dict[str, Any]:
+    """The AUC of each device and finding, by name."""
+    return {name: zero_shot.get(name, {}).get("auc") for name in (*DEVICES, *FINDINGS)}
 
-    def f(key: str, digits: int = 3) -> str:
-        v = metrics.get(key)
+
+def _mean(values: Any) -> float | None:
+    known = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return sum(known) / len(known) if known else None
+
+
+def _study_metrics(run: DemoRun, ev: dict[str, Any], one: dict[str, Any] | None) -> dict[str, Any]:
+    """``study.*``: the level the model met reports at, what its test studies held, the mean
+    AUC over devices and findings, and (at study level) the same model given one video of
+    each study (``study.one_video.*``)."""
+    data = ev.get("data", {})
+    m: dict[str, Any] = {
+        "study.level": run.recipe.train.level,
+        "study.views": list(run.recipe.views),
+        "study.test_studies": data.get("studies"),
+        "study.test_videos": data.get("videos"),
+        "study.pooling": data.get("pooling"),
+        "study.mean_auc": _mean(_zero_shot_aucs(ev.get("zero_shot", {})).values()),
+    }
+    if one is not None:
+        zs = one.get("zero_shot", {})
+        aucs = _zero_shot_aucs(zs)
+        m["study.one_video.mean_auc"] = _mean(aucs.values())
+        m["study.one_video.zeroshot.ef.mae"] = zs.get("ejection_fraction", {}).get("mae")
+        for name, auc in aucs.items():
+            m[f"study.one_video.zeroshot.{'device' if name in DEVICES else 'finding'}.{name}.auc"] = auc
+        m["study.one_video.retrieval.video_to_report.recall@10"] = (
+            one.get("retrieval", {}).get("video_to_report", {}).get("recall@10")
+        )
+    return m
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The final table ``echoclip demo`` prints: the trained model, and beside it the same
+    model given one video of each study (study level) and the ablation (when it ran)."""
+
+    def f(key: str | None, digits: int = 3) -> str:
+        v = metrics.get(key) if key else None
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
-    rows = [
-        (
-            "zero-shot EF MAE (%)",
-            f("zeroshot.ef.mae"),
-            f("ablation.scratch.zeroshot.ef.mae"),
-            f"mean predictor {f('zeroshot.ef.mae_mean_baseline')}",
-        ),
-        ("zero-shot EF Pearson r", f("zeroshot.ef.pearson"), "", ""),
-        *[
+    study = metrics.get("study.level") == "study"
+    unit = "study" if study else "video"  # what a report is retrieved by, and retrieves
+    # (header, prefix of its keys, its mean AUC's key)
+    columns: list[tuple[str, str, str | None]] = [("study" if study else "SSL+CLIP", "", "study.mean_auc")]
+    if study:
+        columns.append(("one video", "study.one_video.", "study.one_video.mean_auc"))
+    if any(k.startswith("ablation.scratch.") and v is not None for k, v in metrics.items()):
+        columns.append(("scratch", "ablation.scratch.", None))
+
+    def row(label: str, key: str, baseline: str = "", beside: bool = True) -> tuple[str, ...]:
+        return (
+            label,
+            *[f(prefix + key) if beside or not prefix else "" for _, prefix, _ in columns],
+            baseline,
+        )
+
+    blank = [""] * (len(columns) - 1)
+    probe_rows = []
+    if metrics.get("probe.ef.r2.pretrained") is not None:  # the probes ran
+        probe_rows.append(
             (
-                f"device AUC: {d}",
-                f(f"zeroshot.device.{d}.auc"),
-                f(f"ablation.scratch.zeroshot.device.{d}.auc"),
-                "",
+                "EF probe R² (attentive)",
+                f("probe.ef.r2.pretrained"),
+                *blank,
+                f"random init {f('probe.ef.r2.random')}",
             )
-            for d in DEVICES
-        ],
-        *[(f"finding AUC: {x}", f(f"zeroshot.finding.{x}.auc"), "", "") for x in FINDINGS],
+        )
+    rows = [
+        row(
+            "zero-shot EF MAE (%)", "zeroshot.ef.mae", f"mean predictor {f('zeroshot.ef.mae_mean_baseline')}"
+        ),
+        row("zero-shot EF Pearson r", "zeroshot.ef.pearson", beside=False),
+        *[row(f"device AUC: {d}", f"zeroshot.device.{d}.auc") for d in DEVICES],
+        *[row(f"finding AUC: {x}", f"zeroshot.finding.{x}.auc") for x in FINDINGS],
         (
-            "video->report recall@10",
-            f("retrieval.video_to_report.recall@10"),
-            f("ablation.scratch.retrieval.video_to_report.recall@10"),
+            "mean AUC, devices and findings",
+            *[f(mean) if mean else "" for _, _, mean in columns],
+            "",
+        ),
+        row(
+            f"{unit}->report recall@10",
+            "retrieval.video_to_report.recall@10",
             f"chance {f('retrieval.video_to_report.chance_recall@10')}",
         ),
-        ("report->video recall@10", f("retrieval.report_to_video.recall@10"), "", ""),
-        ("EF probe R² (attentive)", f("probe.ef.r2.pretrained"), f("probe.ef.r2.random"), "random init"),
-        ("total time (s)", f("time.total_s", 4), "", ""),
-        ("peak memory (MB)", f("memory.peak_rss_mb", 5), "", ""),
+        row(f"report->{unit} recall@10", "retrieval.report_to_video.recall@10", beside=False),
+        *probe_rows,
+        ("total time (s)", f("time.total_s", 4), *blank, ""),
+        ("peak memory (MB)", f("memory.peak_rss_mb", 5), *blank, ""),
     ]
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  {'SSL+CLIP':>10}  {'scratch':>10}  baseline"]
-    lines += [f"{a:{width}}  {b:>10}  {c:>10}  {d}" for a, b, c, d in rows]
+    header = "  ".join([f"{'':{width}}", *[f"{name:>10}" for name, _, _ in columns], "baseline"])
+    lines = [header] + ["  ".join([f"{r[0]:{width}}", *[f"{c:>10}" for c in r[1:-1]], r[-1]]) for r in rows]
     return "\n".join(lines)
 
 
@@ -678,7 +795,7 @@ def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
 
 
 def _settings(run: DemoRun) -> dict[str, Any]:
-    return {**run.recipe.settings(), "seed": run.seed}
+    return jsonable({**run.recipe.settings(), "seed": run.seed})  # as stages.json holds it
 
 
 def _last_loss(history: list[dict[str, Any]]) -> float | None:

@@ -14,7 +14,8 @@ from echoclip.demo import DemoRecipe, run_demo
 
 
 def toy_recipe(pretrain_steps: int = 2, clip_steps: int = 3, probe_steps: int = 3) -> DemoRecipe:
-    """The shipped small recipe at toy size: 20 + 8 studies of 64 px, a few steps of 4 clips."""
+    """The shipped small recipe at toy size (20 + 8 studies of 64 px, a few steps of 4
+    studies), with the ablation that ``echoclip demo --ablation`` adds."""
     small = DemoRecipe.load("demo-small")
     return dataclasses.replace(
         small,
@@ -22,6 +23,7 @@ def toy_recipe(pretrain_steps: int = 2, clip_steps: int = 3, probe_steps: int = 
         test_studies=8,
         image_size=64,
         probe_steps=probe_steps,
+        ablation=True,
         pretrain=small.pretrain.updated(
             steps=pretrain_steps, batch_size=4, warmup_steps=0, checkpoint_every=1, log_every=1
         ),
@@ -69,10 +71,11 @@ def test_every_stage_writes_loadable_outputs(finished):
     for name in ("metrics.json", "summary.md", "regression_ejection_fraction.png", "retrieval_ranks.png"):
         assert (out / "eval" / name).is_file(), name
     assert (out / "eval_scratch" / "metrics.json").is_file()
+    assert (out / "eval_one_video" / "metrics.json").is_file()
     assert (out / "ssl" / "final").is_dir()
     reports = Index.load(out / "index" / "reports")
     assert reports.size == metrics.get("config.test_studies", TOY.test_studies) or reports.size > 0
-    assert Index.load(out / "index" / "videos").size > 0
+    assert Index.load(out / "index" / "videos").size > Index.load(out / "index" / "studies").size > 0
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert list(stages) == [name for name, _ in demo.STAGES]
     table = pd.read_parquet(out / "data" / "manifest.parquet")
@@ -89,6 +92,50 @@ def test_every_stage_writes_loadable_outputs(finished):
     assert {metrics[f"memory.{name}_allocator"] for name in stages} == {allocator_name()}
     # the total is the run's wall time, not the sum of stages that overlapped
     assert metrics["time.total_s"] == state["wall_s"] > 0
+
+
+def test_the_demo_trains_and_scores_multi_view_studies_beside_one_video_of_each(finished):
+    out, metrics = finished
+    table = pd.read_parquet(out / "data" / "manifest.parquet")
+    per_study = table.groupby("study_id")["view"].agg(list)
+    assert set(table["view"]) == set(TOY.views) and per_study.map(len).max() > 1
+    assert all(len(views) == len(set(views)) for views in per_study)  # one video of each view
+    assert json.loads((out / "eval" / "metrics.json").read_text())["level"] == "study"
+    assert metrics["study.level"] == "study" and metrics["study.views"] == list(TOY.views)
+    assert metrics["study.test_studies"] == TOY.test_studies < metrics["study.test_videos"]
+    assert metrics["study.pooling"] == "attention"
+    one_video = json.loads((out / "eval_one_video" / "metrics.json").read_text())
+    assert "level" not in one_video and one_video["data"]["videos"] == TOY.test_studies
+    for key in ("study.mean_auc", "study.one_video.mean_auc", "study.one_video.zeroshot.ef.mae"):
+        assert metrics[key] is not None, key
+    aucs = [metrics[f"zeroshot.device.{d}.auc"] for d in demo.DEVICES]
+    aucs += [metrics[f"zeroshot.finding.{x}.auc"] for x in demo.FINDINGS]
+    known = [a for a in aucs if a is not None]
+    assert metrics["study.mean_auc"] == pytest.approx(sum(known) / len(known))
+    header, *rows = demo.format_table(metrics).splitlines()
+    assert header.split() == ["study", "one", "video", "scratch", "baseline"]
+    mean_row = next(r for r in rows if r.startswith("mean AUC"))
+    assert f"{metrics['study.one_video.mean_auc']:.3g}" in mean_row
+
+
+def test_a_single_view_recipe_trains_at_clip_level_without_the_one_video_comparison():
+    robust = DemoRecipe.load("demo-robust")
+    assert robust.views == ("A4C",) and robust.train.level == "clip"
+    assert "evaluate_one_video" not in [name for name, _ in robust.stages()]
+    table = demo.format_table({"study.level": "clip", "zeroshot.ef.mae": 3.0})
+    assert table.splitlines()[0].split() == ["SSL+CLIP", "baseline"]
+
+
+def test_a_recipe_with_a_bad_videos_per_view_is_refused():
+    from echoclip.errors import ConfigError
+    from echoclip.loop.config import load_recipe
+
+    recipe = load_recipe("demo-small")
+    recipe["demo"]["videos_per_view"] = [1, 2, 3]
+    with pytest.raises(ConfigError, match="videos_per_view"):
+        DemoRecipe.from_dict(recipe)
+    recipe["demo"]["videos_per_view"] = [1, 2]
+    assert DemoRecipe.from_dict(recipe).videos_per_view == (1, 2)
 
 
 def test_device_weights_draw_rarely_named_devices_more_often_in_training_only():
@@ -142,6 +189,7 @@ def test_a_recipe_without_the_ablation_or_probes_runs_the_pretrained_arm_alone()
         "pretrain",
         "clip",
         "evaluate",
+        "evaluate_one_video",
         "index",
     ]
     assert [name for name, _ in TOY.stages()] == [name for name, _ in demo.STAGES]
@@ -159,11 +207,26 @@ def test_a_field_of_view_reaches_the_models_preprocessing():
 def test_the_robust_recipe_is_the_demo_recipe_on_real_studies_with_the_acquisition_augmentation():
     small, robust = DemoRecipe.load("demo-small"), DemoRecipe.load("demo-robust")
     augment = dataclasses.replace(small.train.augment, acquisition_p=0.2, acquisition_strength=0.75)
+    # the single-view recipe its figures were measured with: one A4C video of 32 frames per
+    # study, 700 clip-level steps of 40
+    train = dataclasses.replace(
+        small.train,
+        augment=augment,
+        level="clip",
+        videos_per_study=4,
+        steps=700,
+        batch_size=40,
+        checkpoint_every=175,
+    )
     expected = dataclasses.replace(
         small,
         realism="real",
         ablation=False,
         probe_steps=0,
-        train=dataclasses.replace(small.train, augment=augment),
+        views=("A4C",),
+        view_missing=0.0,
+        frames=32,
+        fps=25.0,
+        train=train,
     )
     assert robust == expected

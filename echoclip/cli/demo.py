@@ -21,16 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--recipe", help="a demo recipe file of your own (a copy of demo-small.toml, edited)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort and of training")
     parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train the CLIP stage from scratch beside the pretrained one, and report both",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="redo every stage instead of reusing finished ones"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
-    from echoclip.demo import format_table, run_demo
+    from echoclip.demo import DemoRecipe, format_table, run_demo
 
-    recipe = args.recipe or f"demo-{args.size}"
+    recipe = DemoRecipe.load(args.recipe or f"demo-{args.size}")
+    if args.ablation:
+        recipe = dataclasses.replace(recipe, ablation=True)
     metrics = run_demo(args.out, recipe, seed=args.seed, force=args.force, progress=not args.quiet)
     out = Path(args.out)
     print(format_table(metrics))
