@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -112,6 +113,14 @@ def test_the_demo_trains_and_scores_multi_view_studies_beside_one_video_of_each(
     aucs += [metrics[f"zeroshot.finding.{x}.auc"] for x in demo.FINDINGS]
     known = [a for a in aucs if a is not None]
     assert metrics["study.mean_auc"] == pytest.approx(sum(known) / len(known))
+    from echoclip.cli.demo import _first_test_study
+
+    files = _first_test_study(out)  # the demo's hint: search by the files of one test study
+    first = table[table["split"] == "test"]["study_id"].iloc[0]
+    assert sorted(files) == sorted(
+        str(out / "data" / p) for p in table.loc[table["study_id"] == first, "video_path"]
+    )
+    assert all(Path(f).is_file() for f in files)
     header, *rows = demo.format_table(metrics).splitlines()
     assert header.split() == ["study", "one", "video", "scratch", "baseline"]
     mean_row = next(r for r in rows if r.startswith("mean AUC"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "run the whole loop on simulated echoes: simulate, tokenizer, pretrain, train, evaluate, index"
 EXAMPLE = "echoclip demo --out runs/demo --size small --seed 0"
@@ -32,7 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-    from pathlib import Path
 
     from echoclip.demo import DemoRecipe, format_table, run_demo
 
@@ -47,6 +47,21 @@ def run(args: argparse.Namespace) -> int:
         f"search the test set:  echoclip search --index {out / 'index'} "
         f'--model {out / "clip" / "final"} --text "A PACEMAKER LEAD IS SEEN."'
     )
+    if (out / "index" / "studies").is_dir():
+        print(
+            f"the reports nearest a test study:  echoclip search --index {out / 'index'} "
+            f"--model {out / 'clip' / 'final'} --study {' '.join(_first_test_study(out))}"
+        )
     print(f"open it in a browser:  echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'}")
     print(f"demo done in {metrics['time.total_s']:.0f} s")
     return 0
+
+
+def _first_test_study(out: Path) -> list[str]:
+    """The video files of the demo's first test study."""
+    import pandas as pd
+
+    table = pd.read_parquet(out / "data" / "manifest.parquet", columns=["study_id", "video_path", "split"])
+    test = table[table["split"] == "test"]
+    rows = test[test["study_id"] == test["study_id"].iloc[0]]
+    return [str(out / "data" / path) for path in rows["video_path"]]
