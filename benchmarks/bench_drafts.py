@@ -21,7 +21,7 @@ AUC per label for prompts and knn, MCMRR and median rank. ``targets`` says wheth
 draft meets the acceptance of the drafting issue (macro F1 at least 0.05 above the
 nearest report's; EF MAE at most 0.3 of the mean predictor's).
 
-    python benchmarks/bench_drafts.py --model runs/demo/clip/final --data runs/demo/data/manifest.parquet
+    python benchmarks/bench_drafts.py --model runs/demo/clip/final --data runs/demo/data/manifest.parquet --level study
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="the studies drafted and scored")
     parser.add_argument("--index-split", default="train", help="the reports indexed and searched")
     parser.add_argument("--k", type=int, default=None, help="neighbours of the knn method (default: its own)")
+    parser.add_argument(
+        "--level",
+        choices=("clip", "study"),
+        default="clip",
+        help="query by each study's clips (clip) or by its study embedding (study; a study-level model)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     parser.add_argument("--results", default=str(RESULTS), help="JSONL to append the line to ('' for none)")
@@ -124,7 +130,9 @@ def main() -> None:
     index_s = time.perf_counter() - t0
 
     # the prompts (each target's own method), the retrieval figures and the judged drafts
-    common = dict(prompt_sets=PROMPT_SETS, split=args.split, calibration_split=None, device="cpu")
+    common = dict(
+        prompt_sets=PROMPT_SETS, split=args.split, calibration_split=None, device="cpu", level=args.level
+    )
     prompts = evaluate(
         model, tokenizer, manifest, work / "prompts", drafts=sections, model_hash=identity["hash"], **common
     )
@@ -177,6 +185,7 @@ def main() -> None:
         "model": str(model_dir),
         "data": str(manifest),
         "split": args.split,
+        "level": args.level,
         "studies": prompts["data"]["studies"],
         "index_split": args.index_split,
         "indexed_reports": nearest["reference_reports"],
