@@ -717,8 +717,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     """The final table ``echoclip demo`` prints: the trained model, and beside it the same
     model given one video of each study (study level) and the ablation (when it ran)."""
 
-    def f(key: str | None, digits: int = 3) -> str:
-        v = metrics.get(key) if key else None
+    def f(key: str, digits: int = 3) -> str:
+        v = metrics.get(key)
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
     study = metrics.get("study.level") == "study"
