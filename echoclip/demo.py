@@ -517,6 +517,7 @@ def stage_index(run: DemoRun) -> dict[str, Any]:
             model_identity=identity,
             overwrite=True,
             progress=run.progress,
+            videos=stores["videos"] / "videos",  # pooled, not encoded again
         )
     figures: dict[str, Any] = {}
     for kind, folder in stores.items():

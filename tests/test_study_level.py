@@ -200,3 +200,64 @@ def test_search_by_an_unreadable_study_is_one_line(served, tmp_path, capsys):
     assert err == f"echoclip search: error: {folder}: none of the 2 files of the study is a readable video"
     assert main(["search", "--index", str(index), "--model", model, "--study", str(folder / "c.avi")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_studies_pooled_from_a_video_store_equal_those_encoded_again(served, loaded, tmp_path):
+    from echoclip.errors import DataError
+    from echoclip.models.embed import embed_dataset, embed_study_dataset
+    from echoclip.models.model_dir import model_identity
+    from echoclip.retrieval import EmbeddingStore
+
+    model, tokenizer = loaded
+    identity = model_identity(served["model"])
+    dataset = _dataset(model, served["sim"])
+    embed_dataset(model, tokenizer, dataset, tmp_path / "emb", model_identity=identity, progress=False)
+    videos = tmp_path / "emb" / "videos"
+    encoded = embed_study_dataset(
+        model, tokenizer, dataset, tmp_path / "again", model_identity=identity, progress=False
+    )
+    pooled = embed_study_dataset(
+        model, tokenizer, dataset, tmp_path / "pooled", model_identity=identity, progress=False, videos=videos
+    )
+    assert pooled.studies.study_ids == encoded.studies.study_ids and pooled.videos == 6
+    # the same studies, their videos and views; embeddings within the video store's float16
+    np.testing.assert_allclose(pooled.studies.features, encoded.studies.features, atol=2e-3)
+    a, b = (EmbeddingStore(d / "studies").metadata() for d in (tmp_path / "again", tmp_path / "pooled"))
+    pd.testing.assert_frame_equal(a, b)
+    # a study with no stored video is listed, not lost
+    manifest = pd.read_parquet(served["sim"] / "manifest.parquet")
+    first = manifest["study_id"].iloc[0]
+    part = EmbeddingStore.create(tmp_path / "part", 128, model=identity)
+    keep = (EmbeddingStore(videos).metadata()["study_id"] != first).to_numpy()
+    part.append(EmbeddingStore(videos).embeddings()[keep], EmbeddingStore(videos).metadata()[keep])
+    some = embed_study_dataset(
+        model,
+        tokenizer,
+        dataset,
+        tmp_path / "some",
+        progress=False,
+        model_identity=identity,
+        videos=part.path,
+    )
+    assert first not in some.studies.study_ids and some.videos == 5
+    skipped = pd.read_csv(tmp_path / "some" / "skipped_studies.csv")
+    assert (
+        skipped["study_id"].astype(str).tolist() == [str(first)]
+        and skipped["reason"][0] == "no video in part"
+    )
+    # a store of another model, or of other studies, is refused in one line
+    with pytest.raises(DataError, match="embedded by another model"):
+        embed_study_dataset(
+            model,
+            tokenizer,
+            dataset,
+            tmp_path / "x",
+            videos=videos,
+            model_identity={"name": "m", "hash": "0"},
+        )
+    other = EmbeddingStore.create(tmp_path / "other", 128, model=identity)
+    other.append(np.ones((1, 128), np.float32), pd.DataFrame({"study_id": ["elsewhere"]}))
+    with pytest.raises(DataError, match="videos of 1 studies this data set does not have"):
+        embed_study_dataset(
+            model, tokenizer, dataset, tmp_path / "y", videos=other.path, model_identity=identity
+        )

@@ -754,6 +754,7 @@ def embed_study_dataset(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    videos: str | os.PathLike[str] | None = None,
 ) -> StoredEmbeddings:
     """Embed a data set's studies (:func:`embed_studies`) and distinct reports into two stores.
 
@@ -764,6 +765,11 @@ def embed_study_dataset(
     ``out/skipped_studies.csv`` (studies with no readable video). ``echoclip index`` turns
     the folder into a study index and a report index. A study without a report text is
     kept (it can be found by its videos) and has no row in ``out/reports``.
+
+    ``videos``: a video store of the same data set by the same model (:func:`embed_dataset`'s
+    ``out/videos``), whose embeddings are pooled instead of encoding the videos again; a
+    study none of whose videos it holds is listed in ``skipped_studies.csv``, and the
+    unreadable files are in that store's ``skipped.csv``, not in this one.
     """
     from pathlib import Path
 
@@ -778,15 +784,20 @@ def embed_study_dataset(
     table = getattr(dataset, "table", None)
     if table is None or "study_id" not in table.columns:
         raise DataError(f"{getattr(dataset, 'root', 'the data set')}: no study_id column to group videos by")
-    studies = embed_studies(
-        model,
-        dataset,
-        max_videos=max_videos,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        progress=progress,
-    )
+    if videos is None:
+        studies = embed_studies(
+            model,
+            dataset,
+            max_videos=max_videos,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            progress=progress,
+        )
+        not_pooled = "no readable video (see skipped.csv)"
+    else:
+        studies = _pool_video_store(model, table, Path(videos), model_identity, max_videos, device)
+        not_pooled = f"no video in {Path(videos).name}"
     meta = _study_metadata(table, studies)
     report_meta = _report_metadata(table)
     reports = embed_reports(
@@ -805,11 +816,46 @@ def embed_study_dataset(
             {
                 "study_id": studies.skipped,
                 "videos": [int((table["study_id"] == s).sum()) for s in studies.skipped],
-                "reason": "no readable video (see skipped.csv)",
+                "reason": not_pooled,
             }
         )
         atomic.write_text(tmp / "skipped_studies.csv", skipped.to_csv(index=False))
     return StoredEmbeddings(out, len(studies), len(report_meta), len(studies.failed), dim, studies)
+
+
+def _pool_video_store(
+    model: Any,
+    table: Any,
+    path: Any,
+    model_identity: dict[str, str] | None,
+    max_videos: int,
+    device: str | torch.device | None,
+) -> StudyEmbeddings:
+    """The studies of ``table`` pooled (:func:`pool_studies`) from a store of their videos'
+    embeddings; a store of another model, or of videos of other studies, is refused."""
+    from echoclip.retrieval import EmbeddingStore
+
+    store = EmbeddingStore(path)
+    made_by, wanted = (store.model or {}).get("hash"), (model_identity or {}).get("hash")
+    if made_by and wanted and made_by != wanted:
+        raise DataError(
+            f"{path}: embedded by another model ({(store.model or {}).get('name')}); "
+            "embed the videos with this one, or leave the video store out"
+        )
+    meta = store.metadata()
+    if meta is None or "study_id" not in meta.columns:
+        raise DataError(f"{path}: its metadata has no study_id column to group videos by")
+    known = set(table["study_id"])
+    strangers = [s for s in meta["study_id"].drop_duplicates() if s not in known]
+    if strangers:
+        raise DataError(f"{path}: holds videos of {len(strangers)} studies this data set does not have")
+    study_ids = meta["study_id"].tolist()
+    pooled = pool_studies(
+        model, store.embeddings(), study_ids, table_views(meta), max_videos=max_videos, device=device
+    )
+    stored = set(study_ids)
+    pooled.skipped = [s for s in table["study_id"].drop_duplicates() if s not in stored]
+    return pooled
 
 
 def _study_metadata(table: Any, studies: StudyEmbeddings) -> Any:
