@@ -4,6 +4,7 @@ the ``echoclip report`` command."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,15 +218,13 @@ def test_consensus_drafts_what_most_nearest_reports_say_where_nearest_takes_a_hu
     np.testing.assert_allclose(weights, [[1.0, np.exp(-1.0), 0.0], [0.0, 0.0, 0.0]])
 
 
-def test_consensus_states_what_enough_nearest_reports_state_with_the_ef_nearest_theirs(tmp_path) -> None:
-    from echoclip.zeroshot.judge import report_facts
-
+def _lv_corpus(tmp_path, dilated_efs: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """Four normal LV paragraphs and one dilated one per EF, every report equally near ``axis(0)``;
+    the texts' embedding medoid is a normal one."""
     from .toy import axis, toy_model
 
-    # seven equally near reports: four alike say the LV is normal, three (3/7 = 0.43) that it is
-    # dilated; the texts' embedding medoid is a normal one
     sections = [f"Normal LV size, reader {i}. LVEF 55%." for i in range(4)]
-    sections += [f"The left ventricle is dilated. LVEF {ef}%." for ef in (35, 50, 40)]
+    sections += [f"The left ventricle is dilated. LVEF {ef}%." for ef in dilated_efs]
     vectors, reports = {}, []
     for i, section in enumerate(sections):
         reports.append(f"LEFT VENTRICLE: {section}")
@@ -234,10 +233,18 @@ def test_consensus_states_what_enough_nearest_reports_state_with_the_ef_nearest_
         vectors[section] = part / np.linalg.norm(part)
     table = pd.DataFrame({"study_id": [f"s{i}" for i in range(len(sections))], "report": reports})
     model, tokenizer = toy_model(vectors)
-    out = build_section_index(model, tokenizer, table, tmp_path / "idx", split=None)
+    return model, tokenizer, build_section_index(model, tokenizer, table, tmp_path / "idx", split=None)
 
+
+def test_consensus_states_what_enough_nearest_reports_state_with_the_ef_nearest_theirs(tmp_path) -> None:
+    from echoclip.zeroshot.judge import report_facts
+
+    from .toy import axis
+
+    # seven equally near reports: four say the LV is normal, three (3/7 = 0.43) that it is dilated
+    model, tokenizer, out = _lv_corpus(tmp_path, (35, 50, 40))
     lv = draft_report(model, tokenizer, axis(0), out)["lv"]
-    # 0.43 of the weight states the dilation, over the threshold of 0.4: the draft states it, with
+    # 0.43 of the weight states the dilation, over the threshold: the draft states it, with
     # the EF of those texts nearest the seven reports' mean (49.3 %)
     assert lv.presence == 1.0 and lv.text == "The left ventricle is dilated. LVEF 50%."
     assert report_facts(lv.text).findings == {"lv_dilation"}
@@ -249,6 +256,23 @@ def test_consensus_states_what_enough_nearest_reports_state_with_the_ef_nearest_
     assert draft_report(model, tokenizer, axis(0), out, presence_threshold=0)["lv"].text == lv.text
     with pytest.raises(ConfigError, match="fact_threshold must be in"):
         index.draft(axis(0)[None], fact_threshold=0)
+
+
+def test_consensus_states_a_finding_a_third_of_the_nearest_reports_state(tmp_path) -> None:
+    from echoclip.zeroshot.drafts import FACT_THRESHOLD
+    from echoclip.zeroshot.judge import report_facts
+
+    from .toy import axis
+
+    # two of six (0.33) nearest reports say the LV is dilated: the default threshold (0.2, half
+    # the F1 a finding reaches) states it, with the EF nearest the six's mean (50.8 %); one of
+    # 0.4, as sections are read, does not
+    model, tokenizer, out = _lv_corpus(tmp_path, (40, 45))
+    assert FACT_THRESHOLD == 0.2
+    lv = draft_report(model, tokenizer, axis(0), out)["lv"]
+    assert lv.text == "The left ventricle is dilated. LVEF 45%." and lv.study_id == "s5"
+    stricter = SectionIndex.load(out).draft(axis(0)[None], fact_threshold=0.4)[0]["lv"]
+    assert stricter.text.startswith("Normal LV size") and not report_facts(stricter.text).findings
 
 
 def test_an_index_from_before_the_whole_reports_asks_to_be_rebuilt(tmp_path) -> None:
