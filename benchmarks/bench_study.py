@@ -1,12 +1,12 @@
 """Study level against clip level on multi-view simulated studies (issue 42), arms side by side.
 
-Per seed: simulates multi-view studies (A4C, A2C, PLAX, PSAX; 1-3 videos of each view,
-each view missing in 10 % of studies), train/val split by patient, test studies from
-seeds training never saw (as the demo's ``stage_simulate``); trains the demo recipe's
-tokenizer and, unless ``--pretrain-steps 0``, its self-supervised pretraining (the demo's
-loop, without its in-memory video cache); then trains four CLIP arms from the same
-tower, each for the same steps and the same studies per batch, two at a time in
-processes of their own on one thread each:
+Per seed: simulates the recipe's multi-view studies with the demo's own ``stage_simulate``
+(``demo-small``: A4C, A2C, PLAX, PSAX, one video of each, a view missing from 10 % of
+studies; train/val split by patient, test studies from seeds training never saw); trains
+the demo recipe's tokenizer and, unless ``--pretrain-steps 0``, its self-supervised
+pretraining (the demo's loop, decoding from disk); then trains four CLIP arms from the
+same tower, each for the same steps and the same studies per batch, two at a time in
+processes of their own on one thread each, each with the videos decoded once in memory:
 
 - ``clip``: clip level, EchoCLIP's pairing (each study's report with one random video of
   it per epoch). Scored at study level twice: with the mean of the clip embeddings of all
@@ -55,7 +55,6 @@ from machine import describe_machine, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "study.jsonl"
-VIEWS = ("A4C", "A2C", "PLAX", "PSAX")
 PROMPT_SETS = ("ejection_fraction", "devices", "findings")
 # arm -> (training level, study pooling)
 ARMS: dict[str, tuple[str, str | None]] = {
@@ -90,52 +89,22 @@ def _r(value: Any, digits: int = 4) -> Any:
 
 
 def simulate(work: Path, args: argparse.Namespace, recipe: Any, seed: int) -> Path:
-    """The seed's manifest: train/val (by patient) from ``seed``, test from a seed training never saw."""
-    import numpy as np
-    import pandas as pd
+    """The seed's manifest, simulated as the demo's ``stage_simulate`` does (train/val by
+    patient from ``seed``, test from a seed training never saw, the recipe's views), at
+    the studies, size and frames of ``args``."""
+    from echoclip.demo import DemoRun, stage_simulate
 
-    from echoclip import atomic
-    from echoclip.data.synthetic import DEVICE_PATTERNS, simulate_dataset
-    from echoclip.train.balance import mention_weights
-
-    manifest = work / "data" / "manifest.parquet"
-    if manifest.is_file():
-        return manifest
-    parts = {"trainval": (args.studies, seed), "test": (args.test_studies, 1_000_003 + seed)}
-    tables = []
-    for name, (n, part_seed) in parts.items():
-        folder = work / "data" / name
-        if not (folder / "manifest.parquet").is_file():
-            simulate_dataset(
-                folder,
-                n=n,
-                seed=part_seed,
-                size=args.size,
-                frames=args.frames,
-                fps=recipe.fps,
-                views=VIEWS,
-                videos_per_view=(1, 3),
-                view_missing=0.1,
-                realism=recipe.realism,
-                overwrite=True,
-                progress=False,
-                workers=os.cpu_count() or 1,
-            )
-        t = pd.read_parquet(folder / "manifest.parquet")
-        t["video_path"] = name + "/" + t["video_path"].astype(str)
-        t["split"] = t["split"].replace({"test": "val"}) if name == "trainval" else "test"
-        tables.append(t)
-    table = pd.concat(tables, ignore_index=True)
-    weights = np.ones(len(table))
-    train = (table["split"] == "train").to_numpy()
-    if recipe.device_share > 0:  # the demo's draw of rarely named devices
-        weights[train] = mention_weights(
-            table.loc[train, "report"].tolist(), DEVICE_PATTERNS, recipe.device_share
-        )
-    table["sample_weight"] = weights
-    with atomic.writing(manifest) as tmp:
-        table.to_parquet(tmp)
-    return manifest
+    sized = dataclasses.replace(
+        recipe,
+        train_studies=args.studies,
+        test_studies=args.test_studies,
+        image_size=args.size,
+        frames=args.frames,
+    )
+    run = DemoRun(out=work, recipe=sized, seed=seed, progress=False)
+    if not run.manifest.is_file():
+        stage_simulate(run)
+    return run.manifest
 
 
 def train_tokenizer(work: Path, manifest: Path, recipe: Any) -> Path:
@@ -228,6 +197,7 @@ def train_arm(
             resume=True,
             val_split=None,
             ood=False,
+            preload=True,  # decoded once, as the demo's CLIP stage does
         )
         losses = [row["loss"] for row in result.history if row.get("loss") not in (None, "")]
         return {
@@ -425,7 +395,7 @@ def run_seed(args: argparse.Namespace, recipe: Any, seed: int) -> dict[str, Any]
     t = time.perf_counter()
     base = figures["attention"]["mean_auc"]
     missing: dict[str, Any] = {}
-    for view in VIEWS:
+    for view in recipe.views:
         rows = (attention.table["view"] != view).to_numpy().nonzero()[0]
         f = attention.figures(rows=rows)
         missing[view] = {
@@ -507,10 +477,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--small: 0)")
     parser.add_argument("--recipe", default="demo-small", help="the demo recipe whose training the arms use")
-    parser.add_argument("--studies", type=int, help="train/val studies (default 1000; --small 120)")
-    parser.add_argument("--test-studies", type=int, help="held-out test studies (default 150; --small 40)")
-    parser.add_argument("--size", type=int, help="video size in pixels (default 112; --small 64)")
-    parser.add_argument("--frames", type=int, help="frames per video (default 32; --small 16)")
+    parser.add_argument("--studies", type=int, help="train/val studies (default: the recipe's; --small 120)")
+    parser.add_argument("--test-studies", type=int, help="held-out test studies (default: the recipe's; --small 40)")
+    parser.add_argument("--size", type=int, help="video size in pixels (default: the recipe's; --small 64)")
+    parser.add_argument("--frames", type=int, help="frames per video (default: the recipe's; --small 16)")
     parser.add_argument("--steps", type=int, help="CLIP steps of every arm (default: the recipe's)")
     parser.add_argument(
         "--batch-size", type=int, help="studies per batch of every arm (default: the recipe's)"
@@ -518,7 +488,9 @@ def main() -> None:
     parser.add_argument(
         "--pretrain-steps", type=int, help="pretraining steps (default: the recipe's; 0 skips; --small 0)"
     )
-    parser.add_argument("--videos-per-study", type=int, default=4, help="study arms: videos drawn per study")
+    parser.add_argument(
+        "--videos-per-study", type=int, help="study arms: videos drawn per study (default: the recipe's)"
+    )
     parser.add_argument(
         "--view-steps", type=int, help="view head fine-tuning steps (default 200; --small 40)"
     )
@@ -529,22 +501,22 @@ def main() -> None:
 
     from echoclip.demo import DemoRecipe
 
+    recipe = DemoRecipe.load(args.recipe)
     preset = (
         SMALL
         if args.small
         else {
-            "studies": 1000,
-            "test_studies": 150,
-            "size": 112,
-            "frames": 32,
+            "studies": recipe.train_studies,
+            "test_studies": recipe.test_studies,
+            "size": recipe.image_size,
+            "frames": recipe.frames,
             "view_steps": 200,
             "seeds": [0, 1, 2],
         }
     )
-    for name, value in preset.items():
+    for name, value in {**preset, "videos_per_study": recipe.train.videos_per_study}.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    recipe = DemoRecipe.load(args.recipe)
     train = recipe.train.updated(steps=args.steps, batch_size=args.batch_size)
     if args.small:
         train = train.updated(
@@ -571,9 +543,9 @@ def main() -> None:
             "test_studies": args.test_studies,
             "size": args.size,
             "frames": args.frames,
-            "views": list(VIEWS),
-            "videos_per_view": [1, 3],
-            "view_missing": 0.1,
+            "views": list(recipe.views),
+            "videos_per_view": list(recipe.videos_per_view),
+            "view_missing": recipe.view_missing,
             "steps": recipe.train.steps,
             "batch_size_studies": recipe.train.batch_size,
             "videos_per_study": args.videos_per_study,
