@@ -478,7 +478,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--small: 0)")
     parser.add_argument("--recipe", default="demo-small", help="the demo recipe whose training the arms use")
     parser.add_argument("--studies", type=int, help="train/val studies (default: the recipe's; --small 120)")
-    parser.add_argument("--test-studies", type=int, help="held-out test studies (default: the recipe's; --small 40)")
+    parser.add_argument(
+        "--test-studies", type=int, help="held-out test studies (default: the recipe's; --small 40)"
+    )
     parser.add_argument("--size", type=int, help="video size in pixels (default: the recipe's; --small 64)")
     parser.add_argument("--frames", type=int, help="frames per video (default: the recipe's; --small 16)")
     parser.add_argument("--steps", type=int, help="CLIP steps of every arm (default: the recipe's)")
