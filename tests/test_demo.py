@@ -104,7 +104,7 @@ def test_the_demo_trains_and_scores_multi_view_studies_beside_one_video_of_each(
     assert json.loads((out / "eval" / "metrics.json").read_text())["level"] == "study"
     assert metrics["study.level"] == "study" and metrics["study.views"] == list(TOY.views)
     assert metrics["study.test_studies"] == TOY.test_studies < metrics["study.test_videos"]
-    assert metrics["study.pooling"] == "mean"  # the recipe's (bench_study.py: it trained the best tower)
+    assert metrics["study.pooling"] == "mean"  # the recipe's, chosen by bench_study.py
     one_video = json.loads((out / "eval_one_video" / "metrics.json").read_text())
     assert "level" not in one_video and one_video["data"]["videos"] == TOY.test_studies
     for key in ("study.mean_auc", "study.one_video.mean_auc", "study.one_video.zeroshot.ef.mae"):
