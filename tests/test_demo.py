@@ -223,6 +223,7 @@ def test_the_robust_recipe_is_the_demo_recipe_on_real_studies_with_the_acquisiti
         augment=augment,
         level="clip",
         videos_per_study=4,
+        study_pooling=None,
         steps=700,
         batch_size=40,
         checkpoint_every=175,
