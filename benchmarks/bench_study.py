@@ -63,6 +63,8 @@ ARMS: dict[str, tuple[str, str | None]] = {
     "mean": ("study", "mean"),
     "echoprime": ("study", "echoprime"),
 }
+# findings real apical four-chamber views do not show well (issue 42 names them)
+NOT_IN_A4C = ("lv_hypertrophy", "pericardial_effusion")
 # the two lanes the arms train in, side by side
 LANES = (("clip", "mean"), ("attention", "echoprime"))
 SMALL = {
@@ -442,13 +444,10 @@ def run_seed(args: argparse.Namespace, recipe: Any, seed: int) -> dict[str, Any]
 
 def targets(figures: dict[str, Any], views: dict[str, Any], missing: dict[str, Any]) -> dict[str, bool]:
     """Issue 42's acceptance criteria, each True or False, for one seed."""
-    from echoclip.data.synthetic.render import FINDING_VIEWS
-
     study = figures["attention"]
     aucs = {k: v for k, v in study.items() if k.endswith(".auc")}
     devices = [v for k, v in aucs.items() if k.startswith("devices.")]
     findings = [v for k, v in aucs.items() if k.startswith("findings.")]
-    unseen = [f for f, seen in FINDING_VIEWS.items() if "A4C" not in seen]
 
     def ok(value: Any, bound: float, above: bool = True) -> bool:
         return value is not None and (value >= bound if above else value <= bound)
@@ -460,8 +459,11 @@ def targets(figures: dict[str, Any], views: dict[str, Any], missing: dict[str, A
         "study_over_clip_mean_by_0.05": ok(study["mean_auc"] - figures["clip.mean"]["mean_auc"], 0.05 - 1e-9),
         "study_device_auc_all_0.97": bool(devices) and all(ok(v, 0.97) for v in devices),
         "study_finding_auc_all_0.90": bool(findings) and all(ok(v, 0.90) for v in findings),
-        # the simulator's findings none of A4C shows (FINDING_VIEWS): all are covered above
-        "study_finding_auc_not_in_a4c_0.90": all(ok(study.get(f"findings.{f}.auc"), 0.90) for f in unseen),
+        # the findings the issue names as those real A4C views do not show (the simulator's A4C
+        # shows every finding, FINDING_VIEWS, so "not in A4C" by the simulator would be none)
+        "study_finding_auc_not_in_a4c_0.90": all(
+            ok(study.get(f"findings.{f}.auc"), 0.90) for f in NOT_IN_A4C
+        ),
         "study_ef_mae_ratio_0.25": ok(study["ef.mae_ratio"], 0.25, above=False),
         "study_recall@10_15x_chance": ok(study["recall@10_over_chance"], 15.0),
         "learned_at_least_echoprime": ok(study["mean_auc"] - figures["echoprime"]["mean_auc"], 0.0),
