@@ -155,17 +155,17 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
         contrastive = contrastive.updated(
             concept_patterns={name: p.pattern for name, p in DEVICE_PATTERNS.items()}
         )
-    config = recipe.train.updated(
+    # the arm's own level and pooling (a clip-level arm has none, whatever the recipe pools by)
+    config = dataclasses.replace(recipe.train, level=level, study_pooling=pooling).updated(
         out=str(out),
         seed=seed,
         progress=False,
         tensorboard=False,
         sample_weight_column="sample_weight" if recipe.device_share > 0 else None,
         contrastive=contrastive,
-        level=level,
     )
     if level == "study":
-        config = config.updated(videos_per_study=videos_per_study, study_pooling=pooling)
+        config = config.updated(videos_per_study=videos_per_study)
     return config
 
 
