@@ -9,8 +9,10 @@ frame). Both arms run side by side, each in a process of its own on one thread, 
 the demo's ablation and probes. Prints one JSON line: for each seed and arm the zero-shot
 AUCs of the four size findings (LV dilation, RV dilation, LA enlargement, LV
 hypertrophy) and their mean, EF MAE against the mean predictor and Pearson r, the worst
-device AUC and video->report recall@10; for the scale arm also the size findings when the
-test videos' scale is unknown.
+device AUC and video->report recall@10, and what a linear probe fitted on the training
+studies' embeddings finds of the size findings on the test studies (``probe``: whether the
+embedding holds a size the prompts do not read); for the scale arm also the size findings
+when the test videos' scale is unknown.
 
     python benchmarks/bench_scale.py [--seeds 0 1 2] [--method embedding] [--out runs/bench_scale]
 """
@@ -87,6 +89,49 @@ def _unknown_scale(run: Path) -> dict[str, Any]:
     return _size_aucs({f: metrics["zero_shot"].get(f, {}).get("auc") for f in SIZE_FINDINGS})
 
 
+def _probe(run: Path) -> dict[str, Any]:
+    """What a linear read-out of the study embeddings finds of the size findings: a logistic
+    regression per finding fitted on the training studies (its strength chosen by
+    cross-validation there), its AUC on the test studies. Beside the zero-shot AUC it says
+    whether the embedding holds the size and the prompts fail to read it, or it is not there."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from echoclip.data.datasets import Manifest
+    from echoclip.data.transforms import VideoTransform
+    from echoclip.models.embed import embed_studies
+    from echoclip.models.factory import load_model
+
+    manifest = run / "data" / "manifest.parquet"
+    model = load_model(run / "clip" / "final")
+    table = pd.read_parquet(manifest)
+    labels = (
+        table.assign(study_id=table["study_id"].astype(str)).drop_duplicates("study_id").set_index("study_id")
+    )
+    split: dict[str, tuple[Any, Any]] = {}
+    for name in ("train", "test"):
+        studies = embed_studies(
+            model,
+            Manifest(manifest, split=name, transform=VideoTransform(model.preprocess_config)),
+            progress=False,
+        )
+        split[name] = (studies.features, labels.loc[[str(s) for s in studies.study_ids]])
+    auc = {}
+    for finding in SIZE_FINDINGS:
+        (x, train), (x_test, test) = split["train"], split["test"]
+        y, y_test = (t[f"finding_{finding}"].astype(float).to_numpy() > 0.5 for t in (train, test))
+        folds = min(5, int(y.sum()), int((~y).sum()))
+        if folds < 2 or y_test.all() or not y_test.any():  # too few of a class to fit, or to score
+            auc[finding] = None
+            continue
+        probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=8, cv=folds, max_iter=5000)).fit(x, y)
+        auc[finding] = roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1])
+    return _size_aucs(auc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -126,8 +171,12 @@ def main() -> None:
         finally:
             beside.stop()
         results[f"seed{seed}"] = {
-            "scale": {**_figures(scale), "unknown_scale": _unknown_scale(runs["scale"])},
-            "no_scale": _figures(no_scale),
+            "scale": {
+                **_figures(scale),
+                "unknown_scale": _unknown_scale(runs["scale"]),
+                "probe": _probe(runs["scale"]),
+            },
+            "no_scale": {**_figures(no_scale), "probe": _probe(runs["no_scale"])},
         }
     gains = [_r(r["scale"]["size.mean_auc"] - r["no_scale"]["size.mean_auc"]) for r in results.values()]
     print(

@@ -72,6 +72,9 @@ class DemoRecipe:
     # hidden from training clips at the rate scale_dropout
     scale_embedding: bool
     scale_dropout: float
+    # ask the findings in the sentences the training reports state and deny them in
+    # (echoclip.zeroshot.corpus_prompts) instead of the shipped findings prompts
+    corpus_prompts: bool
     # train the CLIP arm from scratch too (beside the pretrained one) and evaluate it
     ablation: bool
     # the simulator's realism preset (echoclip.data.synthetic.realism): "clean" or "real"
@@ -451,12 +454,34 @@ def _evaluate(
         get_tokenizer(path),
         manifest or run.manifest,
         run.out / out,
+        prompt_sets=_prompt_sets(run),
         split="test",
         calibration_split="val",
         metrics_csv=run.out / model_dir / "metrics.csv",
         num_workers=min(2, os.cpu_count() or 1),  # decoding overlaps embedding
         level=level or run.recipe.train.level,
     )
+
+
+def _prompt_sets(run: DemoRun) -> list[str]:
+    """The prompt sets the demo evaluates with: the default ones, the findings read from the
+    training reports (``prompts/findings.json``, written once) where the recipe asks."""
+    from echoclip.evaluate import DEFAULT_PROMPT_SETS
+
+    sets = [str(name) for name in DEFAULT_PROMPT_SETS]
+    if not run.recipe.corpus_prompts:
+        return sets
+    path = run.out / "prompts" / "findings.json"
+    if not path.is_file():
+        import pandas as pd
+
+        from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+        from echoclip.zeroshot.prompts import save_prompt_set
+
+        table = pd.read_parquet(run.manifest)
+        train = table[table["split"].astype(str) == "train"].drop_duplicates(subset="study_id")
+        save_prompt_set(prompt_set_from_reports(train["report"], "findings"), path)
+    return [str(path) if name == "findings" else name for name in sets]
 
 
 def stage_probe(run: DemoRun) -> dict[str, Any]:

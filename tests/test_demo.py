@@ -240,3 +240,21 @@ def test_the_robust_recipe_is_the_demo_recipe_on_real_studies_with_the_acquisiti
         train=train,
     )
     assert robust == expected
+
+
+def test_the_findings_are_asked_in_the_training_reports_own_sentences(finished):
+    import pandas as pd
+
+    from echoclip.zeroshot.prompts import load_prompt_set
+    from echoclip.zeroshot.sections import split_sentences
+
+    out, metrics = finished
+    prompts = load_prompt_set(out / "prompts" / "findings.json")
+    table = pd.read_parquet(out / "data" / "manifest.parquet")
+    train = {s for r in table[table["split"] == "train"]["report"] for _, s in split_sentences(r)}
+    test = {s for r in table[table["split"] == "test"]["report"] for _, s in split_sentences(r)}
+    read = [t for t in prompts.targets.values() if set(t.texts()) <= train]
+    assert read, "no finding was asked in the training reports' sentences"
+    for target in read:  # test reports lend no prompt of their own
+        assert not set(target.texts()) & (test - train)
+    assert prompts.name == "findings" and not prompts.contexts

@@ -44,6 +44,7 @@ __all__ = [
     "mentioned_findings",
     "DEVICE_PATTERNS",
     "FINDING_PATTERNS",
+    "FINDING_SUBJECTS",
 ]
 
 # What names a device in a report. A report names a device only when it is present, and
@@ -108,6 +109,17 @@ FINDING_PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         ),
         re.compile(r"\bno (?:left ventricular hypertrophy|lvh)\b|\bnormal\b", re.I),
     ),
+}
+
+# What a sentence that denies a finding is about: its structure. "Normal" alone denies LV
+# dilation only in a sentence about the left ventricle (corpus prompts take such sentences
+# as the finding's negatives; :mod:`echoclip.zeroshot.corpus_prompts`).
+FINDING_SUBJECTS: dict[str, re.Pattern[str]] = {
+    "lv_dilation": re.compile(r"left ventric\w*|\blv\b", re.I),
+    "rv_dilation": re.compile(r"right ventric\w*|\brv\b", re.I),
+    "la_enlargement": re.compile(r"left atri\w*|\bla\b", re.I),
+    "pericardial_effusion": re.compile(r"pericardi\w*|effusion", re.I),
+    "lv_hypertrophy": re.compile(r"hypertroph|wall thick|septum|septal|\bivs|\blvh\b", re.I),
 }
 
 Sentence = tuple[str, str]  # (topic, text)
