@@ -52,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
             f"the reports nearest a test study:  echoclip search --index {out / 'index'} "
             f"--model {out / 'clip' / 'final'} --study {' '.join(_first_test_study(out))}"
         )
-    print(f"open it in a browser:  echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'}")
+    serve = f"echoclip serve --model {out / 'clip' / 'final'} --index {out / 'index'}"
+    findings = out / "prompts" / "findings.json"  # the findings in the training reports' sentences
+    if findings.is_file():
+        serve += f" --prompts ejection_fraction,devices,{findings},views"
+    print(f"open it in a browser:  {serve}")
     print(f"demo done in {metrics['time.total_s']:.0f} s")
     return 0
 

@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the page shows each EF, device and finding's neighbour label beside the prompt prediction",
     )
     p.add_argument("--neighbours-k", type=int, help="nearest reports a neighbour label averages (default 50)")
+    p.add_argument(
+        "--prompts",
+        help="comma-separated prompt sets the page asks: shipped names or JSON files, such as the "
+        "findings `echoclip demo` reads from its training reports "
+        "(default: ejection_fraction,devices,findings,views)",
+    )
     p.add_argument("--device", help="cpu, cuda ... (default: a GPU when present)")
 
 
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         sections=args.sections,
         neighbours=args.neighbours,
         neighbours_k=args.neighbours_k,
+        prompt_sets=_prompt_sets(args.prompts),
     )
     engine = app.state.engine
     sizes = ", ".join(f"{len(index):,} {name}" for name, index in engine.indexes.items())
@@ -89,3 +96,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _prompt_sets(prompts: str | None) -> list[str] | None:
+    """``--prompts`` as a list (``None``: the page's default sets)."""
+    from echoclip.errors import ConfigError
+
+    if prompts is None:
+        return None
+    sets = [p.strip() for p in prompts.split(",") if p.strip()]
+    if not sets:
+        raise ConfigError("--prompts names no prompt set")
+    return sets

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from pydantic import BaseModel, Field, field_validator
 
 import echoclip
 from echoclip.errors import DataError, EchoclipError
-from echoclip.serve.engine import Engine
+from echoclip.serve.engine import PROMPT_SETS, Engine
 from echoclip.serve.media import animated_preview, data_url
 from echoclip.serve.uploads import BodySizeLimit, UploadError, display_name, read_upload
 
@@ -235,6 +236,7 @@ def create_app(
     sections: str | os.PathLike[str] | None = None,
     neighbours: str | os.PathLike[str] | None = None,
     neighbours_k: int | None = None,
+    prompt_sets: Sequence[str] | None = None,
 ) -> FastAPI:
     """The app serving ``model_dir`` and the index of its embeddings in ``index_dir``.
 
@@ -243,7 +245,8 @@ def create_app(
     the index start from (the data set's folder); absolute paths, as ``echoclip embed``
     writes, need none. ``sections``: a section index, for draft reports; ``neighbours``:
     reference reports with labels (the training split's ``echoclip embed`` folder), for
-    neighbour labels of the ``neighbours_k`` nearest (default 50).
+    neighbour labels of the ``neighbours_k`` nearest (default 50). ``prompt_sets``: the
+    shipped names or JSON files the page asks (default: EF, devices, findings, views).
     """
     if not max_upload_mb > 0:
         raise ValueError(f"the upload limit must be positive, not {max_upload_mb} MB")
@@ -255,6 +258,7 @@ def create_app(
         sections=sections,
         neighbours=neighbours,
         neighbours_k=neighbours_k,
+        prompt_sets=PROMPT_SETS if prompt_sets is None else prompt_sets,
     )
     max_bytes = int(max_upload_mb * 2**20)
     # FastAPIOffline: FastAPI whose /docs page loads Swagger UI from this server, not a CDN

@@ -259,3 +259,36 @@ def test_a_study_with_no_readable_file_is_422(client, tmp_path):
     r = _upload_study(client, paths, "/api/zeroshot")
     assert r.status_code == 422
     assert r.json()["detail"].startswith("none of the 2 files of the study is a readable video: a.avi")
+
+
+def test_the_page_asks_the_prompt_sets_it_is_given(served, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from echoclip.serve.app import create_app
+    from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+    from echoclip.zeroshot.prompts import save_prompt_set
+
+    reports = ["The left ventricle is severely dilated.", "The left ventricle is normal in size."]
+    findings = save_prompt_set(prompt_set_from_reports(reports, "findings"), tmp_path / "findings.json")
+    app = create_app(served["model"], served["index"], device="cpu", prompt_sets=["devices", str(findings)])
+    assert app.state.engine.prompt_sets[1].targets["lv_dilation"].positive == (reports[0],)
+    body = _upload(TestClient(app), served["avi"], k=2).json()
+    binary = {b["name"] for b in body["findings"]["binary"]}
+    assert {"pacemaker", "lv_dilation"} <= binary
+    assert body["findings"]["ejection_fraction"] is None and body["findings"]["categorical"] == []
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"), [(",", "names no prompt set"), ("no-such-set", "no-such-set")]
+)
+def test_serve_refuses_bad_prompts_in_one_line(served, prompts, message, capsys):
+    from echoclip.cli.main import main
+
+    assert (
+        main(
+            ["serve", "--model", str(served["model"]), "--index", str(served["index"]), "--prompts", prompts]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
