@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "index": "echoclip.cli.index",
     "search": "echoclip.cli.search",
     "report": "echoclip.cli.report",
+    "prompts": "echoclip.cli.prompts",
     "zeroshot": "echoclip.cli.zeroshot",
     "views": "echoclip.cli.views",
     "evaluate": "echoclip.cli.evaluate",

@@ -73,6 +73,7 @@ def _missing_input(tmp_path) -> dict[str, list[str]]:
         "index": ["index", "--embeddings", gone, "--out", out],
         "search": ["search", "--index", gone, "--model", gone, "--text", "EF 40%."],
         "report": ["report", "--video", gone, "--index", gone],
+        "prompts": ["prompts", "--corpus", gone + ".parquet", "--out", out + ".json"],
         "zeroshot": ["zeroshot", "--model", gone, "--data", gone, "--out", out + ".csv"],
         "views": ["views", "--model", gone, "--data", gone, "--out", out + ".parquet"],
         "evaluate": ["evaluate", "--model", gone, "--data", gone, "--out", out],
