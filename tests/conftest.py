@@ -30,3 +30,23 @@ def _seed_everything() -> None:
     if torch is not None:
         torch.manual_seed(0)
         torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def load_benchmark():
+    """``load_benchmark("bench_study")``: a script of ``benchmarks/`` imported as a module (the
+    scripts import their ``machine`` helper from beside them)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(folder))
+
+        def load(name: str):
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+
+        yield load

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import torch
@@ -14,16 +11,10 @@ from echoclip.data.synthetic.anatomy import VIEWS
 from echoclip.models.factory import create_model
 from echoclip.tokenizer import EchoTokenizer
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
-
 
 @pytest.fixture()
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH.parent))  # the benchmarks import their `machine`
-    spec = importlib.util.spec_from_file_location("bench_scale", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_scale")
 
 
 def test_probe_scores_each_size_finding_on_the_test_studies(bench, tmp_path):

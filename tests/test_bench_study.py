@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from echoclip.demo import DemoRecipe
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_study.py"
-
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
-@pytest.fixture(scope="module")
-def bench(monkeypatch_module):
-    monkeypatch_module.syspath_prepend(str(BENCH.parent))  # the benchmarks import their `machine`
-    spec = importlib.util.spec_from_file_location("bench_study", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_study")
 
 
 @pytest.mark.parametrize("arm", ["clip", "attention", "mean", "echoprime"])
