@@ -465,22 +465,23 @@ def _evaluate(
 
 def _prompt_sets(run: DemoRun) -> list[str]:
     """The prompt sets the demo evaluates with: the default ones, the findings read from the
-    training reports (``prompts/findings.json``, written once) where the recipe asks."""
+    training reports where the recipe asks (``prompts/findings.json``, written again by each
+    evaluation, so that it is always the present data's)."""
     from echoclip.evaluate import DEFAULT_PROMPT_SETS
 
     sets = [str(name) for name in DEFAULT_PROMPT_SETS]
     if not run.recipe.corpus_prompts:
         return sets
-    path = run.out / "prompts" / "findings.json"
-    if not path.is_file():
-        import pandas as pd
+    import pandas as pd
 
-        from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
-        from echoclip.zeroshot.prompts import save_prompt_set
+    from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+    from echoclip.zeroshot.prompts import save_prompt_set
 
-        table = pd.read_parquet(run.manifest)
-        train = table[table["split"].astype(str) == "train"].drop_duplicates(subset="study_id")
-        save_prompt_set(prompt_set_from_reports(train["report"], "findings"), path)
+    table = pd.read_parquet(run.manifest)
+    train = table[table["split"].astype(str) == "train"].drop_duplicates(subset="study_id")
+    path = save_prompt_set(
+        prompt_set_from_reports(train["report"], "findings"), run.out / "prompts" / "findings.json"
+    )
     return [str(path) if name == "findings" else name for name in sets]
 
 
