@@ -58,15 +58,21 @@ def _manifest(data: Path) -> Path:
     return data / "manifest.parquet" if data.is_dir() else data
 
 
-def _neighbours(model: Any, tokenizer: Any, manifest: Path, split: str) -> tuple[Any, Any]:
-    """The ``split`` studies' report embeddings and their labels, for the knn method."""
+def _neighbours_table(manifest: Path, split: str) -> Any:
+    """The ``split`` studies with a report, each once."""
     import pandas as pd
-
-    from echoclip.models.embed import embed_reports
 
     table = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
     table = table[table["split"].astype(str) == split] if "split" in table.columns else table
-    table = table[table["report"].notna()].drop_duplicates(subset="study_id").reset_index(drop=True)
+    return table[table["report"].notna()].drop_duplicates(subset="study_id").reset_index(drop=True)
+
+
+def _neighbours(model: Any, tokenizer: Any, manifest: Path, split: str) -> tuple[Any, Any]:
+    """The ``split`` studies' report embeddings and their labels, for the knn method."""
+
+    from echoclip.models.embed import embed_reports
+
+    table = _neighbours_table(manifest, split)
     emb = embed_reports(model, tokenizer, table["report"].astype(str).tolist(), device="cpu", progress=False)
     return emb, table
 
@@ -94,6 +100,11 @@ def main() -> None:
         choices=("clip", "study"),
         default="clip",
         help="query by each study's clips (clip) or by its study embedding (study; a study-level model)",
+    )
+    parser.add_argument(
+        "--shipped-prompts",
+        action="store_true",
+        help="ask the findings with the shipped prompts, not the index split's own sentences (as the demo does)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
@@ -130,8 +141,16 @@ def main() -> None:
     index_s = time.perf_counter() - t0
 
     # the prompts (each target's own method), the retrieval figures and the judged drafts
+    prompt_sets = list(PROMPT_SETS)
+    if not args.shipped_prompts:  # the findings in the indexed reports' own sentences, as the demo asks them
+        from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+        from echoclip.zeroshot.prompts import save_prompt_set
+
+        reports = _neighbours_table(manifest, args.index_split)["report"]
+        findings = save_prompt_set(prompt_set_from_reports(reports, "findings"), work / "findings.json")
+        prompt_sets = [str(findings) if p == "findings" else p for p in prompt_sets]
     common = dict(
-        prompt_sets=PROMPT_SETS, split=args.split, calibration_split=None, device="cpu", level=args.level
+        prompt_sets=prompt_sets, split=args.split, calibration_split=None, device="cpu", level=args.level
     )
     prompts = evaluate(
         model, tokenizer, manifest, work / "prompts", drafts=sections, model_hash=identity["hash"], **common
@@ -211,6 +230,9 @@ def main() -> None:
         "nearest_report": _judged(nearest),
         "auc": auc,
         "knn_k": k,
+        "findings_prompts": "shipped"
+        if args.shipped_prompts
+        else f"the {args.index_split} reports' sentences",
         # over the labels both methods have an AUC for (a label true in no test study has none)
         "mean_auc": {method: _r(_mean([v[method] for v in both])) for method in ("prompts", "knn")},
         "mean_auc_labels": len(both),
