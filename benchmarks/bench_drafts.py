@@ -58,21 +58,15 @@ def _manifest(data: Path) -> Path:
     return data / "manifest.parquet" if data.is_dir() else data
 
 
-def _neighbours_table(manifest: Path, split: str) -> Any:
-    """The ``split`` studies with a report, each once."""
-    import pandas as pd
-
-    table = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
-    table = table[table["split"].astype(str) == split] if "split" in table.columns else table
-    return table[table["report"].notna()].drop_duplicates(subset="study_id").reset_index(drop=True)
-
-
 def _neighbours(model: Any, tokenizer: Any, manifest: Path, split: str) -> tuple[Any, Any]:
     """The ``split`` studies' report embeddings and their labels, for the knn method."""
+    import pandas as pd
 
     from echoclip.models.embed import embed_reports
 
-    table = _neighbours_table(manifest, split)
+    table = pd.read_parquet(manifest) if manifest.suffix == ".parquet" else pd.read_csv(manifest)
+    table = table[table["split"].astype(str) == split] if "split" in table.columns else table
+    table = table[table["report"].notna()].drop_duplicates(subset="study_id").reset_index(drop=True)
     emb = embed_reports(model, tokenizer, table["report"].astype(str).tolist(), device="cpu", progress=False)
     return emb, table
 
@@ -143,10 +137,10 @@ def main() -> None:
     # the prompts (each target's own method), the retrieval figures and the judged drafts
     prompt_sets = list(PROMPT_SETS)
     if not args.shipped_prompts:  # the findings in the indexed reports' own sentences, as the demo asks them
-        from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+        from echoclip.zeroshot.corpus_prompts import manifest_reports, prompt_set_from_reports
         from echoclip.zeroshot.prompts import save_prompt_set
 
-        reports = _neighbours_table(manifest, args.index_split)["report"]
+        reports = manifest_reports(manifest, args.index_split)
         findings = save_prompt_set(prompt_set_from_reports(reports, "findings"), work / "findings.json")
         prompt_sets = [str(findings) if p == "findings" else p for p in prompt_sets]
     common = dict(

@@ -472,15 +472,12 @@ def _prompt_sets(run: DemoRun) -> list[str]:
     sets = [str(name) for name in DEFAULT_PROMPT_SETS]
     if not run.recipe.corpus_prompts:
         return sets
-    import pandas as pd
-
-    from echoclip.zeroshot.corpus_prompts import prompt_set_from_reports
+    from echoclip.zeroshot.corpus_prompts import manifest_reports, prompt_set_from_reports
     from echoclip.zeroshot.prompts import save_prompt_set
 
-    table = pd.read_parquet(run.manifest)
-    train = table[table["split"].astype(str) == "train"].drop_duplicates(subset="study_id")
+    reports = manifest_reports(run.manifest, "train")
     path = save_prompt_set(
-        prompt_set_from_reports(train["report"], "findings"), run.out / "prompts" / "findings.json"
+        prompt_set_from_reports(reports, "findings"), run.out / "prompts" / "findings.json"
     )
     return [str(path) if name == "findings" else name for name in sets]
 

@@ -52,29 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reports(path: Path, column: str, split: str | None) -> list[str]:
-    """The corpus's reports, each study's once (a manifest holds it on each of its videos)."""
+    """A text file's reports, or a manifest's (each study's once)."""
     from echoclip.cli.tokenizer import read_corpus
     from echoclip.errors import DataError
+    from echoclip.zeroshot.corpus_prompts import manifest_reports
 
-    if path.suffix.lower() not in (".parquet", ".csv"):
-        if split is not None:
-            raise DataError(f"{path}: --split needs a manifest with a split column, not a text file")
-        return read_corpus(path, column)
-    if not path.is_file():
-        raise DataError(f"{path}: no such corpus file")
-    import pandas as pd
-
-    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    if column not in table.columns:
-        raise DataError(f"{path}: no column {column!r}; columns: {', '.join(map(str, table.columns))}")
+    if path.suffix.lower() in (".parquet", ".csv"):
+        return manifest_reports(path, split, column)
     if split is not None:
-        if "split" not in table.columns:
-            raise DataError(f"{path}: --split {split} given, but the manifest has no split column")
-        table = table[table["split"].astype(str) == split]
-    if "study_id" in table.columns:
-        table = table.drop_duplicates(subset="study_id")
-    reports = [r for r in table[column].dropna().astype(str) if r.strip()]
-    if not reports:
-        where = f" in split {split!r}" if split is not None else ""
-        raise DataError(f"{path}: no reports{where}")
-    return reports
+        raise DataError(f"{path}: --split needs a manifest with a split column, not a text file")
+    return read_corpus(path, column)

@@ -15,24 +15,59 @@ no label is used: only the report texts and the patterns that label them::
     save_prompt_set(prompts, "runs/demo/prompts/findings.json")
     zero_shot(model, tokenizer, videos, prompts)
 
-A finding the corpus never states, or never denies, keeps the base set's prompts.
+A finding the corpus never states, or never denies, keeps the base set's prompts. From a
+manifest, :func:`manifest_reports` gives each study's report once, of one split.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from echoclip.data.synthetic.reports import FINDING_PATTERNS, FINDING_SUBJECTS
 from echoclip.errors import DataError
 from echoclip.zeroshot.prompts import BinaryTarget, PromptSet, load_prompt_set
 from echoclip.zeroshot.sections import split_sentences
 
-__all__ = ["MAX_PROMPTS", "corpus_sentences", "finding_sentences", "prompt_set_from_reports"]
+__all__ = [
+    "MAX_PROMPTS",
+    "manifest_reports",
+    "corpus_sentences",
+    "finding_sentences",
+    "prompt_set_from_reports",
+]
 
 # prompts per side of a finding: the most frequent distinct sentences
 MAX_PROMPTS = 256
+
+
+def manifest_reports(
+    manifest: str | os.PathLike[str] | Any, split: str | None = "train", column: str = "report"
+) -> list[str]:
+    """The reports of a manifest's ``split`` rows (``None``: all), each study's once: a
+    manifest holds a study's report on every one of its videos. ``manifest`` is a parquet or
+    CSV file or a DataFrame. Keep the studies you will score out of the prompts."""
+    from echoclip.data.datasets import read_table
+
+    source = "<table>" if not isinstance(manifest, (str, os.PathLike)) else os.fspath(manifest)
+    table = read_table(Path(manifest)) if isinstance(manifest, (str, os.PathLike)) else manifest
+    if column not in table.columns:
+        raise DataError(f"{source}: no column {column!r}; columns: {', '.join(map(str, table.columns))}")
+    if split is not None:
+        if "split" not in table.columns:
+            raise DataError(f"{source}: split {split!r} asked, but the manifest has no split column")
+        table = table[table["split"].astype(str) == split]
+    if "study_id" in table.columns:
+        table = table.drop_duplicates(subset="study_id")
+    reports = [r for r in table[column].dropna().astype(str) if r.strip()]
+    if not reports:
+        where = f" in split {split!r}" if split is not None else ""
+        raise DataError(f"{source}: no reports{where}")
+    return reports
 
 
 def corpus_sentences(reports: Iterable[str]) -> Counter[str]:

@@ -59,3 +59,19 @@ def test_reports_without_a_sentence_are_refused():
         prompt_set_from_reports(["", "  "])
     with pytest.raises(DataError, match="max_prompts"):
         prompt_set_from_reports(REPORTS, max_prompts=0)
+
+
+def test_a_manifest_gives_each_study_of_its_split_once(tmp_path):
+    import pandas as pd
+
+    from echoclip.zeroshot.corpus_prompts import manifest_reports
+
+    rows = [("s1", "train", "A."), ("s1", "train", "A."), ("s2", "train", "B."), ("s3", "test", "C.")]
+    path = tmp_path / "manifest.csv"
+    pd.DataFrame(rows, columns=["study_id", "split", "report"]).to_csv(path, index=False)
+    assert manifest_reports(path) == ["A.", "B."]
+    assert manifest_reports(path, None) == ["A.", "B.", "C."]
+    with pytest.raises(DataError, match="no reports in split 'val'"):
+        manifest_reports(path, "val")
+    with pytest.raises(DataError, match="no column 'text'"):
+        manifest_reports(path, column="text")
