@@ -37,7 +37,8 @@ class ContrastiveConfig:
     # the term's numeric sentences per step, each with value_variants shifted copies
     value_sentences: int = 32
     value_variants: int = 6
-    # width, in value units, of the soft target over the shifted copies
+    # width, in grid steps (1 for integers, 0.1 for one-decimal values), of the soft
+    # target over the shifted copies
     value_sigma: float = 3.0
     # weight of a term in which the same sentences pick, among the batch's reports, those
     # that hold them (see sentence_to_report_loss); 0 = off

@@ -195,31 +195,53 @@ def sentence_to_report_loss(
     )
 
 
+# a number as a reader sees it: not a digit inside a word ("ML/M2", "A4C", "2D")
+_NUMBER = re.compile(r"(?<![\w.])(\d+)(?:\.(\d+))?(?!\w)")
+# the number of a list item ("3) Normal LV size.", "Summary: 1."), which states no value
+_LIST_NUMBER = re.compile(r"(?:^|:)\s*-?\s*\d+[.)](?=\s|$)")
+
+
 def shifted_values(
-    ids: torch.Tensor,
-    integer_tokens: dict[int, int],
+    sentence: str,
     rng: random.Random,
     num_variants: int,
-    other_numbers: frozenset[int] = frozenset(),
     near: int = 10,
     far: int = 50,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Copies of one tokenised sentence with every integer it states moved by the same offset.
+    largest: int = 100,
+) -> tuple[list[str], list[int]] | None:
+    """Copies of one sentence with every value it states moved by the same number of steps.
 
-    ``integer_tokens`` maps an integer to its number token; a sentence holding any of
-    ``other_numbers`` (decimals, fractions: "LVIDD 4.5 CM, LVEDV 87 ML") is not varied.
-    Half of the offsets are near (1 to ``near``), half far (up to ``far``), each side
-    chosen at random and every number kept in the vocabulary. Returns ``(variants [K+1,
-    L], offsets [K+1])`` with variant 0 the sentence itself, or None when the sentence
-    states no integer or has too few valid offsets.
+    A value moves on the grid of its last digit: three steps move "EF 35 %" to 38 % and
+    "LVIDd 4.8 cm" to 5.1 cm. Values between 0 and ``largest`` with at most one decimal
+    move (the numbers that a tokenizer keeps as value tokens); others ("LVEDV 187 mL",
+    "EF 0.55") and the numbers of list items stay as written. Half of the offsets are
+    near (1 to ``near`` steps), half far (up to ``far``), each side chosen at random, and
+    every moved value stays in range. Returns ``(variants, offsets in steps)``, K+1 of each
+    with variant 0 the sentence itself, or None when no value can move or too few offsets
+    are valid. The shift is made in the text, not on token ids, because a digit inside a
+    word can share its token with the value.
     """
-    value_of = {token: value for value, token in integer_tokens.items()}
-    tokens = ids.tolist()
-    positions = [i for i, t in enumerate(tokens) if t in value_of]
-    if not positions or any(t in other_numbers for t in tokens):
+    listed = [m.span() for m in _LIST_NUMBER.finditer(sentence)]
+    moving = []  # (match, steps per unit, value in steps): 35 -> (1, 35), 4.8 -> (10, 48)
+    for m in _NUMBER.finditer(sentence):
+        if any(start <= m.start() < end for start, end in listed):
+            continue
+        decimals = m.group(2)
+        if decimals is None:
+            per_unit, steps = 1, int(m.group(1))
+        elif len(decimals) == 1:
+            per_unit, steps = 10, int(m.group(1) + decimals)
+        else:
+            continue
+        if steps <= largest * per_unit:
+            moving.append((m, per_unit, steps))
+    if not moving:
         return None
-    values = [value_of[tokens[i]] for i in positions]
-    valid = [d for d in range(-far, far + 1) if d and all(v + d in integer_tokens for v in values)]
+    valid = [
+        d
+        for d in range(-far, far + 1)
+        if d and all(0 <= steps + d <= largest * per_unit for _, per_unit, steps in moving)
+    ]
     near_offsets = [d for d in valid if abs(d) <= near]
     far_offsets = [d for d in valid if abs(d) > near]
     n_near = min(len(near_offsets), (num_variants + 1) // 2)
@@ -227,11 +249,18 @@ def shifted_values(
     if n_near + n_far < num_variants:
         return None
     offsets = [0, *rng.sample(near_offsets, n_near), *rng.sample(far_offsets, n_far)]
-    variants = ids.repeat(len(offsets), 1)
-    for k, d in enumerate(offsets[1:], start=1):
-        for i, v in zip(positions, values, strict=True):
-            variants[k, i] = integer_tokens[v + d]
-    return variants, torch.tensor(offsets, dtype=torch.float32)
+
+    def written(per_unit: int, steps: int) -> str:
+        return str(steps) if per_unit == 1 else f"{steps // 10}.{steps % 10}"
+
+    variants = []
+    for d in offsets:
+        pieces, end = [], 0
+        for m, per_unit, steps in moving:
+            pieces += [sentence[end : m.start()], written(per_unit, steps + d)]
+            end = m.end()
+        variants.append("".join(pieces) + sentence[end:])
+    return variants, offsets
 
 
 def value_order_loss(
@@ -316,8 +345,8 @@ class ContrastiveObjective:
     mention).
 
     ``value_loss_weight > 0`` adds :func:`value_order_loss` on up to ``value_sentences``
-    of the batch's sentences that state integers (an EF, a pressure), each with
-    ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
+    of the batch's sentences that state values (an EF, a pressure, a size in cm), each
+    with ``value_variants`` shifted copies; the tokenizer must have ``value_token_values()``.
 
     The names above are fields of its :class:`~echoclip.train.config.ContrastiveConfig`.
 
@@ -347,19 +376,6 @@ class ContrastiveObjective:
         self.zero_shot_prompts = zero_shot_prompts
         self.concepts = ConceptMatcher(self.config.concept_patterns)
         self._loss_fn: nn.Module | None = None
-        self._number_tokens: tuple[dict[int, int], frozenset[int]] | None = None
-
-    def number_tokens(self) -> tuple[dict[int, int], frozenset[int]]:
-        """``(integer -> its token, the other number tokens)`` from the tokenizer's ``value_token_values()``."""
-        if self._number_tokens is None:
-            values = getattr(self.tokenizer, "value_token_values", None)
-            if values is None:
-                raise ConfigError("value_loss_weight > 0 needs a tokenizer with value_token_values()")
-            table = values()
-            integers = {int(v): int(t) for t, v in table.items() if float(v).is_integer()}
-            others = frozenset(int(t) for t, v in table.items() if not float(v).is_integer())
-            self._number_tokens = integers, others
-        return self._number_tokens
 
     # -- data --------------------------------------------------------------------------
 
@@ -427,21 +443,22 @@ class ContrastiveObjective:
     def _value_variants(
         self, sentences: list[str], holders: torch.Tensor, samples: list[Any], epoch: int
     ) -> dict[str, torch.Tensor]:
-        """Shifted copies of up to ``value_sentences`` of the batch's numeric sentences (see :func:`sentence_targets`)."""
+        """Shifted copies of up to ``value_sentences`` of the batch's numeric sentences (see :func:`shifted_values`)."""
+        if not hasattr(self.tokenizer, "value_token_values"):
+            # a tokenizer that spells numbers in pieces gives shifted copies no order to learn
+            raise ConfigError("value_loss_weight > 0 needs a tokenizer with value_token_values()")
         indices = ",".join(str(int(s.get("index", i))) for i, s in enumerate(samples))
         rng = random.Random(f"{self.seed}:{epoch}:values:{indices}")
         order = list(range(len(sentences)))
         rng.shuffle(order)
-        integer_tokens, other_numbers = self.number_tokens()
         variants, offsets, kept = [], [], []
         for k in order:
             if len(kept) == self.config.value_sentences:
                 break
-            ids = self.tokenizer([sentences[k]], context_length=self.config.context_length)[0]
-            shifted = shifted_values(ids, integer_tokens, rng, self.config.value_variants, other_numbers)
+            shifted = shifted_values(sentences[k], rng, self.config.value_variants)
             if shifted is not None:
-                variants.append(shifted[0])
-                offsets.append(shifted[1])
+                variants.append(self.tokenizer(shifted[0], context_length=self.config.context_length))
+                offsets.append(torch.tensor(shifted[1], dtype=torch.float32))
                 kept.append(k)
         if not kept:
             return {}

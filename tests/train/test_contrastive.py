@@ -330,31 +330,58 @@ numeric_tokenizer.value_token_values = lambda: {  # type: ignore[attr-defined]
     **{NUMBER_BASE + v: float(v) for v in range(101)},
     NUMBER_BASE + 101: 0.5,
 }
-INTEGERS = {v: NUMBER_BASE + v for v in range(101)}
 
 
-def test_shifted_values_move_every_integer_of_a_sentence_together():
-    ids = numeric_tokenizer(["RED 50 55"])[0]
-    variants, offsets = shifted_values(ids, INTEGERS, random.Random(0), num_variants=6)
-    assert variants.shape == (7, 8) and offsets.shape == (7,)
-    assert torch.equal(variants[0], ids) and offsets[0] == 0
-    for row, d in zip(variants, offsets.tolist(), strict=True):
-        assert row[0] == ids[0]  # the words stay
-        assert row[1:3].tolist() == [NUMBER_BASE + 50 + d, NUMBER_BASE + 55 + d]
-    near = [abs(d) for d in offsets[1:].tolist() if abs(d) <= 10]
-    assert len(near) == 3 and len(set(offsets.tolist())) == 7  # half near, all distinct
-    # every number stays in the vocabulary: 98 has only two integers above it
-    high = shifted_values(numeric_tokenizer(["RED 98"])[0], INTEGERS, random.Random(0), 6)
-    assert high is not None and all(0 <= 98 + d <= 100 for d in high[1].tolist())
+def test_shifted_values_move_every_number_of_a_sentence_together():
+    variants, offsets = shifted_values("RED 50 55", random.Random(0), num_variants=6)
+    assert len(variants) == len(offsets) == 7
+    assert variants[0] == "RED 50 55" and offsets[0] == 0
+    for text, d in zip(variants, offsets, strict=True):
+        assert text == f"RED {50 + d} {55 + d}"
+    near = [abs(d) for d in offsets[1:] if abs(d) <= 10]
+    assert len(near) == 3 and len(set(offsets)) == 7  # half near, all distinct
+    # every number stays in range: 98 has only two integers above it
+    high = shifted_values("RED 98", random.Random(0), 6)
+    assert high is not None and all(0 <= 98 + d <= 100 for d in high[1])
 
 
-def test_shifted_values_skip_sentences_without_integers_or_with_other_numbers():
+def test_shifted_values_move_decimals_in_tenths_and_leave_digits_inside_words():
+    sentence = "LV cavity size is increased (LVIDd 6.4 cm) in A4C, LA volume index 41 mL/m2; 2D."
+    variants, offsets = shifted_values(sentence, random.Random(0), num_variants=6)
+    for text, d in zip(variants, offsets, strict=True):
+        size = 64 + d
+        assert text == (
+            f"LV cavity size is increased (LVIDd {size // 10}.{size % 10} cm) in A4C, "
+            f"LA volume index {41 + d} mL/m2; 2D."
+        )
+    # a value above 10 with a decimal moves in tenths too: "12" + ".5" for the tokenizer
+    moved = shifted_values("Aortic root 12.5 cm.", random.Random(0), 6)
+    assert moved is not None and moved[0][1] == f"Aortic root {(125 + moved[1][1]) / 10:.1f} cm."
+
+
+def test_shifted_values_leave_list_numbers_and_numbers_out_of_range_as_written():
     rng = random.Random(0)
-    assert shifted_values(numeric_tokenizer(["RED CLIP"])[0], INTEGERS, rng, 6) is None
-    decimal = numeric_tokenizer(["RED 0.5 87"])[0]
-    assert shifted_values(decimal, INTEGERS, rng, 6, other_numbers=frozenset({NUMBER_BASE + 101})) is None
-    # too few integers in range for the variants asked for
-    assert shifted_values(numeric_tokenizer(["RED 1"])[0], {0: 20, 1: 21, 2: 22}, rng, 6) is None
+    assert shifted_values("RED CLIP in A4C, mL/m2.", rng, 6) is None
+    assert shifted_values("3) Normal LV size.", rng, 6) is None  # a list item's number
+    assert shifted_values("Summary: 1.", rng, 6) is None
+    assert shifted_values("EF 0.55.", rng, 6) is None  # two decimals: not one value token
+    variants, offsets = shifted_values("SUMMARY: 2) LVEDV 187 ML, EF 55%, E/E' 16)", rng, 6)
+    for text, d in zip(variants, offsets, strict=True):
+        assert text == f"SUMMARY: 2) LVEDV 187 ML, EF {55 + d}%, E/E' {16 + d})"
+    # too few offsets in range for the variants asked for
+    assert shifted_values("RED 1", rng, 6, far=2, largest=2) is None
+
+
+def test_shifted_copies_are_tokenised_as_the_echo_tokenizer_reads_values():
+    from echoclip.tokenizer import EchoTokenizer
+
+    tokenizer = EchoTokenizer()  # untrained: characters, plus every value token
+    values = tokenizer.value_token_values()
+    variants, offsets = shifted_values("LVIDd 4.4 cm.", random.Random(0), 6)
+    for text, d in zip(variants, offsets, strict=True):
+        ids = tokenizer([text], context_length=20)[0].tolist()
+        # each copy states its size as one value token: 4.4 cm moved by d tenths
+        assert [values[i] for i in ids if i in values] == [pytest.approx((44 + d) / 10)]
 
 
 def test_value_order_loss_prefers_the_stated_value_then_its_neighbours():
