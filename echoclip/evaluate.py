@@ -6,7 +6,8 @@
 
 writes into ``out_dir``:
 
-- ``metrics.json``: per target its metrics (regression: MAE, RMSE, R², Pearson;
+- ``metrics.json``: per target its metrics (regression: MAE, RMSE, R², Pearson, and
+  the MAE of the calibration studies' mean label beside it;
   binary: AUC, accuracy, F1, sensitivity, specificity at a threshold, Brier;
   categorical: accuracy, balanced accuracy, macro F1), retrieval in both
   directions (recall@1/5/10, mean and median rank, MRR), and the share of videos the
@@ -303,6 +304,9 @@ def _evaluate_set(
         if target.kind == "regression":
             entry.update(_regression_entry(target, truth, preds[name], ctx.out_dir, metrics["plots"]))
             entry.update(_against_stated(part.studies, target.label.column, truth, preds[name]))
+            if calibration_part is not None:
+                reference = label_values(calibration_part.studies, target.label)
+                entry.update(_against_mean_predictor(truth, preds[name], reference))
         elif target.kind == "binary":
             calibration = None
             if calibration_preds is not None and method != "calibrated":
@@ -659,6 +663,29 @@ def _regression_entry(target: Any, truth: pd.Series, pred: pd.Series, out_dir: P
     return entry
 
 
+def _against_mean_predictor(truth: pd.Series, pred: pd.Series, reference: pd.Series) -> dict:
+    """The MAE of always answering the calibration studies' mean label, and the model's share of it.
+
+    A regression prompt set that ranks values in the wrong order still lands near the
+    middle of the range; ``mae_ratio`` below 1 says that it reads more than the label's
+    typical value (the demo's ``zeroshot.ef.mae_mean_baseline``, for any target).
+    """
+    typical = float(pd.to_numeric(reference, errors="coerce").mean())
+    t, p = truth.to_numpy(float), pred.to_numpy(float)
+    keep = np.isfinite(t) & np.isfinite(p)
+    if not np.isfinite(typical) or not keep.any():
+        return {}
+    baseline = float(np.abs(t[keep] - typical).mean())
+    model_mae = float(np.abs(t[keep] - p[keep]).mean())
+    return {
+        "mean_predictor": {
+            "value": typical,
+            "mae": baseline,
+            "mae_ratio": model_mae / baseline if baseline > 0 else float("nan"),
+        }
+    }
+
+
 def _against_stated(studies: pd.DataFrame, column: str, truth: pd.Series, pred: pd.Series) -> dict:
     """The error against what the reports state (``reported_<column>``) beside the truth's.
 
@@ -851,13 +878,19 @@ def _summary(metrics: Mapping[str, Any]) -> str:
     binary = {k: v for k, v in entries.items() if v["kind"] == "binary"}
     categorical = {k: v for k, v in entries.items() if v["kind"] == "categorical"}
     if regression:
-        lines += ["## Zero-shot regression", "", "| target | method | n | MAE | RMSE | R² | Pearson r |"]
-        lines.append("|---|---|---|---|---|---|---|")
+        lines += [
+            "## Zero-shot regression",
+            "",
+            "| target | method | n | MAE | RMSE | R² | Pearson r | MAE of the calibration studies' mean (ratio) |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|---|")
         for name, e in regression.items():
             unit = e.get("unit", "")
+            mean = e.get("mean_predictor")
+            against_mean = f"{_fmt(mean['mae'], 2)} {unit} ({_fmt(mean['mae_ratio'], 2)})" if mean else "–"
             lines.append(
                 f"| {name} | {e['method']} | {e['n']} | {_fmt(e.get('mae'), 2)} {unit} | {_fmt(e.get('rmse'), 2)} {unit} "
-                f"| {_fmt(e.get('r2'))} | {_fmt(e.get('pearson_r'))} |"
+                f"| {_fmt(e.get('r2'))} | {_fmt(e.get('pearson_r'))} | {against_mean} |"
             )
         lines.append("")
     if binary:

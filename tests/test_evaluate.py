@@ -115,6 +115,13 @@ def test_evaluate_scores_every_task_and_writes_the_report(setup, tmp_path) -> No
     ef = zs["ejection_fraction"]
     assert ef["method"] == "echoclip_rank" and ef["unit"] == "%" and ef["n"] == 40
     assert ef["mae"] < 1.5 and ef["r2"] > 0.98
+    # beside it, always answering the calibration studies' mean EF
+    test_ef = np.array([item["ef"] for item in {i["study_id"]: i for i in test.items}.values()])
+    val_ef = np.mean([item["ef"] for item in {i["study_id"]: i for i in val.items}.values()])
+    mean = ef["mean_predictor"]
+    assert mean["value"] == pytest.approx(val_ef)
+    assert mean["mae"] == pytest.approx(np.abs(test_ef - val_ef).mean())
+    assert mean["mae_ratio"] == pytest.approx(ef["mae"] / mean["mae"]) and mean["mae_ratio"] < 0.5
     for name in DEVICES + FINDINGS + ["reduced_lv_function"]:
         assert zs[name]["auc"] == 1.0, name
         assert "calibrated" in zs[name]["threshold_source"]
@@ -134,6 +141,7 @@ def test_evaluate_scores_every_task_and_writes_the_report(setup, tmp_path) -> No
         assert (out / metrics["plots"][name]).read_bytes()[:8] == PNG_MAGIC
     summary = (out / "summary.md").read_text()
     assert "| ejection_fraction | echoclip_rank | 40 |" in summary
+    assert f"{mean['mae']:.2f} % ({mean['mae_ratio']:.2f}) |" in summary
     assert "![roc_devices](roc_devices.png)" in summary and "## Report retrieval" in summary
     predictions = (out / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 41 and predictions[0].startswith(
