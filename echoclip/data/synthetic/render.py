@@ -490,7 +490,10 @@ def _scene_a4c(state: CardiacState, m: Motion, pose: Pose, apical_2c: bool = Fal
     u = _unit(8.0 + pose.tilt if not apical_2c else pose.tilt)
     n = _perp(u)
     a_ed, c_ed = lv_axes(state.edv, state.edv, state.lv_shape)
-    apex = _vec(0.35 + pose.dx, pose.chest + 0.4 + state.wall_cm + pose.dz)
+    # the sonographer keeps the RV in the sector: the larger the RV, the further the heart
+    # sits towards the LV's side (a dilated RV grows outward, past the fan's edge otherwise)
+    rv_room = 0.0 if apical_2c else 1.65 * (state.rv_scale - 1.0)
+    apex = _vec(0.35 + pose.dx + rv_room, pose.chest + 0.4 + state.wall_cm + pose.dz)
     base = apex + u * m.c[:, None]  # mitral plane centre, [T,2]
     lv = Ellipse(base, u, m.a, m.c, half=True)
     lv_epi = Ellipse(base, u, m.a + m.wall, m.c + m.wall, half=True)
