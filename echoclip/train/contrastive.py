@@ -451,20 +451,23 @@ class ContrastiveObjective:
         rng = random.Random(f"{self.seed}:{epoch}:values:{indices}")
         order = list(range(len(sentences)))
         rng.shuffle(order)
-        variants, offsets, kept = [], [], []
+        texts: list[str] = []
+        offsets, kept = [], []
         for k in order:
             if len(kept) == self.config.value_sentences:
                 break
             shifted = shifted_values(sentences[k], rng, self.config.value_variants)
             if shifted is not None:
-                variants.append(self.tokenizer(shifted[0], context_length=self.config.context_length))
-                offsets.append(torch.tensor(shifted[1], dtype=torch.float32))
+                texts += shifted[0]
+                offsets.append(shifted[1])
                 kept.append(k)
         if not kept:
             return {}
+        # every copy of every kept sentence in one call: [S * (K+1), L] -> [S, K+1, L]
+        ids = self.tokenizer(texts, context_length=self.config.context_length)
         return {
-            "value_variants": torch.stack(variants),
-            "value_offsets": torch.stack(offsets),
+            "value_variants": ids.reshape(len(kept), -1, ids.shape[-1]),
+            "value_offsets": torch.tensor(offsets, dtype=torch.float32),
             "value_holders": holders[kept],
         }
 
