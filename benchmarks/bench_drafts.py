@@ -137,12 +137,9 @@ def main() -> None:
     # the prompts (each target's own method), the retrieval figures and the judged drafts
     prompt_sets = list(PROMPT_SETS)
     if not args.shipped_prompts:  # the findings in the indexed reports' own sentences, as the demo asks them
-        from echoclip.zeroshot.corpus_prompts import manifest_reports, prompt_set_from_reports
-        from echoclip.zeroshot.prompts import save_prompt_set
+        from echoclip.zeroshot.corpus_prompts import with_corpus_findings
 
-        reports = manifest_reports(manifest, args.index_split)
-        findings = save_prompt_set(prompt_set_from_reports(reports, "findings"), work / "findings.json")
-        prompt_sets = [str(findings) if p == "findings" else p for p in prompt_sets]
+        prompt_sets = with_corpus_findings(prompt_sets, manifest, args.index_split, work / "findings.json")
     common = dict(
         prompt_sets=prompt_sets, split=args.split, calibration_split=None, device="cpu", level=args.level
     )

@@ -465,21 +465,15 @@ def _evaluate(
 
 def _prompt_sets(run: DemoRun) -> list[str]:
     """The prompt sets the demo evaluates with: the default ones, the findings read from the
-    training reports where the recipe asks (``prompts/findings.json``, written again by each
-    evaluation, so that it is always the present data's)."""
+    training reports where the recipe asks (``prompts/findings.json``)."""
     from echoclip.evaluate import DEFAULT_PROMPT_SETS
 
     sets = [str(name) for name in DEFAULT_PROMPT_SETS]
     if not run.recipe.corpus_prompts:
         return sets
-    from echoclip.zeroshot.corpus_prompts import manifest_reports, prompt_set_from_reports
-    from echoclip.zeroshot.prompts import save_prompt_set
+    from echoclip.zeroshot.corpus_prompts import with_corpus_findings
 
-    reports = manifest_reports(run.manifest, "train")
-    path = save_prompt_set(
-        prompt_set_from_reports(reports, "findings"), run.out / "prompts" / "findings.json"
-    )
-    return [str(path) if name == "findings" else name for name in sets]
+    return with_corpus_findings(sets, run.manifest, "train", run.out / "prompts" / "findings.json")
 
 
 def stage_probe(run: DemoRun) -> dict[str, Any]:

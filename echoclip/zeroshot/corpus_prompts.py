@@ -16,7 +16,8 @@ no label is used: only the report texts and the patterns that label them::
     zero_shot(model, tokenizer, videos, prompts)
 
 A finding the corpus never states, or never denies, keeps the base set's prompts. From a
-manifest, :func:`manifest_reports` gives each study's report once, of one split.
+manifest, :func:`manifest_reports` gives each study's report once, of one split, and
+:func:`with_corpus_findings` puts such a set in place of ``findings`` in a list of sets.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "corpus_sentences",
     "finding_sentences",
     "prompt_set_from_reports",
+    "with_corpus_findings",
 ]
 
 # prompts per side of a finding: the most frequent distinct sentences
@@ -127,3 +129,18 @@ def prompt_set_from_reports(
         f"{sum(counts.values())} report sentences ({len(counts)} distinct)"
     )
     return replace(base_set, targets=targets, contexts=(), description=description, source=None)
+
+
+def with_corpus_findings(
+    prompt_sets: Iterable[str],
+    manifest: str | os.PathLike[str] | Any,
+    split: str | None,
+    path: str | os.PathLike[str],
+) -> list[str]:
+    """``prompt_sets`` (names or files) with ``"findings"`` replaced by the findings read from
+    ``manifest``'s ``split`` reports, written to ``path`` (written again on every call, so
+    that it is always the present data's)."""
+    from echoclip.zeroshot.prompts import save_prompt_set
+
+    findings = save_prompt_set(prompt_set_from_reports(manifest_reports(manifest, split), "findings"), path)
+    return [str(findings) if str(name) == "findings" else str(name) for name in prompt_sets]

@@ -75,3 +75,20 @@ def test_a_manifest_gives_each_study_of_its_split_once(tmp_path):
         manifest_reports(path, "val")
     with pytest.raises(DataError, match="no column 'text'"):
         manifest_reports(path, column="text")
+
+
+def test_with_corpus_findings_puts_the_corpus_set_in_place_of_findings(tmp_path):
+    import pandas as pd
+
+    from echoclip.zeroshot.corpus_prompts import with_corpus_findings
+
+    rows = [(f"s{i}", "train", r) for i, r in enumerate(REPORTS)] + [
+        ("t", "test", "Huge pericardial effusion.")
+    ]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows, columns=["study_id", "split", "report"]).to_csv(manifest, index=False)
+    out = tmp_path / "prompts" / "findings.json"
+    sets = with_corpus_findings(["ejection_fraction", "findings", "devices"], manifest, "train", out)
+    assert sets == ["ejection_fraction", str(out), "devices"]
+    effusion = load_prompt_set(out).targets["pericardial_effusion"]
+    assert effusion.positive == ("Small pericardial effusion.",)  # the train split's, not the test's
