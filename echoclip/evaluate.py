@@ -306,7 +306,7 @@ def _evaluate_set(
             entry.update(_against_stated(part.studies, target.label.column, truth, preds[name]))
             if calibration_part is not None:
                 reference = label_values(calibration_part.studies, target.label)
-                entry.update(_against_mean_predictor(truth, preds[name], reference))
+                entry.update(_against_mean_predictor(truth, preds[name], reference, entry["mae"]))
         elif target.kind == "binary":
             calibration = None
             if calibration_preds is not None and method != "calibrated":
@@ -663,7 +663,7 @@ def _regression_entry(target: Any, truth: pd.Series, pred: pd.Series, out_dir: P
     return entry
 
 
-def _against_mean_predictor(truth: pd.Series, pred: pd.Series, reference: pd.Series) -> dict:
+def _against_mean_predictor(truth: pd.Series, pred: pd.Series, reference: pd.Series, mae: float) -> dict:
     """The MAE of always answering the calibration studies' mean label, and the model's share of it.
 
     A regression prompt set that ranks values in the wrong order still lands near the
@@ -675,13 +675,13 @@ def _against_mean_predictor(truth: pd.Series, pred: pd.Series, reference: pd.Ser
     keep = np.isfinite(t) & np.isfinite(p)
     if not np.isfinite(typical) or not keep.any():
         return {}
+    # on the studies the model's ``mae`` was measured on: those with a truth and a prediction
     baseline = float(np.abs(t[keep] - typical).mean())
-    model_mae = float(np.abs(t[keep] - p[keep]).mean())
     return {
         "mean_predictor": {
             "value": typical,
             "mae": baseline,
-            "mae_ratio": model_mae / baseline if baseline > 0 else float("nan"),
+            "mae_ratio": mae / baseline if baseline > 0 else float("nan"),
         }
     }
 
