@@ -161,7 +161,7 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
         seed=seed,
         progress=False,
         tensorboard=False,
-        sample_weight_column="sample_weight" if recipe.device_share > 0 else None,
+        sample_weight_column="sample_weight" if recipe.device_share or recipe.finding_share else None,
         contrastive=contrastive,
     )
     if level == "study":

@@ -63,6 +63,8 @@ class DemoRecipe:
     model: str
     phrase_min_frequency: int
     device_share: float
+    # the same for the findings a training report states (0 = off)
+    finding_share: float
     device_concepts: bool
     init_prefix: str
     probe_steps: int
@@ -329,24 +331,34 @@ def stage_simulate(run: DemoRun) -> dict[str, Any]:
             t["split"] = "test"
         tables.append(t)
     table = pd.concat(tables, ignore_index=True)
-    table[SAMPLE_WEIGHT] = _device_weights(table, s.device_share)
+    table[SAMPLE_WEIGHT] = _sample_weights(table, s.device_share, s.finding_share)
     with atomic.writing(run.manifest) as tmp:
         table.to_parquet(tmp)
     counts = table["split"].value_counts().to_dict()
     return {"studies": int(table["study_id"].nunique()), **{f"videos_{k}": int(v) for k, v in counts.items()}}
 
 
-def _device_weights(table: Any, share: float) -> Any:
-    """Sampling weights of the training studies from the devices their reports name (1 elsewhere)."""
+def _sample_weights(table: Any, device_share: float, finding_share: float) -> Any:
+    """Sampling weights of the training studies (1 elsewhere): the largest boost of the
+    devices their reports name and of the findings they state."""
     import numpy as np
 
     from echoclip.data.synthetic import DEVICE_PATTERNS
-    from echoclip.train.balance import mention_weights
+    from echoclip.data.synthetic.anatomy import FINDINGS
+    from echoclip.data.synthetic.reports import mentioned_findings
+    from echoclip.train.balance import mention_weights, share_weights
 
     weights = np.ones(len(table))
     train = (table["split"] == "train").to_numpy()
-    if share > 0 and train.any():
-        weights[train] = mention_weights(table.loc[train, "report"].tolist(), DEVICE_PATTERNS, share)
+    if not train.any():
+        return weights
+    reports = table.loc[train, "report"].astype(str).tolist()
+    if device_share > 0:
+        weights[train] = mention_weights(reports, DEVICE_PATTERNS, device_share)
+    if finding_share > 0:
+        stated = [mentioned_findings(r) for r in reports]
+        mentions = np.array([[f in found for f in FINDINGS] for found in stated], dtype=bool)
+        weights[train] = np.maximum(weights[train], share_weights(mentions, finding_share))
     return weights
 
 
@@ -807,7 +819,7 @@ def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
         out=str(out),
         seed=run.seed,
         progress=run.progress,
-        sample_weight_column=SAMPLE_WEIGHT if recipe.device_share > 0 else None,
+        sample_weight_column=SAMPLE_WEIGHT if recipe.device_share or recipe.finding_share else None,
         contrastive=contrastive,
     )
 

@@ -147,22 +147,25 @@ def test_a_recipe_with_a_bad_videos_per_view_is_refused():
     assert DemoRecipe.from_dict(recipe).videos_per_view == (1, 2)
 
 
-def test_device_weights_draw_rarely_named_devices_more_often_in_training_only():
+def test_sample_weights_draw_rare_devices_and_findings_more_often_in_training_only():
     table = pd.DataFrame(
         {
             "report": [
                 "A PACEMAKER LEAD IS SEEN.",
+                "THE RIGHT VENTRICLE IS SEVERELY DILATED.",
+                "NORMAL RV SIZE.",
                 "NORMAL STUDY.",
-                "NORMAL STUDY.",
-                "NORMAL STUDY.",
-                "A PACEMAKER LEAD IS SEEN.",
+                "A PACEMAKER LEAD IS SEEN. THE RIGHT VENTRICLE IS SEVERELY DILATED.",
             ],
             "split": ["train", "train", "train", "train", "test"],
         }
     )
     # a pacemaker in 1 of 4 training reports, asked for in half of the draws: weight 2
-    assert demo._device_weights(table, 0.5).tolist() == [2.0, 1.0, 1.0, 1.0, 1.0]
-    assert demo._device_weights(table, 0.0).tolist() == [1.0] * 5
+    assert demo._sample_weights(table, 0.5, 0.0).tolist() == [2.0, 1.0, 1.0, 1.0, 1.0]
+    # RV dilation stated in 1 of 4 (the denial "normal RV size" is no mention): weight 3
+    assert demo._sample_weights(table, 0.0, 0.75).tolist() == [1.0, 3.0, 1.0, 1.0, 1.0]
+    assert demo._sample_weights(table, 0.5, 0.75).tolist() == [2.0, 3.0, 1.0, 1.0, 1.0]
+    assert demo._sample_weights(table, 0.0, 0.0).tolist() == [1.0] * 5
 
 
 def test_a_crash_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["mention_weights"]
+__all__ = ["mention_weights", "share_weights"]
 
 
 def mention_weights(
@@ -34,17 +34,32 @@ def mention_weights(
     >>> mention_weights(["TAVR IN SITU.", "NORMAL.", "NORMAL.", "NORMAL."], {"tavr": "TAVR"}, 0.5)
     array([2., 1., 1., 1.])
     """
+    mentions = np.zeros((len(reports), len(patterns)), dtype=bool)
+    for j, pattern in enumerate(patterns.values()):
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        mentions[:, j] = [bool(regex.search(str(r or ""))) for r in reports]
+    return share_weights(mentions, target_share, max_weight)
+
+
+def share_weights(mentions: np.ndarray, target_share: float = 0.1, max_weight: float = 10.0) -> np.ndarray:
+    """One weight per row of ``bool [N, concepts]``: the largest boost of the concepts the
+    row mentions, else 1 (the rule of :func:`mention_weights`, for mentions read otherwise).
+
+    >>> share_weights(np.array([[True], [False], [False], [False]]), 0.5)
+    array([2., 1., 1., 1.])
+    """
     if not 0 < target_share <= 1:
         raise ValueError(f"target_share must be in (0, 1], got {target_share}")
     if max_weight < 1:
         raise ValueError(f"max_weight must be >= 1, got {max_weight}")
-    weights = np.ones(len(reports), dtype=np.float64)
-    for pattern in patterns.values():
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        mentions = np.array([bool(regex.search(str(r or ""))) for r in reports], dtype=bool)
-        share = mentions.mean() if len(reports) else 0.0
+    mentions = np.asarray(mentions, dtype=bool)
+    if mentions.ndim != 2:
+        raise ValueError(f"mentions must be [reports, concepts], got shape {mentions.shape}")
+    weights = np.ones(len(mentions), dtype=np.float64)
+    for column in mentions.T:
+        share = column.mean() if len(column) else 0.0
         if share == 0:
             continue
         boost = float(np.clip(target_share / share, 1.0, max_weight))
-        weights[mentions] = np.maximum(weights[mentions], boost)
+        weights[column] = np.maximum(weights[column], boost)
     return weights

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,21 @@ def test_mention_weights_boost_rare_mentions():
     assert mention_weights(reports, {"normal": "NORMAL"}, 0.1).tolist() == [1.0] * 20  # common: no boost
     with pytest.raises(ValueError, match="target_share"):
         mention_weights(reports, {}, 0.0)
+
+
+def test_share_weights_take_each_rows_largest_boost():
+    from echoclip.train.balance import share_weights
+
+    mentions = np.zeros((10, 3), dtype=bool)
+    mentions[0, 0] = mentions[0, 1] = True  # 1/10 and 2/10 -> 0.4: boosts 4 and 2
+    mentions[1, 1] = True
+    mentions[:, 2] = True  # everywhere: no boost
+    assert share_weights(mentions, 0.4).tolist() == [4.0, 2.0] + [1.0] * 8
+    assert share_weights(np.zeros((0, 2), dtype=bool), 0.4).tolist() == []
+    with pytest.raises(ValueError, match="max_weight"):
+        share_weights(mentions, 0.4, max_weight=0.5)
+    with pytest.raises(ValueError, match="reports, concepts"):
+        share_weights(mentions[:, 0], 0.4)
 
 
 def test_report_augmentation_never_drops_everything():
