@@ -5,7 +5,9 @@ a batch: the contrastive loss rarely needs it to tell pairs apart, and a short r
 learns it last. :func:`mention_weights` reads which concepts each report mentions
 (regular expressions on the text, so no labels are needed) and weights the studies
 that mention a rare one up, so that each concept is drawn about ``target_share`` of
-the time. The weights go into a manifest column that
+the time. :func:`share_weights` applies the same rule to mentions read otherwise: a
+finding is stated or denied ("normal RV size"), which one regular expression cannot
+tell apart. The weights go into a manifest column that
 ``TrainConfig.sample_weight_column`` names.
 """
 
