@@ -285,7 +285,9 @@ def read_container(
         if not container.streams.video:
             raise VideoReadError(f"{path}: the file has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # slice threading only: a frame-threaded decoder that is closed before the end of
+        # the stream (a clip of a longer video) can hang in a DataLoader worker's process
+        stream.thread_type = "SLICE"
         declared = float(stream.average_rate or stream.base_rate or stream.guessed_rate or 0)
         fps = declared if declared > 0 else float(fps or 0)
         if not fps > 0:
