@@ -20,11 +20,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# pyarrow's jemalloc runs a background thread; a DataLoader worker forked while it holds a
-# lock waits on it forever (test runs hung so in test_datasets): no such thread, and the
-# system allocator for Arrow's buffers
-os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 @pytest.fixture(autouse=True)

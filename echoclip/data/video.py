@@ -285,8 +285,8 @@ def read_container(
         if not container.streams.video:
             raise VideoReadError(f"{path}: the file has no video stream")
         stream = container.streams.video[0]
-        # slice threading only: a frame-threaded decoder that is closed before the end of
-        # the stream (a clip of a longer video) can hang in a DataLoader worker's process
+        # slice threading only: frame threading starts a thread pool per file, which costs
+        # more than it gains on short clips (60 MJPEG files: 0.125 s against 0.084 s)
         stream.thread_type = "SLICE"
         declared = float(stream.average_rate or stream.base_rate or stream.guessed_rate or 0)
         fps = declared if declared > 0 else float(fps or 0)
@@ -372,7 +372,9 @@ def _decode_count(path: Path) -> int:
 
 
 def _to_rgb(frame: Any) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    # one thread: PyAV keeps its colour converter between calls, and a converter with a
+    # thread pool made in a parent process waits forever in a forked DataLoader worker
+    return frame.to_ndarray(format="rgb24", threads=1)
 
 
 def _decode_all(container: Any, stream: Any, path: Path, expected: int | None = None) -> np.ndarray:
