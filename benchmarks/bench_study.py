@@ -148,6 +148,7 @@ def pretrain_tower(work: Path, manifest: Path, recipe: Any, seed: int, steps: in
 def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: int) -> Any:
     """The recipe's ``[train]`` for one arm, with the demo's device concepts and sampling weights."""
     from echoclip.data.synthetic import DEVICE_PATTERNS
+    from echoclip.demo import SAMPLE_WEIGHT
 
     level, pooling = ARMS[arm]
     contrastive = recipe.train.contrastive
@@ -161,7 +162,7 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
         seed=seed,
         progress=False,
         tensorboard=False,
-        sample_weight_column="sample_weight" if recipe.device_share or recipe.finding_share else None,
+        sample_weight_column=SAMPLE_WEIGHT if recipe.draws_by_weight else None,
         contrastive=contrastive,
     )
     if level == "study":

@@ -114,6 +114,12 @@ class DemoRecipe:
         demo.update(views=tuple(demo["views"]), videos_per_view=per_view)
         return cls(**demo, pretrain=pretrain, train=train)
 
+    @property
+    def draws_by_weight(self) -> bool:
+        """Whether the CLIP stages draw training studies by their sample weight (a device or
+        finding share is set)."""
+        return bool(self.device_share or self.finding_share)
+
     def stages(self) -> list[tuple[str, Stage]]:
         """The stages this recipe runs: the ablation's two only with ``ablation``, the
         probes only with ``probe_steps``, one video per study against the study only at
@@ -819,7 +825,7 @@ def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
         out=str(out),
         seed=run.seed,
         progress=run.progress,
-        sample_weight_column=SAMPLE_WEIGHT if recipe.device_share or recipe.finding_share else None,
+        sample_weight_column=SAMPLE_WEIGHT if recipe.draws_by_weight else None,
         contrastive=contrastive,
     )
 

@@ -135,6 +135,20 @@ def test_a_single_view_recipe_trains_at_clip_level_without_the_one_video_compari
     assert table.splitlines()[0].split() == ["SSL+CLIP", "baseline"]
 
 
+def test_a_recipe_draws_by_weight_when_a_device_or_finding_share_is_set():
+    small = DemoRecipe.load("demo-small")
+    assert small.draws_by_weight
+    assert (
+        demo._clip_config(demo.DemoRun(Path("r"), small, seed=0), Path("x")).sample_weight_column
+        == demo.SAMPLE_WEIGHT
+    )
+    for shares in ({"device_share": 0.0}, {"finding_share": 0.0}):
+        assert dataclasses.replace(small, **shares).draws_by_weight
+    plain = dataclasses.replace(small, device_share=0.0, finding_share=0.0)
+    assert not plain.draws_by_weight
+    assert demo._clip_config(demo.DemoRun(Path("r"), plain, seed=0), Path("x")).sample_weight_column is None
+
+
 def test_a_recipe_with_a_bad_videos_per_view_is_refused():
     from echoclip.errors import ConfigError
     from echoclip.loop.config import load_recipe
