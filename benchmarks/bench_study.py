@@ -146,16 +146,13 @@ def pretrain_tower(work: Path, manifest: Path, recipe: Any, seed: int, steps: in
 
 
 def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: int) -> Any:
-    """The recipe's ``[train]`` for one arm, with the demo's device concepts and sampling weights."""
-    from echoclip.data.synthetic import DEVICE_PATTERNS
+    """The recipe's ``[train]`` for one arm, with the demo recipe's concepts and sampling weights."""
     from echoclip.demo import SAMPLE_WEIGHT
 
     level, pooling = ARMS[arm]
     contrastive = recipe.train.contrastive
-    if recipe.device_concepts:
-        contrastive = contrastive.updated(
-            concept_patterns={name: p.pattern for name, p in DEVICE_PATTERNS.items()}
-        )
+    if recipe.concept_patterns:
+        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
     # the arm's own level and pooling (a clip-level arm has none, whatever the recipe pools by)
     config = dataclasses.replace(recipe.train, level=level, study_pooling=pooling).updated(
         out=str(out),

@@ -28,7 +28,7 @@ def main() -> None:
 
     import torch
 
-    from echoclip.data.synthetic import DEVICE_PATTERNS, simulate_reports
+    from echoclip.data.synthetic import simulate_reports
     from echoclip.demo import DemoRecipe
     from echoclip.models.factory import create_model
     from echoclip.tokenizer import EchoTokenizer
@@ -40,8 +40,8 @@ def main() -> None:
     tok = EchoTokenizer.train(reports, phrase_min_frequency=recipe.phrase_min_frequency)
     model = create_model("echoclip-tiny", tokenizer=tok).train()
     contrastive = recipe.train.contrastive
-    if recipe.device_concepts:
-        contrastive = contrastive.updated(concept_patterns={k: p.pattern for k, p in DEVICE_PATTERNS.items()})
+    if recipe.concept_patterns:
+        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
     objective = ContrastiveObjective(tok, contrastive, seed=0)
     batches = []
     n = recipe.train.batch_size

@@ -66,6 +66,8 @@ class DemoRecipe:
     # the same for the findings a training report states (0 = off)
     finding_share: float
     device_concepts: bool
+    # the same for a sentence stating a finding (the simulator's finding patterns)
+    finding_concepts: bool
     init_prefix: str
     probe_steps: int
     # the physical field of view of every clip, in cm (PreprocessConfig.field_cm); 0: off
@@ -113,6 +115,19 @@ class DemoRecipe:
             )
         demo.update(views=tuple(demo["views"]), videos_per_view=per_view)
         return cls(**demo, pretrain=pretrain, train=train)
+
+    @property
+    def concept_patterns(self) -> dict[str, str]:
+        """The concepts the contrastive terms do not contrast between phrasings (name ->
+        regular expression): the simulator's devices and findings, as the recipe asks."""
+        from echoclip.data.synthetic import DEVICE_PATTERNS, FINDING_PATTERNS, finding_concept
+
+        patterns = {}
+        if self.device_concepts:
+            patterns.update({name: p.pattern for name, p in DEVICE_PATTERNS.items()})
+        if self.finding_concepts:
+            patterns.update({name: finding_concept(name) for name in FINDING_PATTERNS})
+        return patterns
 
     @property
     def draws_by_weight(self) -> bool:
@@ -366,12 +381,6 @@ def _sample_weights(table: Any, device_share: float, finding_share: float) -> An
         mentions = np.array([[f in found for f in FINDINGS] for found in stated], dtype=bool)
         weights[train] = np.maximum(weights[train], share_weights(mentions, finding_share))
     return weights
-
-
-def _device_concepts() -> dict[str, str]:
-    from echoclip.data.synthetic import DEVICE_PATTERNS
-
-    return {name: pattern.pattern for name, pattern in DEVICE_PATTERNS.items()}
 
 
 def stage_tokenizer(run: DemoRun) -> dict[str, Any]:
@@ -819,8 +828,8 @@ def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
     """The recipe's ``[train]`` for one CLIP arm, with the simulator's device concepts and weights."""
     recipe = run.recipe
     contrastive = recipe.train.contrastive
-    if recipe.device_concepts:
-        contrastive = contrastive.updated(concept_patterns=_device_concepts())
+    if recipe.concept_patterns:
+        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
     return recipe.train.updated(
         out=str(out),
         seed=run.seed,

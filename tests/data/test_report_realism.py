@@ -16,6 +16,7 @@ from echoclip.data.synthetic import (
     WrittenReport,
     compose_report,
     extract_ef,
+    finding_concept,
     mentioned_devices,
     mentioned_findings,
     plan_cohort,
@@ -25,6 +26,7 @@ from echoclip.data.synthetic import (
     stated_ef,
     write_report,
 )
+from echoclip.data.synthetic.anatomy import FINDINGS
 from echoclip.data.synthetic.cohort import report_rng, study_state
 from echoclip.data.synthetic.realism import Realism, ReportRealism, get_realism
 
@@ -176,6 +178,22 @@ def test_devices_and_findings_stay_findable(cohort, real_1000) -> None:
 def test_findings_are_read_from_clean_reports_too(cohort) -> None:
     for (state, _), w in zip(cohort, _write(cohort, None), strict=True):
         assert mentioned_findings(w.text) == set(state.findings), (state.findings, w.text)
+
+
+def test_a_finding_concept_matches_the_sentences_that_state_the_finding(cohort, real_1000) -> None:
+    from echoclip.train.contrastive import ConceptMatcher, split_sentences
+
+    matcher = ConceptMatcher({f: finding_concept(f) for f in FINDINGS})
+    sentences = [t for w in real_1000[:300] for t in split_sentences(w.text)]
+    named = matcher.sentences(sentences).numpy()
+    read = np.array([[f in mentioned_findings(t) for f in FINDINGS] for t in sentences])
+    assert (named == read).all()
+    assert read.sum(axis=0).min() >= 5  # every finding is stated somewhere, in several sentences
+    denied = ["No pericardial effusion.", "The left ventricle is normal in size.", "RV size is normal."]
+    assert not matcher.sentences(denied).any()
+    assert matcher.sentences(["The left ventricle is severely dilated."]).numpy().tolist() == [
+        [f == "lv_dilation" for f in FINDINGS]
+    ]
 
 
 def test_real_reports_are_untidy(cohort, real_1000) -> None:

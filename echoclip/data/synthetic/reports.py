@@ -44,6 +44,7 @@ __all__ = [
     "mentioned_findings",
     "DEVICE_PATTERNS",
     "FINDING_PATTERNS",
+    "finding_concept",
     "FINDING_SUBJECTS",
 ]
 
@@ -110,6 +111,15 @@ FINDING_PATTERNS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         re.compile(r"\bno (?:left ventricular hypertrophy|lvh)\b|\bnormal\b", re.I),
     ),
 }
+
+
+def finding_concept(finding: str) -> str:
+    """One regular expression for a sentence that states ``finding`` present: its words, and
+    none that deny it (:data:`FINDING_PATTERNS` as a single pattern, for the concept masks of
+    the contrastive loss, :class:`echoclip.train.contrastive.ConceptMatcher`)."""
+    states, denies = FINDING_PATTERNS[finding]
+    return rf"(?s)^(?!.*?(?:{denies.pattern})).*?(?:{states.pattern})"
+
 
 # What a sentence that denies a finding is about: its structure. "Normal" alone denies LV
 # dilation only in a sentence about the left ventricle (corpus prompts take such sentences
