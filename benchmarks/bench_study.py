@@ -152,7 +152,9 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
     level, pooling = ARMS[arm]
     contrastive = recipe.train.contrastive
     if recipe.concept_patterns:
-        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
+        contrastive = contrastive.updated(
+            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
+        )
     # the arm's own level and pooling (a clip-level arm has none, whatever the recipe pools by)
     config = dataclasses.replace(recipe.train, level=level, study_pooling=pooling).updated(
         out=str(out),

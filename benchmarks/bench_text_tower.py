@@ -41,7 +41,9 @@ def main() -> None:
     model = create_model("echoclip-tiny", tokenizer=tok).train()
     contrastive = recipe.train.contrastive
     if recipe.concept_patterns:
-        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
+        contrastive = contrastive.updated(
+            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
+        )
     objective = ContrastiveObjective(tok, contrastive, seed=0)
     batches = []
     n = recipe.train.batch_size

@@ -66,8 +66,11 @@ class DemoRecipe:
     # the same for the findings a training report states (0 = off)
     finding_share: float
     device_concepts: bool
-    # the same for a sentence stating a finding (the simulator's finding patterns)
+    # the same for a sentence stating a finding (the simulator's finding patterns); its
+    # sentences are not taken first into the step's sentences, as a device's are, when
+    # finding_first is false
     finding_concepts: bool
+    finding_first: bool
     init_prefix: str
     probe_steps: int
     # the physical field of view of every clip, in cm (PreprocessConfig.field_cm); 0: off
@@ -128,6 +131,15 @@ class DemoRecipe:
         if self.finding_concepts:
             patterns.update({name: finding_concept(name) for name in FINDING_PATTERNS})
         return patterns
+
+    @property
+    def first_concepts(self) -> list[str] | None:
+        """The concepts whose sentences the CLIP stages take first (``None``: all)."""
+        from echoclip.data.synthetic import FINDINGS
+
+        if self.finding_first or not self.finding_concepts:
+            return None
+        return [name for name in self.concept_patterns if name not in FINDINGS]
 
     @property
     def draws_by_weight(self) -> bool:
@@ -829,7 +841,9 @@ def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
     recipe = run.recipe
     contrastive = recipe.train.contrastive
     if recipe.concept_patterns:
-        contrastive = contrastive.updated(concept_patterns=recipe.concept_patterns)
+        contrastive = contrastive.updated(
+            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
+        )
     return recipe.train.updated(
         out=str(out),
         seed=run.seed,

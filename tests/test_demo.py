@@ -160,6 +160,12 @@ def test_a_recipe_names_the_device_and_finding_concepts_it_asks_for():
     config = demo._clip_config(demo.DemoRun(Path("r"), both, seed=0), Path("x"))
     assert config.contrastive.concept_patterns == both.concept_patterns
     assert dataclasses.replace(small, device_concepts=False).concept_patterns == {}
+    # the findings' sentences are concepts without being taken first unless finding_first
+    assert config.contrastive.first_concepts is None
+    masked = dataclasses.replace(both, finding_first=False)
+    config = demo._clip_config(demo.DemoRun(Path("r"), masked, seed=0), Path("x"))
+    assert config.contrastive.first_concepts == list(DEVICES)
+    assert list(config.contrastive.concept_patterns) == [*DEVICES, *FINDINGS]
 
 
 def test_a_recipe_with_a_bad_videos_per_view_is_refused():

@@ -48,6 +48,9 @@ class ContrastiveConfig:
     # concept is not a negative of the videos and reports that name it otherwise, and the
     # sentences naming one are taken first into max_sentences; empty = off
     concept_patterns: dict[str, str] = field(default_factory=dict)
+    # the concepts whose sentences are taken first (None: all of them; [] none): a rare
+    # concept needs it to be seen every step, a common one crowds out the other sentences
+    first_concepts: list[str] | None = None
     # held-out studies embedded per forward pass during validation
     val_batch_size: int = 64
 
@@ -74,6 +77,10 @@ class ContrastiveConfig:
                 raise ConfigError(
                     f"concept_patterns[{name!r}]: not a regular expression ({pattern!r}: {e})"
                 ) from None
+
+        unknown = sorted(set(self.first_concepts or ()) - set(self.concept_patterns))
+        if unknown:
+            raise ConfigError(f"first_concepts names {unknown}, which concept_patterns lacks")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -340,7 +340,8 @@ class ContrastiveObjective:
     what reports state in many phrasings, such as devices: a sentence that mentions a
     concept is not contrasted with the videos, or the reports, that mention it in other
     words (:meth:`ConceptMatcher.shared`), and when ``max_sentences`` draws a subset, the
-    sentences that name a concept are taken first. The patterns must match only
+    sentences that name a concept (of ``first_concepts``, by default any) are taken first.
+    The patterns must match only
     statements that a concept is present ("NO PACEMAKER" would make every report a
     mention).
 
@@ -428,10 +429,13 @@ class ContrastiveObjective:
         return batch
 
     def _sentence_subset(self, sentences: list[str], rng: random.Random) -> list[int]:
-        """``max_sentences`` indices: the sentences naming a concept first, the rest drawn at random."""
+        """``max_sentences`` indices: the sentences naming a concept of ``first_concepts``
+        first, the rest drawn at random."""
+        first = self.config.first_concepts
+        columns = [i for i, name in enumerate(self.concepts.patterns) if first is None or name in first]
         named = (
-            self.concepts.sentences(sentences).any(dim=1).nonzero().flatten().tolist()
-            if self.concepts
+            self.concepts.sentences(sentences)[:, columns].any(dim=1).nonzero().flatten().tolist()
+            if self.concepts and columns
             else []
         )
         if len(named) >= self.config.max_sentences:

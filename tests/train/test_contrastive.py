@@ -293,6 +293,16 @@ def test_max_sentences_takes_the_sentences_naming_a_concept_first():
         plain.append(len(devices & set(kept_sentences(epoch))))
     # without the patterns they are drawn like any other of the 18 sentences
     assert min(plain) == 0
+    # a concept left out of first_concepts is still a concept, but its sentences are not first
+    both = {"tavr": r"\btavr\b|transcatheter", "a": r"^A\d"}
+    for epoch in range(10):
+        assert devices < set(kept_sentences(epoch, concept_patterns=both, first_concepts=["tavr"]))
+    not_first = [
+        len(devices & set(kept_sentences(e, concept_patterns=both, first_concepts=["a"]))) for e in range(10)
+    ]
+    assert min(not_first) == 0
+    with pytest.raises(ConfigError, match="first_concepts"):
+        ContrastiveConfig(concept_patterns=both, first_concepts=["pacemaker"])
 
 
 def test_contrastive_loss_is_computed_in_fp32_under_bf16_autocast():
