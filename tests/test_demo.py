@@ -152,11 +152,11 @@ def test_a_recipe_draws_by_weight_when_a_device_or_finding_share_is_set():
 def test_a_recipe_names_the_device_and_finding_concepts_it_asks_for():
     from echoclip.data.synthetic import DEVICES, FINDINGS
 
-    small = DemoRecipe.load("demo-small")
-    assert small.device_concepts and not small.finding_concepts
-    assert list(small.concept_patterns) == list(DEVICES)
-    both = dataclasses.replace(small, finding_concepts=True)
+    both = DemoRecipe.load("demo-small")
+    assert both.device_concepts and both.finding_concepts and both.finding_first
     assert list(both.concept_patterns) == [*DEVICES, *FINDINGS]
+    small = dataclasses.replace(both, finding_concepts=False)
+    assert list(small.concept_patterns) == list(DEVICES)
     config = demo._clip_config(demo.DemoRun(Path("r"), both, seed=0), Path("x"))
     assert config.contrastive.concept_patterns == both.concept_patterns
     assert dataclasses.replace(small, device_concepts=False).concept_patterns == {}
