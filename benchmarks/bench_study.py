@@ -150,11 +150,6 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
     from echoclip.demo import SAMPLE_WEIGHT
 
     level, pooling = ARMS[arm]
-    contrastive = recipe.train.contrastive
-    if recipe.concept_patterns:
-        contrastive = contrastive.updated(
-            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
-        )
     # the arm's own level and pooling (a clip-level arm has none, whatever the recipe pools by)
     config = dataclasses.replace(recipe.train, level=level, study_pooling=pooling).updated(
         out=str(out),
@@ -162,7 +157,7 @@ def _clip_config(recipe: Any, out: Path, seed: int, arm: str, videos_per_study: 
         progress=False,
         tensorboard=False,
         sample_weight_column=SAMPLE_WEIGHT if recipe.draws_by_weight else None,
-        contrastive=contrastive,
+        contrastive=recipe.contrastive,
     )
     if level == "study":
         config = config.updated(videos_per_study=videos_per_study)

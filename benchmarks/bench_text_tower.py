@@ -39,12 +39,7 @@ def main() -> None:
     recipe = DemoRecipe.load("demo-small")  # the demo's recipe, so that the texts are those its steps encode
     tok = EchoTokenizer.train(reports, phrase_min_frequency=recipe.phrase_min_frequency)
     model = create_model("echoclip-tiny", tokenizer=tok).train()
-    contrastive = recipe.train.contrastive
-    if recipe.concept_patterns:
-        contrastive = contrastive.updated(
-            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
-        )
-    objective = ContrastiveObjective(tok, contrastive, seed=0)
+    objective = ContrastiveObjective(tok, recipe.contrastive, seed=0)
     batches = []
     n = recipe.train.batch_size
     for k in range(args.steps + 1):

@@ -29,7 +29,7 @@ from echoclip.allocator import allocator_name
 from echoclip.atomic import jsonable, write_json
 from echoclip.loop.config import LoopConfig, load_recipe
 from echoclip.processes import BackgroundCall, peak_rss_mb
-from echoclip.train.config import TrainConfig
+from echoclip.train.config import ContrastiveConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,14 @@ class DemoRecipe:
         if self.finding_first or not self.finding_concepts:
             return None
         return [name for name in self.concept_patterns if name not in FINDINGS]
+
+    @property
+    def contrastive(self) -> ContrastiveConfig:
+        """The recipe's ``[train.contrastive]`` with its device and finding concepts."""
+        contrastive = self.train.contrastive
+        if not self.concept_patterns:
+            return contrastive
+        return contrastive.updated(concept_patterns=self.concept_patterns, first_concepts=self.first_concepts)
 
     @property
     def draws_by_weight(self) -> bool:
@@ -839,17 +847,12 @@ def format_table(metrics: dict[str, Any]) -> str:
 def _clip_config(run: DemoRun, out: Path) -> TrainConfig:
     """The recipe's ``[train]`` for one CLIP arm, with the simulator's device concepts and weights."""
     recipe = run.recipe
-    contrastive = recipe.train.contrastive
-    if recipe.concept_patterns:
-        contrastive = contrastive.updated(
-            concept_patterns=recipe.concept_patterns, first_concepts=recipe.first_concepts
-        )
     return recipe.train.updated(
         out=str(out),
         seed=run.seed,
         progress=run.progress,
         sample_weight_column=SAMPLE_WEIGHT if recipe.draws_by_weight else None,
-        contrastive=contrastive,
+        contrastive=recipe.contrastive,
     )
 
 

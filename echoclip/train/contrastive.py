@@ -376,6 +376,11 @@ class ContrastiveObjective:
         self.val_dataset = val_dataset
         self.zero_shot_prompts = zero_shot_prompts
         self.concepts = ConceptMatcher(self.config.concept_patterns)
+        first = self.config.first_concepts
+        # the columns of ConceptMatcher.sentences whose sentences _sentence_subset takes first
+        self._first_columns = [
+            i for i, name in enumerate(self.concepts.patterns) if first is None or name in first
+        ]
         self._loss_fn: nn.Module | None = None
 
     # -- data --------------------------------------------------------------------------
@@ -431,11 +436,10 @@ class ContrastiveObjective:
     def _sentence_subset(self, sentences: list[str], rng: random.Random) -> list[int]:
         """``max_sentences`` indices: the sentences naming a concept of ``first_concepts``
         first, the rest drawn at random."""
-        first = self.config.first_concepts
-        columns = [i for i, name in enumerate(self.concepts.patterns) if first is None or name in first]
+        columns = self._first_columns
         named = (
             self.concepts.sentences(sentences)[:, columns].any(dim=1).nonzero().flatten().tolist()
-            if self.concepts and columns
+            if columns
             else []
         )
         if len(named) >= self.config.max_sentences:
